@@ -1,0 +1,58 @@
+//! The `forward` connector: passes batches from one pipeline to others of the same signal.
+
+use std::sync::Arc;
+
+use hotspan_config::{check_component, FieldError, Signal};
+use hotspan_proto::Batch;
+
+use crate::component::{BoxError, BuildContext, ConnectorFactory, ConsumerComponent, Lifecycle};
+use crate::consumer::{BoxFuture, ConsumeError, Consumer, SignalConsumers};
+
+/// It has no settings; the empty struct still refuses unknown keys.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {}
+
+impl hotspan_config::ComponentConfig for ForwardConfig {}
+
+pub struct Factory;
+
+impl ConnectorFactory for Factory {
+    fn type_name(&self) -> &'static str {
+        "forward"
+    }
+    fn pairs(&self) -> &'static [(Signal, Signal)] {
+        &[(Signal::Traces, Signal::Traces)]
+    }
+    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
+        check_component::<ForwardConfig>(config)
+    }
+    fn build(
+        &self,
+        _ctx: &BuildContext,
+        _config: &serde_yaml::Value,
+        next: SignalConsumers,
+    ) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
+        Ok(Arc::new(Forward { next }))
+    }
+}
+
+struct Forward {
+    next: SignalConsumers,
+}
+
+impl Consumer for Forward {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            match self.next.get(batch.signal()) {
+                Some(next) => next.consume(batch).await,
+                None => Err(ConsumeError::Permanent(format!(
+                    "forward has no {} pipeline",
+                    batch.signal()
+                ))),
+            }
+        })
+    }
+}
+
+impl Lifecycle for Forward {}

@@ -1,0 +1,3 @@
+//! Connectors: exporters at the end of one pipeline and receivers at the head of another.
+
+pub mod forward;

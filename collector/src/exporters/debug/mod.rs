@@ -1,0 +1,163 @@
+//! The `debug` exporter: what passes, written to the log (stderr).
+
+use std::fmt::Write;
+
+use async_trait::async_trait;
+use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use hotspan_proto::Batch;
+use serde::Deserialize;
+use tracing::info;
+
+use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
+use crate::exporters::ExportError;
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// Counts only.
+    #[default]
+    Basic,
+    /// A line per item.
+    Normal,
+    /// Every field.
+    Detailed,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    pub verbosity: Verbosity,
+}
+
+impl ComponentConfig for DebugConfig {}
+
+pub struct Factory;
+
+impl ExporterFactory for Factory {
+    fn type_name(&self) -> &'static str {
+        "debug"
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
+        check_component::<DebugConfig>(config)
+    }
+    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
+        let config: DebugConfig = parse_component(config)?;
+        Ok(BuiltExporter::direct(DebugExporter {
+            name: ctx.name(),
+            verbosity: config.verbosity,
+        }))
+    }
+}
+
+struct DebugExporter {
+    name: String,
+    verbosity: Verbosity,
+}
+
+#[async_trait]
+impl Exporter for DebugExporter {
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        match batch {
+            Batch::Traces(traces) => {
+                let resources = traces.resource_spans().len();
+                let spans = traces.span_count();
+                if self.verbosity == Verbosity::Basic {
+                    info!(exporter = %self.name, resource_spans = resources, spans, "Traces");
+                } else {
+                    let text = describe_traces(traces, self.verbosity == Verbosity::Detailed);
+                    info!(exporter = %self.name, resource_spans = resources, spans, "Traces\n{text}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_traces(traces: &hotspan_proto::TracesBatch, detailed: bool) -> String {
+    let mut out = String::new();
+    for (ri, rs) in traces.resource_spans().iter().enumerate() {
+        let attrs = rs
+            .resource
+            .as_ref()
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default();
+        let _ = writeln!(out, "ResourceSpans #{ri} {attrs}");
+        for (si, ss) in rs.scope_spans.iter().enumerate() {
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| format!("{} {}", s.name, s.version))
+                .unwrap_or_default();
+            let _ = writeln!(out, "ScopeSpans #{si} {scope}");
+            for span in &ss.spans {
+                let _ = write!(
+                    out,
+                    "{} trace_id={} span_id={}",
+                    span.name,
+                    hex(&span.trace_id),
+                    hex(&span.span_id)
+                );
+                if detailed {
+                    let _ = write!(
+                        out,
+                        " parent_span_id={} kind={} start={} end={} {}",
+                        hex(&span.parent_span_id),
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        attributes(&span.attributes)
+                    );
+                    for event in &span.events {
+                        let _ = write!(
+                            out,
+                            "\n  event {} at {} {}",
+                            event.name,
+                            event.time_unix_nano,
+                            attributes(&event.attributes)
+                        );
+                    }
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attributes(kvs: &[KeyValue]) -> String {
+    kvs.iter()
+        .map(|kv| format!("{}={}", kv.key, value(kv.value.as_ref())))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn value(v: Option<&AnyValue>) -> String {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex(b),
+        Some(any_value::Value::ArrayValue(a)) => {
+            format!(
+                "[{}]",
+                a.values
+                    .iter()
+                    .map(|v| value(Some(v)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }
+        Some(any_value::Value::KvlistValue(l)) => format!("{{{}}}", attributes(&l.values)),
+        Some(any_value::Value::StringValueStrindex(i)) => format!("strindex:{i}"),
+        None => String::new(),
+    }
+}

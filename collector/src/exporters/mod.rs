@@ -1,0 +1,58 @@
+//! Exporters: where data leaves. Each is one module registered in `registry.rs`; the runtime
+//! gives every exporter its sending queue and retries.
+
+pub mod debug;
+pub mod file;
+pub mod otlp_grpc;
+pub mod otlp_http;
+pub mod queue;
+pub mod retry;
+pub mod runtime;
+mod tls;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use queue::QueueConfig;
+pub use retry::RetryConfig;
+pub use tls::TlsClientConfig;
+
+/// One failed attempt to send, and whether another attempt could succeed.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("{reason}")]
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ExportError {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        ExportError::Retryable {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Header maps in exporter configs, validated once at check time.
+pub(crate) fn check_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+    path: &str,
+) -> Vec<hotspan_config::FieldError> {
+    headers
+        .iter()
+        .filter(|(k, v)| {
+            http::HeaderName::try_from(k.as_str()).is_err()
+                || http::HeaderValue::try_from(v.as_str()).is_err()
+        })
+        .map(|(k, _)| hotspan_config::FieldError {
+            path: format!("{path}.{k}"),
+            message: "not a valid HTTP header name and value".into(),
+        })
+        .collect()
+}

@@ -1,0 +1,207 @@
+//! The `otlp_grpc` exporter (alias `otlp`): OTLP/gRPC export calls to `endpoint`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_proto::{Batch, Encoding};
+use serde::Deserialize;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
+use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::grpc::{export_path, RawCodec};
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpGrpcConfig {
+    /// host:port, or a URL with http:// or https://.
+    pub endpoint: String,
+    pub headers: BTreeMap<String, String>,
+    pub compression: Compression,
+    /// Per attempt.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub timeout: Duration,
+    pub tls: TlsClientConfig,
+    pub sending_queue: QueueConfig,
+    pub retry_on_failure: RetryConfig,
+}
+
+impl Default for OtlpGrpcConfig {
+    fn default() -> Self {
+        OtlpGrpcConfig {
+            endpoint: String::new(),
+            headers: BTreeMap::new(),
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(5),
+            tls: TlsClientConfig::default(),
+            sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+        }
+    }
+}
+
+impl ComponentConfig for OtlpGrpcConfig {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        if self.endpoint.is_empty() {
+            errs.push(FieldError {
+                path: "endpoint".into(),
+                message: "is required".into(),
+            });
+        } else if channel_uri(&self.endpoint).parse::<http::Uri>().is_err() {
+            errs.push(FieldError {
+                path: "endpoint".into(),
+                message: format!("\"{}\" is not host:port or a URL", self.endpoint),
+            });
+        }
+        self.tls.validate(&self.endpoint, "tls", errs);
+        errs.extend(check_headers(&self.headers, "headers"));
+        self.sending_queue.validate("sending_queue", errs);
+        self.retry_on_failure.validate("retry_on_failure", errs);
+    }
+}
+
+fn channel_uri(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+pub struct Factory;
+
+impl ExporterFactory for Factory {
+    fn type_name(&self) -> &'static str {
+        "otlp_grpc"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["otlp"]
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
+        check_component::<OtlpGrpcConfig>(config)
+    }
+    fn build(&self, _ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
+        let config: OtlpGrpcConfig = parse_component(config)?;
+        let channel = Channel::from_shared(channel_uri(&config.endpoint))?
+            .connect_timeout(config.timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let mut headers = MetadataMap::new();
+        for (k, v) in &config.headers {
+            headers.insert(
+                MetadataKey::from_bytes(k.as_bytes())?,
+                MetadataValue::try_from(v.as_str())?,
+            );
+        }
+        Ok(BuiltExporter {
+            exporter: std::sync::Arc::new(OtlpGrpcExporter {
+                channel,
+                headers,
+                gzip: config.compression == Compression::Gzip,
+                timeout: config.timeout,
+            }),
+            queue: config.sending_queue,
+            retry: config.retry_on_failure,
+        })
+    }
+}
+
+struct OtlpGrpcExporter {
+    /// Cheap to clone; multiplexes every worker's calls over one HTTP/2 connection.
+    channel: Channel,
+    headers: MetadataMap,
+    gzip: bool,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl Exporter for OtlpGrpcExporter {
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        let body = Bytes::from(batch.encode(Encoding::Protobuf));
+        let mut client = tonic::client::Grpc::new(self.channel.clone());
+        if self.gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        client = client.accept_compressed(CompressionEncoding::Gzip);
+        client
+            .ready()
+            .await
+            .map_err(|e| ExportError::retryable(format!("connecting: {e}")))?;
+        let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = self.headers.clone();
+        request.set_timeout(self.timeout);
+        let path = http::uri::PathAndQuery::from_static(export_path(batch.signal()));
+        let call = client.unary::<Bytes, Bytes, _>(request, path, RawCodec);
+        let response = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => {
+                return Err(ExportError::retryable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            }
+            Ok(Ok(response)) => response,
+            Ok(Err(status)) => return Err(classify(&status)),
+        };
+        log_partial_success(&response.into_inner());
+        Ok(())
+    }
+}
+
+/// OTLP/gRPC's list of retryable codes; everything else is permanent.
+fn classify(status: &tonic::Status) -> ExportError {
+    let reason = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::ResourceExhausted => ExportError::Retryable {
+            reason,
+            retry_after: None,
+        },
+        _ => ExportError::Permanent(reason),
+    }
+}
+
+/// A partial success means the backend dropped some items for good; say so.
+pub(crate) fn log_partial_success(response: &[u8]) {
+    #[derive(prost::Message)]
+    struct Partial {
+        #[prost(int64, tag = "1")]
+        rejected: i64,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    #[derive(prost::Message)]
+    struct Response {
+        #[prost(message, optional, tag = "1")]
+        partial_success: Option<Partial>,
+    }
+    if let Ok(Response {
+        partial_success: Some(p),
+    }) = <Response as prost::Message>::decode(response)
+    {
+        if p.rejected > 0 || !p.message.is_empty() {
+            tracing::warn!(rejected = p.rejected, message = %p.message, "backend rejected part of an export");
+        }
+    }
+}

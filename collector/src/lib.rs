@@ -1,0 +1,36 @@
+//! hotspan: an OTLP collector that joins profile samples to the spans that were running when
+//! they were taken. The binary is `main.rs`; this library is everything it runs.
+#![forbid(unsafe_code)]
+
+pub mod component;
+pub mod connectors;
+pub mod consumer;
+pub mod exporters;
+pub mod extensions;
+pub mod grpc;
+pub mod net;
+pub mod receivers;
+pub mod registry;
+pub mod service;
+pub mod telemetry;
+
+use std::path::Path;
+
+use hotspan_config::{Config, ConfigError};
+
+/// The config `hotspan` runs when given none: OTLP in on 127.0.0.1, batched, to the log.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/examples/default.yaml");
+
+/// Loads and validates a config file against every registered component.
+pub fn load_config(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    hotspan_config::load_file(path, &registry::Registry::default())
+}
+
+/// Loads the embedded default config.
+pub fn default_config() -> Result<Config, Vec<ConfigError>> {
+    hotspan_config::load(
+        DEFAULT_CONFIG,
+        &|k| std::env::var(k).ok(),
+        &registry::Registry::default(),
+    )
+}

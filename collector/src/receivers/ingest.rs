@@ -1,0 +1,141 @@
+//! What every receiver does with a payload once it has one: decode, drop what is invalid,
+//! hand it to the pipeline, count, and say what the client should hear.
+
+use std::time::Duration;
+
+use hotspan_config::Signal;
+use hotspan_proto::{Batch, Encoding};
+use tracing::debug;
+
+use crate::consumer::{ConsumeError, SignalConsumers};
+use crate::exporters::runtime::item_unit;
+use crate::telemetry::{Counter, Telemetry};
+
+/// How long a receiver waits for a full pipeline before telling the client to retry.
+pub const PIPELINE_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a payload was not accepted, in terms a protocol can map to a status.
+#[derive(Debug)]
+pub enum IngestError {
+    /// The payload is malformed: 400 / INVALID_ARGUMENT.
+    BadData(String),
+    /// No pipeline takes this signal from this receiver: 404 / UNIMPLEMENTED.
+    NoPipeline(Signal),
+    /// The pipeline refused or timed out.
+    Refused(ConsumeError),
+}
+
+/// The outcome a client hears on success: items rejected as invalid, and why.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub rejected: usize,
+    pub message: String,
+}
+
+struct Counters {
+    accepted: Counter,
+    refused: Counter,
+    bad_requests: Counter,
+}
+
+/// One per receiver and transport (`grpc`, `http`).
+pub struct Ingest {
+    next: SignalConsumers,
+    counters: Vec<(Signal, Counters)>,
+}
+
+impl Ingest {
+    pub fn new(receiver: &str, transport: &str, next: SignalConsumers, telemetry: &Telemetry) -> Self {
+        let m = &telemetry.metrics;
+        let labels = [("receiver", receiver), ("transport", transport)];
+        let counters = Signal::ALL
+            .iter()
+            .map(|&s| {
+                let unit = item_unit(s);
+                let counters = Counters {
+                    accepted: m.counter(
+                        &format!("otelcol_receiver_accepted_{unit}"),
+                        "Items accepted into the pipeline.",
+                        &labels,
+                    ),
+                    refused: m.counter(
+                        &format!("otelcol_receiver_refused_{unit}"),
+                        "Items refused: invalid, or the pipeline could not take them.",
+                        &labels,
+                    ),
+                    bad_requests: m.counter(
+                        "hotspan_receiver_bad_requests",
+                        "Requests refused as malformed, oversized or of an unsupported type.",
+                        &labels,
+                    ),
+                };
+                (s, counters)
+            })
+            .collect();
+        Ingest { next, counters }
+    }
+
+    pub fn accepts(&self, signal: Signal) -> bool {
+        self.next.get(signal).is_some()
+    }
+
+    fn counters(&self, signal: Signal) -> &Counters {
+        // Every signal got counters in `new`.
+        &self
+            .counters
+            .iter()
+            .find(|(s, _)| *s == signal)
+            .unwrap_or(&self.counters[0])
+            .1
+    }
+
+    /// Counts a request refused before it could be decoded.
+    pub fn bad_request(&self, signal: Signal, reason: &str) {
+        debug!(%signal, reason, "bad request");
+        self.counters(signal).bad_requests.add(1);
+    }
+
+    /// Decodes an OTLP export request and delivers it.
+    pub async fn otlp(
+        &self,
+        signal: Signal,
+        bytes: &[u8],
+        encoding: Encoding,
+    ) -> Result<Accepted, IngestError> {
+        if !self.accepts(signal) {
+            return Err(IngestError::NoPipeline(signal));
+        }
+        let batch = Batch::decode(signal, bytes, encoding).map_err(|e| {
+            self.bad_request(signal, &e.to_string());
+            IngestError::BadData(e.to_string())
+        })?;
+        self.deliver(batch).await
+    }
+
+    /// Drops invalid items, hands the rest to the pipeline and waits for its answer.
+    pub async fn deliver(&self, mut batch: Batch) -> Result<Accepted, IngestError> {
+        let signal = batch.signal();
+        let Some(next) = self.next.get(signal) else {
+            return Err(IngestError::NoPipeline(signal));
+        };
+        let counters = self.counters(signal);
+        let (rejected, reason) = batch.remove_invalid();
+        counters.refused.add(rejected as u64);
+        let items = batch.item_count() as u64;
+        if items > 0 {
+            let result = match tokio::time::timeout(PIPELINE_WAIT, next.consume(batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(ConsumeError::retryable("pipeline is full")),
+            };
+            if let Err(e) = result {
+                counters.refused.add(items);
+                return Err(IngestError::Refused(e));
+            }
+            counters.accepted.add(items);
+        }
+        Ok(Accepted {
+            rejected,
+            message: reason.unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! Receivers: where data enters. Each is one module registered in `registry.rs`.
+
+pub mod ingest;
+pub mod otlp;

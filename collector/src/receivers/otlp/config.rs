@@ -1,0 +1,105 @@
+use hotspan_config::{ComponentConfig, FieldError};
+use serde::Deserialize;
+
+/// otelcol's `otlp` receiver: a gRPC and an HTTP listener, each present to be enabled.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiverConfig {
+    pub protocols: Protocols,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protocols {
+    #[serde(deserialize_with = "hotspan_config::present::or_default")]
+    pub grpc: Option<GrpcConfig>,
+    #[serde(deserialize_with = "hotspan_config::present::or_default")]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// host:port to listen on.
+    pub endpoint: String,
+    /// Largest request accepted, after decompression.
+    pub max_recv_msg_size_mib: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            endpoint: "127.0.0.1:4317".into(),
+            max_recv_msg_size_mib: 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// host:port to listen on.
+    pub endpoint: String,
+    /// Largest request body accepted, in bytes, compressed and again after decompression.
+    pub max_request_body_size: usize,
+    pub traces_url_path: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            endpoint: "127.0.0.1:4318".into(),
+            max_request_body_size: 20 * 1024 * 1024,
+            traces_url_path: "/v1/traces".into(),
+        }
+    }
+}
+
+/// A listen address must name a port; the host may be a name.
+pub(crate) fn check_endpoint(endpoint: &str, path: &str, errs: &mut Vec<FieldError>) {
+    let port_ok = endpoint
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        errs.push(FieldError {
+            path: path.into(),
+            message: format!("\"{endpoint}\" is not host:port"),
+        });
+    }
+}
+
+impl ComponentConfig for OtlpReceiverConfig {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        let p = &self.protocols;
+        if p.grpc.is_none() && p.http.is_none() {
+            errs.push(FieldError {
+                path: "protocols".into(),
+                message: "enable at least one of grpc, http".into(),
+            });
+        }
+        if let Some(g) = &p.grpc {
+            check_endpoint(&g.endpoint, "protocols.grpc.endpoint", errs);
+            if g.max_recv_msg_size_mib == 0 {
+                errs.push(FieldError {
+                    path: "protocols.grpc.max_recv_msg_size_mib".into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if let Some(h) = &p.http {
+            check_endpoint(&h.endpoint, "protocols.http.endpoint", errs);
+            if h.max_request_body_size == 0 {
+                errs.push(FieldError {
+                    path: "protocols.http.max_request_body_size".into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+            if !h.traces_url_path.starts_with('/') {
+                errs.push(FieldError {
+                    path: "protocols.http.traces_url_path".into(),
+                    message: "must start with /".into(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! OTLP/gRPC: `<Signal>Service/Export`, one unary method per signal. Message bytes come in
+//! raw (tonic still bounds and decompresses them) and are decoded by `Ingest`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hotspan_config::Signal;
+use hotspan_proto::{rpc, Encoding};
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::server::{Grpc, UnaryService};
+use tonic::{Code, Status};
+
+use crate::consumer::{BoxFuture, ConsumeError};
+use crate::grpc::{export_path, RawCodec};
+use crate::receivers::ingest::{Ingest, IngestError};
+
+pub fn routes(ingest: Arc<Ingest>, max_message_size: usize) -> tonic::service::Routes {
+    let mut router = axum::Router::new();
+    for signal in Signal::ALL {
+        if ingest.accepts(signal) {
+            let svc = ExportService {
+                signal,
+                ingest: ingest.clone(),
+                max_message_size,
+            };
+            router = router.route_service(export_path(signal), svc);
+        }
+    }
+    let router = router.fallback(|| async {
+        let (parts, ()) = Status::unimplemented("no such service or method")
+            .into_http::<()>()
+            .into_parts();
+        http::Response::from_parts(parts, tonic::body::Body::empty())
+    });
+    tonic::service::Routes::from(router)
+}
+
+#[derive(Clone)]
+struct ExportService {
+    signal: Signal,
+    ingest: Arc<Ingest>,
+    max_message_size: usize,
+}
+
+impl tonic::codegen::Service<http::Request<axum::body::Body>> for ExportService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            let mut grpc = Grpc::new(RawCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(this.max_message_size), None);
+            Ok(grpc
+                .unary(
+                    Handler {
+                        signal: this.signal,
+                        ingest: this.ingest,
+                    },
+                    req,
+                )
+                .await)
+        })
+    }
+}
+
+struct Handler {
+    signal: Signal,
+    ingest: Arc<Ingest>,
+}
+
+impl UnaryService<Bytes> for Handler {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<tonic::Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let (signal, ingest) = (self.signal, self.ingest.clone());
+        Box::pin(async move {
+            let body = request.into_inner();
+            match ingest.otlp(signal, &body, Encoding::Protobuf).await {
+                Ok(accepted) => Ok(tonic::Response::new(Bytes::from(rpc::export_response(
+                    signal,
+                    accepted.rejected,
+                    &accepted.message,
+                    Encoding::Protobuf,
+                )))),
+                Err(e) => Err(status_of(e)),
+            }
+        })
+    }
+}
+
+/// OTLP/gRPC's mapping: retryable refusals are UNAVAILABLE, bad data INVALID_ARGUMENT.
+fn status_of(err: IngestError) -> Status {
+    match err {
+        IngestError::BadData(msg) => Status::invalid_argument(msg),
+        IngestError::NoPipeline(signal) => {
+            Status::new(Code::Unimplemented, format!("no pipeline takes {signal} here"))
+        }
+        IngestError::Refused(ConsumeError::Permanent(msg)) => Status::invalid_argument(msg),
+        IngestError::Refused(ConsumeError::Retryable { reason, .. }) => Status::unavailable(reason),
+    }
+}

@@ -1,0 +1,206 @@
+//! OTLP/HTTP: `POST /v1/traces` (and the other signals' paths), protobuf or JSON, optionally
+//! gzip; status codes and error bodies as the OTLP/HTTP spec gives them.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use hotspan_config::Signal;
+use hotspan_proto::{rpc, Encoding};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::config::HttpConfig;
+use crate::consumer::ConsumeError;
+use crate::receivers::ingest::{Ingest, IngestError};
+
+#[derive(Clone)]
+struct Route {
+    signal: Signal,
+    ingest: Arc<Ingest>,
+    max_body: usize,
+}
+
+pub fn router(ingest: Arc<Ingest>, config: &HttpConfig) -> axum::Router {
+    let mut router = axum::Router::new();
+    for signal in Signal::ALL {
+        if !ingest.accepts(signal) {
+            continue;
+        }
+        let path = match signal {
+            Signal::Traces => config.traces_url_path.as_str(),
+            other => crate::grpc::http_path(other),
+        };
+        let route = Route {
+            signal,
+            ingest: ingest.clone(),
+            max_body: config.max_request_body_size,
+        };
+        router = router.route(path, post(export).with_state(route));
+    }
+    router
+}
+
+/// A refusal: status, the `google.rpc.Status` code, and a message for the client.
+struct Refusal {
+    status: StatusCode,
+    code: tonic::Code,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: tonic::Code, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn into_response(self, encoding: Encoding) -> Response {
+        let body = rpc::Status::new(self.code as i32, self.message).encode(encoding);
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, encoding.content_type())],
+            body,
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+async fn export(State(route): State<Route>, headers: HeaderMap, body: Body) -> Response {
+    // Errors are written in the request's encoding when it is known, else JSON.
+    let encoding = match request_encoding(&headers) {
+        Some(e) => e,
+        None => {
+            route.ingest.bad_request(route.signal, "unsupported content type");
+            let got = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            return Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                format!(
+                    "content type {got:?} is not supported; use application/x-protobuf or application/json"
+                ),
+            )
+            .into_response(Encoding::Json);
+        }
+    };
+    match handle(&route, &headers, body, encoding).await {
+        Ok(accepted) => {
+            let body = rpc::export_response(route.signal, accepted.rejected, &accepted.message, encoding);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, encoding.content_type())],
+                body,
+            )
+                .into_response()
+        }
+        Err(refusal) => refusal.into_response(encoding),
+    }
+}
+
+async fn handle(
+    route: &Route,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> Result<crate::receivers::ingest::Accepted, Refusal> {
+    let bad = |status, message: String| {
+        route.ingest.bad_request(route.signal, &message);
+        Refusal::new(status, tonic::Code::InvalidArgument, message)
+    };
+    let raw = match Limited::new(body, route.max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {} bytes", route.max_body),
+            ))
+        }
+        Err(e) => {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                format!("could not read request body: {e}"),
+            ))
+        }
+    };
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let payload = match content_encoding.as_deref() {
+        None | Some("") | Some("identity") => raw,
+        Some("gzip") => decompress(flate2::read::GzDecoder::new(&raw[..]), route.max_body)
+            .map_err(|(status, msg)| bad(status, format!("gzip body: {msg}")))?,
+        Some("deflate") => decompress(flate2::read::ZlibDecoder::new(&raw[..]), route.max_body)
+            .map_err(|(status, msg)| bad(status, format!("deflate body: {msg}")))?,
+        Some(other) => {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                format!("content encoding {other:?} is not supported; use gzip"),
+            ))
+        }
+    };
+    route
+        .ingest
+        .otlp(route.signal, &payload, encoding)
+        .await
+        .map_err(|e| match e {
+            IngestError::BadData(msg) => {
+                Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, msg)
+            }
+            IngestError::NoPipeline(s) => Refusal::new(
+                StatusCode::NOT_FOUND,
+                tonic::Code::Unimplemented,
+                format!("no pipeline takes {s} here"),
+            ),
+            IngestError::Refused(ConsumeError::Permanent(msg)) => {
+                Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, msg)
+            }
+            IngestError::Refused(ConsumeError::Retryable {
+                reason, retry_after, ..
+            }) => Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: tonic::Code::Unavailable,
+                message: reason,
+                retry_after: Some(retry_after.map_or(1, |d| d.as_secs().max(1))),
+            },
+        })
+}
+
+fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        "application/json" => Some(Encoding::Json),
+        _ => None,
+    }
+}
+
+/// Inflates at most `limit` bytes; a bigger result is refused rather than buffered.
+fn decompress(reader: impl Read, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+    let mut out = Vec::new();
+    match reader.take(limit as u64 + 1).read_to_end(&mut out) {
+        Ok(_) if out.len() > limit => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompresses to more than {limit} bytes"),
+        )),
+        Ok(_) => Ok(Bytes::from(out)),
+        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}

@@ -1,0 +1,223 @@
+//! Builds the pipeline graph back to front: each component is handed its `next`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hotspan_config::{ComponentId, Config, Kind, PipelineId, Signal};
+
+use super::stage::Stage;
+use super::Node;
+use crate::component::{BoxError, BuildContext, ConsumerComponent, Lifecycle};
+use crate::consumer::{Fanout, SharedConsumer, SignalConsumers};
+use crate::exporters::runtime::ExporterRuntime;
+use crate::registry::Registry;
+use crate::telemetry::Telemetry;
+
+pub struct Graph {
+    pub extensions: Vec<Node>,
+    pub receivers: Vec<Node>,
+    pub middle: Vec<Node>,
+    pub exporters: Vec<Node>,
+}
+
+struct Builder<'a> {
+    config: &'a Config,
+    registry: &'a Registry,
+    telemetry: &'a Arc<Telemetry>,
+    exporters: BTreeMap<ComponentId, Arc<ExporterRuntime>>,
+    connectors: BTreeMap<ComponentId, Arc<dyn ConsumerComponent>>,
+    heads: BTreeMap<PipelineId, SharedConsumer>,
+    /// Stages and connectors in creation order, which is downstream first.
+    created: Vec<Node>,
+}
+
+fn unknown(kind: Kind, id: &ComponentId) -> BoxError {
+    format!("{kind} type \"{}\" is not known", id.type_name).into()
+}
+
+pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -> Result<Graph, BoxError> {
+    let mut b = Builder {
+        config,
+        registry,
+        telemetry,
+        exporters: BTreeMap::new(),
+        connectors: BTreeMap::new(),
+        heads: BTreeMap::new(),
+        created: Vec::new(),
+    };
+    let mut receivers = Vec::new();
+    let receiver_ids: BTreeSet<&ComponentId> = config
+        .service
+        .pipelines
+        .values()
+        .flat_map(|p| &p.receivers)
+        .filter(|id| config.receivers.contains_key(id))
+        .collect();
+    for id in receiver_ids {
+        let next = b.outputs_of(id)?;
+        let factory = registry
+            .receiver(&id.type_name)
+            .ok_or_else(|| unknown(Kind::Receiver, id))?;
+        let ctx = BuildContext {
+            kind: Kind::Receiver,
+            id,
+            telemetry,
+        };
+        let receiver = factory
+            .build(&ctx, &config.receivers[id], next)
+            .map_err(|e| format!("receivers.{id}: {e}"))?;
+        receivers.push((id.to_string(), receiver));
+    }
+    // Pipelines fed only by connectors were built on the way; any left over have no input.
+    for pid in config.service.pipelines.keys() {
+        b.head(pid)?;
+    }
+    let mut extensions = Vec::new();
+    for id in &config.service.extensions {
+        let factory = registry
+            .extension(&id.type_name)
+            .ok_or_else(|| unknown(Kind::Extension, id))?;
+        let ctx = BuildContext {
+            kind: Kind::Extension,
+            id,
+            telemetry,
+        };
+        let ext = factory
+            .build(&ctx, &config.extensions[id])
+            .map_err(|e| format!("extensions.{id}: {e}"))?;
+        extensions.push((id.to_string(), ext));
+    }
+    let exporters = b
+        .exporters
+        .iter()
+        .map(|(id, e)| (id.to_string(), e.clone() as Arc<dyn Lifecycle>))
+        .collect();
+    let mut middle = b.created;
+    middle.reverse();
+    Ok(Graph {
+        extensions,
+        receivers,
+        middle,
+        exporters,
+    })
+}
+
+impl Builder<'_> {
+    /// For a receiver or connector: per signal, the heads of the pipelines it feeds.
+    fn outputs_of(&mut self, id: &ComponentId) -> Result<SignalConsumers, BoxError> {
+        let mut next = SignalConsumers::default();
+        for signal in Signal::ALL {
+            let pipelines: Vec<PipelineId> = self
+                .config
+                .service
+                .pipelines
+                .iter()
+                .filter(|(pid, p)| pid.signal == signal && p.receivers.contains(id))
+                .map(|(pid, _)| pid.clone())
+                .collect();
+            if !pipelines.is_empty() {
+                let heads = pipelines
+                    .iter()
+                    .map(|pid| self.head(pid))
+                    .collect::<Result<Vec<_>, _>>()?;
+                next.insert(signal, Fanout::of(heads));
+            }
+        }
+        Ok(next)
+    }
+
+    /// The consumer at the head of a pipeline: its first processor, or its exporters.
+    fn head(&mut self, pid: &PipelineId) -> Result<SharedConsumer, BoxError> {
+        if let Some(head) = self.heads.get(pid) {
+            return Ok(head.clone());
+        }
+        let pipeline = &self.config.service.pipelines[pid];
+        let mut outs = Vec::new();
+        for id in &pipeline.exporters {
+            if self.config.connectors.contains_key(id) {
+                outs.push(self.connector(id)? as SharedConsumer);
+            } else {
+                outs.push(self.exporter(id)? as SharedConsumer);
+            }
+        }
+        let mut next = Fanout::of(outs);
+        for id in pipeline.processors.iter().rev() {
+            let factory = self
+                .registry
+                .processor(&id.type_name)
+                .ok_or_else(|| unknown(Kind::Processor, id))?;
+            let processor = factory
+                .build(&self.config.processors[id])
+                .map_err(|e| format!("processors.{id}.{}: {}", e.path, e.message))?;
+            let name = format!("{id} in {pid}");
+            let dropped = self.telemetry.metrics.counter(
+                "hotspan_processor_dropped_items",
+                "Items a processor had acknowledged and then could not hand on.",
+                &[("processor", &id.to_string()), ("pipeline", &pid.to_string())],
+            );
+            let stage = Arc::new(Stage::new(name.clone(), processor, next, dropped));
+            self.created.push((name, stage.clone()));
+            next = stage;
+        }
+        self.heads.insert(pid.clone(), next.clone());
+        Ok(next)
+    }
+
+    fn exporter(&mut self, id: &ComponentId) -> Result<Arc<ExporterRuntime>, BoxError> {
+        if let Some(e) = self.exporters.get(id) {
+            return Ok(e.clone());
+        }
+        let factory = self
+            .registry
+            .exporter(&id.type_name)
+            .ok_or_else(|| unknown(Kind::Exporter, id))?;
+        let signals: BTreeSet<Signal> = self
+            .config
+            .service
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.exporters.contains(id))
+            .map(|(pid, _)| pid.signal)
+            .collect();
+        let ctx = BuildContext {
+            kind: Kind::Exporter,
+            id,
+            telemetry: self.telemetry,
+        };
+        let built = factory
+            .build(&ctx, &self.config.exporters[id])
+            .map_err(|e| format!("exporters.{id}: {e}"))?;
+        let signals: Vec<Signal> = signals.into_iter().collect();
+        let runtime = Arc::new(ExporterRuntime::new(
+            id.to_string(),
+            built,
+            &signals,
+            self.telemetry,
+        ));
+        self.exporters.insert(id.clone(), runtime.clone());
+        Ok(runtime)
+    }
+
+    fn connector(&mut self, id: &ComponentId) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
+        if let Some(c) = self.connectors.get(id) {
+            return Ok(c.clone());
+        }
+        let next = self.outputs_of(id)?;
+        let factory = self
+            .registry
+            .connector(&id.type_name)
+            .ok_or_else(|| unknown(Kind::Connector, id))?;
+        let ctx = BuildContext {
+            kind: Kind::Connector,
+            id,
+            telemetry: self.telemetry,
+        };
+        let connector = factory
+            .build(&ctx, &self.config.connectors[id], next)
+            .map_err(|e| format!("connectors.{id}: {e}"))?;
+        self.created
+            .push((id.to_string(), connector.clone() as Arc<dyn Lifecycle>));
+        self.connectors.insert(id.clone(), connector.clone());
+        Ok(connector)
+    }
+}

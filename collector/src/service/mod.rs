@@ -1,0 +1,95 @@
+//! The running service: the pipeline graph built from a config, started downstream first and
+//! stopped upstream first so every stage drains into a consumer that is still running.
+
+mod graph;
+mod stage;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hotspan_config::Config;
+use tracing::{error, info};
+
+use crate::component::{BoxError, Lifecycle};
+use crate::net::{bind, serve_http, ServerHandle};
+use crate::registry::Registry;
+use crate::telemetry::{Status, Telemetry};
+
+/// A built component and the name logs use for it.
+type Node = (String, Arc<dyn Lifecycle>);
+
+pub struct Service {
+    pub telemetry: Arc<Telemetry>,
+    extensions: Vec<Node>,
+    receivers: Vec<Node>,
+    /// Processor stages and connectors, upstream before downstream.
+    middle: Vec<Node>,
+    exporters: Vec<Node>,
+    metrics_address: Option<String>,
+    metrics_server: Option<ServerHandle>,
+}
+
+impl Service {
+    /// Builds every component the pipelines use. Nothing listens or runs yet.
+    pub fn build(config: &Config, registry: &Registry) -> Result<Service, BoxError> {
+        let telemetry = Arc::new(Telemetry::default());
+        let graph = graph::build(config, registry, &telemetry)?;
+        Ok(Service {
+            telemetry,
+            extensions: graph.extensions,
+            receivers: graph.receivers,
+            middle: graph.middle,
+            exporters: graph.exporters,
+            metrics_address: config.service.telemetry.metrics.address.clone(),
+            metrics_server: None,
+        })
+    }
+
+    /// Starts extensions, exporters, stages and connectors, then receivers last.
+    pub async fn start(&mut self) -> Result<(), BoxError> {
+        if let Some(address) = &self.metrics_address {
+            let telemetry = self.telemetry.clone();
+            let router = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let telemetry = telemetry.clone();
+                    async move { telemetry.metrics.render() }
+                }),
+            );
+            let server = serve_http(bind(address).await?, router, tracing::info_span!("telemetry"))?;
+            info!(address = %server.addr, "self metrics at /metrics");
+            self.metrics_server = Some(server);
+        }
+        let downstream_first = self
+            .extensions
+            .iter()
+            .chain(&self.exporters)
+            .chain(self.middle.iter().rev())
+            .chain(&self.receivers);
+        for (name, component) in downstream_first {
+            component.start().await.map_err(|e| format!("{name}: {e}"))?;
+        }
+        self.telemetry.set_status(Status::Running);
+        Ok(())
+    }
+
+    /// Stops receivers first, then lets every stage drain downstream, all by `deadline`.
+    pub async fn shutdown(mut self, deadline: Instant) {
+        self.telemetry.set_status(Status::Stopping);
+        let upstream_first = self
+            .receivers
+            .iter()
+            .chain(&self.middle)
+            .chain(&self.exporters)
+            .chain(&self.extensions);
+        for (name, component) in upstream_first {
+            component.shutdown(deadline).await;
+            if Instant::now() > deadline {
+                error!(component = %name, "shutdown deadline passed");
+            }
+        }
+        if let Some(server) = self.metrics_server.take() {
+            server.stop(deadline).await;
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A processor running in its own task, between a bounded input and the next consumer.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hotspan_processors::Processor;
+use hotspan_proto::Batch;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, warn, Instrument};
+
+use crate::component::{BoxError, Lifecycle};
+use crate::consumer::{BoxFuture, ConsumeError, Consumer, SharedConsumer};
+use crate::telemetry::Counter;
+
+/// Batches a stage holds before `consume` makes its caller wait. Small: a full stage is
+/// backpressure, and receivers turn a long wait into a retryable refusal.
+const STAGE_CAPACITY: usize = 8;
+
+pub struct Stage {
+    name: String,
+    /// `None` once shutdown began: no more input.
+    tx: Mutex<Option<mpsc::Sender<Batch>>>,
+    /// What the task takes over at start.
+    parts: Mutex<Option<(Box<dyn Processor>, mpsc::Receiver<Batch>)>>,
+    next: SharedConsumer,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Set at shutdown: downstream retries stop at this instant.
+    deadline: Arc<OnceLock<Instant>>,
+    dropped: Counter,
+}
+
+impl Stage {
+    pub fn new(name: String, processor: Box<dyn Processor>, next: SharedConsumer, dropped: Counter) -> Self {
+        let (tx, rx) = mpsc::channel(STAGE_CAPACITY);
+        Stage {
+            name,
+            tx: Mutex::new(Some(tx)),
+            parts: Mutex::new(Some((processor, rx))),
+            next,
+            task: Mutex::new(None),
+            deadline: Arc::new(OnceLock::new()),
+            dropped,
+        }
+    }
+}
+
+impl Consumer for Stage {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::pin(async move {
+            match tx {
+                Some(tx) => tx
+                    .send(batch)
+                    .await
+                    .map_err(|e| ConsumeError::refused("pipeline is shutting down", e.0)),
+                None => Err(ConsumeError::refused("pipeline is shutting down", batch)),
+            }
+        })
+    }
+}
+
+/// Hands a processor's output on. What the stage took was acknowledged upstream, so a
+/// retryable refusal is retried (holding the stage, which is the backpressure) until it
+/// succeeds or shutdown's deadline passes.
+async fn forward(
+    name: &str,
+    out: &mut Vec<Batch>,
+    next: &SharedConsumer,
+    deadline: &OnceLock<Instant>,
+    dropped: &Counter,
+) {
+    for mut batch in out.drain(..) {
+        let mut wait = Duration::from_millis(50);
+        let items = batch.item_count() as u64;
+        loop {
+            let give_up = |why: &str, reason: &str| {
+                dropped.add(items);
+                error!(stage = name, items, error = %reason, "{why}; dropped");
+            };
+            match next.consume(batch).await {
+                Ok(()) => break,
+                Err(ConsumeError::Permanent(reason)) => {
+                    break give_up("downstream refused data for good", &reason)
+                }
+                Err(ConsumeError::Retryable {
+                    reason, batch: None, ..
+                }) => break give_up("downstream refused data and kept none to retry", &reason),
+                Err(ConsumeError::Retryable {
+                    reason,
+                    retry_after,
+                    batch: Some(returned),
+                }) => {
+                    let wait_now = retry_after.unwrap_or(wait);
+                    if deadline.get().is_some_and(|d| Instant::now() + wait_now > *d) {
+                        break give_up("shutdown deadline passed", &reason);
+                    }
+                    warn!(stage = name, error = %reason, "downstream busy, retrying");
+                    tokio::time::sleep(wait_now).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    batch = *returned;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for Stage {
+    async fn start(&self) -> Result<(), BoxError> {
+        let Some((mut processor, mut rx)) = self.parts.lock().unwrap_or_else(|p| p.into_inner()).take()
+        else {
+            return Err(format!("{} started twice", self.name).into());
+        };
+        let (name, next, deadline, dropped) = (
+            self.name.clone(),
+            self.next.clone(),
+            self.deadline.clone(),
+            self.dropped.clone(),
+        );
+        let span = tracing::info_span!("component", kind = "processor", id = %self.name);
+        let task = tokio::spawn(
+            async move {
+                let mut out = Vec::new();
+                loop {
+                    let wake = processor.next_deadline();
+                    tokio::select! {
+                        msg = rx.recv() => match msg {
+                            Some(batch) => processor.process(batch, &mut out),
+                            None => {
+                                processor.drain(&mut out);
+                                forward(&name, &mut out, &next, &deadline, &dropped).await;
+                                break;
+                            }
+                        },
+                        _ = sleep_until(wake), if wake.is_some() => processor.on_deadline(Instant::now(), &mut out),
+                    }
+                    forward(&name, &mut out, &next, &deadline, &dropped).await;
+                }
+            }
+            .instrument(span),
+        );
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    async fn shutdown(&self, deadline: Instant) {
+        let _ = self.deadline.set(deadline);
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task)
+                .await
+                .is_err()
+            {
+                error!(stage = %self.name, "did not drain before the shutdown deadline");
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}

@@ -1,0 +1,38 @@
+//! The collector's own telemetry: metrics it keeps about itself, its status, and log setup.
+
+mod logs;
+mod metrics;
+
+pub use logs::init_logging;
+pub use metrics::{Counter, Gauge, Metrics};
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Shared by every component: where they count, and whether the service is serving.
+#[derive(Default)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    status: AtomicU8,
+}
+
+/// The service's phase, as the health check reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Starting = 0,
+    Running = 1,
+    Stopping = 2,
+}
+
+impl Telemetry {
+    pub fn status(&self) -> Status {
+        match self.status.load(Ordering::Acquire) {
+            1 => Status::Running,
+            2 => Status::Stopping,
+            _ => Status::Starting,
+        }
+    }
+
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Release);
+    }
+}

@@ -1,0 +1,95 @@
+use std::time::Duration;
+
+use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hotspan_proto::{Batch, TracesBatch};
+
+use super::*;
+
+fn spans(n: usize) -> Batch {
+    let spans = (0..n)
+        .map(|i| Span {
+            name: format!("s{i}"),
+            ..Default::default()
+        })
+        .collect();
+    Batch::Traces(TracesBatch::from_resource_spans(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]))
+}
+
+fn processor(size: usize, max: usize, timeout_ms: u64) -> BatchProcessor {
+    BatchProcessor::new(BatchConfig {
+        send_batch_size: size,
+        send_batch_max_size: max,
+        timeout: Duration::from_millis(timeout_ms),
+    })
+}
+
+fn counts(out: &[Batch]) -> Vec<usize> {
+    out.iter().map(Batch::item_count).collect()
+}
+
+#[test]
+fn holds_until_size_is_reached() {
+    let mut p = processor(10, 0, 200);
+    let mut out = Vec::new();
+    p.process(spans(4), &mut out);
+    p.process(spans(4), &mut out);
+    assert!(out.is_empty());
+    assert!(p.next_deadline().is_some());
+    p.process(spans(4), &mut out);
+    assert_eq!(counts(&out), vec![12]);
+    assert_eq!(p.next_deadline(), None);
+}
+
+#[test]
+fn max_size_splits_big_batches_and_keeps_the_remainder() {
+    let mut p = processor(10, 15, 200);
+    let mut out = Vec::new();
+    p.process(spans(37), &mut out);
+    // 15 and 15 go; 7 is under send_batch_size and waits for the timeout.
+    assert_eq!(counts(&out), vec![15, 15]);
+    out.clear();
+    p.drain(&mut out);
+    assert_eq!(counts(&out), vec![7]);
+}
+
+#[test]
+fn timeout_sends_what_is_pending() {
+    let mut p = processor(100, 0, 50);
+    let mut out = Vec::new();
+    p.process(spans(3), &mut out);
+    let deadline = p.next_deadline().expect("a deadline while items wait");
+    p.on_deadline(deadline - Duration::from_millis(1), &mut out);
+    assert!(out.is_empty(), "not yet due");
+    p.on_deadline(deadline, &mut out);
+    assert_eq!(counts(&out), vec![3]);
+    assert_eq!(p.next_deadline(), None);
+}
+
+#[test]
+fn zero_timeout_sends_every_batch_at_once() {
+    let mut p = processor(100, 2, 0);
+    let mut out = Vec::new();
+    p.process(spans(5), &mut out);
+    assert_eq!(counts(&out), vec![2, 2, 1]);
+}
+
+#[test]
+fn config_defaults_and_validation() {
+    let cfg: BatchConfig = hotspan_config::parse_component(&serde_yaml::from_str("{}").unwrap()).unwrap();
+    assert_eq!(cfg, BatchConfig::default());
+    let bad = serde_yaml::from_str("{send_batch_size: 100, send_batch_max_size: 10}").unwrap();
+    let errs = Factory.check(&bad);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path, "send_batch_max_size");
+    let unknown = serde_yaml::from_str("{send_batch_sise: 100}").unwrap();
+    assert_eq!(Factory.check(&unknown).len(), 1);
+    let timed = serde_yaml::from_str("{timeout: 1s}").unwrap();
+    let cfg: BatchConfig = hotspan_config::parse_component(&timed).unwrap();
+    assert_eq!(cfg.timeout, Duration::from_secs(1));
+}

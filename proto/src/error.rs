@@ -1,0 +1,12 @@
+use thiserror::Error;
+
+/// Why a received payload could not be turned into a batch. Always the sender's fault.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    #[error("invalid protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("invalid OTLP/JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0} are not supported yet")]
+    Unsupported(hotspan_config::Signal),
+}

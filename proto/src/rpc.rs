@@ -1,0 +1,81 @@
+//! `google.rpc.Status`, the error body OTLP/HTTP returns with 4xx and 5xx responses.
+
+use crate::Encoding;
+
+/// The subset of `google.rpc.Status` hotspan sends: a gRPC code and a message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Status {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl Status {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Encodes the status in the request's encoding, as the OTLP/HTTP spec asks.
+    pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            Encoding::Protobuf => prost::Message::encode_to_vec(self),
+            Encoding::Json => serde_json::json!({ "code": self.code, "message": self.message })
+                .to_string()
+                .into_bytes(),
+        }
+    }
+}
+
+/// `partial_success` of any OTLP export response. Every signal's response has the same wire
+/// shape (count in field 1, message in field 2); only the JSON name of the count differs.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PartialSuccess {
+    #[prost(int64, tag = "1")]
+    rejected: i64,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExportResponse {
+    #[prost(message, optional, tag = "1")]
+    partial_success: Option<PartialSuccess>,
+}
+
+/// Encodes an `Export<Signal>ServiceResponse`; `rejected` 0 with no message is full success.
+pub fn export_response(
+    signal: hotspan_config::Signal,
+    rejected: usize,
+    message: &str,
+    encoding: Encoding,
+) -> Vec<u8> {
+    use hotspan_config::Signal;
+    let partial = (rejected > 0 || !message.is_empty()).then(|| PartialSuccess {
+        rejected: rejected as i64,
+        error_message: message.to_string(),
+    });
+    match encoding {
+        Encoding::Protobuf => prost::Message::encode_to_vec(&ExportResponse {
+            partial_success: partial,
+        }),
+        Encoding::Json => match partial {
+            None => b"{}".to_vec(),
+            Some(p) => {
+                let count_name = match signal {
+                    Signal::Traces => "rejectedSpans",
+                    Signal::Metrics => "rejectedDataPoints",
+                    Signal::Logs => "rejectedLogRecords",
+                    Signal::Profiles => "rejectedProfiles",
+                };
+                // int64 is a decimal string in OTLP/JSON.
+                serde_json::json!({ "partialSuccess": { count_name: p.rejected.to_string(), "errorMessage": p.error_message } })
+                    .to_string()
+                    .into_bytes()
+            }
+        },
+    }
+}

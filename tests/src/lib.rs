@@ -1,0 +1,248 @@
+//! Test support: start the real `hotspan` binary with a config, wait until it is healthy, talk
+//! to it over loopback, read what its file exporter wrote, stop it with a signal.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hotspan_proto::otlp::common::v1::KeyValue;
+use hotspan_proto::otlp::trace::v1::Span;
+use hotspan_proto::{Encoding, TracesBatch};
+
+/// Builds the binary once per test process and returns its path.
+pub fn hotspan_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "hotspan", "--bin", "hotspan"])
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building hotspan failed");
+        // Test executables live in target/<profile>/deps; the binary one level up.
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        dir.join("hotspan")
+    })
+    .clone()
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running hotspan process. Killed on drop if still running.
+pub struct Hotspan {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub health_port: u16,
+    /// Ports picked for `{port:NAME}` placeholders in the config.
+    pub ports: BTreeMap<String, u16>,
+}
+
+impl Hotspan {
+    /// Writes `config` to a file and runs hotspan on it. In the config, `{dir}` becomes a
+    /// fresh temporary directory and each `{port:NAME}` a free port; a `health_check`
+    /// extension on `{port:health}` is expected, and start waits for it to answer 200.
+    pub fn start(config: &str) -> Result<Hotspan> {
+        let dir = tempfile::tempdir()?;
+        let mut ports = BTreeMap::new();
+        let mut config = config.replace("{dir}", &dir.path().display().to_string());
+        while let Some(start) = config.find("{port:") {
+            let end = start + config[start..].find('}').context("unclosed {port:")?;
+            let name = config[start + 6..end].to_string();
+            let port = *ports.entry(name).or_insert_with(free_port);
+            config.replace_range(start..=end, &port.to_string());
+        }
+        let health_port = *ports.get("health").context("config has no {port:health}")?;
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config)?;
+        let log = std::fs::File::create(dir.path().join("hotspan.log"))?;
+        let child = Command::new(hotspan_bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("--shutdown-timeout")
+            .arg("15s")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting hotspan")?;
+        let mut h = Hotspan {
+            child,
+            dir,
+            health_port,
+            ports,
+        };
+        h.wait_healthy()?;
+        Ok(h)
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name]
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("hotspan.log")).unwrap_or_default()
+    }
+
+    fn wait_healthy(&mut self) -> Result<()> {
+        let port = self.health_port;
+        let result = wait_for(Duration::from_secs(30), "hotspan to report healthy", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(Err(anyhow::anyhow!("hotspan exited early with {status}")));
+            }
+            let ok = http_status(port, "/").map(|code| code == 200).unwrap_or(false);
+            ok.then_some(Ok(()))
+        });
+        match result.and_then(|r| r) {
+            Ok(()) => Ok(()),
+            Err(e) => bail!("{e}\n--- hotspan log ---\n{}", self.log()),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        signal(self.child.id(), "TERM")?;
+        let status = wait_for(Duration::from_secs(30), "hotspan to exit", || {
+            self.child.try_wait().ok().flatten()
+        })?;
+        Ok(status)
+    }
+}
+
+impl Drop for Hotspan {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal to a process this test started.
+pub fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+/// The status code of a plain `GET` on 127.0.0.1, with no runtime needed (health polling).
+pub fn http_status(port: u16, path: &str) -> std::io::Result<u16> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+/// A span as found in output, with its resource's attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoundSpan {
+    pub resource: Vec<KeyValue>,
+    pub scope_name: String,
+    pub span: Span,
+}
+
+/// Every span in a file exporter's output (one OTLP/JSON export request per line), by span id.
+pub fn read_spans(path: &Path) -> Result<BTreeMap<Vec<u8>, FoundSpan>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = BTreeMap::new();
+    // The last line may be half written while hotspan runs; complete lines end in '\n'.
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let batch = TracesBatch::decode(line.trim_end().as_bytes(), Encoding::Json)
+            .context("a file exporter line")?;
+        for rs in batch.resource_spans() {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default();
+            for ss in &rs.scope_spans {
+                let scope_name = ss.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                for span in &ss.spans {
+                    if out
+                        .insert(
+                            span.span_id.clone(),
+                            FoundSpan {
+                                resource: resource.clone(),
+                                scope_name: scope_name.clone(),
+                                span: span.clone(),
+                            },
+                        )
+                        .is_some()
+                    {
+                        bail!("span {} appears twice in {}", hex(&span.span_id), path.display());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the file holds at least `n` spans, then returns them.
+pub fn wait_for_spans(path: &Path, n: usize, timeout: Duration) -> Result<BTreeMap<Vec<u8>, FoundSpan>> {
+    let mut last = 0;
+    wait_for(timeout, &format!("{n} spans in {}", path.display()), || {
+        let spans = read_spans(path).ok()?;
+        last = spans.len();
+        (spans.len() >= n).then_some(spans)
+    })
+    .with_context(|| format!("only {last} spans arrived"))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `bytes` gzipped.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).expect("in-memory write");
+    gz.finish().expect("in-memory write")
+}
