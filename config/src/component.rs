@@ -61,6 +61,24 @@ pub(crate) fn strip_location(message: &str) -> String {
     out
 }
 
+/// A component's own config: plain data with defaults, and checks that need no I/O.
+pub trait ComponentConfig: DeserializeOwned {
+    /// Problems beyond the shape serde already checked, with paths relative to the component.
+    fn validate(&self, _errs: &mut Vec<FieldError>) {}
+}
+
+/// Parses and validates a component config, for `Catalog::check`: empty means fine.
+pub fn check_component<T: ComponentConfig>(config: &Value) -> Vec<FieldError> {
+    match parse_component::<T>(config) {
+        Err(e) => vec![e],
+        Ok(parsed) => {
+            let mut errs = Vec::new();
+            parsed.validate(&mut errs);
+            errs
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,23 +151,5 @@ mod tests {
         );
         assert_eq!(strip_location("oops at position 12"), "oops");
         assert_eq!(strip_location("at line end"), "at line end");
-    }
-}
-
-/// A component's own config: plain data with defaults, and checks that need no I/O.
-pub trait ComponentConfig: DeserializeOwned {
-    /// Problems beyond the shape serde already checked, with paths relative to the component.
-    fn validate(&self, _errs: &mut Vec<FieldError>) {}
-}
-
-/// Parses and validates a component config, for `Catalog::check`: empty means fine.
-pub fn check_component<T: ComponentConfig>(config: &Value) -> Vec<FieldError> {
-    match parse_component::<T>(config) {
-        Err(e) => vec![e],
-        Ok(parsed) => {
-            let mut errs = Vec::new();
-            parsed.validate(&mut errs);
-            errs
-        }
     }
 }

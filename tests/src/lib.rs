@@ -246,3 +246,75 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.write_all(bytes).expect("in-memory write");
     gz.finish().expect("in-memory write")
 }
+
+pub mod sdk;
+
+/// An HTTP answer: status, headers, body text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+    /// `bytes` as text, lossily.
+    pub body: String,
+}
+
+/// POSTs `body` to `url` with the given content type and, optionally, content encoding.
+pub fn post(url: &str, content_type: &str, content_encoding: Option<&str>, body: Vec<u8>) -> Result<Answer> {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("http client")
+    });
+    let mut request = client.post(url).header("content-type", content_type).body(body);
+    if let Some(enc) = content_encoding {
+        request = request.header("content-encoding", enc);
+    }
+    let response = request.send()?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes()?.to_vec();
+    Ok(Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
+    })
+}
+
+/// An OTLP/JSON export request with `n` spans of one trace; span ids start at `first_id`.
+pub fn json_spans(service: &str, first_id: u64, n: u64) -> String {
+    let spans: Vec<String> = (first_id..first_id + n)
+        .map(|id| {
+            format!(
+                r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"op {id}","kind":2,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":[{{"key":"n","value":{{"intValue":"{id}"}}}}]}}"#,
+                first_id as u128 + 1,
+                id + 1,
+                1_700_000_000_000_000_000u64 + id,
+                1_700_000_000_000_000_000u64 + id + 1000
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"{service}"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+}
+
+/// The span id `json_spans` gives to number `id`.
+pub fn json_span_id(id: u64) -> Vec<u8> {
+    (id + 1).to_be_bytes().to_vec()
+}
+
+/// The value of a metric series in Prometheus text, e.g. `name{a="b"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Self metrics of a hotspan whose config has `metrics.address: 127.0.0.1:{port:metrics}`.
+pub fn scrape(port: u16) -> Result<String> {
+    Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)
+}

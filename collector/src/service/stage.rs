@@ -18,12 +18,15 @@ use crate::telemetry::Counter;
 /// backpressure, and receivers turn a long wait into a retryable refusal.
 const STAGE_CAPACITY: usize = 8;
 
+/// The processor and its input, until the stage's task takes them over at start.
+type Unstarted = (Box<dyn Processor>, mpsc::Receiver<Batch>);
+
 pub struct Stage {
     name: String,
     /// `None` once shutdown began: no more input.
     tx: Mutex<Option<mpsc::Sender<Batch>>>,
     /// What the task takes over at start.
-    parts: Mutex<Option<(Box<dyn Processor>, mpsc::Receiver<Batch>)>>,
+    parts: Mutex<Option<Unstarted>>,
     next: SharedConsumer,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Set at shutdown: downstream retries stop at this instant.

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test hotspan has, on a fresh machine too: installs what the tests need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v kill >/dev/null 2>&1 || need_apt+=(procps)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} for the tests"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+
+cargo test --workspace "$@"

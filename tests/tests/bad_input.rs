@@ -1,0 +1,220 @@
+//! Malformed, oversized and mislabelled requests get the right status and a counter, and the
+//! next good request still goes through.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use bytes::Bytes;
+use hotspan::grpc::RawCodec;
+use hotspan_proto::rpc;
+use hotspan_tests::{gzip, json_span_id, json_spans, metric, post, scrape, wait_for_spans, Hotspan};
+use prost::Message;
+
+const CONFIG: &str = r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:{port:grpc}", max_recv_msg_size_mib: 1}
+      http: {endpoint: "127.0.0.1:{port:http}", max_request_body_size: 65536}
+exporters:
+  file: {path: "{dir}/out.jsonl", flush_interval: 50ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  telemetry: {metrics: {address: "127.0.0.1:{port:metrics}"}}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+"#;
+
+#[test]
+fn http_bad_requests_are_refused_and_good_ones_still_pass() -> Result<()> {
+    let hotspan = Hotspan::start(CONFIG)?;
+    let url = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http"));
+    let good_json = |i: u64| json_spans("shop", i * 10, 10).into_bytes();
+    let protobuf_body = hotspan_proto::TracesBatch::decode(&good_json(100), hotspan_proto::Encoding::Json)?
+        .encode(hotspan_proto::Encoding::Protobuf);
+    let truncated_gzip = {
+        let full = gzip(&good_json(101));
+        full[..full.len() / 2].to_vec()
+    };
+    // Zeros compress ~1000:1: a small body that would inflate far past the limit.
+    let bomb = gzip(&vec![b' '; 20 * 1024 * 1024]);
+    // (what, content type, content encoding, body, expected status)
+    type Case = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed protobuf",
+            "application/x-protobuf",
+            None,
+            b"\x0a\xff\xff\xff\x0f".to_vec(),
+            400,
+        ),
+        (
+            "malformed json",
+            "application/json",
+            None,
+            b"{\"resourceSpans\": [{".to_vec(),
+            400,
+        ),
+        (
+            "json with a bad id",
+            "application/json",
+            None,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"xyz"}]}]}]}"#.to_vec(),
+            400,
+        ),
+        ("oversized", "application/json", None, vec![b' '; 70_000], 413),
+        ("wrong content type", "text/plain", None, good_json(102), 415),
+        (
+            "truncated gzip",
+            "application/json",
+            Some("gzip"),
+            truncated_gzip,
+            400,
+        ),
+        ("gzip bomb", "application/json", Some("gzip"), bomb, 413),
+        (
+            "unknown encoding",
+            "application/json",
+            Some("br"),
+            good_json(103),
+            400,
+        ),
+    ];
+    let bad_count = cases.len();
+    let mut good = 0;
+    for (i, (what, ct, enc, body, want)) in cases.into_iter().enumerate() {
+        let answer = post(&url, ct, enc, body)?;
+        ensure!(
+            answer.status == want,
+            "{what}: status {} (want {want}): {}",
+            answer.status,
+            answer.body
+        );
+        // The error body is a google.rpc.Status in the request's encoding (JSON when unknown).
+        if ct == "application/x-protobuf" {
+            let status = rpc::Status::decode(&answer.bytes[..])?;
+            ensure!(
+                status.code == 3 && !status.message.is_empty(),
+                "{what}: {status:?}"
+            );
+        } else {
+            let status: serde_json::Value = serde_json::from_str(&answer.body)?;
+            ensure!(
+                status["code"] == 3 && status["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{what}: {status}"
+            );
+        }
+        let ok = post(&url, "application/json", None, good_json(i as u64))?;
+        ensure!(
+            ok.status == 200,
+            "good request after {what}: {} {}",
+            ok.status,
+            ok.body
+        );
+        good += 10;
+    }
+    // Protobuf and gzip good requests too.
+    ensure!(post(&url, "application/x-protobuf", None, protobuf_body)?.status == 200);
+    ensure!(post(&url, "application/json", Some("gzip"), gzip(&good_json(104)))?.status == 200);
+    good += 20;
+
+    let found = wait_for_spans(&hotspan.path("out.jsonl"), good, Duration::from_secs(10))?;
+    ensure!(
+        found.len() == good,
+        "{} spans stored, {good} sent in good requests",
+        found.len()
+    );
+    ensure!(found.contains_key(&json_span_id(1040)) && found.contains_key(&json_span_id(1000)));
+
+    let metrics = scrape(hotspan.port("metrics"))?;
+    let bad = metric(
+        &metrics,
+        r#"hotspan_receiver_bad_requests{receiver="otlp",transport="http"}"#,
+    );
+    ensure!(
+        bad == Some(bad_count as f64),
+        "bad request counter {bad:?}, sent {bad_count}\n{metrics}"
+    );
+    let accepted = metric(
+        &metrics,
+        r#"otelcol_receiver_accepted_spans{receiver="otlp",transport="http"}"#,
+    );
+    ensure!(
+        accepted == Some(good as f64),
+        "accepted {accepted:?}, sent {good}"
+    );
+    Ok(())
+}
+
+#[test]
+fn partial_success_names_rejected_spans() -> Result<()> {
+    let hotspan = Hotspan::start(CONFIG)?;
+    let url = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http"));
+    let body = json_spans("shop", 0, 3).replacen(&format!("{:016x}", 2), "0000000000000000", 1);
+    let answer = post(&url, "application/json", None, body.into_bytes())?;
+    ensure!(answer.status == 200, "{}", answer.body);
+    let json: serde_json::Value = serde_json::from_str(&answer.body)?;
+    ensure!(json["partialSuccess"]["rejectedSpans"] == "1", "{json}");
+    ensure!(
+        json["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("span_id")),
+        "{json}"
+    );
+    let found = wait_for_spans(&hotspan.path("out.jsonl"), 2, Duration::from_secs(10))?;
+    ensure!(found.len() == 2);
+    Ok(())
+}
+
+async fn grpc_export(port: u16, body: Vec<u8>) -> Result<Result<Bytes, tonic::Status>> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await?;
+    let path =
+        http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    Ok(client
+        .unary::<Bytes, Bytes, _>(tonic::Request::new(Bytes::from(body)), path, RawCodec)
+        .await
+        .map(|r| r.into_inner()))
+}
+
+#[test]
+fn grpc_bad_messages_are_invalid_argument() -> Result<()> {
+    let hotspan = Hotspan::start(CONFIG)?;
+    let port = hotspan.port("grpc");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let malformed = grpc_export(port, b"\x0a\xff\xff\xff\x0f".to_vec()).await?;
+        let status = malformed
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("malformed message accepted"))?;
+        ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+
+        let oversized = grpc_export(port, vec![0x0a; 2 * 1024 * 1024]).await?;
+        let status = oversized
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("oversized message accepted"))?;
+        ensure!(status.code() == tonic::Code::OutOfRange, "{status:?}");
+
+        let good = hotspan_proto::TracesBatch::decode(
+            json_spans("shop", 0, 5).as_bytes(),
+            hotspan_proto::Encoding::Json,
+        )?
+        .encode(hotspan_proto::Encoding::Protobuf);
+        let ok = grpc_export(port, good)
+            .await?
+            .map_err(|s| anyhow::anyhow!("good request refused: {s:?}"))?;
+        // An empty ExportTraceServiceResponse: full success.
+        ensure!(ok.is_empty(), "response {ok:?}");
+        Ok(())
+    })?;
+    let found = wait_for_spans(&hotspan.path("out.jsonl"), 5, Duration::from_secs(10))?;
+    ensure!(found.len() == 5);
+    Ok(())
+}
