@@ -7,6 +7,8 @@
 
 mod batch;
 mod error;
+pub mod pprof;
+pub mod profiles_json;
 pub mod rpc;
 mod traces;
 

@@ -1,0 +1,1 @@
+//! pprof decoding and conversion to OTLP profiles (being written).

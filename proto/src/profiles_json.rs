@@ -1,0 +1,1 @@
+//! OTLP/JSON for profiles (being written).
