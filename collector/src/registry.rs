@@ -17,7 +17,11 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            receivers: vec![&receivers::otlp::Factory],
+            receivers: vec![
+                &receivers::otlp::Factory,
+                &receivers::pprof::Factory,
+                &receivers::pprof_scrape::Factory,
+            ],
             processors: vec![&hotspan_processors::batch::Factory],
             exporters: vec![
                 &exporters::otlp_grpc::Factory,

@@ -1,24 +1,37 @@
 use hotspan_config::Signal;
 
-use crate::{DecodeError, Encoding, TracesBatch};
+use crate::{DecodeError, Encoding, ProfilesBatch, TracesBatch};
 
 /// One signal's data as it moves between components. A consumer owns the batch it is given.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Batch {
     Traces(TracesBatch),
+    Profiles(ProfilesBatch),
+}
+
+/// Items a receiver refused as invalid.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// In the unit the signal's OTLP partial success counts (spans; profiles).
+    pub reported: usize,
+    /// In the unit hotspan counts the signal in (spans; samples).
+    pub items: usize,
+    pub reason: Option<String>,
 }
 
 impl Batch {
     pub fn signal(&self) -> Signal {
         match self {
             Batch::Traces(_) => Signal::Traces,
+            Batch::Profiles(_) => Signal::Profiles,
         }
     }
 
-    /// Spans, data points, log records or samples: the unit otelcol counts in.
+    /// Spans or samples: the unit otelcol counts in.
     pub fn item_count(&self) -> usize {
         match self {
             Batch::Traces(t) => t.span_count(),
+            Batch::Profiles(p) => p.sample_count(),
         }
     }
 
@@ -29,6 +42,7 @@ impl Batch {
     pub fn encoded_len(&self) -> usize {
         match self {
             Batch::Traces(t) => t.encoded_len(),
+            Batch::Profiles(p) => p.encoded_len(),
         }
     }
 
@@ -36,6 +50,7 @@ impl Batch {
     pub fn decode(signal: Signal, bytes: &[u8], encoding: Encoding) -> Result<Batch, DecodeError> {
         match signal {
             Signal::Traces => TracesBatch::decode(bytes, encoding).map(Batch::Traces),
+            Signal::Profiles => ProfilesBatch::decode(bytes, encoding).map(Batch::Profiles),
             other => Err(DecodeError::Unsupported(other)),
         }
     }
@@ -44,34 +59,50 @@ impl Batch {
     pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
         match self {
             Batch::Traces(t) => t.encode(encoding),
+            Batch::Profiles(p) => p.encode(encoding),
         }
     }
 
-    /// Moves `other`'s items into this batch; gives `other` back if the signals differ.
-    pub fn append(&mut self, other: Batch) -> Result<(), Batch> {
-        match (self, other) {
-            (Batch::Traces(a), Batch::Traces(b)) => {
-                a.append(b);
-                Ok(())
-            }
-        }
-    }
-
-    /// Takes out items nothing downstream could use (e.g. spans with invalid ids): how many,
-    /// and why, for the OTLP partial-success answer.
-    pub fn remove_invalid(&mut self) -> (usize, Option<String>) {
+    /// Takes out items nothing downstream could use (spans with invalid ids, profiles whose
+    /// indices point outside their dictionary).
+    pub fn remove_invalid(&mut self) -> Rejected {
         match self {
             Batch::Traces(t) => {
                 let split = t.remove_invalid_spans();
-                (split.rejected, split.reason)
+                Rejected {
+                    reported: split.rejected,
+                    items: split.rejected,
+                    reason: split.reason,
+                }
+            }
+            Batch::Profiles(p) => {
+                let r = p.remove_invalid_profiles();
+                Rejected {
+                    reported: r.profiles,
+                    items: r.samples,
+                    reason: r.reason,
+                }
             }
         }
     }
 
-    /// Splits off the first `max_items` items into a new batch.
+    /// Moves `other`'s items into this batch, or gives `other` back when they cannot merge
+    /// (different signals, or profiles, whose dictionaries would need re-indexing).
+    pub fn append(&mut self, other: Batch) -> Option<Batch> {
+        match (self, other) {
+            (Batch::Traces(a), Batch::Traces(b)) => {
+                a.append(b);
+                None
+            }
+            (_, other) => Some(other),
+        }
+    }
+
+    /// Splits off the first `max_items` items into a new batch. Profiles are not split.
     pub fn split_front(&mut self, max_items: usize) -> Batch {
         match self {
             Batch::Traces(t) => Batch::Traces(t.split_front(max_items)),
+            Batch::Profiles(p) => Batch::Profiles(std::mem::take(p)),
         }
     }
 }

@@ -8,13 +8,15 @@
 mod batch;
 mod error;
 pub mod pprof;
+mod profiles;
 pub mod profiles_json;
 pub mod rpc;
 mod traces;
 
-pub use batch::Batch;
+pub use batch::{Batch, Rejected};
 pub use error::DecodeError;
 pub use opentelemetry_proto::tonic as otlp;
+pub use profiles::{ProfilesBatch, ProfilesRejected};
 pub use traces::{TracesBatch, TracesSplit};
 
 /// Wire encodings OTLP defines for request and response bodies.

@@ -22,7 +22,10 @@ impl ConnectorFactory for Factory {
         "forward"
     }
     fn pairs(&self) -> &'static [(Signal, Signal)] {
-        &[(Signal::Traces, Signal::Traces)]
+        &[
+            (Signal::Traces, Signal::Traces),
+            (Signal::Profiles, Signal::Profiles),
+        ]
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<ForwardConfig>(config)

@@ -119,8 +119,8 @@ impl Ingest {
             return Err(IngestError::NoPipeline(signal));
         };
         let counters = self.counters(signal);
-        let (rejected, reason) = batch.remove_invalid();
-        counters.refused.add(rejected as u64);
+        let rejected = batch.remove_invalid();
+        counters.refused.add(rejected.items as u64);
         let items = batch.item_count() as u64;
         if items > 0 {
             let result = match tokio::time::timeout(PIPELINE_WAIT, next.consume(batch)).await {
@@ -134,8 +134,8 @@ impl Ingest {
             counters.accepted.add(items);
         }
         Ok(Accepted {
-            rejected,
-            message: reason.unwrap_or_default(),
+            rejected: rejected.reported,
+            message: rejected.reason.unwrap_or_default(),
         })
     }
 }

@@ -2,3 +2,6 @@
 
 pub mod ingest;
 pub mod otlp;
+pub mod pprof;
+mod pprof_common;
+pub mod pprof_scrape;

@@ -80,7 +80,7 @@ impl Processor for BatchProcessor {
                 self.pending_since = Some(Instant::now());
             }
             Some(pending) => {
-                if let Err(other) = pending.append(batch) {
+                if let Some(other) = pending.append(batch) {
                     // A processor instance serves one pipeline, hence one signal; should another
                     // ever arrive, send what we hold first rather than mix them.
                     self.emit(false, out);

@@ -39,7 +39,7 @@ impl ExporterFactory for Factory {
         "debug"
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces]
+        &[Signal::Traces, Signal::Profiles]
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<DebugConfig>(config)
@@ -62,6 +62,16 @@ struct DebugExporter {
 impl Exporter for DebugExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
         match batch {
+            Batch::Profiles(profiles) => {
+                let resources = profiles.resource_profiles().len();
+                let samples = profiles.sample_count();
+                if self.verbosity == Verbosity::Basic {
+                    info!(exporter = %self.name, resource_profiles = resources, samples, "Profiles");
+                } else {
+                    let text = describe_profiles(profiles, self.verbosity == Verbosity::Detailed);
+                    info!(exporter = %self.name, resource_profiles = resources, samples, "Profiles\n{text}");
+                }
+            }
             Batch::Traces(traces) => {
                 let resources = traces.resource_spans().len();
                 let spans = traces.span_count();
@@ -122,6 +132,69 @@ fn describe_traces(traces: &hotspan_proto::TracesBatch, detailed: bool) -> Strin
                     }
                 }
                 out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn describe_profiles(profiles: &hotspan_proto::ProfilesBatch, detailed: bool) -> String {
+    let empty = Default::default();
+    let dict = profiles.dictionary().unwrap_or(&empty);
+    let string = |i: i32| {
+        dict.string_table
+            .get(i as usize)
+            .map(String::as_str)
+            .unwrap_or("?")
+    };
+    let mut out = String::new();
+    for (ri, rp) in profiles.resource_profiles().iter().enumerate() {
+        let attrs = rp
+            .resource
+            .as_ref()
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default();
+        let _ = writeln!(out, "ResourceProfiles #{ri} {attrs}");
+        for sp in &rp.scope_profiles {
+            for p in &sp.profiles {
+                let (ty, unit) = p
+                    .sample_type
+                    .map(|t| (string(t.type_strindex), string(t.unit_strindex)))
+                    .unwrap_or(("?", "?"));
+                let _ = writeln!(
+                    out,
+                    "Profile {ty}/{unit} samples={} time={} duration={}ns",
+                    p.samples.len(),
+                    p.time_unix_nano,
+                    p.duration_nano
+                );
+                if !detailed {
+                    continue;
+                }
+                for s in &p.samples {
+                    let frames: Vec<&str> = dict
+                        .stack_table
+                        .get(s.stack_index as usize)
+                        .map(|st| {
+                            st.location_indices
+                                .iter()
+                                .filter_map(|l| dict.location_table.get(*l as usize))
+                                .flat_map(|l| &l.lines)
+                                .filter_map(|line| dict.function_table.get(line.function_index as usize))
+                                .map(|f| string(f.name_strindex))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let link = dict.link_table.get(s.link_index as usize);
+                    let _ = writeln!(
+                        out,
+                        "  values={:?} span_id={} trace_id={} stack={}",
+                        s.values,
+                        link.map(|l| hex(&l.span_id)).unwrap_or_default(),
+                        link.map(|l| hex(&l.trace_id)).unwrap_or_default(),
+                        frames.join(";")
+                    );
+                }
             }
         }
     }

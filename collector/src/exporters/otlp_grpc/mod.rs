@@ -92,7 +92,7 @@ impl ExporterFactory for Factory {
         &["otlp"]
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces]
+        &[Signal::Traces, Signal::Profiles]
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<OtlpGrpcConfig>(config)

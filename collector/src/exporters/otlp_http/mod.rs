@@ -30,6 +30,8 @@ pub struct OtlpHttpConfig {
     pub endpoint: String,
     /// Full URL for traces, used as is.
     pub traces_endpoint: Option<String>,
+    /// Full URL for profiles, used as is.
+    pub profiles_endpoint: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub compression: Compression,
     pub encoding: BodyEncoding,
@@ -45,6 +47,7 @@ impl Default for OtlpHttpConfig {
         OtlpHttpConfig {
             endpoint: String::new(),
             traces_endpoint: None,
+            profiles_endpoint: None,
             headers: BTreeMap::new(),
             compression: Compression::Gzip,
             encoding: BodyEncoding::Proto,
@@ -58,8 +61,8 @@ impl Default for OtlpHttpConfig {
 
 impl OtlpHttpConfig {
     fn url(&self, signal: Signal) -> String {
-        match (signal, &self.traces_endpoint) {
-            (Signal::Traces, Some(url)) => url.clone(),
+        match (signal, &self.traces_endpoint, &self.profiles_endpoint) {
+            (Signal::Traces, Some(url), _) | (Signal::Profiles, _, Some(url)) => url.clone(),
             _ => format!("{}{}", self.endpoint.trim_end_matches('/'), http_path(signal)),
         }
     }
@@ -71,7 +74,10 @@ impl ComponentConfig for OtlpHttpConfig {
         if let Some(t) = &self.traces_endpoint {
             urls.push(("traces_endpoint", t));
         }
-        if self.endpoint.is_empty() && self.traces_endpoint.is_none() {
+        if let Some(p) = &self.profiles_endpoint {
+            urls.push(("profiles_endpoint", p));
+        }
+        if self.endpoint.is_empty() && self.traces_endpoint.is_none() && self.profiles_endpoint.is_none() {
             errs.push(FieldError {
                 path: "endpoint".into(),
                 message: "is required".into(),
@@ -105,7 +111,7 @@ impl ExporterFactory for Factory {
         &["otlphttp"]
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces]
+        &[Signal::Traces, Signal::Profiles]
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<OtlpHttpConfig>(config)

@@ -43,6 +43,7 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes, compressed and again after decompression.
     pub max_request_body_size: usize,
     pub traces_url_path: String,
+    pub profiles_url_path: String,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +52,7 @@ impl Default for HttpConfig {
             endpoint: "127.0.0.1:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
             traces_url_path: "/v1/traces".into(),
+            profiles_url_path: "/v1development/profiles".into(),
         }
     }
 }
@@ -94,11 +96,16 @@ impl ComponentConfig for OtlpReceiverConfig {
                     message: "must be at least 1".into(),
                 });
             }
-            if !h.traces_url_path.starts_with('/') {
-                errs.push(FieldError {
-                    path: "protocols.http.traces_url_path".into(),
-                    message: "must start with /".into(),
-                });
+            for (key, path) in [
+                ("traces_url_path", &h.traces_url_path),
+                ("profiles_url_path", &h.profiles_url_path),
+            ] {
+                if !path.starts_with('/') {
+                    errs.push(FieldError {
+                        path: format!("protocols.http.{key}"),
+                        message: "must start with /".into(),
+                    });
+                }
             }
         }
     }

@@ -33,6 +33,7 @@ pub fn router(ingest: Arc<Ingest>, config: &HttpConfig) -> axum::Router {
         }
         let path = match signal {
             Signal::Traces => config.traces_url_path.as_str(),
+            Signal::Profiles => config.profiles_url_path.as_str(),
             other => crate::grpc::http_path(other),
         };
         let route = Route {

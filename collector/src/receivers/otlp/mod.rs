@@ -29,7 +29,7 @@ impl ReceiverFactory for Factory {
         "otlp"
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces]
+        &[Signal::Traces, Signal::Profiles]
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<OtlpReceiverConfig>(config)

@@ -1,1 +1,0 @@
-//! OTLP/JSON for profiles (being written).
