@@ -36,15 +36,39 @@ service:
     let first = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http"));
     let second = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http2"));
     for i in 0..5 {
-        ensure!(post(&first, "application/json", None, json_spans("a", i * 10, 10).into_bytes())?.status == 200);
-        ensure!(post(&second, "application/json", None, json_spans("b", 1000 + i * 10, 10).into_bytes())?.status == 200);
+        ensure!(
+            post(
+                &first,
+                "application/json",
+                None,
+                json_spans("a", i * 10, 10).into_bytes()
+            )?
+            .status
+                == 200
+        );
+        ensure!(
+            post(
+                &second,
+                "application/json",
+                None,
+                json_spans("b", 1000 + i * 10, 10).into_bytes()
+            )?
+            .status
+                == 200
+        );
     }
     // Through the connector: only what came in on `otlp`.
     let joined = wait_for_spans(&hotspan.path("joined.jsonl"), 50, Duration::from_secs(10))?;
-    ensure!(joined.len() == 50 && joined.contains_key(&json_span_id(0)) && !joined.contains_key(&json_span_id(1000)));
+    ensure!(
+        joined.len() == 50
+            && joined.contains_key(&json_span_id(0))
+            && !joined.contains_key(&json_span_id(1000))
+    );
     // The shared exporter: both receivers' spans, each once.
     let copy = wait_for_spans(&hotspan.path("copy.jsonl"), 100, Duration::from_secs(10))?;
-    ensure!(copy.len() == 100 && copy.contains_key(&json_span_id(49)) && copy.contains_key(&json_span_id(1049)));
+    ensure!(
+        copy.len() == 100 && copy.contains_key(&json_span_id(49)) && copy.contains_key(&json_span_id(1049))
+    );
     Ok(())
 }
 
@@ -85,12 +109,23 @@ service:
         ))?;
         let base = if encoding == "proto" { 0 } else { 500 };
         let url = format!("http://127.0.0.1:{}/v1/traces", upstream.port("http"));
-        ensure!(post(&url, "application/json", None, json_spans("h", base, 20).into_bytes())?.status == 200);
+        ensure!(
+            post(
+                &url,
+                "application/json",
+                None,
+                json_spans("h", base, 20).into_bytes()
+            )?
+            .status
+                == 200
+        );
         // A graceful stop drains the exporter's queue to the downstream instance.
         ensure!(upstream.terminate()?.success());
     }
     let found = wait_for_spans(&downstream.path("out.jsonl"), 40, Duration::from_secs(15))?;
-    ensure!(found.len() == 40 && found.contains_key(&json_span_id(519)) && found.contains_key(&json_span_id(19)));
+    ensure!(
+        found.len() == 40 && found.contains_key(&json_span_id(519)) && found.contains_key(&json_span_id(19))
+    );
     Ok(())
 }
 
@@ -141,32 +176,69 @@ service:
         backend.port("http")
     ))?;
     let body = || json_spans("x", 0, 4).into_bytes();
-    let down = post(&format!("http://127.0.0.1:{}/v1/traces", hotspan.port("down")), "application/json", None, body())?;
+    let down = post(
+        &format!("http://127.0.0.1:{}/v1/traces", hotspan.port("down")),
+        "application/json",
+        None,
+        body(),
+    )?;
     ensure!(down.status == 503, "backend down: {} {}", down.status, down.body);
-    ensure!(down.headers.contains_key("retry-after"), "503 without Retry-After");
-    let wrong = post(&format!("http://127.0.0.1:{}/v1/traces", hotspan.port("wrong")), "application/json", None, body())?;
-    ensure!(wrong.status == 400, "backend 404: {} {}", wrong.status, wrong.body);
+    ensure!(
+        down.headers.contains_key("retry-after"),
+        "503 without Retry-After"
+    );
+    let wrong = post(
+        &format!("http://127.0.0.1:{}/v1/traces", hotspan.port("wrong")),
+        "application/json",
+        None,
+        body(),
+    )?;
+    ensure!(
+        wrong.status == 400,
+        "backend 404: {} {}",
+        wrong.status,
+        wrong.body
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let code = rt.block_on(async {
         let channel =
-            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", hotspan.port("downgrpc")))?.connect().await?;
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", hotspan.port("downgrpc")))?
+                .connect()
+                .await?;
         let mut client = tonic::client::Grpc::new(channel);
         client.ready().await?;
         let request = hotspan_proto::TracesBatch::decode(&body(), hotspan_proto::Encoding::Json)?
             .encode(hotspan_proto::Encoding::Protobuf);
-        let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
         let result = client
-            .unary::<bytes::Bytes, bytes::Bytes, _>(tonic::Request::new(request.into()), path, hotspan::grpc::RawCodec)
+            .unary::<bytes::Bytes, bytes::Bytes, _>(
+                tonic::Request::new(request.into()),
+                path,
+                hotspan::grpc::RawCodec,
+            )
             .await;
         anyhow::Ok(result.err().map(|s| s.code()))
     })?;
-    ensure!(code == Some(tonic::Code::Unavailable), "gRPC with the backend down: {code:?}");
+    ensure!(
+        code == Some(tonic::Code::Unavailable),
+        "gRPC with the backend down: {code:?}"
+    );
 
     let metrics = hotspan_tests::scrape(hotspan.port("metrics"))?;
-    let refused = hotspan_tests::metric(&metrics, r#"otelcol_receiver_refused_spans{receiver="otlp/down",transport="http"}"#);
+    let refused = hotspan_tests::metric(
+        &metrics,
+        r#"otelcol_receiver_refused_spans{receiver="otlp/down",transport="http"}"#,
+    );
     ensure!(refused == Some(4.0), "refused spans {refused:?}\n{metrics}");
-    let failed = hotspan_tests::metric(&metrics, r#"otelcol_exporter_send_failed_spans{exporter="otlphttp"}"#);
+    let failed = hotspan_tests::metric(
+        &metrics,
+        r#"otelcol_exporter_send_failed_spans{exporter="otlphttp"}"#,
+    );
     ensure!(failed == Some(4.0), "failed spans {failed:?}\n{metrics}");
     Ok(())
 }
@@ -197,14 +269,31 @@ service:
     ))?;
     let url = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http"));
     let statuses: Vec<u16> = (0..8)
-        .map(|i| post(&url, "application/json", None, json_spans("q", i * 5, 5).into_bytes()).map(|a| a.status))
+        .map(|i| {
+            post(
+                &url,
+                "application/json",
+                None,
+                json_spans("q", i * 5, 5).into_bytes(),
+            )
+            .map(|a| a.status)
+        })
         .collect::<Result<_>>()?;
     // One batch is with the worker, three wait in the queue; the rest are refused.
     let accepted = statuses.iter().filter(|s| **s == 200).count();
     ensure!((3..=4).contains(&accepted), "statuses {statuses:?}");
-    ensure!(statuses.iter().all(|s| *s == 200 || *s == 503), "statuses {statuses:?}");
+    ensure!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "statuses {statuses:?}"
+    );
     let metrics = hotspan_tests::scrape(hotspan.port("metrics"))?;
-    let refused = hotspan_tests::metric(&metrics, r#"otelcol_exporter_enqueue_failed_spans{exporter="otlp"}"#);
-    ensure!(refused == Some(((8 - accepted) * 5) as f64), "enqueue failures {refused:?}\n{metrics}");
+    let refused = hotspan_tests::metric(
+        &metrics,
+        r#"otelcol_exporter_enqueue_failed_spans{exporter="otlp"}"#,
+    );
+    ensure!(
+        refused == Some(((8 - accepted) * 5) as f64),
+        "enqueue failures {refused:?}\n{metrics}"
+    );
     Ok(())
 }

@@ -1,0 +1,3 @@
+module hotspan.test/goservice
+
+go 1.19
