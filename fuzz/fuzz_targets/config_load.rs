@@ -1,0 +1,29 @@
+//! Any text as a config file: a list of problems, never a panic or a hang.
+#![no_main]
+
+use hotspan_config::{Catalog, ComponentInfo, FieldError, Kind, Signal};
+use libfuzzer_sys::fuzz_target;
+
+/// Knows every type and accepts every component config, so the fuzzer reaches the rules
+/// between parts.
+struct AnyCatalog;
+
+impl Catalog for AnyCatalog {
+    fn component(&self, kind: Kind, _type_name: &str) -> Option<ComponentInfo> {
+        Some(match kind {
+            Kind::Connector => ComponentInfo::Connector(vec![(Signal::Traces, Signal::Traces)]),
+            Kind::Extension => ComponentInfo::Extension,
+            _ => ComponentInfo::Signals(Signal::ALL.to_vec()),
+        })
+    }
+    fn check(&self, _kind: Kind, _type_name: &str, _config: &serde_yaml::Value) -> Vec<FieldError> {
+        Vec::new()
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let env = |name: &str| (name.len() % 2 == 0).then(|| format!("${{env:{name}}}"));
+        let _ = hotspan_config::load(text, &env, &AnyCatalog);
+    }
+});
