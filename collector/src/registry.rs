@@ -29,7 +29,7 @@ impl Default for Registry {
                 &exporters::file::Factory,
                 &exporters::debug::Factory,
             ],
-            connectors: vec![&connectors::forward::Factory],
+            connectors: vec![&connectors::forward::Factory, &connectors::spanprofile::Factory],
             extensions: vec![&extensions::health_check::Factory],
         }
     }

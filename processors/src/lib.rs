@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod spanprofile;
 
 use std::time::Instant;
 

@@ -111,6 +111,8 @@ pub struct GoOptions {
     pub truth: bool,
     /// Write a CPU profile of the first N seconds with `runtime/pprof.StartCPUProfile`.
     pub cpu_profile_seconds: Option<u32>,
+    /// Port for `/debug/pprof` (a free one when `None`), for scrapers configured before it runs.
+    pub listen_port: Option<u16>,
 }
 
 impl Default for GoOptions {
@@ -123,6 +125,7 @@ impl Default for GoOptions {
             duration: None,
             truth: true,
             cpu_profile_seconds: None,
+            listen_port: None,
         }
     }
 }
@@ -163,7 +166,7 @@ impl GoService {
     pub fn start(opts: GoOptions) -> Result<GoService> {
         let bin = go_binary();
         let dir = tempfile::tempdir()?;
-        let port = crate::free_port();
+        let port = opts.listen_port.unwrap_or_else(crate::free_port);
         let mut cmd = Command::new(bin);
         cmd.arg("-listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -374,9 +377,15 @@ impl RawProfile {
 
 /// Runs `go tool pprof -raw <profile>` and parses what it prints (see [`parse_raw`]).
 pub fn go_tool_pprof_raw(profile: &Path) -> Result<RawProfile> {
+    go_tool_pprof_raw_with(profile, &[])
+}
+
+/// `go tool pprof -raw` with more options first, e.g. `-tagfocus=span_id=<id>`.
+pub fn go_tool_pprof_raw_with(profile: &Path, options: &[&str]) -> Result<RawProfile> {
     go_binary(); // panics with the install hint when `go` is missing
     let output = go_command()
         .args(["tool", "pprof", "-raw"])
+        .args(options)
         .arg(profile)
         // Keep pprof from looking for binaries or writing ~/pprof.
         .env("PPROF_TMPDIR", std::env::temp_dir())

@@ -16,6 +16,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Mirrors a total counted elsewhere (e.g. by the join's own atomics).
+    pub fn set_total(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Default, Debug)]

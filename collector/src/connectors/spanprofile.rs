@@ -1,0 +1,299 @@
+//! The `spanprofile` connector: the end of traces/in and profiles/in, the head of traces/out
+//! (spans annotated with their hot paths) and profiles/out (samples with Links filled in).
+//! The join itself lives in `hotspan_processors::spanprofile`; this is its runtime.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hotspan_config::{check_component, parse_component, FieldError, Signal};
+use hotspan_processors::spanprofile::{Join, SpanProfileConfig};
+use hotspan_proto::{Batch, TracesBatch};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn, Instrument};
+
+use crate::component::{BoxError, BuildContext, ConnectorFactory, ConsumerComponent, Lifecycle};
+use crate::consumer::{BoxFuture, ConsumeError, Consumer, SharedConsumer, SignalConsumers};
+use crate::telemetry::{Counter, Gauge, Telemetry};
+
+/// Released batches waiting for traces/out. Small: when downstream is slow this fills and
+/// the connector's consumers wait, which is the backpressure.
+const OUTPUT_CAPACITY: usize = 16;
+
+pub struct Factory;
+
+impl ConnectorFactory for Factory {
+    fn type_name(&self) -> &'static str {
+        "spanprofile"
+    }
+    fn pairs(&self) -> &'static [(Signal, Signal)] {
+        &[
+            (Signal::Traces, Signal::Traces),
+            (Signal::Profiles, Signal::Traces),
+            (Signal::Traces, Signal::Profiles),
+            (Signal::Profiles, Signal::Profiles),
+        ]
+    }
+    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
+        check_component::<SpanProfileConfig>(config)
+    }
+    fn build(
+        &self,
+        ctx: &BuildContext,
+        config: &serde_yaml::Value,
+        next: SignalConsumers,
+    ) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
+        let config: SpanProfileConfig = parse_component(config)?;
+        let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        Ok(Arc::new(SpanProfile {
+            name: ctx.name(),
+            join: Arc::new(Join::new(config)),
+            traces_out: next.get(Signal::Traces).cloned(),
+            profiles_out: next.get(Signal::Profiles).cloned(),
+            tx: Mutex::new(Some(tx)),
+            rx: Mutex::new(Some(rx)),
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+            metrics: Arc::new(JoinMetrics::new(ctx.telemetry, &ctx.name())),
+        }))
+    }
+}
+
+/// The join's counters, mirrored into the collector's metrics on every tick.
+struct JoinMetrics {
+    joined: [Counter; 3],
+    unjoined: Counter,
+    late: Counter,
+    released_early: Counter,
+    held: Gauge,
+    pending: Gauge,
+}
+
+impl JoinMetrics {
+    fn new(telemetry: &Telemetry, name: &str) -> Self {
+        let m = &telemetry.metrics;
+        let joined = |rule: &str| {
+            m.counter(
+                "hotspan_spanprofile_joined_samples",
+                "Profile samples joined to a span, by the rule that joined them.",
+                &[("connector", name), ("rule", rule)],
+            )
+        };
+        JoinMetrics {
+            joined: [joined("span"), joined("trace"), joined("thread")],
+            unjoined: m.counter(
+                "hotspan_spanprofile_unjoined_samples",
+                "Samples that found no span within the wait.",
+                &[("connector", name)],
+            ),
+            late: m.counter(
+                "hotspan_spanprofile_late_samples",
+                "Samples that arrived after their span had left.",
+                &[("connector", name)],
+            ),
+            released_early: m.counter(
+                "hotspan_spanprofile_spans_released_early",
+                "Spans that left before their wait was over, to keep the buffer bounded.",
+                &[("connector", name)],
+            ),
+            held: m.gauge(
+                "hotspan_spanprofile_held_spans",
+                "Spans held waiting for samples.",
+                &[("connector", name)],
+            ),
+            pending: m.gauge(
+                "hotspan_spanprofile_pending_samples",
+                "Samples waiting for their span.",
+                &[("connector", name)],
+            ),
+        }
+    }
+
+    fn update(&self, join: &Join) {
+        for (c, a) in self.joined.iter().zip(&join.stats.joined) {
+            c.set_total(a.load(Ordering::Relaxed));
+        }
+        self.unjoined
+            .set_total(join.stats.unjoined.load(Ordering::Relaxed));
+        self.late.set_total(join.stats.late.load(Ordering::Relaxed));
+        self.released_early
+            .set_total(join.stats.released_early.load(Ordering::Relaxed));
+        self.held.set(join.held_spans() as i64);
+        self.pending.set(join.pending_samples() as i64);
+    }
+}
+
+struct SpanProfile {
+    name: String,
+    join: Arc<Join>,
+    traces_out: Option<SharedConsumer>,
+    profiles_out: Option<SharedConsumer>,
+    /// Released spans on their way to traces/out; `None` once shutdown began.
+    tx: Mutex<Option<mpsc::Sender<TracesBatch>>>,
+    rx: Mutex<Option<mpsc::Receiver<TracesBatch>>>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    metrics: Arc<JoinMetrics>,
+}
+
+impl SpanProfile {
+    async fn send(&self, batches: Vec<TracesBatch>) -> Result<(), ConsumeError> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for b in batches.into_iter().filter(|b| !b.is_empty()) {
+            match &tx {
+                Some(tx) => tx
+                    .send(b)
+                    .await
+                    .map_err(|_| ConsumeError::retryable("spanprofile is shutting down"))?,
+                None => return Err(ConsumeError::retryable("spanprofile is shutting down")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Consumer for SpanProfile {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            match batch {
+                Batch::Traces(traces) => {
+                    let early = self.join.add_spans(traces, Instant::now());
+                    self.send(early).await
+                }
+                Batch::Profiles(profiles) => {
+                    // profiles/out first: if it refuses, the sender retries and the join must
+                    // not have counted these samples yet.
+                    if let Some(out) = &self.profiles_out {
+                        out.consume(Batch::Profiles(self.join.link_profiles(&profiles)))
+                            .await?;
+                    }
+                    let join = self.join.clone();
+                    // Resolving stacks is CPU work: keep it off the async workers.
+                    tokio::task::spawn_blocking(move || join.add_profiles(&profiles, Instant::now()))
+                        .await
+                        .map_err(|e| ConsumeError::Permanent(format!("join task failed: {e}")))
+                }
+            }
+        })
+    }
+}
+
+/// Hands released spans to traces/out, retrying refusals: the connector acknowledged these
+/// spans upstream, so they are never dropped for a busy downstream.
+async fn deliver(name: &str, next: &SharedConsumer, mut batch: TracesBatch, deadline: Option<Instant>) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match next.consume(Batch::Traces(batch)).await {
+            Ok(()) => return,
+            Err(ConsumeError::Retryable {
+                batch: Some(back),
+                reason,
+                ..
+            }) => {
+                if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                    error!(connector = name, error = %reason, "shutdown deadline passed with annotated spans undelivered");
+                    return;
+                }
+                warn!(connector = name, error = %reason, "traces/out busy, retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                match *back {
+                    Batch::Traces(t) => batch = t,
+                    _ => return,
+                }
+            }
+            Err(e) => {
+                error!(connector = name, error = %e, "traces/out refused annotated spans");
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for SpanProfile {
+    async fn start(&self) -> Result<(), BoxError> {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (Some(mut rx), Some(next)) = (rx, self.traces_out.clone()) else {
+            return Err(format!(
+                "{}: needs a traces pipeline to send annotated spans to",
+                self.name
+            )
+            .into());
+        };
+        let span = || tracing::info_span!("component", kind = "connector", id = %self.name);
+        let name = self.name.clone();
+        let output = tokio::spawn(
+            async move {
+                while let Some(batch) = rx.recv().await {
+                    deliver(&name, &next, batch, None).await;
+                }
+            }
+            .instrument(span()),
+        );
+        // The wait is in seconds; releasing a few times a second keeps latency a small fraction.
+        let tick =
+            (self.join.config().wait / 20).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let (join, stop) = (self.join.clone(), self.stop.clone());
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let metrics = self.metrics.clone();
+        let ticker = tokio::spawn(
+            async move {
+                let mut every = tokio::time::interval(tick);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    let due = join.release_due(Instant::now());
+                    metrics.update(&join);
+                    let Some(tx) = &tx else { break };
+                    for b in due.into_iter().filter(|b| !b.is_empty()) {
+                        if tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span()),
+        );
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([ticker, output]);
+        Ok(())
+    }
+
+    async fn shutdown(&self, deadline: Instant) {
+        self.stop.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        // The ticker first, so nothing else sends while everything held is drained.
+        if !tasks.is_empty() {
+            let ticker = tasks.remove(0);
+            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), ticker).await;
+        }
+        let drained = self.join.drain(Instant::now());
+        if let Some(next) = &self.traces_out {
+            // What is already queued goes first, in order, then what was still held.
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(tx);
+            for task in tasks {
+                let abort = task.abort_handle();
+                if tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task)
+                    .await
+                    .is_err()
+                {
+                    abort.abort();
+                }
+            }
+            for batch in drained.into_iter().filter(|b| !b.is_empty()) {
+                deliver(&self.name, next, batch, Some(deadline)).await;
+            }
+        }
+        self.metrics.update(&self.join);
+    }
+}

@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+use hotspan_config::{ComponentConfig, FieldError};
+use serde::Deserialize;
+
+/// The `spanprofile` connector's settings (DESIGN.md, "The join").
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanProfileConfig {
+    /// How long a span is held after it arrives, waiting for the samples taken while it ran;
+    /// sized for the profile reporting interval (a 15 s scrape plus delivery).
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub wait: Duration,
+    /// Slack allowed when comparing sample timestamps with span start and end.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub clock_skew: Duration,
+    /// Spans held at once; past it the oldest leave early with what they have.
+    pub max_buffered_spans: usize,
+    /// Encoded bytes of held spans; past it the oldest leave early.
+    pub max_buffered_bytes: usize,
+    /// Samples waiting for their span; past it the oldest are counted unjoined and dropped.
+    pub max_pending_samples: usize,
+    /// Sample attributes (labels) read as span ids when a sample has no Link.
+    pub span_id_labels: Vec<String>,
+    /// Sample attributes read as trace ids when a sample has no Link.
+    pub trace_id_labels: Vec<String>,
+    /// Prefix of every attribute the join writes.
+    pub attribute_prefix: String,
+    /// Span events `profile.hot_path`, one per heaviest stack, this many at most.
+    pub hot_paths: usize,
+    /// Frames kept in a hot path, leaf-most first.
+    pub hot_path_frames: usize,
+    /// Functions listed in `profile.top_functions`.
+    pub top_functions: usize,
+    pub emit_events: bool,
+    /// Leaf frames that stand for the frame below them: Go's preemption trampoline shows up
+    /// as the leaf of ~10% of busy-loop samples and would split every hot path in two.
+    pub ignore_leaf_frames: Vec<String>,
+}
+
+impl Default for SpanProfileConfig {
+    fn default() -> Self {
+        SpanProfileConfig {
+            wait: Duration::from_secs(20),
+            clock_skew: Duration::from_millis(50),
+            max_buffered_spans: 100_000,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            max_pending_samples: 1_000_000,
+            span_id_labels: [
+                "span_id",
+                "profile_id",
+                "span id",
+                "local root span id",
+                "process.context.label.span_id",
+            ]
+            .map(String::from)
+            .to_vec(),
+            trace_id_labels: ["trace_id", "trace id", "process.context.label.trace_id"]
+                .map(String::from)
+                .to_vec(),
+            attribute_prefix: "profile.".into(),
+            hot_paths: 3,
+            hot_path_frames: 32,
+            top_functions: 5,
+            emit_events: true,
+            ignore_leaf_frames: vec!["runtime.asyncPreempt".into()],
+        }
+    }
+}
+
+impl ComponentConfig for SpanProfileConfig {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        if self.wait.is_zero() {
+            errs.push(FieldError::new("wait", "must be greater than 0"));
+        }
+        for (key, value) in [
+            ("max_buffered_spans", self.max_buffered_spans),
+            ("max_buffered_bytes", self.max_buffered_bytes),
+            ("max_pending_samples", self.max_pending_samples),
+            ("hot_path_frames", self.hot_path_frames),
+        ] {
+            if value == 0 {
+                errs.push(FieldError::new(key, "must be at least 1"));
+            }
+        }
+    }
+}

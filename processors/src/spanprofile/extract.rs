@@ -1,0 +1,355 @@
+//! Turning an OTLP profiles batch into join events: weights from pprof values or timestamps,
+//! ids from Links or correlation labels, frames resolved through the dictionary.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hotspan_proto::otlp::common::v1::{any_value, AnyValue};
+use hotspan_proto::otlp::profiles::v1development::{Link, Profile, ProfilesDictionary, Sample};
+use hotspan_proto::ProfilesBatch;
+
+use super::config::SpanProfileConfig;
+use super::model::{parse_id, span_id, trace_id, Event, Frames, Labels, ResourceKey};
+
+/// What kind of weight a profile carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// `cpu/nanoseconds`: values are CPU time.
+    CpuNanos,
+    /// `samples/count`: values are sample counts (each one `period` of CPU when the period
+    /// type is CPU nanoseconds).
+    SampleCount,
+    Other,
+}
+
+struct Strings<'a>(&'a ProfilesDictionary);
+
+impl<'a> Strings<'a> {
+    fn get(&self, i: i32) -> &'a str {
+        self.0
+            .string_table
+            .get(i as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+fn kind_of(p: &Profile, s: &Strings) -> Kind {
+    match p
+        .sample_type
+        .map(|t| (s.get(t.type_strindex), s.get(t.unit_strindex)))
+    {
+        Some(("cpu", "nanoseconds")) => Kind::CpuNanos,
+        Some(("samples", "count")) => Kind::SampleCount,
+        _ => Kind::Other,
+    }
+}
+
+/// CPU nanoseconds one sample of this profile stands for, when its period says.
+fn period_ns(p: &Profile, s: &Strings) -> u64 {
+    match p.period_type.map(|t| s.get(t.unit_strindex)) {
+        Some("nanoseconds") => p.period.max(0) as u64,
+        _ => 0,
+    }
+}
+
+/// Caches per batch: dictionaries are per request, so stacks and labels are resolved once.
+struct Resolver<'a> {
+    dict: &'a ProfilesDictionary,
+    strings: Strings<'a>,
+    config: &'a SpanProfileConfig,
+    stacks: HashMap<i32, Frames>,
+    names: HashMap<i32, Arc<str>>,
+}
+
+/// Ids and labels of one sample.
+struct Tags {
+    trace: Option<u128>,
+    span: Option<u64>,
+    thread: Option<i64>,
+    labels: Labels,
+}
+
+fn value_text(v: Option<&AnyValue>, s: &Strings) -> Option<String> {
+    match v.and_then(|v| v.value.as_ref())? {
+        any_value::Value::StringValue(x) => Some(x.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        any_value::Value::BoolValue(b) => Some(b.to_string()),
+        any_value::Value::DoubleValue(d) => Some(d.to_string()),
+        any_value::Value::StringValueStrindex(i) => Some(s.get(*i).to_string()),
+        _ => None,
+    }
+}
+
+impl<'a> Resolver<'a> {
+    fn frames(&mut self, stack_index: i32) -> Frames {
+        if let Some(f) = self.stacks.get(&stack_index) {
+            return f.clone();
+        }
+        let dict = self.dict;
+        let mut names = Vec::new();
+        if let Some(stack) = dict.stack_table.get(stack_index as usize) {
+            for loc in stack
+                .location_indices
+                .iter()
+                .filter_map(|l| dict.location_table.get(*l as usize))
+            {
+                for line in &loc.lines {
+                    let name_index = dict
+                        .function_table
+                        .get(line.function_index as usize)
+                        .map_or(0, |f| f.name_strindex);
+                    let name = self
+                        .names
+                        .entry(name_index)
+                        .or_insert_with(|| match self.strings.get(name_index) {
+                            "" => Arc::from("[unknown]"),
+                            n => Arc::from(n),
+                        })
+                        .clone();
+                    names.push(name);
+                }
+            }
+        }
+        let skip = names
+            .iter()
+            .take_while(|n| self.config.ignore_leaf_frames.iter().any(|i| i.as_str() == &***n))
+            .count();
+        // Keep at least the last frame: a stack of nothing but ignored frames still happened.
+        let skip = skip.min(names.len().saturating_sub(1));
+        let frames: Frames = names.split_off(skip).into();
+        self.stacks.insert(stack_index, frames.clone());
+        frames
+    }
+
+    fn tags(&self, sample: &Sample) -> Tags {
+        let link = self
+            .dict
+            .link_table
+            .get(sample.link_index as usize)
+            .cloned()
+            .unwrap_or_default();
+        let mut tags = Tags {
+            trace: trace_id(&link.trace_id),
+            span: span_id(&link.span_id),
+            thread: None,
+            labels: Arc::from([]),
+        };
+        let mut labels = Vec::new();
+        for kv in sample
+            .attribute_indices
+            .iter()
+            .filter_map(|a| self.dict.attribute_table.get(*a as usize))
+        {
+            let key = self.strings.get(kv.key_strindex);
+            let value = kv.value.as_ref();
+            if self.config.span_id_labels.iter().any(|k| k == key) {
+                if tags.span.is_none() {
+                    tags.span = value_text(value, &self.strings)
+                        .and_then(|v| parse_id(&v, 16))
+                        .map(|id| id as u64);
+                }
+                continue;
+            }
+            if self.config.trace_id_labels.iter().any(|k| k == key) {
+                if tags.trace.is_none() {
+                    tags.trace = value_text(value, &self.strings).and_then(|v| parse_id(&v, 32));
+                }
+                continue;
+            }
+            if key == "thread.id" {
+                tags.thread = match value.and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::IntValue(i)) => Some(*i),
+                    other => other
+                        .and_then(|_| value_text(value, &self.strings))
+                        .and_then(|t| t.parse().ok()),
+                };
+                continue;
+            }
+            if let Some(text) = value_text(value, &self.strings) {
+                labels.push((Arc::from(key), Arc::from(text.as_str())));
+            }
+        }
+        tags.labels = labels.into();
+        tags
+    }
+}
+
+/// Every CPU event in the batch. Non-CPU profiles (heap, goroutines, ...) carry nothing the
+/// join adds up and are left out.
+pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -> Vec<Event> {
+    let empty = ProfilesDictionary::default();
+    let dict = batch.dictionary().unwrap_or(&empty);
+    let mut r = Resolver {
+        dict,
+        strings: Strings(dict),
+        config,
+        stacks: HashMap::new(),
+        names: HashMap::new(),
+    };
+    let mut out = Vec::new();
+    for rp in batch.resource_profiles() {
+        let resource = Arc::new(
+            rp.resource
+                .as_ref()
+                .map(|r| ResourceKey::from_attributes(&r.attributes))
+                .unwrap_or_default(),
+        );
+        for sp in &rp.scope_profiles {
+            let kinds: Vec<Kind> = sp.profiles.iter().map(|p| kind_of(p, &r.strings)).collect();
+            let count = kinds.iter().position(|k| *k == Kind::SampleCount);
+            let cpu = kinds.iter().position(|k| *k == Kind::CpuNanos);
+            // pprof's two CPU sample types become two Profiles over the same samples in the same
+            // order: read them as one, so each sample counts once with both weights.
+            let paired = match (count, cpu) {
+                (Some(c), Some(n)) => {
+                    let (a, b) = (&sp.profiles[c].samples, &sp.profiles[n].samples);
+                    a.len() == b.len()
+                        && a.iter()
+                            .zip(b)
+                            .all(|(x, y)| x.stack_index == y.stack_index && x.link_index == y.link_index)
+                }
+                _ => false,
+            };
+            for (i, p) in sp.profiles.iter().enumerate() {
+                let kind = kinds[i];
+                let partner = match kind {
+                    Kind::SampleCount if paired => cpu.map(|n| &sp.profiles[n]),
+                    Kind::CpuNanos if paired => continue,
+                    Kind::Other => continue,
+                    _ => None,
+                };
+                let period = period_ns(p, &r.strings);
+                let profile_id =
+                    (!p.profile_id.is_empty() && p.profile_id.iter().any(|b| *b != 0)).then(|| {
+                        Arc::from(
+                            p.profile_id
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect::<String>(),
+                        )
+                    });
+                for (si, sample) in p.samples.iter().enumerate() {
+                    let cpu_values = partner.and_then(|q| q.samples.get(si)).map(|s| &s.values);
+                    let tags = r.tags(sample);
+                    let frames = r.frames(sample.stack_index);
+                    let make = |time: Option<u64>, v: u64, cpu_v: Option<u64>| {
+                        let (samples, cpu_ns) = match kind {
+                            Kind::CpuNanos => (1, v),
+                            _ => (v, cpu_v.unwrap_or(v.saturating_mul(period))),
+                        };
+                        Event {
+                            resource: resource.clone(),
+                            trace: tags.trace,
+                            span: tags.span,
+                            thread: tags.thread,
+                            time,
+                            frames: frames.clone(),
+                            labels: tags.labels.clone(),
+                            samples,
+                            cpu_ns,
+                            profile_id: profile_id.clone(),
+                            arrived: now,
+                        }
+                    };
+                    let value = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+                    let ts = &sample.timestamps_unix_nano;
+                    if !ts.is_empty() && (sample.values.is_empty() || sample.values.len() == ts.len()) {
+                        for (ti, t) in ts.iter().enumerate() {
+                            let v = if sample.values.is_empty() {
+                                if kind == Kind::CpuNanos {
+                                    period
+                                } else {
+                                    1
+                                }
+                            } else {
+                                value(&sample.values, ti)
+                            };
+                            let cpu_v = cpu_values.map(|c| value(c, ti));
+                            out.push(make(Some(*t), v, cpu_v));
+                        }
+                    } else {
+                        let v: u64 = sample.values.iter().map(|x| (*x).max(0) as u64).sum();
+                        let cpu_v = cpu_values.map(|c| c.iter().map(|x| (*x).max(0) as u64).sum());
+                        if v > 0 || cpu_v.is_some_and(|c| c > 0) {
+                            out.push(make(None, v, cpu_v));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The batch with Links filled in for samples that carry their ids only as labels, so
+/// backends reading OTLP profiles get standard correlation.
+pub fn fill_links(batch: &ProfilesBatch, config: &SpanProfileConfig) -> ProfilesBatch {
+    let mut request = batch.request().clone();
+    let Some(dict) = request.dictionary.as_mut() else {
+        return batch.clone();
+    };
+    if dict.link_table.is_empty() {
+        dict.link_table.push(Link::default());
+    }
+    let mut known: HashMap<Link, i32> = dict
+        .link_table
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i as i32))
+        .collect();
+    let mut new_links = Vec::new();
+    {
+        let r = Resolver {
+            dict,
+            strings: Strings(dict),
+            config,
+            stacks: HashMap::new(),
+            names: HashMap::new(),
+        };
+        for (ri, rp) in request.resource_profiles.iter().enumerate() {
+            for (pi, p) in rp.scope_profiles.iter().flat_map(|s| &s.profiles).enumerate() {
+                for (si, sample) in p.samples.iter().enumerate() {
+                    if sample.link_index != 0 {
+                        continue;
+                    }
+                    let tags = r.tags(sample);
+                    if tags.trace.is_none() && tags.span.is_none() {
+                        continue;
+                    }
+                    let link = Link {
+                        trace_id: tags.trace.map(|t| t.to_be_bytes().to_vec()).unwrap_or_default(),
+                        span_id: tags.span.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
+                    };
+                    new_links.push((ri, pi, si, link));
+                }
+            }
+        }
+    }
+    if new_links.is_empty() {
+        return batch.clone();
+    }
+    let mut assignments = Vec::with_capacity(new_links.len());
+    for (ri, pi, si, link) in new_links {
+        let next = dict.link_table.len() as i32;
+        let index = *known.entry(link.clone()).or_insert_with(|| {
+            dict.link_table.push(link);
+            next
+        });
+        assignments.push((ri, pi, si, index));
+    }
+    for (ri, rp) in request.resource_profiles.iter_mut().enumerate() {
+        let mut profiles: Vec<&mut Profile> = rp
+            .scope_profiles
+            .iter_mut()
+            .flat_map(|s| &mut s.profiles)
+            .collect();
+        for (_, pi, si, index) in assignments.iter().filter(|a| a.0 == ri) {
+            if let Some(sample) = profiles.get_mut(*pi).and_then(|p| p.samples.get_mut(*si)) {
+                sample.link_index = *index;
+            }
+        }
+    }
+    ProfilesBatch::from_request(request)
+}

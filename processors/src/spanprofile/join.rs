@@ -1,0 +1,827 @@
+//! The join's state: held spans and waiting samples, sharded so receivers feeding it from
+//! many tasks never contend on one lock.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hotspan_proto::otlp::common::v1::{any_value, InstrumentationScope};
+use hotspan_proto::otlp::resource::v1::Resource;
+use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hotspan_proto::{ProfilesBatch, TracesBatch};
+use prost::Message;
+
+use super::annotate::annotate;
+use super::config::SpanProfileConfig;
+use super::extract;
+use super::model::{span_id, trace_id, Accumulator, Event, ResourceKey, Rule, SpanId, TraceId};
+
+const SHARDS: usize = 16;
+/// Parent links followed when measuring depth; deeper trees are rare and still ordered.
+const MAX_DEPTH_WALK: usize = 256;
+/// W3C "parent is remote" bits of `Span.flags`: known, and remote.
+const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+const FLAG_IS_REMOTE: u32 = 0x200;
+
+/// A resource and its schema, shared by the spans that came in under it.
+struct ResourceOut {
+    resource: Option<Resource>,
+    schema_url: String,
+}
+
+/// Released spans grouped by scope, in arrival order.
+type ScopesOut = Vec<(Arc<ScopeOut>, Vec<Span>)>;
+
+struct ScopeOut {
+    scope: Option<InstrumentationScope>,
+    schema_url: String,
+}
+
+struct Held {
+    span: Span,
+    resource: Arc<ResourceOut>,
+    scope: Arc<ScopeOut>,
+    key: Arc<ResourceKey>,
+    parent: Option<SpanId>,
+    remote_parent: bool,
+    start: u64,
+    end: u64,
+    thread: Option<i64>,
+    deadline: Instant,
+    seq: u64,
+    bytes: usize,
+    acc: Accumulator,
+}
+
+/// Why a sample waits on a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Labelled with this local root's span id and taken at a known instant: it belongs to the
+    /// deepest descendant running then, known only once the trace's spans are in.
+    Descend(SpanId),
+    /// Only the trace is known.
+    Trace,
+}
+
+#[derive(Default)]
+struct TraceState {
+    held: Vec<SpanId>,
+    waiting: Vec<(Waiting, Event)>,
+    /// Spans of this trace that already left, for telling late samples from early ones.
+    released: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    held: HashMap<(TraceId, SpanId), Held>,
+    traces: HashMap<TraceId, TraceState>,
+    /// Release order: deadline, then end time (children before parents), then arrival.
+    queue: BTreeMap<(Instant, u64, u64), (TraceId, SpanId)>,
+    /// Spans that left, and when to forget them (after `wait`, when no sample is due).
+    released: HashMap<(TraceId, SpanId), Instant>,
+    released_order: VecDeque<(Instant, TraceId, SpanId)>,
+    bytes: usize,
+}
+
+/// Samples on one thread of one resource, waiting for the spans that ran on it.
+#[derive(Default)]
+struct ThreadBucket {
+    /// (trace, span, start, end) of held spans on this thread.
+    spans: Vec<(TraceId, SpanId, u64, u64)>,
+    waiting: Vec<Event>,
+}
+
+type ThreadKey = (Arc<ResourceKey>, i64);
+
+/// Counters the collector exports; all in samples except the span counts.
+#[derive(Default)]
+pub struct JoinStats {
+    pub joined: [AtomicU64; 3],
+    pub unjoined: AtomicU64,
+    pub late: AtomicU64,
+    pub released_early: AtomicU64,
+    pub spans_in: AtomicU64,
+    pub spans_out: AtomicU64,
+}
+
+/// The join of spans and profile samples (DESIGN.md, "The join").
+pub struct Join {
+    config: SpanProfileConfig,
+    shards: Vec<Mutex<Shard>>,
+    /// span id -> trace id, for samples that name only a span.
+    owners: Vec<Mutex<HashMap<SpanId, TraceId>>>,
+    /// Samples naming a span not seen yet, by span id.
+    orphans: Vec<Mutex<HashMap<SpanId, Vec<Event>>>>,
+    threads: Vec<Mutex<HashMap<ThreadKey, ThreadBucket>>>,
+    pending: AtomicUsize,
+    seq: AtomicU64,
+    pub stats: JoinStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn shard_of<K: Hash>(key: &K) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+fn sharded<T: Default>() -> Vec<Mutex<T>> {
+    (0..SHARDS).map(|_| Mutex::new(T::default())).collect()
+}
+
+impl Held {
+    fn runs_at(&self, t: u64, skew: u64) -> bool {
+        self.start.saturating_sub(skew) <= t && t <= self.end.saturating_add(skew)
+    }
+}
+
+impl Shard {
+    fn is_local_root(&self, trace: TraceId, h: &Held) -> bool {
+        match h.parent {
+            None => true,
+            Some(_) if h.remote_parent => true,
+            // A parent on another resource (another service) makes this the local root.
+            Some(p) => self
+                .held
+                .get(&(trace, p))
+                .is_some_and(|parent| !parent.key.matches(&h.key)),
+        }
+    }
+
+    fn depth(&self, trace: TraceId, mut span: SpanId) -> usize {
+        let mut depth = 0;
+        while let Some(parent) = self.held.get(&(trace, span)).and_then(|h| h.parent) {
+            if depth >= MAX_DEPTH_WALK || !self.held.contains_key(&(trace, parent)) {
+                break;
+            }
+            depth += 1;
+            span = parent;
+        }
+        depth
+    }
+
+    fn descends_from(&self, trace: TraceId, mut span: SpanId, root: SpanId) -> bool {
+        for _ in 0..MAX_DEPTH_WALK {
+            if span == root {
+                return true;
+            }
+            match self.held.get(&(trace, span)).and_then(|h| h.parent) {
+                Some(p) => span = p,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The deepest held span of `trace` on a matching resource running at `t`, optionally
+    /// only within `root`'s subtree.
+    fn deepest_at(
+        &self,
+        trace: TraceId,
+        t: u64,
+        key: &ResourceKey,
+        within: Option<SpanId>,
+        skew: u64,
+    ) -> Option<SpanId> {
+        let state = self.traces.get(&trace)?;
+        state
+            .held
+            .iter()
+            .filter_map(|id| self.held.get(&(trace, *id)).map(|h| (*id, h)))
+            .filter(|(id, h)| {
+                h.runs_at(t, skew)
+                    && h.key.matches(key)
+                    && within.is_none_or(|root| self.descends_from(trace, *id, root))
+            })
+            .max_by_key(|(id, h)| (self.depth(trace, *id), h.start, *id))
+            .map(|(id, _)| id)
+    }
+}
+
+impl Join {
+    pub fn new(config: SpanProfileConfig) -> Self {
+        Join {
+            config,
+            shards: sharded(),
+            owners: sharded(),
+            orphans: sharded(),
+            threads: sharded(),
+            pending: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
+            stats: JoinStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SpanProfileConfig {
+        &self.config
+    }
+
+    fn skew(&self) -> u64 {
+        self.config.clock_skew.as_nanos() as u64
+    }
+
+    fn attach(&self, held: &mut Held, event: &Event, rule: Rule) {
+        held.acc.add(event, rule);
+        self.stats.joined[rule as usize].fetch_add(event.samples, Ordering::Relaxed);
+    }
+
+    fn unjoined(&self, event: &Event) {
+        self.stats.unjoined.fetch_add(event.samples, Ordering::Relaxed);
+    }
+
+    /// Room for one more waiting sample, or it is counted unjoined now.
+    fn reserve_pending(&self, event: &Event) -> bool {
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.config.max_pending_samples {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.unjoined(event);
+            return false;
+        }
+        true
+    }
+
+    fn release_pending(&self, n: usize) {
+        if n > 0 {
+            self.pending.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a batch of spans. Returns spans that had to leave early to stay within bounds.
+    pub fn add_spans(&self, batch: TracesBatch, now: Instant) -> Vec<TracesBatch> {
+        let mut early = Vec::new();
+        let mut claimed = Vec::new();
+        for rs in batch.into_resource_spans() {
+            let key = Arc::new(
+                rs.resource
+                    .as_ref()
+                    .map(|r| ResourceKey::from_attributes(&r.attributes))
+                    .unwrap_or_default(),
+            );
+            let resource = Arc::new(ResourceOut {
+                resource: rs.resource,
+                schema_url: rs.schema_url,
+            });
+            for ss in rs.scope_spans {
+                let scope = Arc::new(ScopeOut {
+                    scope: ss.scope,
+                    schema_url: ss.schema_url,
+                });
+                for span in ss.spans {
+                    self.stats.spans_in.fetch_add(1, Ordering::Relaxed);
+                    let (Some(trace), Some(id)) = (trace_id(&span.trace_id), span_id(&span.span_id)) else {
+                        // Receivers drop invalid ids; should one get here, it passes through unjoined.
+                        early.push(self.emit(vec![Held::plain(
+                            span,
+                            resource.clone(),
+                            scope.clone(),
+                            key.clone(),
+                        )]));
+                        continue;
+                    };
+                    let held = Held::new(
+                        span,
+                        resource.clone(),
+                        scope.clone(),
+                        key.clone(),
+                        self.config.wait,
+                        now,
+                        &self.seq,
+                    );
+                    if let Some(thread) = held.thread {
+                        let tk = (key.clone(), thread);
+                        lock(&self.threads[shard_of(&tk)])
+                            .entry(tk)
+                            .or_default()
+                            .spans
+                            .push((trace, id, held.start, held.end));
+                    }
+                    lock(&self.owners[shard_of(&id)]).insert(id, trace);
+                    let mut shard = lock(&self.shards[shard_of(&trace)]);
+                    if shard.held.contains_key(&(trace, id)) {
+                        // The same span twice: the first keeps its place and its samples; the
+                        // copy goes on at once rather than replace it.
+                        drop(shard);
+                        early.push(self.emit(vec![held]));
+                        continue;
+                    }
+                    shard.bytes += held.bytes;
+                    shard
+                        .queue
+                        .insert((held.deadline, held.end, held.seq), (trace, id));
+                    shard.traces.entry(trace).or_default().held.push(id);
+                    shard.held.insert((trace, id), held);
+                    // Samples that came before the span.
+                    if let Some(events) = lock(&self.orphans[shard_of(&id)]).remove(&id) {
+                        self.release_pending(events.len());
+                        claimed.extend(events);
+                    }
+                    let over = self.over_limits(&shard);
+                    if over {
+                        let out = self.release_oldest(&mut shard, now);
+                        self.stats
+                            .released_early
+                            .fetch_add(out.len() as u64, Ordering::Relaxed);
+                        drop(shard);
+                        if !out.is_empty() {
+                            early.push(self.emit(out));
+                        }
+                    }
+                }
+            }
+        }
+        for event in claimed {
+            self.place(event);
+        }
+        early.retain(|b| !b.is_empty());
+        early
+    }
+
+    fn over_limits(&self, shard: &Shard) -> bool {
+        let spans = (self.config.max_buffered_spans / SHARDS).max(1);
+        let bytes = (self.config.max_buffered_bytes / SHARDS).max(1);
+        shard.held.len() > spans || shard.bytes > bytes
+    }
+
+    /// Releases the oldest spans of an over-full shard until it is back within bounds.
+    fn release_oldest(&self, shard: &mut Shard, now: Instant) -> Vec<Held> {
+        let mut out = Vec::new();
+        while self.over_limits(shard) {
+            let Some((_, (trace, id))) = shard.queue.pop_first() else {
+                break;
+            };
+            self.release_tree(shard, trace, id, now, &mut out, 0);
+        }
+        out
+    }
+
+    /// Takes a batch of profiles: every CPU sample is joined now or waits for its span.
+    pub fn add_profiles(&self, batch: &ProfilesBatch, now: Instant) {
+        for event in extract::events(batch, &self.config, now) {
+            self.place(event);
+        }
+    }
+
+    /// The batch with Links filled in from correlation labels, for the profiles/out pipeline.
+    pub fn link_profiles(&self, batch: &ProfilesBatch) -> ProfilesBatch {
+        extract::fill_links(batch, &self.config)
+    }
+
+    /// Joins one event now, or parks it where the span it waits for will find it.
+    fn place(&self, event: Event) {
+        match (event.span, event.trace) {
+            (Some(span), named_trace) => {
+                let owner = named_trace.or_else(|| lock(&self.owners[shard_of(&span)]).get(&span).copied());
+                if let Some(trace) = owner {
+                    let mut shard = lock(&self.shards[shard_of(&trace)]);
+                    let local_root = shard
+                        .held
+                        .get(&(trace, span))
+                        .map(|h| shard.is_local_root(trace, h));
+                    match local_root {
+                        Some(true) if event.time.is_some() => {
+                            if self.reserve_pending(&event) {
+                                shard
+                                    .traces
+                                    .entry(trace)
+                                    .or_default()
+                                    .waiting
+                                    .push((Waiting::Descend(span), event));
+                            }
+                        }
+                        Some(_) => {
+                            if let Some(h) = shard.held.get_mut(&(trace, span)) {
+                                self.attach(h, &event, Rule::Span);
+                            }
+                        }
+                        None if shard.released.contains_key(&(trace, span)) => {
+                            self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
+                        }
+                        None => {
+                            // The trace id a sample names must agree with the span's own.
+                            let owned_elsewhere = named_trace.is_some()
+                                && lock(&self.owners[shard_of(&span)])
+                                    .get(&span)
+                                    .is_some_and(|t| Some(*t) != named_trace);
+                            drop(shard);
+                            if owned_elsewhere {
+                                self.unjoined(&event);
+                            } else {
+                                self.park_orphan(span, event);
+                            }
+                        }
+                    }
+                } else {
+                    self.park_orphan(span, event);
+                }
+            }
+            (None, Some(trace)) => {
+                let mut shard = lock(&self.shards[shard_of(&trace)]);
+                if event.time.is_none() {
+                    let root = shard.traces.get(&trace).and_then(|t| {
+                        t.held.iter().copied().find(|id| {
+                            shard.held.get(&(trace, *id)).is_some_and(|h| {
+                                shard.is_local_root(trace, h) && h.key.matches(&event.resource)
+                            })
+                        })
+                    });
+                    if let Some(h) = root.and_then(|id| shard.held.get_mut(&(trace, id))) {
+                        self.attach(h, &event, Rule::Trace);
+                        return;
+                    }
+                }
+                let state = shard.traces.get(&trace);
+                if state.is_some_and(|t| t.held.is_empty() && t.released > 0) {
+                    self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
+                } else if self.reserve_pending(&event) {
+                    shard
+                        .traces
+                        .entry(trace)
+                        .or_default()
+                        .waiting
+                        .push((Waiting::Trace, event));
+                }
+            }
+            (None, None) => match (event.thread, event.time) {
+                (Some(thread), Some(_)) => {
+                    if self.reserve_pending(&event) {
+                        let tk = (event.resource.clone(), thread);
+                        lock(&self.threads[shard_of(&tk)])
+                            .entry(tk)
+                            .or_default()
+                            .waiting
+                            .push(event);
+                    }
+                }
+                _ => self.unjoined(&event),
+            },
+        }
+    }
+
+    fn park_orphan(&self, span: SpanId, event: Event) {
+        if self.reserve_pending(&event) {
+            lock(&self.orphans[shard_of(&span)])
+                .entry(span)
+                .or_default()
+                .push(event);
+        }
+    }
+
+    /// Releases a span after its held descendants, so their CPU rolls up into it first.
+    fn release_tree(
+        &self,
+        shard: &mut Shard,
+        trace: TraceId,
+        id: SpanId,
+        now: Instant,
+        out: &mut Vec<Held>,
+        depth: usize,
+    ) {
+        if depth < MAX_DEPTH_WALK {
+            let children: Vec<SpanId> = shard
+                .traces
+                .get(&trace)
+                .map(|t| {
+                    t.held
+                        .iter()
+                        .copied()
+                        .filter(|c| shard.held.get(&(trace, *c)).is_some_and(|h| h.parent == Some(id)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for child in children {
+                self.release_tree(shard, trace, child, now, out, depth + 1);
+            }
+        }
+        if let Some(h) = self.release(shard, trace, id, now) {
+            out.push(h);
+        }
+    }
+
+    /// Takes a span out of its shard after giving it every waiting sample it can claim.
+    fn release(&self, shard: &mut Shard, trace: TraceId, id: SpanId, now: Instant) -> Option<Held> {
+        let skew = self.skew();
+        let (start, end, key, thread, is_root) = {
+            let h = shard.held.get(&(trace, id))?;
+            (
+                h.start,
+                h.end,
+                h.key.clone(),
+                h.thread,
+                shard.is_local_root(trace, h),
+            )
+        };
+        // Samples waiting on the trace whose answer may be this span or one below it.
+        let waiting = shard
+            .traces
+            .get_mut(&trace)
+            .map(|t| std::mem::take(&mut t.waiting))
+            .unwrap_or_default();
+        let mut keep = Vec::new();
+        let mut done = 0;
+        for (why, event) in waiting {
+            let target = match (why, event.time) {
+                (Waiting::Descend(root), Some(t))
+                    if root == id
+                        || (shard.descends_from(trace, id, root)
+                            && t >= start.saturating_sub(skew)
+                            && t <= end.saturating_add(skew)) =>
+                {
+                    let chosen = shard
+                        .deepest_at(trace, t, &event.resource, Some(root), skew)
+                        .unwrap_or(root);
+                    Some((chosen, if chosen == root { Rule::Span } else { Rule::Trace }))
+                }
+                (Waiting::Trace, Some(t))
+                    if t >= start.saturating_sub(skew)
+                        && t <= end.saturating_add(skew)
+                        && key.matches(&event.resource) =>
+                {
+                    shard
+                        .deepest_at(trace, t, &event.resource, None, skew)
+                        .map(|c| (c, Rule::Trace))
+                }
+                (Waiting::Trace, None) if is_root && key.matches(&event.resource) => Some((id, Rule::Trace)),
+                _ => None,
+            };
+            match target.and_then(|(c, rule)| shard.held.get_mut(&(trace, c)).map(|h| (h, rule))) {
+                Some((h, rule)) => {
+                    self.attach(h, &event, rule);
+                    done += 1;
+                }
+                None => keep.push((why, event)),
+            }
+        }
+        // Samples on this span's thread taken while it ran, unless a deeper span ran then.
+        if let Some(thread) = thread {
+            let tk = (key.clone(), thread);
+            let mut threads = lock(&self.threads[shard_of(&tk)]);
+            if let Some(bucket) = threads.get_mut(&tk) {
+                let spans = bucket.spans.clone();
+                let (mine, others): (Vec<Event>, Vec<Event>) =
+                    std::mem::take(&mut bucket.waiting).into_iter().partition(|e| {
+                        let Some(t) = e.time else { return false };
+                        let running = spans
+                            .iter()
+                            .filter(|s| s.2.saturating_sub(skew) <= t && t <= s.3.saturating_add(skew));
+                        running
+                            .max_by_key(|s| (s.2, s.1))
+                            .is_some_and(|s| s.0 == trace && s.1 == id)
+                    });
+                bucket.waiting = others;
+                bucket.spans.retain(|s| !(s.0 == trace && s.1 == id));
+                if bucket.spans.is_empty() && bucket.waiting.is_empty() {
+                    threads.remove(&tk);
+                }
+                drop(threads);
+                if let Some(h) = shard.held.get_mut(&(trace, id)) {
+                    for e in &mine {
+                        self.attach(h, e, Rule::Thread);
+                    }
+                }
+                done += mine.len();
+            }
+        }
+        self.release_pending(done);
+        let held = shard.held.remove(&(trace, id))?;
+        shard.queue.remove(&(held.deadline, held.end, held.seq));
+        shard.bytes = shard.bytes.saturating_sub(held.bytes);
+        if let Some(state) = shard.traces.get_mut(&trace) {
+            state.held.retain(|s| *s != id);
+            state.waiting.extend(keep);
+            state.released += 1;
+        }
+        // Descendants' CPU rolls up into ancestors still held.
+        if let Some(parent) = held.parent.and_then(|p| shard.held.get_mut(&(trace, p))) {
+            parent.acc.children_cpu_ns = parent
+                .acc
+                .children_cpu_ns
+                .saturating_add(held.acc.own.cpu_ns)
+                .saturating_add(held.acc.children_cpu_ns);
+        }
+        let forget_at = now + self.config.wait;
+        shard.released.insert((trace, id), forget_at);
+        shard.released_order.push_back((forget_at, trace, id));
+        Some(held)
+    }
+
+    /// Releases every span whose wait is over, with its annotation, and expires samples that
+    /// waited as long as a span would.
+    pub fn release_due(&self, now: Instant) -> Vec<TracesBatch> {
+        let mut out = Vec::new();
+        for (i, s) in self.shards.iter().enumerate() {
+            let mut shard = lock(s);
+            let mut released = Vec::new();
+            while let Some(((deadline, _, _), (trace, id))) =
+                shard.queue.first_key_value().map(|(k, v)| (*k, *v))
+            {
+                if deadline > now {
+                    break;
+                }
+                shard.queue.pop_first();
+                self.release_tree(&mut shard, trace, id, now, &mut released, 0);
+            }
+            self.expire(&mut shard, i, now);
+            drop(shard);
+            if !released.is_empty() {
+                out.push(self.emit(released));
+            }
+        }
+        self.expire_parked(now);
+        out
+    }
+
+    /// Forgets released spans after `wait` and counts trace samples that waited too long.
+    fn expire(&self, shard: &mut Shard, _index: usize, now: Instant) {
+        while shard.released_order.front().is_some_and(|(at, _, _)| *at <= now) {
+            if let Some((_, trace, id)) = shard.released_order.pop_front() {
+                shard.released.remove(&(trace, id));
+                let mut owners = lock(&self.owners[shard_of(&id)]);
+                if owners.get(&id) == Some(&trace) {
+                    owners.remove(&id);
+                }
+            }
+        }
+        let wait = self.config.wait;
+        let mut expired = Vec::new();
+        shard.traces.retain(|_, state| {
+            state.waiting.retain(|(_, e)| {
+                let keep = e.arrived + wait > now;
+                if !keep {
+                    expired.push(e.samples);
+                }
+                keep
+            });
+            !(state.held.is_empty() && state.waiting.is_empty())
+        });
+        self.count_expired(&expired);
+    }
+
+    fn expire_parked(&self, now: Instant) {
+        let wait = self.config.wait;
+        let mut expired = Vec::new();
+        for o in &self.orphans {
+            lock(o).retain(|_, events| {
+                events.retain(|e| {
+                    let keep = e.arrived + wait > now;
+                    if !keep {
+                        expired.push(e.samples);
+                    }
+                    keep
+                });
+                !events.is_empty()
+            });
+        }
+        for t in &self.threads {
+            lock(t).retain(|_, bucket| {
+                bucket.waiting.retain(|e| {
+                    let keep = e.arrived + wait > now;
+                    if !keep {
+                        expired.push(e.samples);
+                    }
+                    keep
+                });
+                !(bucket.spans.is_empty() && bucket.waiting.is_empty())
+            });
+        }
+        self.count_expired(&expired);
+    }
+
+    fn count_expired(&self, samples: &[u64]) {
+        self.release_pending(samples.len());
+        self.stats
+            .unjoined
+            .fetch_add(samples.iter().sum(), Ordering::Relaxed);
+    }
+
+    /// Releases everything (shutdown): every held span leaves with what it has, and samples
+    /// still waiting are counted unjoined.
+    pub fn drain(&self, now: Instant) -> Vec<TracesBatch> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let mut shard = lock(s);
+            let mut released = Vec::new();
+            while let Some((_, (trace, id))) = shard.queue.pop_first() {
+                self.release_tree(&mut shard, trace, id, now, &mut released, 0);
+            }
+            let waiting: Vec<u64> = shard
+                .traces
+                .drain()
+                .flat_map(|(_, t)| t.waiting)
+                .map(|(_, e)| e.samples)
+                .collect();
+            drop(shard);
+            self.count_expired(&waiting);
+            if !released.is_empty() {
+                out.push(self.emit(released));
+            }
+        }
+        self.expire_parked(now + self.config.wait + Duration::from_secs(1));
+        out
+    }
+
+    /// Spans held right now.
+    pub fn held_spans(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).held.len()).sum()
+    }
+
+    /// Samples waiting for their span right now.
+    pub fn pending_samples(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Annotates released spans and groups them back under their resources and scopes.
+    fn emit(&self, spans: Vec<Held>) -> TracesBatch {
+        let mut resources: Vec<(Arc<ResourceOut>, ScopesOut)> = Vec::new();
+        for mut held in spans {
+            annotate(&mut held.span, &held.acc, &self.config);
+            self.stats.spans_out.fetch_add(1, Ordering::Relaxed);
+            let r = match resources
+                .iter_mut()
+                .position(|(r, _)| Arc::ptr_eq(r, &held.resource))
+            {
+                Some(i) => &mut resources[i].1,
+                None => {
+                    resources.push((held.resource.clone(), Vec::new()));
+                    let last = resources.len() - 1;
+                    &mut resources[last].1
+                }
+            };
+            match r.iter_mut().position(|(s, _)| Arc::ptr_eq(s, &held.scope)) {
+                Some(i) => r[i].1.push(held.span),
+                None => r.push((held.scope.clone(), vec![held.span])),
+            }
+        }
+        let resource_spans = resources
+            .into_iter()
+            .map(|(r, scopes)| ResourceSpans {
+                resource: r.resource.clone(),
+                schema_url: r.schema_url.clone(),
+                scope_spans: scopes
+                    .into_iter()
+                    .map(|(s, spans)| ScopeSpans {
+                        scope: s.scope.clone(),
+                        spans,
+                        schema_url: s.schema_url.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        TracesBatch::from_resource_spans(resource_spans)
+    }
+}
+
+impl Held {
+    fn new(
+        span: Span,
+        resource: Arc<ResourceOut>,
+        scope: Arc<ScopeOut>,
+        key: Arc<ResourceKey>,
+        wait: Duration,
+        now: Instant,
+        seq: &AtomicU64,
+    ) -> Self {
+        let thread = span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "thread.id")
+            .and_then(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::IntValue(i)) => Some(*i),
+                Some(any_value::Value::StringValue(s)) => s.parse().ok(),
+                _ => None,
+            });
+        let flags = span.flags;
+        Held {
+            parent: span_id(&span.parent_span_id),
+            remote_parent: flags & FLAG_HAS_IS_REMOTE != 0 && flags & FLAG_IS_REMOTE != 0,
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano.max(span.start_time_unix_nano),
+            thread,
+            deadline: now + wait,
+            seq: seq.fetch_add(1, Ordering::Relaxed),
+            bytes: span.encoded_len() + 256,
+            span,
+            resource,
+            scope,
+            key,
+            acc: Accumulator::default(),
+        }
+    }
+
+    /// A span the join cannot hold (no valid ids): passed on as it came.
+    fn plain(span: Span, resource: Arc<ResourceOut>, scope: Arc<ScopeOut>, key: Arc<ResourceKey>) -> Self {
+        Held::new(
+            span,
+            resource,
+            scope,
+            key,
+            Duration::ZERO,
+            Instant::now(),
+            &AtomicU64::new(0),
+        )
+    }
+}

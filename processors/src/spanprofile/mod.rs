@@ -1,0 +1,15 @@
+//! The join: profile samples to the spans that were running when they were taken
+//! (DESIGN.md, "The join"). Pure logic; the `spanprofile` connector in the collector feeds it.
+
+mod annotate;
+mod config;
+mod extract;
+mod join;
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use annotate::collapsed;
+pub use config::SpanProfileConfig;
+pub use join::{Join, JoinStats};
+pub use model::Rule;

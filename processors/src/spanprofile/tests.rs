@@ -1,0 +1,763 @@
+//! The join on inputs with known answers: a generator plants samples for known spans under
+//! every rule, in every arrival order, and each span's annotation is checked exactly.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hotspan_proto::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
+use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use hotspan_proto::otlp::profiles::v1development::{
+    Function, KeyValueAndUnit, Line, Link, Location, Profile, ProfilesDictionary, ResourceProfiles, Sample,
+    ScopeProfiles, Stack, ValueType,
+};
+use hotspan_proto::otlp::resource::v1::Resource;
+use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hotspan_proto::{ProfilesBatch, TracesBatch};
+
+use super::*;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const MS: u64 = 1_000_000;
+const TRACE: u128 = 0xabcdef;
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+fn resource(service: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![kv("service.name", s(service))],
+        ..Default::default()
+    })
+}
+
+/// A span of `TRACE` from `start` to `end` ms after T0.
+fn span(id: u64, parent: Option<u64>, start_ms: u64, end_ms: u64) -> Span {
+    span_in(TRACE, id, parent, start_ms, end_ms)
+}
+
+fn span_in(trace: u128, id: u64, parent: Option<u64>, start_ms: u64, end_ms: u64) -> Span {
+    Span {
+        trace_id: trace.to_be_bytes().to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: format!("span {id}"),
+        start_time_unix_nano: T0 + start_ms * MS,
+        end_time_unix_nano: T0 + end_ms * MS,
+        ..Default::default()
+    }
+}
+
+fn traces(service: &str, spans: Vec<Span>) -> TracesBatch {
+    TracesBatch::from_resource_spans(vec![ResourceSpans {
+        resource: resource(service),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+/// One planted sample.
+#[derive(Clone, Default)]
+struct Plant {
+    /// Leaf first.
+    stack: Vec<&'static str>,
+    count: u64,
+    span: Option<u64>,
+    trace: Option<u128>,
+    /// Ids as labels (attributes) rather than a Link.
+    as_labels: bool,
+    thread: Option<i64>,
+    /// ms after T0; with `ebpf`, one timestamp per sample of weight one period.
+    times_ms: Vec<u64>,
+    labels: Vec<(&'static str, &'static str)>,
+}
+
+/// Builds a profiles batch; `ebpf` makes one `samples/count` profile with timestamps and a
+/// 10 ms CPU period (as the OTel eBPF profiler sends), otherwise pprof's two CPU profiles
+/// (`samples/count` and `cpu/nanoseconds`, 10 ms a sample) over the same samples.
+fn profiles(service: &str, plants: &[Plant], ebpf: bool) -> ProfilesBatch {
+    let mut d = ProfilesDictionary {
+        string_table: vec![String::new()],
+        function_table: vec![Function::default()],
+        location_table: vec![Location::default()],
+        stack_table: vec![Stack::default()],
+        link_table: vec![Link::default()],
+        attribute_table: vec![KeyValueAndUnit::default()],
+        mapping_table: vec![Default::default()],
+    };
+    fn intern(d: &mut ProfilesDictionary, v: &str) -> i32 {
+        match d.string_table.iter().position(|x| x == v) {
+            Some(i) => i as i32,
+            None => {
+                d.string_table.push(v.into());
+                d.string_table.len() as i32 - 1
+            }
+        }
+    }
+    let mut count_samples = Vec::new();
+    let mut cpu_samples = Vec::new();
+    for p in plants {
+        let mut locs = Vec::new();
+        for f in &p.stack {
+            let name = intern(&mut d, f);
+            d.function_table.push(Function {
+                name_strindex: name,
+                ..Default::default()
+            });
+            let fi = d.function_table.len() as i32 - 1;
+            d.location_table.push(Location {
+                lines: vec![Line {
+                    function_index: fi,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            locs.push(d.location_table.len() as i32 - 1);
+        }
+        d.stack_table.push(Stack {
+            location_indices: locs,
+        });
+        let stack_index = d.stack_table.len() as i32 - 1;
+        let mut attribute_indices = Vec::new();
+        let mut link_index = 0;
+        let mut attr = |d: &mut ProfilesDictionary, k: &str, v: any_value::Value| {
+            let key = intern(d, k);
+            d.attribute_table.push(KeyValueAndUnit {
+                key_strindex: key,
+                value: Some(AnyValue { value: Some(v) }),
+                unit_strindex: 0,
+            });
+            attribute_indices.push(d.attribute_table.len() as i32 - 1);
+        };
+        if p.as_labels {
+            if let Some(sp) = p.span {
+                attr(&mut d, "span_id", s(&format!("{sp:016x}")));
+            }
+            if let Some(t) = p.trace {
+                attr(&mut d, "trace_id", s(&format!("{t:032x}")));
+            }
+        } else if p.span.is_some() || p.trace.is_some() {
+            d.link_table.push(Link {
+                trace_id: p.trace.map(|t| t.to_be_bytes().to_vec()).unwrap_or_default(),
+                span_id: p.span.map(|x| x.to_be_bytes().to_vec()).unwrap_or_default(),
+            });
+            link_index = d.link_table.len() as i32 - 1;
+        }
+        if let Some(th) = p.thread {
+            attr(&mut d, "thread.id", any_value::Value::IntValue(th));
+        }
+        for (k, v) in &p.labels {
+            attr(&mut d, k, s(v));
+        }
+        let times: Vec<u64> = p.times_ms.iter().map(|t| T0 + t * MS).collect();
+        if ebpf {
+            count_samples.push(Sample {
+                stack_index,
+                attribute_indices,
+                link_index,
+                values: vec![],
+                timestamps_unix_nano: times,
+            });
+        } else {
+            let values = if times.is_empty() {
+                vec![p.count as i64]
+            } else {
+                vec![1; times.len()]
+            };
+            let cpu: Vec<i64> = values.iter().map(|v| v * 10 * MS as i64).collect();
+            count_samples.push(Sample {
+                stack_index,
+                attribute_indices: attribute_indices.clone(),
+                link_index,
+                values,
+                timestamps_unix_nano: times.clone(),
+            });
+            cpu_samples.push(Sample {
+                stack_index,
+                attribute_indices,
+                link_index,
+                values: cpu,
+                timestamps_unix_nano: times,
+            });
+        }
+    }
+    let (samples_s, count_s, cpu_s, ns_s) = (
+        intern(&mut d, "samples"),
+        intern(&mut d, "count"),
+        intern(&mut d, "cpu"),
+        intern(&mut d, "nanoseconds"),
+    );
+    let period_type = Some(ValueType {
+        type_strindex: cpu_s,
+        unit_strindex: ns_s,
+    });
+    let mut profiles = vec![Profile {
+        sample_type: Some(ValueType {
+            type_strindex: samples_s,
+            unit_strindex: count_s,
+        }),
+        samples: count_samples,
+        period_type,
+        period: 10 * MS as i64,
+        time_unix_nano: T0,
+        duration_nano: 10_000 * MS,
+        ..Default::default()
+    }];
+    if !ebpf {
+        profiles.push(Profile {
+            sample_type: Some(ValueType {
+                type_strindex: cpu_s,
+                unit_strindex: ns_s,
+            }),
+            samples: cpu_samples,
+            period_type,
+            period: 10 * MS as i64,
+            time_unix_nano: T0,
+            duration_nano: 10_000 * MS,
+            ..Default::default()
+        });
+    }
+    ProfilesBatch::from_request(ExportProfilesServiceRequest {
+        resource_profiles: vec![ResourceProfiles {
+            resource: resource(service),
+            scope_profiles: vec![ScopeProfiles {
+                profiles,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        dictionary: Some(d),
+    })
+}
+
+fn config() -> SpanProfileConfig {
+    SpanProfileConfig {
+        wait: Duration::from_secs(10),
+        clock_skew: Duration::from_millis(2),
+        ..Default::default()
+    }
+}
+
+/// The annotation of one output span, read back.
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    samples: i64,
+    cpu_ns: i64,
+    cpu_ns_total: i64,
+    hot_path: String,
+    join: String,
+    top: Vec<String>,
+    labels: BTreeMap<String, String>,
+}
+
+fn seen(span: &Span) -> Seen {
+    let mut out = Seen::default();
+    for a in &span.attributes {
+        let v = a.value.as_ref().and_then(|v| v.value.clone());
+        match (a.key.as_str(), v) {
+            ("profile.samples", Some(any_value::Value::IntValue(i))) => out.samples = i,
+            ("profile.cpu_ns", Some(any_value::Value::IntValue(i))) => out.cpu_ns = i,
+            ("profile.cpu_ns_total", Some(any_value::Value::IntValue(i))) => out.cpu_ns_total = i,
+            ("profile.hot_path", Some(any_value::Value::StringValue(x))) => out.hot_path = x,
+            ("profile.join", Some(any_value::Value::StringValue(x))) => out.join = x,
+            ("profile.top_functions", Some(any_value::Value::ArrayValue(arr))) => {
+                out.top = arr
+                    .values
+                    .iter()
+                    .filter_map(|v| match &v.value {
+                        Some(any_value::Value::StringValue(x)) => Some(x.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            (k, Some(any_value::Value::StringValue(x))) if k.starts_with("profile.labels.") => {
+                out.labels.insert(k["profile.labels.".len()..].to_string(), x);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Runs spans and profiles through a join in the given order and returns every output span
+/// by id (checking none is lost or duplicated).
+fn run(join: &Join, steps: Vec<Step>) -> BTreeMap<u64, Span> {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let mut sent = 0;
+    for step in steps {
+        match step {
+            Step::Spans(t) => {
+                sent += t.span_count();
+                out.extend(join.add_spans(t, now));
+            }
+            Step::Profiles(p) => {
+                join.add_profiles(&p, now);
+            }
+        }
+    }
+    out.extend(join.release_due(now + Duration::from_secs(11)));
+    let mut by_id = BTreeMap::new();
+    for b in out {
+        for span in b
+            .into_resource_spans()
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+        {
+            let id = u64::from_be_bytes(span.span_id.clone().try_into().expect("8 bytes"));
+            assert!(by_id.insert(id, span).is_none(), "span {id} came out twice");
+        }
+    }
+    assert_eq!(by_id.len(), sent, "every span comes out");
+    assert_eq!(join.held_spans(), 0);
+    by_id
+}
+
+enum Step {
+    Spans(TracesBatch),
+    Profiles(ProfilesBatch),
+}
+
+fn plant(stack: &[&'static str], count: u64, span: u64) -> Plant {
+    Plant {
+        stack: stack.to_vec(),
+        count,
+        span: Some(span),
+        trace: Some(TRACE),
+        ..Default::default()
+    }
+}
+
+/// A root (1) with two children (2: 10-40 ms, 3: 50-90 ms) and a grandchild under 3 (4: 60-70).
+fn tree() -> Vec<Span> {
+    vec![
+        span(1, None, 0, 100),
+        span(2, Some(1), 10, 40),
+        span(3, Some(1), 50, 90),
+        span(4, Some(3), 60, 70),
+    ]
+}
+
+#[test]
+fn span_rule_exact_in_any_arrival_order() {
+    let plants = vec![
+        plant(&["main.validateCart", "main.handle"], 7, 2),
+        plant(&["main.chargeCard", "main.handle"], 5, 3),
+        plant(&["main.hash", "main.chargeCard", "main.handle"], 3, 3),
+        plant(&["main.discount", "main.handle"], 4, 4),
+        // The same stack twice for one span adds up.
+        plant(&["main.chargeCard", "main.handle"], 1, 3),
+    ];
+    for order in 0..3 {
+        let join = Join::new(config());
+        let p = profiles("shop", &plants, false);
+        let t = traces("shop", tree());
+        let steps = match order {
+            0 => vec![Step::Spans(t), Step::Profiles(p)],
+            1 => vec![Step::Profiles(p), Step::Spans(t)],
+            _ => {
+                // Half the spans, the profiles, the rest.
+                let mut spans = tree();
+                let rest = spans.split_off(2);
+                vec![
+                    Step::Spans(traces("shop", spans)),
+                    Step::Profiles(p),
+                    Step::Spans(traces("shop", rest)),
+                ]
+            }
+        };
+        let out = run(&join, steps);
+        let s2 = seen(&out[&2]);
+        assert_eq!(s2.samples, 7, "order {order}");
+        assert_eq!(s2.cpu_ns, 70 * MS as i64);
+        assert_eq!(s2.hot_path, "main.handle;main.validateCart");
+        assert_eq!(s2.join, "span");
+        assert_eq!(s2.top, vec!["main.validateCart 100.0%"]);
+        let s3 = seen(&out[&3]);
+        assert_eq!((s3.samples, s3.cpu_ns), (9, 90 * MS as i64), "order {order}");
+        assert_eq!(s3.hot_path, "main.handle;main.chargeCard");
+        assert_eq!(s3.top, vec!["main.chargeCard 66.7%", "main.hash 33.3%"]);
+        // Rolled up: 3 has 4's CPU in its total; the root has everyone's.
+        assert_eq!(s3.cpu_ns_total, (90 + 40) * MS as i64);
+        let s1 = seen(&out[&1]);
+        assert_eq!((s1.samples, s1.cpu_ns_total), (0, 200 * MS as i64));
+        assert_eq!(
+            join.stats.joined[Rule::Span as usize].load(std::sync::atomic::Ordering::Relaxed),
+            20
+        );
+    }
+}
+
+#[test]
+fn labels_as_attributes_and_hot_path_events() {
+    let mut p = plant(&["main.chargeCard"], 4, 3);
+    p.as_labels = true;
+    p.labels = vec![("domain", "payment"), ("stage", "charge")];
+    let mut q = plant(&["main.fraudCheck"], 2, 3);
+    q.labels = vec![("domain", "payment"), ("stage", "fraud")];
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &[p, q], false)),
+        ],
+    );
+    let s3 = seen(&out[&3]);
+    assert_eq!(s3.samples, 6);
+    assert_eq!(
+        s3.labels,
+        BTreeMap::from([
+            ("domain".into(), "payment".into()),
+            ("stage".into(), "charge,fraud".into())
+        ])
+    );
+    let events: Vec<&str> = out[&3].events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(events, ["profile.hot_path", "profile.hot_path"]);
+    let pyro = out[&3]
+        .attributes
+        .iter()
+        .find(|a| a.key == "pyroscope.profile.id")
+        .and_then(|a| a.value.clone());
+    assert_eq!(pyro.and_then(|v| v.value), Some(s("0000000000000003")));
+    // Spans without samples are left as they were.
+    assert!(out[&2].attributes.is_empty() && out[&2].events.is_empty());
+}
+
+#[test]
+fn trace_rule_with_timestamps_picks_the_deepest_running_span() {
+    // eBPF-style: only the trace id and per-sample timestamps, each one 10 ms period.
+    let p = Plant {
+        stack: vec!["main.work"],
+        trace: Some(TRACE),
+        times_ms: vec![5, 20, 65, 66, 55, 95],
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Profiles(profiles("shop", &[p], true)),
+            Step::Spans(traces("shop", tree())),
+        ],
+    );
+    // 5 and 95 ms: only the root runs. 20: span 2. 55: span 3. 65, 66: span 4, inside 3.
+    assert_eq!(seen(&out[&1]).samples, 2);
+    assert_eq!(seen(&out[&2]).samples, 1);
+    assert_eq!(seen(&out[&3]).samples, 1);
+    let s4 = seen(&out[&4]);
+    assert_eq!(
+        (s4.samples, s4.cpu_ns, s4.join.as_str()),
+        (2, 20 * MS as i64, "trace")
+    );
+}
+
+#[test]
+fn trace_rule_without_timestamps_goes_to_the_local_root() {
+    let p = Plant {
+        stack: vec!["main.work"],
+        count: 3,
+        trace: Some(TRACE),
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &[p], false)),
+        ],
+    );
+    let s1 = seen(&out[&1]);
+    assert_eq!((s1.samples, s1.join.as_str()), (3, "trace"));
+    // Another service's profile of the same trace is not this resource's.
+    let q = Plant {
+        stack: vec!["main.work"],
+        count: 3,
+        trace: Some(TRACE),
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("billing", &[q], false)),
+        ],
+    );
+    assert_eq!(seen(&out[&1]).samples, 0);
+    assert_eq!(join.stats.unjoined.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
+#[test]
+fn root_only_labels_descend_when_timestamps_say_so() {
+    // otel-profiling-go labels only the local root; a timestamp inside a child moves the
+    // sample there, one with no deeper span running stays with the root.
+    let p = Plant {
+        stack: vec!["main.work"],
+        span: Some(1),
+        times_ms: vec![20, 65, 95],
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &[p], true)),
+        ],
+    );
+    let (s1, s2, s4) = (seen(&out[&1]), seen(&out[&2]), seen(&out[&4]));
+    assert_eq!((s1.samples, s1.join.as_str()), (1, "span"));
+    assert_eq!((s2.samples, s2.join.as_str()), (1, "trace"));
+    assert_eq!((s4.samples, s4.join.as_str()), (1, "trace"));
+    // Without timestamps (Go's pprof) everything stays with the root.
+    let q = Plant {
+        stack: vec!["main.work"],
+        count: 9,
+        span: Some(1),
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &[q], false)),
+        ],
+    );
+    assert_eq!(seen(&out[&1]).samples, 9);
+}
+
+#[test]
+fn clock_skew_is_allowed_and_no_more() {
+    // Span 2 runs 10-40 ms; skew is 2 ms: 41 ms is in, 43 ms is out (the root gets it).
+    let p = Plant {
+        stack: vec!["main.work"],
+        trace: Some(TRACE),
+        times_ms: vec![41, 43],
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &[p], true)),
+        ],
+    );
+    assert_eq!(seen(&out[&2]).samples, 1);
+    assert_eq!(seen(&out[&1]).samples, 1);
+}
+
+#[test]
+fn concurrent_children_split_by_depth_then_latest_start() {
+    // Two children of the root overlap from 30 to 40 ms; a sample at 35 ms goes to the one
+    // that started later (deeper work on the same timeline).
+    let spans = vec![
+        span(1, None, 0, 100),
+        span(2, Some(1), 10, 40),
+        span(3, Some(1), 30, 60),
+    ];
+    let p = Plant {
+        stack: vec!["main.work"],
+        trace: Some(TRACE),
+        times_ms: vec![35, 20, 50],
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", spans)),
+            Step::Profiles(profiles("shop", &[p], true)),
+        ],
+    );
+    assert_eq!(seen(&out[&2]).samples, 1);
+    assert_eq!(seen(&out[&3]).samples, 2);
+}
+
+#[test]
+fn thread_rule_joins_by_thread_and_time() {
+    let mut spans = vec![
+        span(1, None, 0, 100),
+        span(2, Some(1), 10, 40),
+        span_in(0x999, 9, None, 0, 100),
+    ];
+    spans[0]
+        .attributes
+        .push(kv("thread.id", any_value::Value::IntValue(7)));
+    spans[1]
+        .attributes
+        .push(kv("thread.id", any_value::Value::IntValue(7)));
+    spans[2]
+        .attributes
+        .push(kv("thread.id", any_value::Value::IntValue(8)));
+    let on7 = Plant {
+        stack: vec!["main.work"],
+        thread: Some(7),
+        times_ms: vec![5, 20, 30],
+        ..Default::default()
+    };
+    let on8 = Plant {
+        stack: vec!["main.other"],
+        thread: Some(8),
+        times_ms: vec![20],
+        ..Default::default()
+    };
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Profiles(profiles("shop", &[on7, on8], true)),
+            Step::Spans(traces("shop", spans)),
+        ],
+    );
+    assert_eq!(seen(&out[&1]).samples, 1);
+    let s2 = seen(&out[&2]);
+    assert_eq!((s2.samples, s2.join.as_str()), (2, "thread"));
+    assert_eq!(seen(&out[&9]).hot_path, "main.other");
+}
+
+#[test]
+fn late_and_unjoined_samples_are_counted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let join = Join::new(config());
+    let now = Instant::now();
+    join.add_spans(traces("shop", tree()), now);
+    let released = join.release_due(now + Duration::from_secs(11));
+    assert_eq!(released.iter().map(TracesBatch::span_count).sum::<usize>(), 4);
+    // After the spans left: late. For a span never seen: unjoined once it waited `wait`.
+    join.add_profiles(
+        &profiles(
+            "shop",
+            &[plant(&["main.x"], 2, 3), plant(&["main.y"], 5, 77)],
+            false,
+        ),
+        now,
+    );
+    assert_eq!(join.stats.late.load(Relaxed), 2);
+    assert_eq!(join.pending_samples(), 1);
+    join.release_due(now + Duration::from_secs(30));
+    assert_eq!(join.stats.unjoined.load(Relaxed), 5);
+    assert_eq!(join.pending_samples(), 0);
+    // A sample with no ids, thread or time has nowhere to go.
+    join.add_profiles(
+        &profiles(
+            "shop",
+            &[Plant {
+                stack: vec!["main.z"],
+                count: 1,
+                ..Default::default()
+            }],
+            false,
+        ),
+        now,
+    );
+    assert_eq!(join.stats.unjoined.load(Relaxed), 6);
+}
+
+#[test]
+fn a_trace_id_that_disagrees_is_not_joined() {
+    let mut p = plant(&["main.x"], 2, 3);
+    p.trace = Some(0x1234);
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &[p], false)),
+        ],
+    );
+    assert_eq!(seen(&out[&3]).samples, 0);
+}
+
+#[test]
+fn the_preemption_trampoline_does_not_split_hot_paths() {
+    let plants = vec![
+        plant(&["runtime.asyncPreempt", "main.chargeCard", "main.handle"], 1, 3),
+        plant(&["main.chargeCard", "main.handle"], 9, 3),
+    ];
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &plants, false)),
+        ],
+    );
+    let s3 = seen(&out[&3]);
+    assert_eq!(s3.top, vec!["main.chargeCard 100.0%"]);
+    assert_eq!(s3.hot_path, "main.handle;main.chargeCard");
+}
+
+#[test]
+fn over_the_bound_the_oldest_spans_leave_early_and_none_is_lost() {
+    let cfg = SpanProfileConfig {
+        max_buffered_spans: 16 * 4,
+        ..config()
+    };
+    let join = Join::new(cfg);
+    let now = Instant::now();
+    let mut out = 0;
+    for t in 0..100u128 {
+        let spans = (0..10u64)
+            .map(|i| span_in(t + 1, t as u64 * 100 + i + 1, None, 0, 10))
+            .collect();
+        out += join
+            .add_spans(traces("shop", spans), now)
+            .iter()
+            .map(TracesBatch::span_count)
+            .sum::<usize>();
+        assert!(join.held_spans() <= 16 * 4 + 16, "held {}", join.held_spans());
+    }
+    out += join.drain(now).iter().map(TracesBatch::span_count).sum::<usize>();
+    assert_eq!(out, 1000);
+    assert!(
+        join.stats
+            .released_early
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+#[test]
+fn duplicate_spans_both_come_out() {
+    let join = Join::new(config());
+    let now = Instant::now();
+    let early = join.add_spans(
+        traces("shop", vec![span(5, None, 0, 10), span(5, None, 0, 10)]),
+        now,
+    );
+    assert_eq!(early.iter().map(TracesBatch::span_count).sum::<usize>(), 1);
+    assert_eq!(
+        join.drain(now).iter().map(TracesBatch::span_count).sum::<usize>(),
+        1
+    );
+}
+
+#[test]
+fn profiles_out_gets_links_from_labels() {
+    let mut p = plant(&["main.x"], 2, 3);
+    p.as_labels = true;
+    let join = Join::new(config());
+    let linked = join.link_profiles(&profiles("shop", &[p], false));
+    let d = linked.dictionary().expect("dictionary");
+    for prof in linked.resource_profiles()[0].scope_profiles[0].profiles.iter() {
+        let link = &d.link_table[prof.samples[0].link_index as usize];
+        assert_eq!(link.span_id, 3u64.to_be_bytes().to_vec());
+        assert_eq!(link.trace_id, TRACE.to_be_bytes().to_vec());
+    }
+}
