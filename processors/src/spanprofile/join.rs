@@ -300,7 +300,6 @@ impl Join {
                             .spans
                             .push((trace, id, held.start, held.end));
                     }
-                    lock(&self.owners[shard_of(&id)]).insert(id, trace);
                     let mut shard = lock(&self.shards[shard_of(&trace)]);
                     if shard.held.contains_key(&(trace, id)) {
                         // The same span twice: the first keeps its place and its samples; the
@@ -315,6 +314,9 @@ impl Join {
                         .insert((held.deadline, held.end, held.seq), (trace, id));
                     shard.traces.entry(trace).or_default().held.push(id);
                     shard.held.insert((trace, id), held);
+                    // Known to samples that name only the span from now on; under the shard
+                    // lock, so whoever finds the owner also finds the span.
+                    lock(&self.owners[shard_of(&id)]).insert(id, trace);
                     // Samples that came before the span.
                     if let Some(events) = lock(&self.orphans[shard_of(&id)]).remove(&id) {
                         self.release_pending(events.len());
@@ -463,11 +465,23 @@ impl Join {
     }
 
     fn park_orphan(&self, span: SpanId, event: Event) {
-        if self.reserve_pending(&event) {
-            lock(&self.orphans[shard_of(&span)])
-                .entry(span)
-                .or_default()
-                .push(event);
+        if !self.reserve_pending(&event) {
+            return;
+        }
+        lock(&self.orphans[shard_of(&span)])
+            .entry(span)
+            .or_default()
+            .push(event);
+        // The span may have arrived between our look-up and the parking: it claims orphans
+        // before it publishes its owner, so if the owner is known now, take them back.
+        if lock(&self.owners[shard_of(&span)]).contains_key(&span) {
+            let events = lock(&self.orphans[shard_of(&span)])
+                .remove(&span)
+                .unwrap_or_default();
+            self.release_pending(events.len());
+            for e in events {
+                self.place(e);
+            }
         }
     }
 
@@ -606,7 +620,23 @@ impl Join {
         let forget_at = now + self.config.wait;
         shard.released.insert((trace, id), forget_at);
         shard.released_order.push_back((forget_at, trace, id));
+        // Remembering released spans only serves to call late samples late: bounded like the
+        // held spans, the oldest forgotten first.
+        let cap = (self.config.max_buffered_spans / SHARDS).max(1);
+        while shard.released_order.len() > cap {
+            if let Some((_, t, s)) = shard.released_order.pop_front() {
+                self.forget(&mut shard.released, t, s);
+            }
+        }
         Some(held)
+    }
+
+    fn forget(&self, released: &mut HashMap<(TraceId, SpanId), Instant>, trace: TraceId, id: SpanId) {
+        released.remove(&(trace, id));
+        let mut owners = lock(&self.owners[shard_of(&id)]);
+        if owners.get(&id) == Some(&trace) {
+            owners.remove(&id);
+        }
     }
 
     /// Releases every span whose wait is over, with its annotation, and expires samples that
@@ -639,11 +669,7 @@ impl Join {
     fn expire(&self, shard: &mut Shard, _index: usize, now: Instant) {
         while shard.released_order.front().is_some_and(|(at, _, _)| *at <= now) {
             if let Some((_, trace, id)) = shard.released_order.pop_front() {
-                shard.released.remove(&(trace, id));
-                let mut owners = lock(&self.owners[shard_of(&id)]);
-                if owners.get(&id) == Some(&trace) {
-                    owners.remove(&id);
-                }
+                self.forget(&mut shard.released, trace, id);
             }
         }
         let wait = self.config.wait;

@@ -761,3 +761,51 @@ fn profiles_out_gets_links_from_labels() {
         assert_eq!(link.trace_id, TRACE.to_be_bytes().to_vec());
     }
 }
+
+#[test]
+fn concurrent_feeders_lose_nothing() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    let join = Arc::new(Join::new(config()));
+    let now = Instant::now();
+    let traces_per_thread = 50u64;
+    let mut handles = Vec::new();
+    for t in 0..4u64 {
+        let j = join.clone();
+        // Spans of traces t*1000.., four per trace.
+        handles.push(std::thread::spawn(move || {
+            let mut out = 0;
+            for i in 0..traces_per_thread {
+                let trace = (t * 1000 + i + 1) as u128;
+                let base = (t * 1000 + i) * 10 + 1;
+                let spans = vec![
+                    span_in(trace, base, None, 0, 100),
+                    span_in(trace, base + 1, Some(base), 10, 40),
+                    span_in(trace, base + 2, Some(base), 50, 90),
+                    span_in(trace, base + 3, Some(base + 2), 60, 70),
+                ];
+                out += j.add_spans(traces("shop", spans), now).iter().map(TracesBatch::span_count).sum::<usize>();
+            }
+            out
+        }));
+        let j = join.clone();
+        // Samples for every span of those traces, named by span id only, in reverse order.
+        handles.push(std::thread::spawn(move || {
+            for i in (0..traces_per_thread).rev() {
+                let base = (t * 1000 + i) * 10 + 1;
+                let plants: Vec<Plant> = (0..4)
+                    .map(|k| Plant { stack: vec!["main.work"], count: k + 1, span: Some(base + k), ..Default::default() })
+                    .collect();
+                j.add_profiles(&profiles("shop", &plants, false), now);
+            }
+            0
+        }));
+    }
+    let early: usize = handles.into_iter().map(|h| h.join().expect("feeder")).sum();
+    let out: usize = join.release_due(now + Duration::from_secs(11)).iter().map(TracesBatch::span_count).sum();
+    assert_eq!(early + out, 4 * traces_per_thread as usize * 4);
+    // 1 + 2 + 3 + 4 samples a trace, every one joined by span id.
+    assert_eq!(join.stats.joined[Rule::Span as usize].load(Relaxed), 4 * traces_per_thread * 10);
+    assert_eq!(join.stats.unjoined.load(Relaxed) + join.stats.late.load(Relaxed), 0);
+    assert_eq!(join.pending_samples(), 0);
+}
