@@ -4,6 +4,8 @@
 mod annotate;
 mod config;
 mod extract;
+#[doc(hidden)]
+pub mod fixtures;
 mod join;
 mod model;
 #[cfg(test)]

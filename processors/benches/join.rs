@@ -1,0 +1,106 @@
+//! The join alone, on one thread: spans in and out (hold, annotate, release) and samples in
+//! (resolve stacks, find the span, accumulate). Run: `cargo bench -p hotspan-processors`.
+//! Figures are per core; compare runs on the same machine, as ratios.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use hotspan_processors::spanprofile::fixtures::{profiles, span_in, traces, Plant};
+use hotspan_processors::spanprofile::{Join, SpanProfileConfig};
+use hotspan_proto::{Encoding, TracesBatch};
+
+/// 512 spans: 64 traces of a root and 7 children, like an SDK's export batch.
+fn span_batch(round: u64) -> TracesBatch {
+    let mut spans = Vec::with_capacity(512);
+    for t in 0..64u64 {
+        let trace = (round * 64 + t + 1) as u128;
+        let root = (round * 64 + t) * 8 + 1;
+        spans.push(span_in(trace, root, None, 0, 100));
+        for c in 1..8 {
+            spans.push(span_in(trace, root + c, Some(root), c * 10, c * 10 + 9));
+        }
+    }
+    traces("shop", spans)
+}
+
+const STACKS: [&[&str]; 4] = [
+    &["main.validateCart", "main.handle", "net/http.(*conn).serve", "runtime.goexit"],
+    &["main.computePrices", "main.handle", "net/http.(*conn).serve", "runtime.goexit"],
+    &["crypto/sha256.block", "main.chargeCard", "main.handle", "net/http.(*conn).serve", "runtime.goexit"],
+    &["runtime.mallocgc", "main.applyDiscounts", "main.computePrices", "main.handle", "runtime.goexit"],
+];
+
+/// 1024 pprof-style samples naming the spans of `span_batch(round)` by span id.
+fn sample_batch(round: u64) -> hotspan_proto::ProfilesBatch {
+    let plants: Vec<Plant> = (0..1024u64)
+        .map(|i| Plant {
+            stack: STACKS[(i % 4) as usize].to_vec(),
+            count: 1 + i % 3,
+            span: Some((round * 64) * 8 + 1 + (i % 512)),
+            labels: vec![("domain", "payment")],
+            ..Default::default()
+        })
+        .collect();
+    profiles("shop", &plants, false)
+}
+
+fn config() -> SpanProfileConfig {
+    SpanProfileConfig { wait: Duration::from_secs(3600), ..Default::default() }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("join");
+    g.throughput(Throughput::Elements(512));
+    // Baseline in the same run: what any collector does with these spans at the least.
+    let encoded = span_batch(0).encode(Encoding::Protobuf);
+    g.bench_function("baseline_decode_encode_512", |b| {
+        b.iter(|| {
+            let batch = TracesBatch::decode(&encoded, Encoding::Protobuf).expect("decodes");
+            batch.encode(Encoding::Protobuf)
+        })
+    });
+    g.bench_function("spans_in_and_out_512", |b| {
+        b.iter_batched(
+            || (Join::new(config()), span_batch(0)),
+            |(join, batch)| {
+                let now = Instant::now();
+                join.add_spans(batch, now);
+                join.drain(now)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("samples_in_1024", |b| {
+        b.iter_batched(
+            || {
+                let join = Join::new(config());
+                join.add_spans(span_batch(0), Instant::now());
+                (join, sample_batch(0))
+            },
+            |(join, batch)| {
+                join.add_profiles(&batch, Instant::now());
+                join
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("annotated_release_512", |b| {
+        b.iter_batched(
+            || {
+                let join = Join::new(config());
+                let now = Instant::now();
+                join.add_spans(span_batch(0), now);
+                join.add_profiles(&sample_batch(0), now);
+                join
+            },
+            |join| join.drain(Instant::now()),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

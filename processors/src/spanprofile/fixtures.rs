@@ -1,0 +1,238 @@
+//! Inputs with known answers for the join's tests and benchmarks: spans of one trace, and
+//! profiles that plant samples for chosen spans (pprof-style or eBPF-style).
+
+use hotspan_proto::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
+use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use hotspan_proto::otlp::profiles::v1development::{
+    Function, KeyValueAndUnit, Line, Link, Location, Profile, ProfilesDictionary, ResourceProfiles, Sample,
+    ScopeProfiles, Stack, ValueType,
+};
+use hotspan_proto::otlp::resource::v1::Resource;
+use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hotspan_proto::{ProfilesBatch, TracesBatch};
+
+pub const T0: u64 = 1_700_000_000_000_000_000;
+pub const MS: u64 = 1_000_000;
+pub const TRACE: u128 = 0xabcdef;
+
+pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+pub fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+pub fn resource(service: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![kv("service.name", s(service))],
+        ..Default::default()
+    })
+}
+
+/// A span of `TRACE` from `start` to `end` ms after T0.
+pub fn span(id: u64, parent: Option<u64>, start_ms: u64, end_ms: u64) -> Span {
+    span_in(TRACE, id, parent, start_ms, end_ms)
+}
+
+pub fn span_in(trace: u128, id: u64, parent: Option<u64>, start_ms: u64, end_ms: u64) -> Span {
+    Span {
+        trace_id: trace.to_be_bytes().to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: format!("span {id}"),
+        start_time_unix_nano: T0 + start_ms * MS,
+        end_time_unix_nano: T0 + end_ms * MS,
+        ..Default::default()
+    }
+}
+
+pub fn traces(service: &str, spans: Vec<Span>) -> TracesBatch {
+    TracesBatch::from_resource_spans(vec![ResourceSpans {
+        resource: resource(service),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+/// One planted sample.
+#[derive(Clone, Default)]
+pub struct Plant {
+    /// Leaf first.
+    pub stack: Vec<&'static str>,
+    pub count: u64,
+    pub span: Option<u64>,
+    pub trace: Option<u128>,
+    /// Ids as labels (attributes) rather than a Link.
+    pub as_labels: bool,
+    pub thread: Option<i64>,
+    /// ms after T0; with `ebpf`, one timestamp per sample of weight one period.
+    pub times_ms: Vec<u64>,
+    pub labels: Vec<(&'static str, &'static str)>,
+}
+
+/// Builds a profiles batch; `ebpf` makes one `samples/count` profile with timestamps and a
+/// 10 ms CPU period (as the OTel eBPF profiler sends), otherwise pprof's two CPU profiles
+/// (`samples/count` and `cpu/nanoseconds`, 10 ms a sample) over the same samples.
+pub fn profiles(service: &str, plants: &[Plant], ebpf: bool) -> ProfilesBatch {
+    let mut d = ProfilesDictionary {
+        string_table: vec![String::new()],
+        function_table: vec![Function::default()],
+        location_table: vec![Location::default()],
+        stack_table: vec![Stack::default()],
+        link_table: vec![Link::default()],
+        attribute_table: vec![KeyValueAndUnit::default()],
+        mapping_table: vec![Default::default()],
+    };
+    fn intern(d: &mut ProfilesDictionary, v: &str) -> i32 {
+        match d.string_table.iter().position(|x| x == v) {
+            Some(i) => i as i32,
+            None => {
+                d.string_table.push(v.into());
+                d.string_table.len() as i32 - 1
+            }
+        }
+    }
+    let mut count_samples = Vec::new();
+    let mut cpu_samples = Vec::new();
+    for p in plants {
+        let mut locs = Vec::new();
+        for f in &p.stack {
+            let name = intern(&mut d, f);
+            d.function_table.push(Function {
+                name_strindex: name,
+                ..Default::default()
+            });
+            let fi = d.function_table.len() as i32 - 1;
+            d.location_table.push(Location {
+                lines: vec![Line {
+                    function_index: fi,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            locs.push(d.location_table.len() as i32 - 1);
+        }
+        d.stack_table.push(Stack {
+            location_indices: locs,
+        });
+        let stack_index = d.stack_table.len() as i32 - 1;
+        let mut attribute_indices = Vec::new();
+        let mut link_index = 0;
+        let mut attr = |d: &mut ProfilesDictionary, k: &str, v: any_value::Value| {
+            let key = intern(d, k);
+            d.attribute_table.push(KeyValueAndUnit {
+                key_strindex: key,
+                value: Some(AnyValue { value: Some(v) }),
+                unit_strindex: 0,
+            });
+            attribute_indices.push(d.attribute_table.len() as i32 - 1);
+        };
+        if p.as_labels {
+            if let Some(sp) = p.span {
+                attr(&mut d, "span_id", s(&format!("{sp:016x}")));
+            }
+            if let Some(t) = p.trace {
+                attr(&mut d, "trace_id", s(&format!("{t:032x}")));
+            }
+        } else if p.span.is_some() || p.trace.is_some() {
+            d.link_table.push(Link {
+                trace_id: p.trace.map(|t| t.to_be_bytes().to_vec()).unwrap_or_default(),
+                span_id: p.span.map(|x| x.to_be_bytes().to_vec()).unwrap_or_default(),
+            });
+            link_index = d.link_table.len() as i32 - 1;
+        }
+        if let Some(th) = p.thread {
+            attr(&mut d, "thread.id", any_value::Value::IntValue(th));
+        }
+        for (k, v) in &p.labels {
+            attr(&mut d, k, s(v));
+        }
+        let times: Vec<u64> = p.times_ms.iter().map(|t| T0 + t * MS).collect();
+        if ebpf {
+            count_samples.push(Sample {
+                stack_index,
+                attribute_indices,
+                link_index,
+                values: vec![],
+                timestamps_unix_nano: times,
+            });
+        } else {
+            let values = if times.is_empty() {
+                vec![p.count as i64]
+            } else {
+                vec![1; times.len()]
+            };
+            let cpu: Vec<i64> = values.iter().map(|v| v * 10 * MS as i64).collect();
+            count_samples.push(Sample {
+                stack_index,
+                attribute_indices: attribute_indices.clone(),
+                link_index,
+                values,
+                timestamps_unix_nano: times.clone(),
+            });
+            cpu_samples.push(Sample {
+                stack_index,
+                attribute_indices,
+                link_index,
+                values: cpu,
+                timestamps_unix_nano: times,
+            });
+        }
+    }
+    let (samples_s, count_s, cpu_s, ns_s) = (
+        intern(&mut d, "samples"),
+        intern(&mut d, "count"),
+        intern(&mut d, "cpu"),
+        intern(&mut d, "nanoseconds"),
+    );
+    let period_type = Some(ValueType {
+        type_strindex: cpu_s,
+        unit_strindex: ns_s,
+    });
+    let mut profiles = vec![Profile {
+        sample_type: Some(ValueType {
+            type_strindex: samples_s,
+            unit_strindex: count_s,
+        }),
+        samples: count_samples,
+        period_type,
+        period: 10 * MS as i64,
+        time_unix_nano: T0,
+        duration_nano: 10_000 * MS,
+        ..Default::default()
+    }];
+    if !ebpf {
+        profiles.push(Profile {
+            sample_type: Some(ValueType {
+                type_strindex: cpu_s,
+                unit_strindex: ns_s,
+            }),
+            samples: cpu_samples,
+            period_type,
+            period: 10 * MS as i64,
+            time_unix_nano: T0,
+            duration_nano: 10_000 * MS,
+            ..Default::default()
+        });
+    }
+    ProfilesBatch::from_request(ExportProfilesServiceRequest {
+        resource_profiles: vec![ResourceProfiles {
+            resource: resource(service),
+            scope_profiles: vec![ScopeProfiles {
+                profiles,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        dictionary: Some(d),
+    })
+}
+
