@@ -24,10 +24,32 @@ fn span_batch(round: u64) -> TracesBatch {
 }
 
 const STACKS: [&[&str]; 4] = [
-    &["main.validateCart", "main.handle", "net/http.(*conn).serve", "runtime.goexit"],
-    &["main.computePrices", "main.handle", "net/http.(*conn).serve", "runtime.goexit"],
-    &["crypto/sha256.block", "main.chargeCard", "main.handle", "net/http.(*conn).serve", "runtime.goexit"],
-    &["runtime.mallocgc", "main.applyDiscounts", "main.computePrices", "main.handle", "runtime.goexit"],
+    &[
+        "main.validateCart",
+        "main.handle",
+        "net/http.(*conn).serve",
+        "runtime.goexit",
+    ],
+    &[
+        "main.computePrices",
+        "main.handle",
+        "net/http.(*conn).serve",
+        "runtime.goexit",
+    ],
+    &[
+        "crypto/sha256.block",
+        "main.chargeCard",
+        "main.handle",
+        "net/http.(*conn).serve",
+        "runtime.goexit",
+    ],
+    &[
+        "runtime.mallocgc",
+        "main.applyDiscounts",
+        "main.computePrices",
+        "main.handle",
+        "runtime.goexit",
+    ],
 ];
 
 /// 1024 pprof-style samples naming the spans of `span_batch(round)` by span id.
@@ -45,7 +67,10 @@ fn sample_batch(round: u64) -> hotspan_proto::ProfilesBatch {
 }
 
 fn config() -> SpanProfileConfig {
-    SpanProfileConfig { wait: Duration::from_secs(3600), ..Default::default() }
+    SpanProfileConfig {
+        wait: Duration::from_secs(3600),
+        ..Default::default()
+    }
 }
 
 fn bench(c: &mut Criterion) {

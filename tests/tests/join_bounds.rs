@@ -73,7 +73,9 @@ service:
         let m = scrape(hotspan.port("metrics")).ok()?;
         metric(&m, r#"hotspan_spanprofile_held_spans{connector="spanprofile"}"#)
     };
-    wait_for(Duration::from_secs(10), "the buffer to fill", || held().filter(|h| *h >= 2500.0))?;
+    wait_for(Duration::from_secs(10), "the buffer to fill", || {
+        held().filter(|h| *h >= 2500.0)
+    })?;
     let full = rss_kib(pid)?;
     let mut peak = full;
     for round in 8..80 {
@@ -81,12 +83,20 @@ service:
         peak = peak.max(rss_kib(pid)?);
     }
     // Unbounded, 36 MiB more of spans would be held; bounded, memory stays about level.
-    ensure!(peak < full + 12 * 1024, "resident memory grew from {full} KiB to {peak} KiB");
+    ensure!(
+        peak < full + 12 * 1024,
+        "resident memory grew from {full} KiB to {peak} KiB"
+    );
     let early = || {
         let m = scrape(hotspan.port("metrics")).ok()?;
-        metric(&m, r#"hotspan_spanprofile_spans_released_early{connector="spanprofile"}"#)
+        metric(
+            &m,
+            r#"hotspan_spanprofile_spans_released_early{connector="spanprofile"}"#,
+        )
     };
-    wait_for(Duration::from_secs(10), "35000 spans to have left early", || early().filter(|e| *e >= 35_000.0))?;
+    wait_for(Duration::from_secs(10), "35000 spans to have left early", || {
+        early().filter(|e| *e >= 35_000.0)
+    })?;
     ensure!(hotspan.terminate()?.success());
     let out = read_spans(&hotspan.path("out.jsonl"))?;
     ensure!(out.len() == 40_000, "{} of 40000 spans came out", out.len());

@@ -235,4 +235,3 @@ pub fn profiles(service: &str, plants: &[Plant], ebpf: bool) -> ProfilesBatch {
         dictionary: Some(d),
     })
 }
-

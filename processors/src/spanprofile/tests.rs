@@ -554,7 +554,11 @@ fn concurrent_feeders_lose_nothing() {
                     span_in(trace, base + 2, Some(base), 50, 90),
                     span_in(trace, base + 3, Some(base + 2), 60, 70),
                 ];
-                out += j.add_spans(traces("shop", spans), now).iter().map(TracesBatch::span_count).sum::<usize>();
+                out += j
+                    .add_spans(traces("shop", spans), now)
+                    .iter()
+                    .map(TracesBatch::span_count)
+                    .sum::<usize>();
             }
             out
         }));
@@ -564,7 +568,12 @@ fn concurrent_feeders_lose_nothing() {
             for i in (0..traces_per_thread).rev() {
                 let base = (t * 1000 + i) * 10 + 1;
                 let plants: Vec<Plant> = (0..4)
-                    .map(|k| Plant { stack: vec!["main.work"], count: k + 1, span: Some(base + k), ..Default::default() })
+                    .map(|k| Plant {
+                        stack: vec!["main.work"],
+                        count: k + 1,
+                        span: Some(base + k),
+                        ..Default::default()
+                    })
                     .collect();
                 j.add_profiles(&profiles("shop", &plants, false), now);
             }
@@ -572,10 +581,20 @@ fn concurrent_feeders_lose_nothing() {
         }));
     }
     let early: usize = handles.into_iter().map(|h| h.join().expect("feeder")).sum();
-    let out: usize = join.release_due(now + Duration::from_secs(11)).iter().map(TracesBatch::span_count).sum();
+    let out: usize = join
+        .release_due(now + Duration::from_secs(11))
+        .iter()
+        .map(TracesBatch::span_count)
+        .sum();
     assert_eq!(early + out, 4 * traces_per_thread as usize * 4);
     // 1 + 2 + 3 + 4 samples a trace, every one joined by span id.
-    assert_eq!(join.stats.joined[Rule::Span as usize].load(Relaxed), 4 * traces_per_thread * 10);
-    assert_eq!(join.stats.unjoined.load(Relaxed) + join.stats.late.load(Relaxed), 0);
+    assert_eq!(
+        join.stats.joined[Rule::Span as usize].load(Relaxed),
+        4 * traces_per_thread * 10
+    );
+    assert_eq!(
+        join.stats.unjoined.load(Relaxed) + join.stats.late.load(Relaxed),
+        0
+    );
     assert_eq!(join.pending_samples(), 0);
 }
