@@ -436,3 +436,35 @@ service:
     })?;
     Ok(())
 }
+
+/// Profiles forwarded by the otlp_grpc and otlp_http exporters to another hotspan arrive with
+/// the same samples and Links.
+#[test]
+fn profiles_forwarded_over_otlp_grpc_and_http() -> Result<()> {
+    let downstream = Hotspan::start(OTLP)?;
+    let mut upstream = Hotspan::start(&format!(
+        r#"
+receivers:
+  pprof: {{endpoint: "127.0.0.1:{{port:pprof}}"}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}}}
+  otlphttp: {{endpoint: "http://127.0.0.1:{}"}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    profiles: {{receivers: [pprof], exporters: [otlp, otlphttp]}}
+"#,
+        downstream.port("grpc"),
+        downstream.port("http")
+    ))?;
+    let url = format!("http://127.0.0.1:{}/ingest?name=shop.cpu&format=pprof", upstream.port("pprof"));
+    ensure!(post(&url, "application/octet-stream", None, known_pprof())?.status == 200);
+    ensure!(upstream.terminate()?.success(), "upstream drains its queues on SIGTERM");
+    let got = sorted(all_samples(&downstream.path("profiles.jsonl"), 12)?);
+    let mut want = known_samples();
+    want.extend(known_samples());
+    ensure!(got == sorted(want), "forwarded samples differ");
+    Ok(())
+}

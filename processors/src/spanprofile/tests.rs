@@ -598,3 +598,27 @@ fn concurrent_feeders_lose_nothing() {
     );
     assert_eq!(join.pending_samples(), 0);
 }
+
+#[test]
+fn output_options_are_honoured() {
+    let cfg = SpanProfileConfig {
+        attribute_prefix: "cpu.".into(),
+        hot_path_frames: 2,
+        top_functions: 1,
+        emit_events: false,
+        ..config()
+    };
+    let plants = vec![plant(&["main.leaf", "main.mid", "main.top", "main.main"], 3, 2), plant(&["main.other"], 1, 2)];
+    let join = Join::new(cfg);
+    let out = run(&join, vec![Step::Spans(traces("shop", tree())), Step::Profiles(profiles("shop", &plants, false))]);
+    let span = &out[&2];
+    let get = |k: &str| span.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()).and_then(|v| v.value);
+    // The leaf-most two frames, root first.
+    assert_eq!(get("cpu.hot_path"), Some(s("main.mid;main.leaf")));
+    match get("cpu.top_functions") {
+        Some(any_value::Value::ArrayValue(a)) => assert_eq!(a.values.len(), 1),
+        other => panic!("top_functions: {other:?}"),
+    }
+    assert!(span.attributes.iter().all(|a| !a.key.starts_with("profile.")));
+    assert!(span.events.is_empty());
+}
