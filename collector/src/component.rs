@@ -1,6 +1,8 @@
 //! What a component is to the runtime: factories that check and build, and the lifecycle of
 //! what they build. Adding a component is its module plus one line in `registry.rs`.
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,11 +16,36 @@ use crate::telemetry::Telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Extensions built so far, for components that use one (a queue's storage, an authenticator).
+#[derive(Default)]
+pub struct Extensions {
+    services: BTreeMap<ComponentId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl Extensions {
+    pub fn insert(&mut self, id: ComponentId, service: Arc<dyn Any + Send + Sync>) {
+        self.services.insert(id, service);
+    }
+
+    /// The extension `id` as what it offers, or a clear error when it is missing (not under
+    /// `service.extensions`) or of another kind.
+    pub fn get<T: Any + Send + Sync>(&self, id: &ComponentId, what: &str) -> Result<Arc<T>, BoxError> {
+        let service = self.services.get(id).ok_or_else(|| {
+            format!("extension \"{id}\" is not enabled: define it and list it in service.extensions")
+        })?;
+        service
+            .clone()
+            .downcast::<T>()
+            .map_err(|_| format!("extension \"{id}\" is not a {what}").into())
+    }
+}
+
 /// What every component gets when it is built.
 pub struct BuildContext<'a> {
     pub kind: Kind,
     pub id: &'a ComponentId,
     pub telemetry: &'a Arc<Telemetry>,
+    pub extensions: &'a Extensions,
 }
 
 impl BuildContext<'_> {
@@ -112,8 +139,25 @@ pub trait ConnectorFactory: Sync {
     ) -> Result<Arc<dyn ConsumerComponent>, BoxError>;
 }
 
+/// A built extension: its lifecycle, and what it offers other components (found through
+/// [`Extensions::get`] by its concrete type).
+pub struct BuiltExtension {
+    pub lifecycle: Arc<dyn Lifecycle>,
+    pub service: Arc<dyn Any + Send + Sync>,
+}
+
+impl BuiltExtension {
+    /// For an extension that is its own service.
+    pub fn of<T: Lifecycle + Any + Send + Sync>(extension: Arc<T>) -> Self {
+        BuiltExtension {
+            lifecycle: extension.clone(),
+            service: extension,
+        }
+    }
+}
+
 pub trait ExtensionFactory: Sync {
     fn type_name(&self) -> &'static str;
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError>;
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<Arc<dyn Lifecycle>, BoxError>;
+    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExtension, BoxError>;
 }

@@ -459,9 +459,15 @@ service:
         downstream.port("grpc"),
         downstream.port("http")
     ))?;
-    let url = format!("http://127.0.0.1:{}/ingest?name=shop.cpu&format=pprof", upstream.port("pprof"));
+    let url = format!(
+        "http://127.0.0.1:{}/ingest?name=shop.cpu&format=pprof",
+        upstream.port("pprof")
+    );
     ensure!(post(&url, "application/octet-stream", None, known_pprof())?.status == 200);
-    ensure!(upstream.terminate()?.success(), "upstream drains its queues on SIGTERM");
+    ensure!(
+        upstream.terminate()?.success(),
+        "upstream drains its queues on SIGTERM"
+    );
     let got = sorted(all_samples(&downstream.path("profiles.jsonl"), 12)?);
     let mut want = known_samples();
     want.extend(known_samples());

@@ -11,7 +11,7 @@ use hotspan_config::{check_component, parse_component, ComponentConfig, FieldErr
 use serde::Deserialize;
 use tracing::info;
 
-use crate::component::{BoxError, BuildContext, ExtensionFactory, Lifecycle};
+use crate::component::{BoxError, BuildContext, BuiltExtension, ExtensionFactory, Lifecycle};
 use crate::net::{bind, serve_http, ServerHandle};
 use crate::receivers::otlp::check_endpoint;
 use crate::telemetry::{Status, Telemetry};
@@ -53,13 +53,13 @@ impl ExtensionFactory for Factory {
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<HealthCheckConfig>(config)
     }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<Arc<dyn Lifecycle>, BoxError> {
-        Ok(Arc::new(HealthCheck {
+    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExtension, BoxError> {
+        Ok(BuiltExtension::of(Arc::new(HealthCheck {
             name: ctx.name(),
             config: parse_component(config)?,
             telemetry: ctx.telemetry.clone(),
             server: Mutex::new(None),
-        }))
+        })))
     }
 }
 

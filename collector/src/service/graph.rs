@@ -7,7 +7,7 @@ use hotspan_config::{ComponentId, Config, Kind, PipelineId, Signal};
 
 use super::stage::Stage;
 use super::Node;
-use crate::component::{BoxError, BuildContext, ConsumerComponent, Lifecycle};
+use crate::component::{BoxError, BuildContext, ConsumerComponent, Extensions, Lifecycle};
 use crate::consumer::{Fanout, SharedConsumer, SignalConsumers};
 use crate::exporters::runtime::ExporterRuntime;
 use crate::registry::Registry;
@@ -29,6 +29,7 @@ struct Builder<'a> {
     heads: BTreeMap<PipelineId, SharedConsumer>,
     /// Stages and connectors in creation order, which is downstream first.
     created: Vec<Node>,
+    extensions: &'a Extensions,
 }
 
 fn unknown(kind: Kind, id: &ComponentId) -> BoxError {
@@ -36,6 +37,25 @@ fn unknown(kind: Kind, id: &ComponentId) -> BoxError {
 }
 
 pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -> Result<Graph, BoxError> {
+    // Extensions first: exporters and receivers may use them (storage, authentication).
+    let mut extensions = Vec::new();
+    let mut services = Extensions::default();
+    for id in &config.service.extensions {
+        let factory = registry
+            .extension(&id.type_name)
+            .ok_or_else(|| unknown(Kind::Extension, id))?;
+        let ctx = BuildContext {
+            kind: Kind::Extension,
+            id,
+            telemetry,
+            extensions: &services,
+        };
+        let built = factory
+            .build(&ctx, &config.extensions[id])
+            .map_err(|e| format!("extensions.{id}: {e}"))?;
+        services.insert(id.clone(), built.service);
+        extensions.push((id.to_string(), built.lifecycle));
+    }
     let mut b = Builder {
         config,
         registry,
@@ -44,6 +64,7 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
         connectors: BTreeMap::new(),
         heads: BTreeMap::new(),
         created: Vec::new(),
+        extensions: &services,
     };
     let mut receivers = Vec::new();
     let receiver_ids: BTreeSet<&ComponentId> = config
@@ -62,6 +83,7 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
             kind: Kind::Receiver,
             id,
             telemetry,
+            extensions: &services,
         };
         let receiver = factory
             .build(&ctx, &config.receivers[id], next)
@@ -71,21 +93,6 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
     // Pipelines fed only by connectors were built on the way; any left over have no input.
     for pid in config.service.pipelines.keys() {
         b.head(pid)?;
-    }
-    let mut extensions = Vec::new();
-    for id in &config.service.extensions {
-        let factory = registry
-            .extension(&id.type_name)
-            .ok_or_else(|| unknown(Kind::Extension, id))?;
-        let ctx = BuildContext {
-            kind: Kind::Extension,
-            id,
-            telemetry,
-        };
-        let ext = factory
-            .build(&ctx, &config.extensions[id])
-            .map_err(|e| format!("extensions.{id}: {e}"))?;
-        extensions.push((id.to_string(), ext));
     }
     let exporters = b
         .exporters
@@ -183,6 +190,7 @@ impl Builder<'_> {
             kind: Kind::Exporter,
             id,
             telemetry: self.telemetry,
+            extensions: self.extensions,
         };
         let built = factory
             .build(&ctx, &self.config.exporters[id])
@@ -211,6 +219,7 @@ impl Builder<'_> {
             kind: Kind::Connector,
             id,
             telemetry: self.telemetry,
+            extensions: self.extensions,
         };
         let connector = factory
             .build(&ctx, &self.config.connectors[id], next)

@@ -608,11 +608,26 @@ fn output_options_are_honoured() {
         emit_events: false,
         ..config()
     };
-    let plants = vec![plant(&["main.leaf", "main.mid", "main.top", "main.main"], 3, 2), plant(&["main.other"], 1, 2)];
+    let plants = vec![
+        plant(&["main.leaf", "main.mid", "main.top", "main.main"], 3, 2),
+        plant(&["main.other"], 1, 2),
+    ];
     let join = Join::new(cfg);
-    let out = run(&join, vec![Step::Spans(traces("shop", tree())), Step::Profiles(profiles("shop", &plants, false))]);
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &plants, false)),
+        ],
+    );
     let span = &out[&2];
-    let get = |k: &str| span.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()).and_then(|v| v.value);
+    let get = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value)
+    };
     // The leaf-most two frames, root first.
     assert_eq!(get("cpu.hot_path"), Some(s("main.mid;main.leaf")));
     match get("cpu.top_functions") {
