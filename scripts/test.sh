@@ -7,6 +7,8 @@ need_apt=()
 command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 # The Go ground-truth service (tests/goservice) is built and profiled with the Go toolchain.
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# deploy/hotspan.service is checked with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} for the tests"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

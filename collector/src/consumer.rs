@@ -55,6 +55,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait Consumer: Send + Sync {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>>;
+    /// Whether a request of `bytes` may come in now: receivers ask before they read or decode
+    /// it, so an overloaded pipeline costs a refused request, not a decoded one.
+    fn admit(&self, _bytes: usize) -> Result<(), ConsumeError> {
+        Ok(())
+    }
 }
 
 pub type SharedConsumer = Arc<dyn Consumer>;
@@ -77,6 +82,10 @@ impl Fanout {
 }
 
 impl Consumer for Fanout {
+    fn admit(&self, bytes: usize) -> Result<(), ConsumeError> {
+        self.consumers.iter().try_for_each(|c| c.admit(bytes))
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
             let Some((last, rest)) = self.consumers.split_last() else {

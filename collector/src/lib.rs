@@ -9,12 +9,18 @@ pub mod exporters;
 pub mod extensions;
 pub mod grpc;
 pub mod net;
+pub mod processors;
 pub mod receivers;
 pub mod registry;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 
 use std::path::Path;
+
+/// jemalloc returns memory to the OS after a spike and counts live bytes for memory_limiter.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use hotspan_config::{Config, ConfigError};
 

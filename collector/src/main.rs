@@ -154,44 +154,139 @@ fn run(path: Option<PathBuf>, shutdown_timeout: Duration) -> ExitCode {
         if path.is_none() {
             info!("no --config given: running the embedded default config (OTLP on 127.0.0.1:4317 and :4318 -> batch -> debug)");
         }
-        let mut service = match Service::build(&config, &Registry::default()) {
+        // Listen before starting, so a signal during start-up is handled, not fatal.
+        let mut signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => {
-                error!(config = %source, error = %e, "cannot build pipelines");
+                error!(error = %e, "cannot listen for signals");
                 return ExitCode::FAILURE;
             }
         };
-        if let Err(e) = service.start().await {
-            error!(config = %source, error = %e, "cannot start");
-            service.shutdown(Instant::now() + shutdown_timeout).await;
-            return ExitCode::FAILURE;
+        let mut service = match start(&config, &source, shutdown_timeout).await {
+            Some(s) => s,
+            None => return ExitCode::FAILURE,
+        };
+        loop {
+            match signals.next().await {
+                Signal::Reload => {
+                    service = reload(service, &path, &source, shutdown_timeout).await;
+                }
+                Signal::Stop(name) => {
+                    info!(signal = name, "shutting down: draining pipelines");
+                    // A second signal means "now": exit without waiting for the drain.
+                    tokio::spawn(async move {
+                        let again = signals.next_stop().await;
+                        warn!(signal = again, "second signal: exiting without draining");
+                        std::process::exit(1);
+                    });
+                    service.shutdown(Instant::now() + shutdown_timeout).await;
+                    info!("hotspan stopped");
+                    return ExitCode::SUCCESS;
+                }
+            }
         }
-        info!(config = %source, pipelines = config.service.pipelines.len(), "hotspan is running");
-        let signal = wait_for_signal().await;
-        info!(signal, "shutting down: draining pipelines");
-        // A second signal means "now": exit without waiting for the drain.
-        tokio::spawn(async {
-            let again = wait_for_signal().await;
-            warn!(signal = again, "second signal: exiting without draining");
-            std::process::exit(1);
-        });
-        service.shutdown(Instant::now() + shutdown_timeout).await;
-        info!("hotspan stopped");
-        ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
+/// Builds and starts a service; on failure logs why and returns None.
+async fn start(config: &Config, source: &str, shutdown_timeout: Duration) -> Option<Service> {
+    let mut service = match Service::build(config, &Registry::default()) {
         Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+        Err(e) => {
+            error!(config = %source, error = %e, "cannot build pipelines");
+            return None;
         }
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+    if let Err(e) = service.start().await {
+        error!(config = %source, error = %e, "cannot start");
+        service.shutdown(Instant::now() + shutdown_timeout).await;
+        return None;
+    }
+    info!(config = %source, pipelines = config.service.pipelines.len(), "hotspan is running");
+    Some(service)
+}
+
+/// SIGHUP: a bad file leaves the running pipelines alone; a good one replaces them, the old
+/// ones draining everything they acknowledged before the new ones take the ports.
+async fn reload(
+    service: Service,
+    path: &Option<PathBuf>,
+    source: &str,
+    shutdown_timeout: Duration,
+) -> Service {
+    info!(config = %source, "SIGHUP: reloading the config");
+    let loaded = match path {
+        Some(p) => hotspan::load_config(p),
+        None => hotspan::default_config(),
+    };
+    let config = match loaded {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                error!(config = %source, problem = %e, "config reload refused");
+            }
+            error!(config = %source, problems = errors.len(), "config reload refused; the running pipelines keep serving");
+            return service;
+        }
+    };
+    // Build before stopping anything, so a config that cannot be built changes nothing.
+    let next = match Service::build(&config, &Registry::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(config = %source, error = %e, "config reload refused: cannot build pipelines; the running ones keep serving");
+            return service;
+        }
+    };
+    service.shutdown(Instant::now() + shutdown_timeout).await;
+    let mut next = next;
+    match next.start().await {
+        Ok(()) => {
+            info!(config = %source, pipelines = config.service.pipelines.len(), "config reloaded");
+            next
+        }
+        Err(e) => {
+            error!(config = %source, error = %e, "the reloaded config did not start; exiting so a supervisor restarts hotspan");
+            next.shutdown(Instant::now() + shutdown_timeout).await;
+            std::process::exit(1);
+        }
+    }
+}
+
+enum Signal {
+    Reload,
+    Stop(&'static str),
+}
+
+/// SIGTERM and SIGINT stop; SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let Signal::Stop(name) = self.next().await {
+                return name;
+            }
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! Listening sockets and the servers on them, with graceful stop.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, Instrument};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::component::BoxError;
 
@@ -43,9 +47,38 @@ pub fn serve_http(
     router: axum::Router,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
+    serve_http_tls(listener, router, None, span)
+}
+
+/// [`serve_http`], over TLS (HTTP/1.1 or h2 by ALPN) when given a server config.
+pub fn serve_http_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    span: tracing::Span,
+) -> Result<ServerHandle, BoxError> {
     use axum::serve::ListenerExt;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
+    if let Some(tls) = tls {
+        let incoming = TlsListener {
+            connections: accept_tls(listener, tls, stop.clone(), span.clone()),
+            addr,
+        };
+        let shutdown = stop.clone().cancelled_owned();
+        let task = tokio::spawn(
+            async move {
+                if let Err(e) = axum::serve(incoming, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    error!(error = %e, "https server failed");
+                }
+            }
+            .instrument(span),
+        );
+        return Ok(ServerHandle { addr, stop, task });
+    }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -64,27 +97,145 @@ pub fn serve_http(
     Ok(ServerHandle { addr, stop, task })
 }
 
-/// Serves gRPC routes (tonic) with TCP_NODELAY.
+/// Serves gRPC routes (tonic) with TCP_NODELAY, over TLS when given a server config (whose
+/// ALPN should offer `h2`).
 pub fn serve_grpc(
     listener: TcpListener,
     routes: tonic::service::Routes,
+    tls: Option<Arc<rustls::ServerConfig>>,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
+    use tokio_stream::StreamExt;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = stop.clone().cancelled_owned();
-    let task = tokio::spawn(
+    let server = tonic::transport::Server::builder().add_routes(routes);
+    let task = match tls {
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(
+                async move {
+                    let result = server.serve_with_incoming_shutdown(incoming, shutdown).await;
+                    if let Err(e) = result {
+                        error!(error = %e, "grpc server failed");
+                    }
+                }
+                .instrument(span),
+            )
+        }
+        Some(tls) => {
+            let connections = accept_tls(listener, tls, stop.clone(), span.clone());
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(connections)
+                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+            tokio::spawn(
+                async move {
+                    let result = server.serve_with_incoming_shutdown(incoming, shutdown).await;
+                    if let Err(e) = result {
+                        error!(error = %e, "grpc server (TLS) failed");
+                    }
+                }
+                .instrument(span),
+            )
+        }
+    };
+    Ok(ServerHandle { addr, stop, task })
+}
+
+/// TLS handshakes one listener runs at once; past that, new connections wait in the kernel's
+/// accept backlog, so slow or hostile handshakes cannot take unbounded memory.
+const MAX_HANDSHAKES: usize = 256;
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type TlsConnection = (TlsStream<TcpStream>, SocketAddr);
+
+/// Accepts TCP connections (TCP_NODELAY on) and runs each TLS handshake in its own task, so a
+/// slow or failed handshake holds up no other client; finished connections come out of the
+/// returned channel. Stops accepting when `stop` is cancelled.
+fn accept_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    stop: CancellationToken,
+    span: tracing::Span,
+) -> mpsc::Receiver<TlsConnection> {
+    let acceptor = TlsAcceptor::from(config);
+    // Bounded: when the server does not take connections as fast as handshakes finish, the
+    // handshake tasks wait here, hold their permits, and accepting pauses.
+    let (tx, rx) = mpsc::channel::<TlsConnection>(64);
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(
         async move {
-            let result = tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await;
-            if let Err(e) = result {
-                error!(error = %e, "grpc server failed");
+            loop {
+                let permit = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                };
+                let (tcp, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            accept_error(e).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(
+                    async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                // Only fails when the server is gone; the connection just closes.
+                                let _ = tx.send((stream, peer)).await;
+                            }
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        }
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
             }
         }
         .instrument(span),
     );
-    Ok(ServerHandle { addr, stop, task })
+    rx
+}
+
+/// Connection-level accept errors concern one client; others (out of file descriptors) get
+/// a pause so the loop does not spin, as axum's own listener does.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    warn!(error = %e, "accept failed; pausing 1s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// TLS connections as an axum listener.
+struct TlsListener {
+    connections: mpsc::Receiver<TlsConnection>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accept loop only ends on stop, when graceful shutdown stops asking.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
 }

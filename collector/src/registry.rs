@@ -22,7 +22,10 @@ impl Default for Registry {
                 &receivers::pprof::Factory,
                 &receivers::pprof_scrape::Factory,
             ],
-            processors: vec![&hotspan_processors::batch::Factory],
+            processors: vec![
+                &hotspan_processors::batch::Factory,
+                &crate::processors::memory_limiter::Factory,
+            ],
             exporters: vec![
                 &exporters::otlp_grpc::Factory,
                 &exporters::otlp_http::Factory,
@@ -30,7 +33,11 @@ impl Default for Registry {
                 &exporters::debug::Factory,
             ],
             connectors: vec![&connectors::forward::Factory, &connectors::spanprofile::Factory],
-            extensions: vec![&extensions::health_check::Factory],
+            extensions: vec![
+                &extensions::bearertokenauth::Factory,
+                &extensions::health_check::Factory,
+                &extensions::file_storage::Factory,
+            ],
         }
     }
 }

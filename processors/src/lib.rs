@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod spanprofile;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use hotspan_config::{FieldError, Signal};
@@ -22,6 +23,16 @@ pub trait Processor: Send + 'static {
     fn on_deadline(&mut self, _now: Instant, _out: &mut Vec<Batch>) {}
     /// Input is closed: push everything still held.
     fn drain(&mut self, _out: &mut Vec<Batch>) {}
+    /// For processors that gate intake (memory_limiter): the check receivers make before they
+    /// read or decode a request, shared with them when the pipeline is built.
+    fn admission(&self) -> Option<Arc<dyn Admission>> {
+        None
+    }
+}
+
+/// Whether a request of `bytes` may come in now. A refusal is retryable and says why.
+pub trait Admission: Send + Sync {
+    fn admit(&self, bytes: usize) -> Result<(), String>;
 }
 
 /// How the collector finds, checks and builds one processor type.

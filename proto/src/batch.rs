@@ -1,11 +1,13 @@
 use hotspan_config::Signal;
 
-use crate::{DecodeError, Encoding, ProfilesBatch, TracesBatch};
+use crate::{DecodeError, Encoding, LogsBatch, MetricsBatch, ProfilesBatch, TracesBatch};
 
 /// One signal's data as it moves between components. A consumer owns the batch it is given.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Batch {
     Traces(TracesBatch),
+    Metrics(MetricsBatch),
+    Logs(LogsBatch),
     Profiles(ProfilesBatch),
 }
 
@@ -23,14 +25,18 @@ impl Batch {
     pub fn signal(&self) -> Signal {
         match self {
             Batch::Traces(_) => Signal::Traces,
+            Batch::Metrics(_) => Signal::Metrics,
+            Batch::Logs(_) => Signal::Logs,
             Batch::Profiles(_) => Signal::Profiles,
         }
     }
 
-    /// Spans or samples: the unit otelcol counts in.
+    /// Spans, metric data points, log records or samples: the units otelcol counts in.
     pub fn item_count(&self) -> usize {
         match self {
-            Batch::Traces(t) => t.span_count(),
+            Batch::Traces(t) => t.item_count(),
+            Batch::Metrics(m) => m.item_count(),
+            Batch::Logs(l) => l.item_count(),
             Batch::Profiles(p) => p.sample_count(),
         }
     }
@@ -42,6 +48,8 @@ impl Batch {
     pub fn encoded_len(&self) -> usize {
         match self {
             Batch::Traces(t) => t.encoded_len(),
+            Batch::Metrics(m) => m.encoded_len(),
+            Batch::Logs(l) => l.encoded_len(),
             Batch::Profiles(p) => p.encoded_len(),
         }
     }
@@ -50,8 +58,9 @@ impl Batch {
     pub fn decode(signal: Signal, bytes: &[u8], encoding: Encoding) -> Result<Batch, DecodeError> {
         match signal {
             Signal::Traces => TracesBatch::decode(bytes, encoding).map(Batch::Traces),
+            Signal::Metrics => MetricsBatch::decode(bytes, encoding).map(Batch::Metrics),
+            Signal::Logs => LogsBatch::decode(bytes, encoding).map(Batch::Logs),
             Signal::Profiles => ProfilesBatch::decode(bytes, encoding).map(Batch::Profiles),
-            other => Err(DecodeError::Unsupported(other)),
         }
     }
 
@@ -59,6 +68,8 @@ impl Batch {
     pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
         match self {
             Batch::Traces(t) => t.encode(encoding),
+            Batch::Metrics(m) => m.encode(encoding),
+            Batch::Logs(l) => l.encode(encoding),
             Batch::Profiles(p) => p.encode(encoding),
         }
     }
@@ -83,6 +94,8 @@ impl Batch {
                     reason: r.reason,
                 }
             }
+            // Metrics and logs carry no ids the collector relies on.
+            Batch::Metrics(_) | Batch::Logs(_) => Rejected::default(),
         }
     }
 
@@ -94,6 +107,14 @@ impl Batch {
                 a.append(b);
                 None
             }
+            (Batch::Metrics(a), Batch::Metrics(b)) => {
+                a.append(b);
+                None
+            }
+            (Batch::Logs(a), Batch::Logs(b)) => {
+                a.append(b);
+                None
+            }
             (_, other) => Some(other),
         }
     }
@@ -102,6 +123,8 @@ impl Batch {
     pub fn split_front(&mut self, max_items: usize) -> Batch {
         match self {
             Batch::Traces(t) => Batch::Traces(t.split_front(max_items)),
+            Batch::Metrics(m) => Batch::Metrics(m.split_front(max_items)),
+            Batch::Logs(l) => Batch::Logs(l.split_front(max_items)),
             Batch::Profiles(p) => Batch::Profiles(std::mem::take(p)),
         }
     }

@@ -7,6 +7,4 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
     #[error("invalid OTLP/JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("{0} are not supported yet")]
-    Unsupported(hotspan_config::Signal),
 }

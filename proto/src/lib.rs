@@ -7,15 +7,19 @@
 
 mod batch;
 mod error;
+mod otlp_batch;
 pub mod pprof;
 mod profiles;
 pub mod profiles_json;
 pub mod rpc;
 mod traces;
+#[doc(hidden)]
+pub mod tree;
 
 pub use batch::{Batch, Rejected};
 pub use error::DecodeError;
 pub use opentelemetry_proto::tonic as otlp;
+pub use otlp_batch::{LogsBatch, MetricsBatch, OtlpBatch, TreeRequest};
 pub use profiles::{ProfilesBatch, ProfilesRejected};
 pub use traces::{TracesBatch, TracesSplit};
 

@@ -77,6 +77,16 @@ impl Hotspan {
             let port = *ports.entry(name).or_insert_with(free_port);
             config.replace_range(start..=end, &port.to_string());
         }
+        // Self metrics default to 127.0.0.1:8888, which parallel tests would fight over: give
+        // each instance its own port unless the config chose one.
+        if !config.contains("telemetry") {
+            let port = *ports.entry("metrics".into()).or_insert_with(free_port);
+            config = config.replacen(
+                "\nservice:\n",
+                &format!("\nservice:\n  telemetry: {{metrics: {{address: \"127.0.0.1:{port}\"}}}}\n"),
+                1,
+            );
+        }
         let health_port = *ports.get("health").context("config has no {port:health}")?;
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, config)?;
@@ -319,4 +329,6 @@ pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)
 }
 pub mod goservice;
+pub mod load;
 pub mod profiles;
+pub mod restart;

@@ -24,6 +24,8 @@ impl ConnectorFactory for Factory {
     fn pairs(&self) -> &'static [(Signal, Signal)] {
         &[
             (Signal::Traces, Signal::Traces),
+            (Signal::Metrics, Signal::Metrics),
+            (Signal::Logs, Signal::Logs),
             (Signal::Profiles, Signal::Profiles),
         ]
     }
@@ -45,6 +47,13 @@ struct Forward {
 }
 
 impl Consumer for Forward {
+    fn admit(&self, bytes: usize) -> Result<(), ConsumeError> {
+        self.next
+            .signals()
+            .filter_map(|s| self.next.get(s))
+            .try_for_each(|c| c.admit(bytes))
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
             match self.next.get(batch.signal()) {

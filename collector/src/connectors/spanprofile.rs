@@ -156,6 +156,13 @@ impl SpanProfile {
 }
 
 impl Consumer for SpanProfile {
+    fn admit(&self, bytes: usize) -> Result<(), ConsumeError> {
+        self.traces_out
+            .iter()
+            .chain(&self.profiles_out)
+            .try_for_each(|c| c.admit(bytes))
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
             match batch {
@@ -163,6 +170,11 @@ impl Consumer for SpanProfile {
                     let early = self.join.add_spans(traces, Instant::now());
                     self.send(early).await
                 }
+                // The connector only takes traces and profiles; config validation keeps the rest away.
+                other @ (Batch::Metrics(_) | Batch::Logs(_)) => Err(ConsumeError::Permanent(format!(
+                    "spanprofile does not take {}",
+                    other.signal()
+                ))),
                 Batch::Profiles(profiles) => {
                     // profiles/out first: if it refuses, the sender retries and the join must
                     // not have counted these samples yet.

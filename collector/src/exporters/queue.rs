@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use hotspan_config::FieldError;
+use hotspan_config::{ComponentId, FieldError};
 use hotspan_proto::Batch;
 use serde::Deserialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::consumer::ConsumeError;
 
@@ -31,6 +31,9 @@ pub struct QueueConfig {
     pub sizer: Sizer,
     /// When full, make the sender wait instead of refusing it (a refusal is retryable).
     pub block_on_overflow: bool,
+    /// A `file_storage` extension id: when set, the queue is kept on disk there and survives
+    /// restarts and crashes. A string here, parsed by `validate`, since ids have no serde form.
+    pub storage: Option<String>,
 }
 
 impl Default for QueueConfig {
@@ -41,6 +44,7 @@ impl Default for QueueConfig {
             queue_size: 1000,
             sizer: Sizer::Requests,
             block_on_overflow: false,
+            storage: None,
         }
     }
 }
@@ -66,6 +70,17 @@ impl QueueConfig {
                 message: "must be at least 1".into(),
             });
         }
+        if let Some(Err(e)) = self.storage_id() {
+            errs.push(FieldError {
+                path: format!("{path}.storage"),
+                message: e.to_string(),
+            });
+        }
+    }
+
+    /// The storage extension's id, when the queue is to be persistent.
+    pub fn storage_id(&self) -> Option<Result<ComponentId, hotspan_config::ParseIdError>> {
+        self.storage.as_deref().map(str::parse)
     }
 
     /// How much of the capacity a batch takes.
@@ -79,24 +94,38 @@ impl QueueConfig {
 }
 
 /// A batch taken from the queue. Dropping it without [`QueueItem::done`] is the same as done
-/// for the in-memory queue; a durable queue keeps it until `done`.
+/// for the in-memory queue; a durable queue keeps it (on disk, and for a later pop) until `done`.
 pub struct QueueItem {
     pub batch: Batch,
-    _permit: OwnedSemaphorePermit,
+    /// Frees the item's place for good (and deletes its file in a durable queue). Dropped
+    /// uncalled, whatever it captured decides: a permit is released, a file slot is kept.
+    on_done: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl QueueItem {
+    pub fn new(batch: Batch, on_done: impl FnOnce() + Send + 'static) -> Self {
+        QueueItem {
+            batch,
+            on_done: Some(Box::new(on_done)),
+        }
+    }
+
     /// The batch was sent or given up on: its place in the queue is free.
-    pub fn done(self) {}
+    pub fn done(mut self) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done();
+        }
+    }
 }
 
 #[async_trait]
 pub trait SendingQueue: Send + Sync {
     /// Takes the batch, or refuses it with a retryable error when full or closed.
     async fn push(&self, batch: Batch) -> Result<(), ConsumeError>;
-    /// The next batch to send; `None` once closed and empty.
+    /// The next batch to send; `None` once closed and empty (a durable queue: once closed).
     async fn pop(&self) -> Option<QueueItem>;
-    /// No more pushes; pops drain what is left.
+    /// No more pushes. The in-memory queue's pops drain what is left; a durable queue's stop at
+    /// once, leaving the rest on disk for the next start.
     fn close(&self);
     /// Occupied capacity, in sizer units.
     fn size(&self) -> usize;
@@ -145,10 +174,8 @@ impl SendingQueue for MemoryQueue {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match tx {
             Some(tx) => tx
-                .send(QueueItem {
-                    batch,
-                    _permit: permit,
-                })
+                // The permit goes with the item: freed on done or drop alike.
+                .send(QueueItem::new(batch, move || drop(permit)))
                 .map_err(|e| ConsumeError::refused("exporter is shutting down", e.0.batch)),
             None => Err(ConsumeError::refused("exporter is shutting down", batch)),
         }
@@ -171,5 +198,27 @@ impl SendingQueue for MemoryQueue {
 
     fn capacity(&self) -> usize {
         self.config.queue_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_is_an_extension_id() {
+        let q: QueueConfig = serde_yaml::from_str("storage: file_storage/queue").unwrap();
+        assert_eq!(
+            q.storage_id().map(|r| r.map(|id| id.to_string())),
+            Some(Ok("file_storage/queue".into()))
+        );
+        let mut errs = Vec::new();
+        q.validate("sending_queue", &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let bad: QueueConfig = serde_yaml::from_str("storage: \"not an/id/at all\"").unwrap();
+        bad.validate("sending_queue", &mut errs);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "sending_queue.storage");
+        assert_eq!(QueueConfig::default().storage, None);
     }
 }

@@ -36,6 +36,8 @@ struct Counters {
     accepted: Counter,
     refused: Counter,
     bad_requests: Counter,
+    /// Requests refused whole before decoding (memory_limiter), items unknown.
+    refused_requests: Counter,
 }
 
 /// One per receiver and transport (`grpc`, `http`).
@@ -68,6 +70,11 @@ impl Ingest {
                         "Requests refused as malformed, oversized or of an unsupported type.",
                         &labels,
                     ),
+                    refused_requests: m.counter(
+                        "hotspan_receiver_refused_requests",
+                        "Requests refused before decoding because a pipeline was over its memory limit.",
+                        &labels,
+                    ),
                 };
                 (s, counters)
             })
@@ -96,24 +103,39 @@ impl Ingest {
     }
 
     /// Decodes an OTLP export request and delivers it.
+    /// Admission before decoding: a pipeline over its memory limit refuses the request whole.
+    pub fn admit(&self, signal: Signal, bytes: usize) -> Result<(), IngestError> {
+        let Some(next) = self.next.get(signal) else {
+            return Err(IngestError::NoPipeline(signal));
+        };
+        next.admit(bytes).map_err(|e| {
+            self.counters(signal).refused_requests.add(1);
+            IngestError::Refused(e)
+        })
+    }
+
     pub async fn otlp(
         &self,
         signal: Signal,
         bytes: &[u8],
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
-        if !self.accepts(signal) {
-            return Err(IngestError::NoPipeline(signal));
-        }
+        self.admit(signal, bytes.len())?;
         let batch = Batch::decode(signal, bytes, encoding).map_err(|e| {
             self.bad_request(signal, &e.to_string());
             IngestError::BadData(e.to_string())
         })?;
-        self.deliver(batch).await
+        self.forward(batch).await
+    }
+
+    /// Admits a batch a receiver made itself (from pprof), then hands it on.
+    pub async fn deliver(&self, batch: Batch) -> Result<Accepted, IngestError> {
+        self.admit(batch.signal(), batch.encoded_len())?;
+        self.forward(batch).await
     }
 
     /// Drops invalid items, hands the rest to the pipeline and waits for its answer.
-    pub async fn deliver(&self, mut batch: Batch) -> Result<Accepted, IngestError> {
+    async fn forward(&self, mut batch: Batch) -> Result<Accepted, IngestError> {
         let signal = batch.signal();
         let Some(next) = self.next.get(signal) else {
             return Err(IngestError::NoPipeline(signal));

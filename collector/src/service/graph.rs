@@ -196,12 +196,10 @@ impl Builder<'_> {
             .build(&ctx, &self.config.exporters[id])
             .map_err(|e| format!("exporters.{id}: {e}"))?;
         let signals: Vec<Signal> = signals.into_iter().collect();
-        let runtime = Arc::new(ExporterRuntime::new(
-            id.to_string(),
-            built,
-            &signals,
-            self.telemetry,
-        ));
+        let runtime = Arc::new(
+            ExporterRuntime::new(id.to_string(), built, &signals, self.telemetry, self.extensions)
+                .map_err(|e| format!("exporters.{id}: {e}"))?,
+        );
         self.exporters.insert(id.clone(), runtime.clone());
         Ok(runtime)
     }

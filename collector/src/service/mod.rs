@@ -7,13 +7,16 @@ mod stage;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hotspan_config::Config;
+use hotspan_config::{Config, MetricsLevel};
 use tracing::{error, info};
 
 use crate::component::{BoxError, Lifecycle};
 use crate::net::{bind, serve_http, ServerHandle};
 use crate::registry::Registry;
 use crate::telemetry::{Status, Telemetry};
+
+/// Where self metrics are served when the config does not say.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:8888";
 
 /// A built component and the name logs use for it.
 type Node = (String, Arc<dyn Lifecycle>);
@@ -40,7 +43,19 @@ impl Service {
             receivers: graph.receivers,
             middle: graph.middle,
             exporters: graph.exporters,
-            metrics_address: config.service.telemetry.metrics.address.clone(),
+            // otelcol serves its metrics on 127.0.0.1:8888 unless told otherwise or `level: none`.
+            metrics_address: match config.service.telemetry.metrics.level {
+                MetricsLevel::None => None,
+                _ => Some(
+                    config
+                        .service
+                        .telemetry
+                        .metrics
+                        .address
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_METRICS_ADDRESS.into()),
+                ),
+            },
             metrics_server: None,
         })
     }
@@ -53,7 +68,7 @@ impl Service {
                 "/metrics",
                 axum::routing::get(move || {
                     let telemetry = telemetry.clone();
-                    async move { telemetry.metrics.render() }
+                    async move { telemetry.render() }
                 }),
             );
             let server = serve_http(bind(address).await?, router, tracing::info_span!("telemetry"))?;

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hotspan_processors::Processor;
+use hotspan_processors::{Admission, Processor};
 use hotspan_proto::Batch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,11 +32,14 @@ pub struct Stage {
     /// Set at shutdown: downstream retries stop at this instant.
     deadline: Arc<OnceLock<Instant>>,
     dropped: Counter,
+    /// The processor's intake check, if it has one (memory_limiter).
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl Stage {
     pub fn new(name: String, processor: Box<dyn Processor>, next: SharedConsumer, dropped: Counter) -> Self {
         let (tx, rx) = mpsc::channel(STAGE_CAPACITY);
+        let admission = processor.admission();
         Stage {
             name,
             tx: Mutex::new(Some(tx)),
@@ -45,11 +48,23 @@ impl Stage {
             task: Mutex::new(None),
             deadline: Arc::new(OnceLock::new()),
             dropped,
+            admission,
         }
     }
 }
 
 impl Consumer for Stage {
+    fn admit(&self, bytes: usize) -> Result<(), ConsumeError> {
+        if let Some(a) = &self.admission {
+            a.admit(bytes).map_err(|reason| ConsumeError::Retryable {
+                reason,
+                retry_after: Some(Duration::from_secs(1)),
+                batch: None,
+            })?;
+        }
+        self.next.admit(bytes)
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Box::pin(async move {

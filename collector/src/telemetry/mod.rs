@@ -2,17 +2,29 @@
 
 mod logs;
 mod metrics;
+mod process;
 
 pub use logs::init_logging;
 pub use metrics::{Counter, Gauge, Metrics};
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
 
 /// Shared by every component: where they count, and whether the service is serving.
-#[derive(Default)]
 pub struct Telemetry {
     pub metrics: Metrics,
     status: AtomicU8,
+    started: Instant,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            metrics: Metrics::default(),
+            status: AtomicU8::new(0),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// The service's phase, as the health check reports it.
@@ -34,5 +46,12 @@ impl Telemetry {
 
     pub fn set_status(&self, status: Status) {
         self.status.store(status as u8, Ordering::Release);
+    }
+
+    /// Everything in Prometheus text: the components' metrics and the process's.
+    pub fn render(&self) -> String {
+        let mut out = self.metrics.render();
+        process::render(&mut out, self.started);
+        out
     }
 }

@@ -1,6 +1,8 @@
 use super::*;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+
+use crate::Encoding;
 
 /// A request as the OTLP spec's JSON encoding writes it: hex ids, 64-bit integers as strings,
 /// integer enums, lowerCamelCase names, plus an unknown field a receiver must ignore.
@@ -144,8 +146,14 @@ fn split_front_keeps_every_span_once_in_order() {
         let mut joined = names(&front);
         joined.extend(names(&back));
         assert_eq!(joined, all, "cut {cut}");
-        assert_eq!(count_spans(front.resource_spans()), front.span_count());
-        assert_eq!(count_spans(back.resource_spans()), back.span_count());
+        assert_eq!(
+            crate::tree::count(front.resource_spans(), |_: &Span| 1),
+            front.span_count()
+        );
+        assert_eq!(
+            crate::tree::count(back.resource_spans(), |_: &Span| 1),
+            back.span_count()
+        );
     }
 }
 
@@ -159,7 +167,7 @@ fn invalid_ids_are_removed_and_counted() {
     assert_eq!(split.rejected, 2);
     assert_eq!(split.reason.as_deref(), Some("trace_id must not be all zeros"));
     assert_eq!(batch.span_count(), 13);
-    assert_eq!(count_spans(batch.resource_spans()), 13);
+    assert_eq!(crate::tree::count(batch.resource_spans(), |_: &Span| 1), 13);
 }
 
 fn hex(bytes: &[u8]) -> String {

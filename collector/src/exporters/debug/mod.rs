@@ -39,7 +39,7 @@ impl ExporterFactory for Factory {
         "debug"
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Profiles]
+        &Signal::ALL
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<DebugConfig>(config)
@@ -62,6 +62,25 @@ struct DebugExporter {
 impl Exporter for DebugExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
         match batch {
+            Batch::Metrics(metrics) => {
+                info!(exporter = %self.name, resource_metrics = metrics.resources().len(), data_points = metrics.item_count(), "Metrics");
+                if self.verbosity == Verbosity::Detailed {
+                    info!(exporter = %self.name, "Metrics\n{}", String::from_utf8_lossy(&batch.encode(hotspan_proto::Encoding::Json)));
+                }
+            }
+            Batch::Logs(logs) => {
+                info!(exporter = %self.name, resource_logs = logs.resources().len(), log_records = logs.item_count(), "Logs");
+                if self.verbosity != Verbosity::Basic {
+                    let lines: Vec<String> = logs
+                        .resources()
+                        .iter()
+                        .flat_map(|r| &r.scope_logs)
+                        .flat_map(|s| &s.log_records)
+                        .map(|r| format!("{} {}", r.severity_text, value(r.body.as_ref())))
+                        .collect();
+                    info!(exporter = %self.name, "Logs\n{}", lines.join("\n"));
+                }
+            }
             Batch::Profiles(profiles) => {
                 let resources = profiles.resource_profiles().len();
                 let samples = profiles.sample_count();

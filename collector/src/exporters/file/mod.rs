@@ -67,7 +67,7 @@ impl ExporterFactory for Factory {
         "file"
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Profiles]
+        &Signal::ALL
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<FileConfig>(config)

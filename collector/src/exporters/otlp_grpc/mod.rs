@@ -1,6 +1,7 @@
 //! The `otlp_grpc` exporter (alias `otlp`): OTLP/gRPC export calls to `endpoint`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,11 +11,12 @@ use hotspan_proto::{Batch, Encoding};
 use serde::Deserialize;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
 use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::{export_path, RawCodec};
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct OtlpGrpcConfig {
     #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
     pub timeout: Duration,
     pub tls: TlsClientConfig,
+    /// `authenticator`: a `bearertokenauth` extension whose token goes with every call.
+    pub auth: Option<AuthConfig>,
     pub sending_queue: QueueConfig,
     pub retry_on_failure: RetryConfig,
 }
@@ -48,6 +52,7 @@ impl Default for OtlpGrpcConfig {
             compression: Compression::Gzip,
             timeout: Duration::from_secs(5),
             tls: TlsClientConfig::default(),
+            auth: None,
             sending_queue: QueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
         }
@@ -68,6 +73,9 @@ impl ComponentConfig for OtlpGrpcConfig {
             });
         }
         self.tls.validate(&self.endpoint, "tls", errs);
+        if let Some(auth) = &self.auth {
+            auth.validate("auth", errs);
+        }
         errs.extend(check_headers(&self.headers, "headers"));
         self.sending_queue.validate("sending_queue", errs);
         self.retry_on_failure.validate("retry_on_failure", errs);
@@ -82,6 +90,30 @@ fn channel_uri(endpoint: &str) -> String {
     }
 }
 
+/// The channel to `endpoint`: tonic's own plaintext connector, or ours with rustls. With TLS
+/// the channel dials an `http://` URI (so tonic's own TLS switch, present when another crate
+/// enables it, stays out of the way) while requests carry the `https` origin.
+fn channel(config: &OtlpGrpcConfig) -> Result<Channel, BoxError> {
+    let uri = channel_uri(&config.endpoint);
+    if !config.tls.wants_tls(&config.endpoint) {
+        return Ok(Channel::from_shared(uri)?
+            .connect_timeout(config.timeout)
+            .tcp_nodelay(true)
+            .connect_lazy());
+    }
+    let authority = uri
+        .parse::<http::Uri>()?
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("endpoint \"{}\" has no host", config.endpoint))?;
+    let connector = config
+        .tls
+        .connector(&config.endpoint, crate::tls::ALPN_GRPC, config.timeout)?;
+    Ok(Endpoint::from_shared(format!("http://{authority}"))?
+        .origin(format!("https://{authority}").parse()?)
+        .connect_with_connector_lazy(connector))
+}
+
 pub struct Factory;
 
 impl ExporterFactory for Factory {
@@ -92,17 +124,15 @@ impl ExporterFactory for Factory {
         &["otlp"]
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Profiles]
+        &Signal::ALL
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<OtlpGrpcConfig>(config)
     }
-    fn build(&self, _ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
+    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
         let config: OtlpGrpcConfig = parse_component(config)?;
-        let channel = Channel::from_shared(channel_uri(&config.endpoint))?
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = channel(&config)?;
+        let auth = config.auth.as_ref().map(|a| a.find(ctx, "auth")).transpose()?;
         let mut headers = MetadataMap::new();
         for (k, v) in &config.headers {
             headers.insert(
@@ -111,9 +141,10 @@ impl ExporterFactory for Factory {
             );
         }
         Ok(BuiltExporter {
-            exporter: std::sync::Arc::new(OtlpGrpcExporter {
+            exporter: Arc::new(OtlpGrpcExporter {
                 channel,
                 headers,
+                auth,
                 gzip: config.compression == Compression::Gzip,
                 timeout: config.timeout,
             }),
@@ -127,6 +158,8 @@ struct OtlpGrpcExporter {
     /// Cheap to clone; multiplexes every worker's calls over one HTTP/2 connection.
     channel: Channel,
     headers: MetadataMap,
+    /// Adds its token (read fresh, for rotation) to every call.
+    auth: Option<Arc<BearerTokenAuth>>,
     gzip: bool,
     timeout: Duration,
 }
@@ -146,6 +179,17 @@ impl Exporter for OtlpGrpcExporter {
             .map_err(|e| ExportError::retryable(format!("connecting: {e}")))?;
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.headers.clone();
+        if let Some(auth) = &self.auth {
+            let (name, value) = auth.header();
+            let key = MetadataKey::from_bytes(name.as_str().as_bytes());
+            let value = MetadataValue::try_from(value.as_bytes());
+            let (Ok(key), Ok(value)) = (key, value) else {
+                return Err(ExportError::Permanent(
+                    "the authenticator's header is not valid gRPC metadata (ASCII only)".into(),
+                ));
+            };
+            request.metadata_mut().insert(key, value);
+        }
         request.set_timeout(self.timeout);
         let path = http::uri::PathAndQuery::from_static(export_path(batch.signal()));
         let call = client.unary::<Bytes, Bytes, _>(request, path, RawCodec);

@@ -2,18 +2,27 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
 use crate::exporters::otlp_grpc::{log_partial_success, Compression};
+use crate::exporters::tls::Connector;
 use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::http_path;
+
+/// The most of a response body read: enough for a partial success or an error message.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +47,8 @@ pub struct OtlpHttpConfig {
     #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
     pub timeout: Duration,
     pub tls: TlsClientConfig,
+    /// `authenticator`: a `bearertokenauth` extension whose token goes with every request.
+    pub auth: Option<AuthConfig>,
     pub sending_queue: QueueConfig,
     pub retry_on_failure: RetryConfig,
 }
@@ -53,6 +64,7 @@ impl Default for OtlpHttpConfig {
             encoding: BodyEncoding::Proto,
             timeout: Duration::from_secs(30),
             tls: TlsClientConfig::default(),
+            auth: None,
             sending_queue: QueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
         }
@@ -83,6 +95,7 @@ impl ComponentConfig for OtlpHttpConfig {
                 message: "is required".into(),
             });
         }
+        let mut first_tls: Option<bool> = None;
         for (path, url) in urls.into_iter().filter(|(_, u)| !u.is_empty()) {
             if reqwest::Url::parse(url).is_err()
                 || !(url.starts_with("http://") || url.starts_with("https://"))
@@ -91,9 +104,20 @@ impl ComponentConfig for OtlpHttpConfig {
                     path: path.into(),
                     message: format!("\"{url}\" is not an http(s) URL"),
                 });
-            } else {
-                self.tls.validate(url, "tls", errs);
+                continue;
             }
+            // One client serves every URL, so they share one TLS setting.
+            let tls = url.starts_with("https://");
+            if *first_tls.get_or_insert(tls) != tls {
+                errs.push(FieldError {
+                    path: path.into(),
+                    message: "mixes http:// and https:// with the other URLs; use one scheme".into(),
+                });
+            }
+        }
+        self.tls.validate(&self.endpoint, "tls", errs);
+        if let Some(auth) = &self.auth {
+            auth.validate("auth", errs);
         }
         errs.extend(check_headers(&self.headers, "headers"));
         self.sending_queue.validate("sending_queue", errs);
@@ -111,12 +135,12 @@ impl ExporterFactory for Factory {
         &["otlphttp"]
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Profiles]
+        &Signal::ALL
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<OtlpHttpConfig>(config)
     }
-    fn build(&self, _ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
+    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
         let config: OtlpHttpConfig = parse_component(config)?;
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
@@ -125,14 +149,31 @@ impl ExporterFactory for Factory {
                 HeaderValue::try_from(v.as_str())?,
             );
         }
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .tcp_nodelay(true)
-            .default_headers(headers)
-            .build()?;
+        let auth = config.auth.as_ref().map(|a| a.find(ctx, "auth")).transpose()?;
+        // One TLS setting for every URL: the endpoint's scheme, or the signal URL's when only
+        // those are given (validation checked each against the tls block).
+        let scheme_of = config
+            .traces_endpoint
+            .iter()
+            .chain(&config.profiles_endpoint)
+            .fold(config.endpoint.as_str(), |first, url| {
+                if first.is_empty() {
+                    url
+                } else {
+                    first
+                }
+            });
+        let connector = config
+            .tls
+            .connector(scheme_of, crate::tls::ALPN_HTTP, config.timeout)?;
+        let tls = connector.is_tls();
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(BuiltExporter {
-            exporter: std::sync::Arc::new(OtlpHttpExporter {
+            exporter: Arc::new(OtlpHttpExporter {
                 client,
+                tls,
+                headers,
+                auth,
                 config: config.clone(),
             }),
             queue: config.sending_queue,
@@ -142,7 +183,14 @@ impl ExporterFactory for Factory {
 }
 
 struct OtlpHttpExporter {
-    client: reqwest::Client,
+    /// Pools connections (HTTP/1.1, or h2 when TLS negotiates it).
+    client: Client<Connector, Full<Bytes>>,
+    /// Whether the connector speaks TLS; URLs must then be https://.
+    tls: bool,
+    /// `headers` from the config, sent with every request.
+    headers: HeaderMap,
+    /// Adds its token (read fresh, for rotation) to every request.
+    auth: Option<Arc<BearerTokenAuth>>,
     config: OtlpHttpConfig,
 }
 
@@ -154,10 +202,20 @@ impl Exporter for OtlpHttpExporter {
             BodyEncoding::Json => Encoding::Json,
         };
         let mut body = batch.encode(encoding);
-        let mut request = self
-            .client
-            .post(self.config.url(batch.signal()))
-            .header(CONTENT_TYPE, encoding.content_type());
+        let url = self.config.url(batch.signal());
+        if url.starts_with("https://") != self.tls {
+            return Err(ExportError::Permanent(format!(
+                "{url}: its scheme does not match the exporter's TLS setting; give every URL the same scheme"
+            )));
+        }
+        let mut request = http::Request::post(url.as_str()).header(CONTENT_TYPE, encoding.content_type());
+        if let Some(headers) = request.headers_mut() {
+            headers.extend(self.headers.clone());
+            if let Some(auth) = &self.auth {
+                let (name, value) = auth.header();
+                headers.insert(name, value);
+            }
+        }
         if self.config.compression == Compression::Gzip {
             let mut gz = flate2::write::GzEncoder::new(
                 Vec::with_capacity(body.len() / 4),
@@ -169,32 +227,89 @@ impl Exporter for OtlpHttpExporter {
                 .map_err(|e| ExportError::Permanent(format!("gzip: {e}")))?;
             request = request.header(CONTENT_ENCODING, "gzip");
         }
-        let response = request
-            .body(body)
-            .send()
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ExportError::Permanent(format!("{url}: {e}")))?;
+        // The whole exchange, answer body included, within `timeout`.
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ExportError::retryable(format!("sending: {}", error_chain(&e))))?;
+            let (parts, body) = response.into_parts();
+            // A body too long or cut short only loses detail from the log, not the status.
+            let bytes = Limited::new(body, MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, ExportError>((parts, bytes))
+        };
+        let (response, bytes) = tokio::time::timeout(self.config.timeout, exchange)
             .await
-            .map_err(|e| ExportError::retryable(format!("sending: {e}")))?;
-        let status = response.status();
+            .map_err(|_| ExportError::retryable(format!("no answer within {:?}", self.config.timeout)))??;
+        let status = response.status;
         if status.is_success() {
             if encoding == Encoding::Protobuf {
-                if let Ok(bytes) = response.bytes().await {
-                    log_partial_success(&bytes);
-                }
+                log_partial_success(&bytes);
             }
             return Ok(());
         }
         let retry_after = response
-            .headers()
+            .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let reason = format!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
         // OTLP/HTTP: only these are worth retrying.
         match status.as_u16() {
             429 | 502 | 503 | 504 => Err(ExportError::Retryable { reason, retry_after }),
             _ => Err(ExportError::Permanent(reason)),
         }
+    }
+}
+
+/// An error with its causes, which hyper keeps out of its own message ("client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(yaml: &str) -> Vec<String> {
+        let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
+        check_component::<OtlpHttpConfig>(&value)
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
+    #[test]
+    fn tls_auth_and_url_schemes_are_validated() {
+        assert!(paths("endpoint: https://backend:4318").is_empty());
+        assert!(paths(
+            "{endpoint: https://b, tls: {ca_file: /ca.pem, cert_file: /c.pem, key_file: /k.pem, server_name_override: b.internal}, auth: {authenticator: bearertokenauth/out}}"
+        )
+        .is_empty());
+        assert_eq!(
+            paths("{endpoint: https://b, traces_endpoint: 'http://b/v1/traces'}"),
+            ["traces_endpoint"]
+        );
+        assert_eq!(
+            paths("{endpoint: https://b, tls: {cert_file: /c.pem}, auth: {authenticator: 'bad id/'}}"),
+            ["tls.key_file", "auth.authenticator"]
+        );
     }
 }

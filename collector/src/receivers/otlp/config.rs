@@ -1,6 +1,9 @@
 use hotspan_config::{ComponentConfig, FieldError};
 use serde::Deserialize;
 
+use crate::extensions::bearertokenauth::AuthConfig;
+use crate::tls::TlsServerConfig;
+
 /// otelcol's `otlp` receiver: a gRPC and an HTTP listener, each present to be enabled.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +27,10 @@ pub struct GrpcConfig {
     pub endpoint: String,
     /// Largest request accepted, after decompression.
     pub max_recv_msg_size_mib: usize,
+    /// Serve TLS (mTLS with `client_ca_file`).
+    pub tls: Option<TlsServerConfig>,
+    /// `authenticator`: callers must carry this `bearertokenauth` extension's token.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -31,6 +38,8 @@ impl Default for GrpcConfig {
         GrpcConfig {
             endpoint: "127.0.0.1:4317".into(),
             max_recv_msg_size_mib: 4,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -44,6 +53,10 @@ pub struct HttpConfig {
     pub max_request_body_size: usize,
     pub traces_url_path: String,
     pub profiles_url_path: String,
+    /// Serve TLS (mTLS with `client_ca_file`).
+    pub tls: Option<TlsServerConfig>,
+    /// `authenticator`: callers must carry this `bearertokenauth` extension's token.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +66,8 @@ impl Default for HttpConfig {
             max_request_body_size: 20 * 1024 * 1024,
             traces_url_path: "/v1/traces".into(),
             profiles_url_path: "/v1development/profiles".into(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -87,6 +102,12 @@ impl ComponentConfig for OtlpReceiverConfig {
                     message: "must be at least 1".into(),
                 });
             }
+            if let Some(tls) = &g.tls {
+                tls.validate("protocols.grpc.tls", errs);
+            }
+            if let Some(auth) = &g.auth {
+                auth.validate("protocols.grpc.auth", errs);
+            }
         }
         if let Some(h) = &p.http {
             check_endpoint(&h.endpoint, "protocols.http.endpoint", errs);
@@ -106,6 +127,12 @@ impl ComponentConfig for OtlpReceiverConfig {
                         message: "must start with /".into(),
                     });
                 }
+            }
+            if let Some(tls) = &h.tls {
+                tls.validate("protocols.http.tls", errs);
+            }
+            if let Some(auth) = &h.auth {
+                auth.validate("protocols.http.auth", errs);
             }
         }
     }

@@ -13,10 +13,16 @@ use tonic::server::{Grpc, UnaryService};
 use tonic::{Code, Status};
 
 use crate::consumer::{BoxFuture, ConsumeError};
+use crate::extensions::bearertokenauth::ServerAuth;
 use crate::grpc::{export_path, RawCodec};
 use crate::receivers::ingest::{Ingest, IngestError};
 
-pub fn routes(ingest: Arc<Ingest>, max_message_size: usize) -> tonic::service::Routes {
+/// The export services; with `auth`, every call must carry its token.
+pub fn routes(
+    ingest: Arc<Ingest>,
+    max_message_size: usize,
+    auth: Option<ServerAuth>,
+) -> tonic::service::Routes {
     let mut router = axum::Router::new();
     for signal in Signal::ALL {
         if ingest.accepts(signal) {
@@ -34,7 +40,7 @@ pub fn routes(ingest: Arc<Ingest>, max_message_size: usize) -> tonic::service::R
             .into_parts();
         http::Response::from_parts(parts, tonic::body::Body::empty())
     });
-    tonic::service::Routes::from(router)
+    tonic::service::Routes::from(ServerAuth::guard(auth, router))
 }
 
 #[derive(Clone)]

@@ -18,9 +18,11 @@ pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig};
 
 use crate::component::{BoxError, BuildContext, Lifecycle, ReceiverFactory};
 use crate::consumer::SignalConsumers;
-use crate::net::{bind, serve_grpc, serve_http, ServerHandle};
+use crate::extensions::bearertokenauth::{Protocol, ServerAuth};
+use crate::net::{bind, serve_grpc, serve_http_tls, ServerHandle};
 use crate::receivers::ingest::Ingest;
 use crate::telemetry::Telemetry;
+use crate::tls::{load_server, ALPN_GRPC, ALPN_HTTP};
 
 pub struct Factory;
 
@@ -29,7 +31,7 @@ impl ReceiverFactory for Factory {
         "otlp"
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Profiles]
+        &Signal::ALL
     }
     fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
         check_component::<OtlpReceiverConfig>(config)
@@ -40,14 +42,39 @@ impl ReceiverFactory for Factory {
         config: &serde_yaml::Value,
         next: SignalConsumers,
     ) -> Result<Arc<dyn Lifecycle>, BoxError> {
+        let config: OtlpReceiverConfig = parse_component(config)?;
+        let (grpc, http) = (&config.protocols.grpc, &config.protocols.http);
+        let grpc_security = match grpc {
+            None => Security::default(),
+            Some(g) => Security {
+                tls: load_server(&g.tls, ALPN_GRPC, "protocols.grpc.tls")?,
+                auth: ServerAuth::build(&g.auth, ctx, "protocols.grpc.auth", Protocol::Grpc, "grpc")?,
+            },
+        };
+        let http_security = match http {
+            None => Security::default(),
+            Some(h) => Security {
+                tls: load_server(&h.tls, ALPN_HTTP, "protocols.http.tls")?,
+                auth: ServerAuth::build(&h.auth, ctx, "protocols.http.auth", Protocol::Http, "http")?,
+            },
+        };
         Ok(Arc::new(OtlpReceiver {
             name: ctx.name(),
-            config: parse_component(config)?,
+            config,
             next,
             telemetry: ctx.telemetry.clone(),
+            grpc_security,
+            http_security,
             servers: Mutex::new(Vec::new()),
         }))
     }
+}
+
+/// A listener's TLS and authenticator, loaded when the receiver is built.
+#[derive(Default)]
+struct Security {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<ServerAuth>,
 }
 
 pub struct OtlpReceiver {
@@ -55,6 +82,8 @@ pub struct OtlpReceiver {
     config: OtlpReceiverConfig,
     next: SignalConsumers,
     telemetry: Arc<Telemetry>,
+    grpc_security: Security,
+    http_security: Security,
     /// The running listeners, stopped on shutdown.
     servers: Mutex<Vec<ServerHandle>>,
 }
@@ -77,9 +106,14 @@ impl Lifecycle for OtlpReceiver {
                 self.next.clone(),
                 &self.telemetry,
             ));
-            let routes = grpc::routes(ingest, g.max_recv_msg_size_mib * 1024 * 1024);
-            let server = serve_grpc(bind(&g.endpoint).await?, routes, span())?;
-            info!(receiver = %self.name, address = %server.addr, "OTLP/gRPC listening");
+            let security = &self.grpc_security;
+            let routes = grpc::routes(
+                ingest,
+                g.max_recv_msg_size_mib * 1024 * 1024,
+                security.auth.clone(),
+            );
+            let server = serve_grpc(bind(&g.endpoint).await?, routes, security.tls.clone(), span())?;
+            info!(receiver = %self.name, address = %server.addr, tls = security.tls.is_some(), "OTLP/gRPC listening");
             record(server);
         }
         if let Some(h) = &self.config.protocols.http {
@@ -89,8 +123,10 @@ impl Lifecycle for OtlpReceiver {
                 self.next.clone(),
                 &self.telemetry,
             ));
-            let server = serve_http(bind(&h.endpoint).await?, http::router(ingest, h), span())?;
-            info!(receiver = %self.name, address = %server.addr, "OTLP/HTTP listening");
+            let security = &self.http_security;
+            let router = ServerAuth::guard(security.auth.clone(), http::router(ingest, h));
+            let server = serve_http_tls(bind(&h.endpoint).await?, router, security.tls.clone(), span())?;
+            info!(receiver = %self.name, address = %server.addr, tls = security.tls.is_some(), "OTLP/HTTP listening");
             record(server);
         }
         Ok(())

@@ -24,10 +24,12 @@ use tracing::info;
 use super::pprof_common::{attributes, convert, string_attribute, CorrelationLabels};
 use crate::component::{BoxError, BuildContext, Lifecycle, ReceiverFactory};
 use crate::consumer::{ConsumeError, SignalConsumers};
-use crate::net::{bind, serve_http, ServerHandle};
+use crate::extensions::bearertokenauth::{AuthConfig, Protocol, ServerAuth};
+use crate::net::{bind, serve_http_tls, ServerHandle};
 use crate::receivers::ingest::{Ingest, IngestError};
 use crate::receivers::otlp::check_endpoint;
 use crate::telemetry::Telemetry;
+use crate::tls::{load_server, TlsServerConfig, ALPN_HTTP};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +43,10 @@ pub struct PprofConfig {
     /// Added to every profile's resource.
     pub resource_attributes: BTreeMap<String, String>,
     pub correlation: CorrelationLabels,
+    /// Serve TLS (mTLS with `client_ca_file`).
+    pub tls: Option<TlsServerConfig>,
+    /// `authenticator`: pushers must carry this `bearertokenauth` extension's token.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for PprofConfig {
@@ -51,6 +57,8 @@ impl Default for PprofConfig {
             include_original_payload: false,
             resource_attributes: BTreeMap::new(),
             correlation: CorrelationLabels::default(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -60,6 +68,12 @@ impl ComponentConfig for PprofConfig {
         check_endpoint(&self.endpoint, "endpoint", errs);
         if self.max_request_body_size == 0 {
             errs.push(FieldError::new("max_request_body_size", "must be at least 1"));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate("tls", errs);
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate("auth", errs);
         }
     }
 }
@@ -82,9 +96,12 @@ impl ReceiverFactory for Factory {
         config: &serde_yaml::Value,
         next: SignalConsumers,
     ) -> Result<Arc<dyn Lifecycle>, BoxError> {
+        let config: PprofConfig = parse_component(config)?;
         Ok(Arc::new(PprofReceiver {
             name: ctx.name(),
-            config: parse_component(config)?,
+            tls: load_server(&config.tls, ALPN_HTTP, "tls")?,
+            auth: ServerAuth::build(&config.auth, ctx, "auth", Protocol::Http, "http")?,
+            config,
             next,
             telemetry: ctx.telemetry.clone(),
             server: Mutex::new(None),
@@ -95,6 +112,9 @@ impl ReceiverFactory for Factory {
 struct PprofReceiver {
     name: String,
     config: PprofConfig,
+    /// Loaded when built, so a bad certificate fails the build, not the start.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<ServerAuth>,
     next: SignalConsumers,
     telemetry: Arc<Telemetry>,
     server: Mutex<Option<ServerHandle>>,
@@ -126,8 +146,9 @@ impl Lifecycle for PprofReceiver {
             ))
             .with_state(shared);
         let span = tracing::info_span!("component", kind = "receiver", id = %self.name);
-        let server = serve_http(bind(&self.config.endpoint).await?, router, span)?;
-        info!(receiver = %self.name, address = %server.addr, "pprof push listening on /ingest and /v1/pprof");
+        let router = ServerAuth::guard(self.auth.clone(), router);
+        let server = serve_http_tls(bind(&self.config.endpoint).await?, router, self.tls.clone(), span)?;
+        info!(receiver = %self.name, address = %server.addr, tls = self.tls.is_some(), "pprof push listening on /ingest and /v1/pprof");
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         Ok(())
     }

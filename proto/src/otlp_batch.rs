@@ -1,0 +1,229 @@
+//! One batch type for the signals whose requests are resources > scopes > items (traces,
+//! metrics, logs); profiles, with their shared dictionary, have their own.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use prost::Message;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::tree::{self, Level};
+use crate::{DecodeError, Encoding};
+
+/// An OTLP export request whose items live under resources and scopes.
+pub trait TreeRequest: Message + Default + Clone + PartialEq + Serialize + DeserializeOwned {
+    type Resource: Level<Child = Self::Scope>;
+    type Scope: Level<Child = Self::Item>;
+    type Item;
+    fn resources(&self) -> &Vec<Self::Resource>;
+    fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
+    fn from_resources(resources: Vec<Self::Resource>) -> Self;
+    /// How much one item counts: 1 for a span or log record, data points for a metric.
+    fn weight(item: &Self::Item) -> usize;
+}
+
+macro_rules! tree_request {
+    ($req:ty, $res:ty, $scope:ty, $item:ty, $field:ident, $weight:expr) => {
+        impl TreeRequest for $req {
+            type Resource = $res;
+            type Scope = $scope;
+            type Item = $item;
+            fn resources(&self) -> &Vec<$res> {
+                &self.$field
+            }
+            fn resources_mut(&mut self) -> &mut Vec<$res> {
+                &mut self.$field
+            }
+            fn from_resources(resources: Vec<$res>) -> Self {
+                Self { $field: resources }
+            }
+            fn weight(item: &$item) -> usize {
+                $weight(item)
+            }
+        }
+    };
+}
+
+tree_request!(
+    ExportTraceServiceRequest,
+    ResourceSpans,
+    opentelemetry_proto::tonic::trace::v1::ScopeSpans,
+    Span,
+    resource_spans,
+    |_: &Span| 1
+);
+tree_request!(
+    ExportLogsServiceRequest,
+    ResourceLogs,
+    opentelemetry_proto::tonic::logs::v1::ScopeLogs,
+    LogRecord,
+    resource_logs,
+    |_: &LogRecord| 1
+);
+tree_request!(
+    ExportMetricsServiceRequest,
+    ResourceMetrics,
+    opentelemetry_proto::tonic::metrics::v1::ScopeMetrics,
+    Metric,
+    resource_metrics,
+    tree::data_points
+);
+
+/// A batch of one signal as it travels through a pipeline. Components use its methods, so
+/// the representation can become received bytes plus a lazy index later.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OtlpBatch<R: TreeRequest> {
+    pub(crate) request: R,
+    /// Kept in step with `request` so counting is free on the hot path.
+    pub(crate) items: usize,
+}
+
+impl<R: TreeRequest> OtlpBatch<R> {
+    pub fn from_resources(resources: Vec<R::Resource>) -> Self {
+        let items = tree::count(&resources, R::weight);
+        OtlpBatch {
+            request: R::from_resources(resources),
+            items,
+        }
+    }
+
+    /// Decodes an export request body.
+    pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Self, DecodeError> {
+        let request: R = match encoding {
+            Encoding::Protobuf => R::decode(bytes)?,
+            Encoding::Json => serde_json::from_slice(bytes)?,
+        };
+        let items = tree::count(request.resources(), R::weight);
+        Ok(OtlpBatch { request, items })
+    }
+
+    /// Encodes the batch as an export request body.
+    pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            Encoding::Protobuf => self.request.encode_to_vec(),
+            // Serializing plain data structs into a Vec cannot fail.
+            Encoding::Json => serde_json::to_vec(&self.request).unwrap_or_default(),
+        }
+    }
+
+    /// Size of the protobuf encoding, for byte-based limits.
+    pub fn encoded_len(&self) -> usize {
+        self.request.encoded_len()
+    }
+
+    /// Spans, log records or metric data points.
+    pub fn item_count(&self) -> usize {
+        self.items
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    pub fn resources(&self) -> &[R::Resource] {
+        self.request.resources()
+    }
+
+    pub fn into_resources(mut self) -> Vec<R::Resource> {
+        std::mem::take(self.request.resources_mut())
+    }
+
+    /// Moves every item of `other` into this batch.
+    pub fn append(&mut self, mut other: Self) {
+        self.items += other.items;
+        let theirs = std::mem::take(other.request.resources_mut());
+        self.request.resources_mut().extend(theirs);
+    }
+
+    /// Splits off the first items weighing up to `max` (at least one item) into a new batch.
+    /// A resource or scope cut in two is copied into both halves.
+    pub fn split_front(&mut self, max: usize) -> Self {
+        if max == 0 {
+            return Self::default();
+        }
+        if max >= self.items {
+            return std::mem::take(self);
+        }
+        let (front, taken) = tree::split_front(self.request.resources_mut(), max, R::weight);
+        self.items -= taken;
+        OtlpBatch {
+            request: R::from_resources(front),
+            items: taken,
+        }
+    }
+}
+
+pub type LogsBatch = OtlpBatch<ExportLogsServiceRequest>;
+pub type MetricsBatch = OtlpBatch<ExportMetricsServiceRequest>;
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+
+    use super::*;
+
+    fn gauge(name: &str, points: usize) -> Metric {
+        Metric {
+            name: name.into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint::default(); points],
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn metrics(sizes: &[usize]) -> MetricsBatch {
+        MetricsBatch::from_resources(vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| gauge(&format!("m{i}"), *n))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    #[test]
+    fn metrics_count_and_split_by_data_points() {
+        let mut b = metrics(&[5, 1, 2, 4]);
+        assert_eq!(b.item_count(), 12);
+        // A metric heavier than the cut still goes out whole, alone.
+        let first = b.split_front(3);
+        assert_eq!(first.item_count(), 5);
+        let second = b.split_front(3);
+        assert_eq!(second.item_count(), 3);
+        assert_eq!(b.item_count(), 4);
+        assert_eq!(b.split_front(0).item_count(), 0);
+        let again = MetricsBatch::decode(&second.encode(Encoding::Json), Encoding::Json).expect("json");
+        assert_eq!(again, second);
+    }
+
+    #[test]
+    fn logs_split_and_append() {
+        let records = |n: usize| ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default(); n],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut a = LogsBatch::from_resources(vec![records(3)]);
+        a.append(LogsBatch::from_resources(vec![records(4)]));
+        assert_eq!(a.item_count(), 7);
+        let front = a.split_front(5);
+        assert_eq!((front.item_count(), a.item_count()), (5, 2));
+        assert_eq!(front.resources().len(), 2);
+        let back = LogsBatch::decode(&a.encode(Encoding::Protobuf), Encoding::Protobuf).expect("protobuf");
+        assert_eq!(back, a);
+    }
+}

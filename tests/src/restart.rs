@@ -1,0 +1,72 @@
+//! Stopping hotspan hard and starting it again on the same config and directory, for tests of
+//! what survives (persistent queues), and reading output that may hold a span more than once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hotspan_proto::{Encoding, TracesBatch};
+
+use crate::{hotspan_bin, wait_for, Hotspan};
+
+impl Hotspan {
+    /// SIGKILL: no shutdown, no flushing, as a crash or an OOM kill would leave things.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("kill -9 hotspan")?;
+        self.child.wait().context("reaping hotspan")?;
+        Ok(())
+    }
+
+    /// Starts hotspan again on the same config file, directory and ports, once the previous
+    /// process has exited (after `kill` or `terminate`); waits until it reports healthy. The
+    /// log file is appended to, so `log()` tells the whole story.
+    pub fn restart(&mut self) -> Result<()> {
+        let exited = wait_for(Duration::from_secs(30), "the previous hotspan to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
+        if exited.is_err() {
+            bail!("hotspan is still running; stop it before a restart");
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.path("hotspan.log"))?;
+        self.child = Command::new(hotspan_bin())
+            .arg("--config")
+            .arg(self.path("config.yaml"))
+            .arg("--shutdown-timeout")
+            .arg("15s")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("restarting hotspan")?;
+        self.wait_healthy()
+    }
+}
+
+/// How many times each span id appears in a file exporter's output (one OTLP/JSON export
+/// request per line); unlike `read_spans`, a span seen twice is counted, not an error.
+pub fn count_spans(path: &Path) -> Result<BTreeMap<Vec<u8>, usize>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = BTreeMap::new();
+    // The last line may be half written while hotspan runs; complete lines end in '\n'.
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let batch = TracesBatch::decode(line.trim_end().as_bytes(), Encoding::Json)
+            .context("a file exporter line")?;
+        for span in batch
+            .resource_spans()
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            *out.entry(span.span_id.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
