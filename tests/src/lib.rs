@@ -332,3 +332,29 @@ pub mod goservice;
 pub mod load;
 pub mod profiles;
 pub mod restart;
+
+/// One OTLP `Export` call over plaintext gRPC, with the message bytes as given (so tests can
+/// send malformed ones). The outer error is the test's own trouble; the inner one is the
+/// server's refusal.
+pub fn grpc_export(
+    port: u16,
+    signal: hotspan_config::Signal,
+    body: Vec<u8>,
+) -> Result<Result<bytes::Bytes, tonic::Status>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect()
+            .await?;
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(hotspan::grpc::export_path(signal));
+        let request = tonic::Request::new(bytes::Bytes::from(body));
+        Ok(client
+            .unary::<bytes::Bytes, bytes::Bytes, _>(request, path, hotspan::grpc::RawCodec)
+            .await
+            .map(|r| r.into_inner()))
+    })
+}

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use bytes::Bytes;
-use hotspan::grpc::RawCodec;
+use hotspan_config::Signal;
 use hotspan_proto::rpc;
-use hotspan_tests::{gzip, json_span_id, json_spans, metric, post, scrape, wait_for_spans, Hotspan};
+use hotspan_tests::{
+    grpc_export, gzip, json_span_id, json_spans, metric, post, scrape, wait_for_spans, Hotspan,
+};
 use prost::Message;
 
 const CONFIG: &str = r#"
@@ -168,52 +169,31 @@ fn partial_success_names_rejected_spans() -> Result<()> {
     Ok(())
 }
 
-async fn grpc_export(port: u16, body: Vec<u8>) -> Result<Result<Bytes, tonic::Status>> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect()
-        .await?;
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await?;
-    let path =
-        http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
-    Ok(client
-        .unary::<Bytes, Bytes, _>(tonic::Request::new(Bytes::from(body)), path, RawCodec)
-        .await
-        .map(|r| r.into_inner()))
-}
-
 #[test]
 fn grpc_bad_messages_are_invalid_argument() -> Result<()> {
     let hotspan = Hotspan::start(CONFIG)?;
     let port = hotspan.port("grpc");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let malformed = grpc_export(port, b"\x0a\xff\xff\xff\x0f".to_vec()).await?;
-        let status = malformed
-            .err()
-            .ok_or_else(|| anyhow::anyhow!("malformed message accepted"))?;
-        ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+    let malformed = grpc_export(port, Signal::Traces, b"\x0a\xff\xff\xff\x0f".to_vec())?;
+    let status = malformed
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("malformed message accepted"))?;
+    ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
 
-        let oversized = grpc_export(port, vec![0x0a; 2 * 1024 * 1024]).await?;
-        let status = oversized
-            .err()
-            .ok_or_else(|| anyhow::anyhow!("oversized message accepted"))?;
-        ensure!(status.code() == tonic::Code::OutOfRange, "{status:?}");
+    let oversized = grpc_export(port, Signal::Traces, vec![0x0a; 2 * 1024 * 1024])?;
+    let status = oversized
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("oversized message accepted"))?;
+    ensure!(status.code() == tonic::Code::OutOfRange, "{status:?}");
 
-        let good = hotspan_proto::TracesBatch::decode(
-            json_spans("shop", 0, 5).as_bytes(),
-            hotspan_proto::Encoding::Json,
-        )?
-        .encode(hotspan_proto::Encoding::Protobuf);
-        let ok = grpc_export(port, good)
-            .await?
-            .map_err(|s| anyhow::anyhow!("good request refused: {s:?}"))?;
-        // An empty ExportTraceServiceResponse: full success.
-        ensure!(ok.is_empty(), "response {ok:?}");
-        Ok(())
-    })?;
+    let good = hotspan_proto::TracesBatch::decode(
+        json_spans("shop", 0, 5).as_bytes(),
+        hotspan_proto::Encoding::Json,
+    )?
+    .encode(hotspan_proto::Encoding::Protobuf);
+    let ok = grpc_export(port, Signal::Traces, good)?
+        .map_err(|s| anyhow::anyhow!("good request refused: {s:?}"))?;
+    // An empty ExportTraceServiceResponse: full success.
+    ensure!(ok.is_empty(), "response {ok:?}");
     let found = wait_for_spans(&hotspan.path("out.jsonl"), 5, Duration::from_secs(10))?;
     ensure!(found.len() == 5);
     Ok(())

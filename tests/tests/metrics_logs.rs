@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use bytes::Bytes;
+use hotspan_config::Signal;
 use hotspan_proto::{Encoding, LogsBatch, MetricsBatch};
-use hotspan_tests::{post, wait_for, Hotspan};
+use hotspan_tests::{grpc_export, post, wait_for, Hotspan};
 
 const CONFIG: &str = r#"
 receivers:
@@ -73,36 +73,12 @@ fn metrics_and_logs_round_trip_over_http_and_grpc() -> Result<()> {
     let metrics = MetricsBatch::decode(METRICS.as_bytes(), Encoding::Json)?;
     let logs = LogsBatch::decode(LOGS.as_bytes(), Encoding::Json)?;
     let port = hotspan.port("grpc");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
-            .connect()
-            .await?;
-        for (path, body) in [
-            (
-                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-                metrics.encode(Encoding::Protobuf),
-            ),
-            (
-                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                logs.encode(Encoding::Protobuf),
-            ),
-        ] {
-            let mut client = tonic::client::Grpc::new(channel.clone());
-            client.ready().await?;
-            client
-                .unary::<Bytes, Bytes, _>(
-                    tonic::Request::new(Bytes::from(body)),
-                    http::uri::PathAndQuery::from_static(path),
-                    hotspan::grpc::RawCodec,
-                )
-                .await
-                .map_err(|s| anyhow::anyhow!("{path}: {s:?}"))?;
-        }
-        anyhow::Ok(())
-    })?;
+    for (signal, body) in [
+        (Signal::Metrics, metrics.encode(Encoding::Protobuf)),
+        (Signal::Logs, logs.encode(Encoding::Protobuf)),
+    ] {
+        grpc_export(port, signal, body)?.map_err(|s| anyhow::anyhow!("{signal}: {s:?}"))?;
+    }
 
     let got_metrics = wait_for(Duration::from_secs(10), "6 data points", || {
         let batches: Vec<MetricsBatch> = lines(&hotspan.path("metrics.jsonl"))

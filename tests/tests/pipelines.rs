@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use hotspan_tests::{json_span_id, json_spans, post, wait_for_spans, Hotspan};
+use hotspan_config::Signal;
+use hotspan_tests::{grpc_export, json_span_id, json_spans, post, wait_for_spans, Hotspan};
 
 #[test]
 fn receivers_exporters_and_connectors_are_shared_across_pipelines() -> Result<()> {
@@ -200,30 +201,11 @@ service:
         wrong.body
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let code = rt.block_on(async {
-        let channel =
-            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", hotspan.port("downgrpc")))?
-                .connect()
-                .await?;
-        let mut client = tonic::client::Grpc::new(channel);
-        client.ready().await?;
-        let request = hotspan_proto::TracesBatch::decode(&body(), hotspan_proto::Encoding::Json)?
-            .encode(hotspan_proto::Encoding::Protobuf);
-        let path = http::uri::PathAndQuery::from_static(
-            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        );
-        let result = client
-            .unary::<bytes::Bytes, bytes::Bytes, _>(
-                tonic::Request::new(request.into()),
-                path,
-                hotspan::grpc::RawCodec,
-            )
-            .await;
-        anyhow::Ok(result.err().map(|s| s.code()))
-    })?;
+    let request = hotspan_proto::TracesBatch::decode(&body(), hotspan_proto::Encoding::Json)?
+        .encode(hotspan_proto::Encoding::Protobuf);
+    let code = grpc_export(hotspan.port("downgrpc"), Signal::Traces, request)?
+        .err()
+        .map(|s| s.code());
     ensure!(
         code == Some(tonic::Code::Unavailable),
         "gRPC with the backend down: {code:?}"

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use bytes::Bytes;
+use hotspan_config::Signal;
 use hotspan_proto::pprof::{self, ConvertOptions};
 use hotspan_proto::{profiles_json, Encoding, ProfilesBatch};
 use hotspan_tests::profiles::{
     flatten, read_profiles, resource_values, synthetic_pprof, FakeTarget, FlatSample, TargetMode,
 };
-use hotspan_tests::{free_port, gzip, metric, post, scrape, wait_for, Hotspan};
+use hotspan_tests::{free_port, grpc_export, gzip, metric, post, scrape, wait_for, Hotspan};
 
 const TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
 
@@ -78,30 +78,9 @@ fn otlp_profiles_over_grpc_and_http_keep_samples_and_links() -> Result<()> {
     );
 
     // gRPC, protobuf over HTTP, JSON over HTTP: three copies.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let body = batch.encode(Encoding::Protobuf);
-    let grpc_port = hotspan.port("grpc");
-    rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
-            .connect()
-            .await?;
-        let mut client = tonic::client::Grpc::new(channel);
-        client.ready().await?;
-        let path = http::uri::PathAndQuery::from_static(
-            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
-        );
-        client
-            .unary::<Bytes, Bytes, _>(
-                tonic::Request::new(Bytes::from(body.clone())),
-                path,
-                hotspan::grpc::RawCodec,
-            )
-            .await
-            .map_err(|s| anyhow::anyhow!("gRPC export refused: {s:?}"))?;
-        anyhow::Ok(())
-    })?;
+    grpc_export(hotspan.port("grpc"), Signal::Profiles, body.clone())?
+        .map_err(|s| anyhow::anyhow!("gRPC export refused: {s:?}"))?;
     let url = format!("http://127.0.0.1:{}/v1development/profiles", hotspan.port("http"));
     let answer = post(&url, "application/x-protobuf", None, body)?;
     ensure!(answer.status == 200, "{}", answer.body);
