@@ -9,6 +9,8 @@ command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 # deploy/hotspan.service is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# tests/tests/ui.rs opens the hotspan_ui page in headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} for the tests"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

@@ -12,6 +12,7 @@ pub mod net;
 pub mod processors;
 pub mod receivers;
 pub mod registry;
+pub mod report;
 pub mod service;
 pub mod telemetry;
 pub mod tls;

@@ -32,6 +32,9 @@ enum Command {
     Validate,
     /// List every component type with its signals.
     Components,
+    /// Summarise what the file exporter wrote: per span name and per label set, with
+    /// `--html` a page of flame graphs.
+    Report(hotspan::report::ReportArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate => validate(cli.config),
         Command::Components => components(),
+        Command::Report(args) => hotspan::report::main(&args),
         Command::Run => run(cli.config, cli.shutdown_timeout),
     }
 }

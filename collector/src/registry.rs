@@ -31,12 +31,15 @@ impl Default for Registry {
                 &exporters::otlp_http::Factory,
                 &exporters::file::Factory,
                 &exporters::debug::Factory,
+                &exporters::load_balancing::Factory,
+                &extensions::hotspan_ui::UiExporterFactory,
             ],
             connectors: vec![&connectors::forward::Factory, &connectors::spanprofile::Factory],
             extensions: vec![
                 &extensions::bearertokenauth::Factory,
                 &extensions::health_check::Factory,
                 &extensions::file_storage::Factory,
+                &extensions::hotspan_ui::Factory,
             ],
         }
     }

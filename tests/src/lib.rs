@@ -358,3 +358,4 @@ pub fn grpc_export(
             .map(|r| r.into_inner()))
     })
 }
+pub mod wire;

@@ -4,6 +4,7 @@
 pub mod debug;
 pub mod file;
 mod file_queue;
+pub mod load_balancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod queue;

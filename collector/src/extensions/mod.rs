@@ -3,3 +3,4 @@
 pub mod bearertokenauth;
 pub mod file_storage;
 pub mod health_check;
+pub mod hotspan_ui;

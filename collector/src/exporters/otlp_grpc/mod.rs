@@ -131,27 +131,37 @@ impl ExporterFactory for Factory {
     }
     fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
         let config: OtlpGrpcConfig = parse_component(config)?;
-        let channel = channel(&config)?;
         let auth = config.auth.as_ref().map(|a| a.find(ctx, "auth")).transpose()?;
-        let mut headers = MetadataMap::new();
-        for (k, v) in &config.headers {
-            headers.insert(
-                MetadataKey::from_bytes(k.as_bytes())?,
-                MetadataValue::try_from(v.as_str())?,
-            );
-        }
         Ok(BuiltExporter {
-            exporter: Arc::new(OtlpGrpcExporter {
-                channel,
-                headers,
-                auth,
-                gzip: config.compression == Compression::Gzip,
-                timeout: config.timeout,
-            }),
+            exporter: exporter(&config, auth)?,
             queue: config.sending_queue,
             retry: config.retry_on_failure,
         })
     }
+}
+
+/// The bare exporter for `config` (no queue, no retry), with its authenticator already found:
+/// `load_balancing` builds one per backend, also after DNS changes when no build context is
+/// at hand.
+pub(crate) fn exporter(
+    config: &OtlpGrpcConfig,
+    auth: Option<Arc<BearerTokenAuth>>,
+) -> Result<Arc<dyn Exporter>, BoxError> {
+    let channel = channel(config)?;
+    let mut headers = MetadataMap::new();
+    for (k, v) in &config.headers {
+        headers.insert(
+            MetadataKey::from_bytes(k.as_bytes())?,
+            MetadataValue::try_from(v.as_str())?,
+        );
+    }
+    Ok(Arc::new(OtlpGrpcExporter {
+        channel,
+        headers,
+        auth,
+        gzip: config.compression == Compression::Gzip,
+        timeout: config.timeout,
+    }))
 }
 
 struct OtlpGrpcExporter {
@@ -222,7 +232,28 @@ fn classify(status: &tonic::Status) -> ExportError {
             reason,
             retry_after: None,
         },
+        // A connection that broke mid-call (the backend died) surfaces as Unknown with the
+        // transport error as its source; the backend never judged the data, so retry it.
+        Code::Unknown if std::error::Error::source(status).is_some() => ExportError::Retryable {
+            reason,
+            retry_after: None,
+        },
         _ => ExportError::Permanent(reason),
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    #[test]
+    fn broken_connections_are_retryable_and_backend_verdicts_are_not() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(matches!(classify(&broken), ExportError::Retryable { .. }));
+        assert!(matches!(classify(&tonic::Status::unknown("backend bug")), ExportError::Permanent(_)));
+        assert!(matches!(classify(&tonic::Status::invalid_argument("bad")), ExportError::Permanent(_)));
+        assert!(matches!(classify(&tonic::Status::unavailable("down")), ExportError::Retryable { .. }));
     }
 }
 

@@ -53,6 +53,8 @@ pub struct HttpConfig {
     pub max_request_body_size: usize,
     pub traces_url_path: String,
     pub profiles_url_path: String,
+    pub metrics_url_path: String,
+    pub logs_url_path: String,
     /// Serve TLS (mTLS with `client_ca_file`).
     pub tls: Option<TlsServerConfig>,
     /// `authenticator`: callers must carry this `bearertokenauth` extension's token.
@@ -66,6 +68,8 @@ impl Default for HttpConfig {
             max_request_body_size: 20 * 1024 * 1024,
             traces_url_path: "/v1/traces".into(),
             profiles_url_path: "/v1development/profiles".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
             tls: None,
             auth: None,
         }
@@ -120,6 +124,8 @@ impl ComponentConfig for OtlpReceiverConfig {
             for (key, path) in [
                 ("traces_url_path", &h.traces_url_path),
                 ("profiles_url_path", &h.profiles_url_path),
+                ("metrics_url_path", &h.metrics_url_path),
+                ("logs_url_path", &h.logs_url_path),
             ] {
                 if !path.starts_with('/') {
                     errs.push(FieldError {

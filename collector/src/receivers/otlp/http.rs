@@ -34,7 +34,8 @@ pub fn router(ingest: Arc<Ingest>, config: &HttpConfig) -> axum::Router {
         let path = match signal {
             Signal::Traces => config.traces_url_path.as_str(),
             Signal::Profiles => config.profiles_url_path.as_str(),
-            other => crate::grpc::http_path(other),
+            Signal::Metrics => config.metrics_url_path.as_str(),
+            Signal::Logs => config.logs_url_path.as_str(),
         };
         let route = Route {
             signal,
