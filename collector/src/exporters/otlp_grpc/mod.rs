@@ -251,9 +251,18 @@ mod classify_tests {
         let broken = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
         assert_eq!(broken.code(), Code::Unknown);
         assert!(matches!(classify(&broken), ExportError::Retryable { .. }));
-        assert!(matches!(classify(&tonic::Status::unknown("backend bug")), ExportError::Permanent(_)));
-        assert!(matches!(classify(&tonic::Status::invalid_argument("bad")), ExportError::Permanent(_)));
-        assert!(matches!(classify(&tonic::Status::unavailable("down")), ExportError::Retryable { .. }));
+        assert!(matches!(
+            classify(&tonic::Status::unknown("backend bug")),
+            ExportError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::invalid_argument("bad")),
+            ExportError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::unavailable("down")),
+            ExportError::Retryable { .. }
+        ));
     }
 }
 
