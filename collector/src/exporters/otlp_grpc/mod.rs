@@ -242,29 +242,6 @@ fn classify(status: &tonic::Status) -> ExportError {
     }
 }
 
-#[cfg(test)]
-mod classify_tests {
-    use super::*;
-
-    #[test]
-    fn broken_connections_are_retryable_and_backend_verdicts_are_not() {
-        let broken = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
-        assert_eq!(broken.code(), Code::Unknown);
-        assert!(matches!(classify(&broken), ExportError::Retryable { .. }));
-        assert!(matches!(
-            classify(&tonic::Status::unknown("backend bug")),
-            ExportError::Permanent(_)
-        ));
-        assert!(matches!(
-            classify(&tonic::Status::invalid_argument("bad")),
-            ExportError::Permanent(_)
-        ));
-        assert!(matches!(
-            classify(&tonic::Status::unavailable("down")),
-            ExportError::Retryable { .. }
-        ));
-    }
-}
 
 /// A partial success means the backend dropped some items for good; say so.
 pub(crate) fn log_partial_success(response: &[u8]) {
@@ -287,5 +264,29 @@ pub(crate) fn log_partial_success(response: &[u8]) {
         if p.rejected > 0 || !p.message.is_empty() {
             tracing::warn!(rejected = p.rejected, message = %p.message, "backend rejected part of an export");
         }
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    #[test]
+    fn broken_connections_are_retryable_and_backend_verdicts_are_not() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(matches!(classify(&broken), ExportError::Retryable { .. }));
+        assert!(matches!(
+            classify(&tonic::Status::unknown("backend bug")),
+            ExportError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::invalid_argument("bad")),
+            ExportError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::unavailable("down")),
+            ExportError::Retryable { .. }
+        ));
     }
 }
