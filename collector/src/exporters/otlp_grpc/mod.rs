@@ -242,7 +242,6 @@ fn classify(status: &tonic::Status) -> ExportError {
     }
 }
 
-
 /// A partial success means the backend dropped some items for good; say so.
 pub(crate) fn log_partial_success(response: &[u8]) {
     #[derive(prost::Message)]
