@@ -829,7 +829,9 @@ impl Held {
             thread,
             deadline: now + wait,
             seq: seq.fetch_add(1, Ordering::Relaxed),
-            bytes: span.encoded_len() + 256,
+            // Decoded, a span takes several times its encoded size (owned strings and vectors
+            // for every attribute); counting that keeps max_buffered_bytes honest.
+            bytes: span.encoded_len() * 4 + 256,
             span,
             resource,
             scope,
