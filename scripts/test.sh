@@ -13,7 +13,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} for the tests"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 cargo test --workspace "$@"
