@@ -14,7 +14,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} for the tests"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
 cargo test --workspace "$@"
