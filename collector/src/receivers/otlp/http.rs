@@ -126,6 +126,13 @@ async fn handle(
         route.ingest.bad_request(route.signal, &message);
         Refusal::new(status, tonic::Code::InvalidArgument, message)
     };
+    // Admission before the body is read: a pipeline over its memory limit costs a refusal,
+    // not a buffered body.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    route.ingest.admit(route.signal, declared).map_err(refusal_of)?;
     let raw = match Limited::new(body, route.max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -161,27 +168,30 @@ async fn handle(
         .ingest
         .otlp(route.signal, &payload, encoding)
         .await
-        .map_err(|e| match e {
-            IngestError::BadData(msg) => {
-                Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, msg)
-            }
-            IngestError::NoPipeline(s) => Refusal::new(
-                StatusCode::NOT_FOUND,
-                tonic::Code::Unimplemented,
-                format!("no pipeline takes {s} here"),
-            ),
-            IngestError::Refused(ConsumeError::Permanent(msg)) => {
-                Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, msg)
-            }
-            IngestError::Refused(ConsumeError::Retryable {
-                reason, retry_after, ..
-            }) => Refusal {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: tonic::Code::Unavailable,
-                message: reason,
-                retry_after: Some(retry_after.map_or(1, |d| d.as_secs().max(1))),
-            },
-        })
+        .map_err(refusal_of)
+}
+
+/// OTLP/HTTP's mapping of why a request was not taken.
+fn refusal_of(e: IngestError) -> Refusal {
+    match e {
+        IngestError::BadData(msg) => Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, msg),
+        IngestError::NoPipeline(s) => Refusal::new(
+            StatusCode::NOT_FOUND,
+            tonic::Code::Unimplemented,
+            format!("no pipeline takes {s} here"),
+        ),
+        IngestError::Refused(ConsumeError::Permanent(msg)) => {
+            Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, msg)
+        }
+        IngestError::Refused(ConsumeError::Retryable {
+            reason, retry_after, ..
+        }) => Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: tonic::Code::Unavailable,
+            message: reason,
+            retry_after: Some(retry_after.map_or(1, |d| d.as_secs().max(1))),
+        },
+    }
 }
 
 fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
