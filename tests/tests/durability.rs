@@ -416,7 +416,30 @@ service:
     // The dropped batch's file is gone from the persistent queue.
     let left: Vec<_> = std::fs::read_dir(hotspan.path("exporter_otlphttp~2Fdisk"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        // The directory's lock file stays while the queue is open.
+        .filter(|p| !p.ends_with(".lock"))
         .collect();
     ensure!(left.is_empty(), "files left in the queue: {left:?}");
+    Ok(())
+}
+
+/// Two processes on one queue directory would send (and delete) each other's batches: the
+/// second is refused at start, naming the directory.
+#[test]
+fn a_second_process_on_the_same_queue_directory_is_refused() -> Result<()> {
+    let backend = free_port();
+    let first = Hotspan::start(&forwarder_config(backend, "{storage: file_storage}"))?;
+    let queue = first.path("queue");
+    let config = forwarder_config(backend, "{storage: file_storage}")
+        .replace("{dir}/queue", &queue.display().to_string());
+    let second = Hotspan::start(&config);
+    let err = match second {
+        Ok(_) => anyhow::bail!("a second hotspan started on {}", queue.display()),
+        Err(e) => e.to_string(),
+    };
+    ensure!(
+        err.contains("in use by another process"),
+        "unexpected failure: {err}"
+    );
     Ok(())
 }

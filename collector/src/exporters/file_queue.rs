@@ -57,6 +57,9 @@ pub struct FileQueue {
 
 struct Inner {
     dir: PathBuf,
+    /// Held for the queue's life: a second process on the same directory would send this
+    /// one's batches (and delete them under it), so it is refused at start instead.
+    _lock: std::fs::File,
     config: QueueConfig,
     options: FileQueueOptions,
     /// The exporter's name, for logs.
@@ -95,7 +98,19 @@ impl FileQueue {
         corrupt: Counter,
     ) -> std::io::Result<FileQueue> {
         std::fs::create_dir_all(&dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(std::io::Error::other(format!(
+                "queue directory {} is in use by another process ({e})",
+                dir.display()
+            )));
+        }
         let inner = Inner {
+            _lock: lock,
             dir,
             config,
             options,
@@ -148,6 +163,9 @@ impl Inner {
                 warn!(exporter = %self.name, path = %path.display(), "ignoring a file in the queue directory");
                 continue;
             };
+            if file_name == ".lock" {
+                continue;
+            }
             // Corrupt files keep their number, so new ones never reuse it.
             let (seq, ext) = match parse_name(file_name) {
                 Some((seq, ext)) => (seq, ext),
@@ -624,6 +642,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_second_process_on_the_same_directory_is_refused() {
+        let dir = TempDir::new("lock");
+        let (first, _) = open(&dir, config(10, Sizer::Requests));
+        let second = FileQueue::open(
+            dir.0.clone(),
+            config(10, Sizer::Requests),
+            FileQueueOptions {
+                fsync: false,
+                write_timeout: Duration::from_secs(1),
+            },
+            "again".into(),
+            Counter::default(),
+        );
+        let err = second.err().expect("the directory is locked");
+        assert!(err.to_string().contains("in use by another process"), "{err}");
+        drop(first);
+        // Released with the queue (or the process, after a crash).
+        let (_third, _) = open(&dir, config(10, Sizer::Requests));
+    }
+
+    #[tokio::test]
     async fn push_pop_done_removes_the_file_only_when_done() {
         let dir = TempDir::new("done");
         let (q, _) = open(&dir, config(10, Sizer::Requests));
@@ -666,7 +705,9 @@ mod tests {
             q.close();
             // A write a crash cut short: never acknowledged, removed at start.
             std::fs::write(dir.0.join("00000000000000000099.tmp"), b"half").expect("write");
-            std::mem::forget(_in_flight);
+            // Dropped, not done: as for a crash, its file stays on disk. (Forgetting it would
+            // keep the queue, and so its directory lock, alive past this "process".)
+            drop(_in_flight);
         }
         let (q, corrupt) = open(&dir, config(100, Sizer::Items));
         assert_eq!(q.size(), 8, "four batches of two items");
