@@ -182,11 +182,10 @@ impl Consumer for SpanProfile {
                         out.consume(Batch::Profiles(self.join.link_profiles(&profiles)))
                             .await?;
                     }
-                    let join = self.join.clone();
-                    // Resolving stacks is CPU work: keep it off the async workers.
-                    tokio::task::spawn_blocking(move || join.add_profiles(&profiles, Instant::now()))
-                        .await
-                        .map_err(|e| ConsumeError::Permanent(format!("join task failed: {e}")))
+                    // Inline: a request's samples take tens of microseconds to place, less than
+                    // a hop to the blocking pool (which on a small machine only adds threads).
+                    self.join.add_profiles(&profiles, Instant::now());
+                    Ok(())
                 }
             }
         })
