@@ -232,9 +232,10 @@ fn classify(status: &tonic::Status) -> ExportError {
             reason,
             retry_after: None,
         },
-        // A connection that broke mid-call (the backend died) surfaces as Unknown with the
-        // transport error as its source; the backend never judged the data, so retry it.
-        Code::Unknown if std::error::Error::source(status).is_some() => ExportError::Retryable {
+        // A connection that broke mid-call (the backend died) surfaces as Unknown or Internal
+        // with the transport error as its source: the backend never judged the data, so
+        // retry it. A status the server sent carries no source.
+        _ if std::error::Error::source(status).is_some() => ExportError::Retryable {
             reason,
             retry_after: None,
         },
@@ -275,6 +276,12 @@ mod classify_tests {
         let broken = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
         assert_eq!(broken.code(), Code::Unknown);
         assert!(matches!(classify(&broken), ExportError::Retryable { .. }));
+        let h2 = tonic::Status::from_error(Box::new(std::io::Error::other("h2 protocol error")));
+        assert!(matches!(classify(&h2), ExportError::Retryable { .. }));
+        assert!(matches!(
+            classify(&tonic::Status::internal("backend says internal")),
+            ExportError::Permanent(_)
+        ));
         assert!(matches!(
             classify(&tonic::Status::unknown("backend bug")),
             ExportError::Permanent(_)
