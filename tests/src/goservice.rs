@@ -679,6 +679,63 @@ fn parse_labels(text: &str) -> std::result::Result<Vec<(String, String)>, String
     Ok(out)
 }
 
+/// The real Go service joined by one hotspan: its OTLP/HTTP spans and its scraped CPU profiles
+/// (original payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl`
+/// in the hotspan's directory. Both processes have stopped, hotspan gracefully, once three
+/// scrapes were written.
+pub struct JoinedRun {
+    pub hotspan: crate::Hotspan,
+    pub truth: Vec<TruthSpan>,
+}
+
+pub fn joined_run(label_style: LabelStyle) -> Result<JoinedRun> {
+    let http = crate::free_port();
+    let go_port = crate::free_port();
+    let mut hotspan = crate::Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
+  pprof_scrape:
+    scrape_interval: 1s
+    include_original_payload: true
+    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]
+connectors:
+  spanprofile: {{wait: 4s}}
+exporters:
+  file/traces: {{path: "{{dir}}/traces.jsonl", flush_interval: 50ms}}
+  file/profiles: {{path: "{{dir}}/profiles.jsonl", flush_interval: 50ms}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
+    profiles/in: {{receivers: [pprof_scrape], exporters: [spanprofile]}}
+    traces/out: {{receivers: [spanprofile], exporters: [file/traces]}}
+    profiles/out: {{receivers: [spanprofile], exporters: [file/profiles]}}
+"#
+    ))?;
+    let mut go = GoService::start(GoOptions {
+        otlp_endpoint: Some(format!("http://127.0.0.1:{http}/v1/traces")),
+        label_style,
+        workers: 2,
+        listen_port: Some(go_port),
+        ..Default::default()
+    })?;
+    let profiles = hotspan.path("profiles.jsonl");
+    wait_for(Duration::from_secs(40), "three scraped profiles", || {
+        (crate::profiles::read_profiles(&profiles).ok()?.len() >= 3).then_some(())
+    })?;
+    ensure!(go.stop()?.success(), "go service exit\n{}", go.log());
+    // A graceful stop ends the scrapes and flushes every held span; whatever profile made it
+    // in was joined and written, so both files describe the same input.
+    ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
+    Ok(JoinedRun {
+        truth: go.truth()?,
+        hotspan,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,16 +5,15 @@
 //! scraped profiles.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use hotspan_proto::otlp::common::v1::any_value;
 use hotspan_proto::otlp::trace::v1::Span;
 use hotspan_tests::goservice::{
-    go_tool_pprof_raw, go_tool_pprof_raw_with, GoOptions, GoService, LabelStyle, TruthSpan,
+    go_tool_pprof_raw, go_tool_pprof_raw_with, joined_run, JoinedRun, LabelStyle, TruthSpan,
 };
 use hotspan_tests::profiles::read_profiles;
-use hotspan_tests::{free_port, hex, read_spans, wait_for, Hotspan};
+use hotspan_tests::{hex, read_spans, Hotspan};
 
 fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
     span.attributes
@@ -58,48 +57,7 @@ struct Run {
 }
 
 fn run(style: LabelStyle) -> Result<Run> {
-    let http = free_port();
-    let go_port = free_port();
-    let mut hotspan = Hotspan::start(&format!(
-        r#"
-receivers:
-  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
-  pprof_scrape:
-    scrape_interval: 1s
-    include_original_payload: true
-    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]
-connectors:
-  spanprofile: {{wait: 4s}}
-exporters:
-  file/traces: {{path: "{{dir}}/traces.jsonl", flush_interval: 50ms}}
-  file/profiles: {{path: "{{dir}}/profiles.jsonl", flush_interval: 50ms}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
-    profiles/in: {{receivers: [pprof_scrape], exporters: [spanprofile]}}
-    traces/out: {{receivers: [spanprofile], exporters: [file/traces]}}
-    profiles/out: {{receivers: [spanprofile], exporters: [file/profiles]}}
-"#
-    ))?;
-    let mut go = GoService::start(GoOptions {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{http}/v1/traces")),
-        label_style: style,
-        workers: 2,
-        listen_port: Some(go_port),
-        ..Default::default()
-    })?;
-    // Three scrapes that saw the service at work.
-    wait_for(Duration::from_secs(40), "three scraped profiles", || {
-        (read_profiles(&hotspan.path("profiles.jsonl")).ok()?.len() >= 3).then_some(())
-    })?;
-    ensure!(go.stop()?.success(), "go service exit");
-    // The last scrape in flight may still land; then a graceful stop drains every held span.
-    std::thread::sleep(Duration::from_millis(1500));
-    ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
-    let truth = go.truth()?;
+    let JoinedRun { hotspan, truth } = joined_run(style)?;
     let spans: BTreeMap<Vec<u8>, Span> = read_spans(&hotspan.path("traces.jsonl"))?
         .into_iter()
         .map(|(id, f)| (id, f.span))

@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use hotspan_proto::otlp::common::v1::any_value;
 use hotspan_proto::otlp::trace::v1::Span;
-use hotspan_tests::goservice::{GoOptions, GoService};
-use hotspan_tests::profiles::read_profiles;
-use hotspan_tests::{free_port, hotspan_bin, read_spans, wait_for, Hotspan};
+use hotspan_tests::goservice::{joined_run, JoinedRun, LabelStyle};
+use hotspan_tests::{hotspan_bin, read_spans};
 
 const EXPECTED: &[(&str, &str)] = &[
     ("validate cart", "main.validateCart"),
@@ -95,42 +93,7 @@ fn reported_functions(report: &str) -> BTreeMap<String, Vec<(String, f64)>> {
 
 #[test]
 fn report_names_each_spans_code_with_the_joined_shares() -> Result<()> {
-    let http = free_port();
-    let go_port = free_port();
-    let mut hotspan = Hotspan::start(&format!(
-        r#"
-receivers:
-  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
-  pprof_scrape:
-    scrape_interval: 1s
-    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]
-connectors:
-  spanprofile: {{wait: 4s}}
-exporters:
-  file/traces: {{path: "{{dir}}/traces.jsonl", flush_interval: 50ms}}
-  file/profiles: {{path: "{{dir}}/profiles.jsonl", flush_interval: 50ms}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
-    profiles/in: {{receivers: [pprof_scrape], exporters: [spanprofile]}}
-    traces/out: {{receivers: [spanprofile], exporters: [file/traces]}}
-    profiles/out: {{receivers: [spanprofile], exporters: [file/profiles]}}
-"#
-    ))?;
-    let mut go = GoService::start(GoOptions {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{http}/v1/traces")),
-        listen_port: Some(go_port),
-        ..Default::default()
-    })?;
-    wait_for(Duration::from_secs(40), "three scraped profiles", || {
-        (read_profiles(&hotspan.path("profiles.jsonl")).ok()?.len() >= 3).then_some(())
-    })?;
-    ensure!(go.stop()?.success(), "go service exit");
-    std::thread::sleep(Duration::from_millis(1500));
-    ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
+    let JoinedRun { hotspan, .. } = joined_run(LabelStyle::All)?;
 
     let traces = hotspan.path("traces.jsonl");
     // A damaged line is counted, not fatal.
