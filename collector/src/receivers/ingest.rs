@@ -102,7 +102,6 @@ impl Ingest {
         self.counters(signal).bad_requests.add(1);
     }
 
-    /// Decodes an OTLP export request and delivers it.
     /// Admission before decoding: a pipeline over its memory limit refuses the request whole.
     pub fn admit(&self, signal: Signal, bytes: usize) -> Result<(), IngestError> {
         let Some(next) = self.next.get(signal) else {
@@ -114,13 +113,17 @@ impl Ingest {
         })
     }
 
+    /// Decodes an OTLP export request and delivers it. Callers admit the request first
+    /// ([`Ingest::admit`]), as early as their protocol allows.
     pub async fn otlp(
         &self,
         signal: Signal,
         bytes: &[u8],
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
-        self.admit(signal, bytes.len())?;
+        if !self.accepts(signal) {
+            return Err(IngestError::NoPipeline(signal));
+        }
         let batch = Batch::decode(signal, bytes, encoding).map_err(|e| {
             self.bad_request(signal, &e.to_string());
             IngestError::BadData(e.to_string())

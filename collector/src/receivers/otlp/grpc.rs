@@ -93,6 +93,10 @@ impl UnaryService<Bytes> for Handler {
         let (signal, ingest) = (self.signal, self.ingest.clone());
         Box::pin(async move {
             let body = request.into_inner();
+            // Admission before decoding (tonic has already read the bounded message).
+            if let Err(e) = ingest.admit(signal, body.len()) {
+                return Err(status_of(e));
+            }
             match ingest.otlp(signal, &body, Encoding::Protobuf).await {
                 Ok(accepted) => Ok(tonic::Response::new(Bytes::from(rpc::export_response(
                     signal,
