@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use hotspan_config::Signal;
 
 use crate::{DecodeError, Encoding, LogsBatch, MetricsBatch, ProfilesBatch, TracesBatch};
@@ -61,6 +62,14 @@ impl Batch {
             Signal::Metrics => MetricsBatch::decode(bytes, encoding).map(Batch::Metrics),
             Signal::Logs => LogsBatch::decode(bytes, encoding).map(Batch::Logs),
             Signal::Profiles => ProfilesBatch::decode(bytes, encoding).map(Batch::Profiles),
+        }
+    }
+
+    /// Like [`Batch::decode`]; traces keep slices of `bytes` rather than copies.
+    pub fn decode_bytes(signal: Signal, bytes: Bytes, encoding: Encoding) -> Result<Batch, DecodeError> {
+        match signal {
+            Signal::Traces => TracesBatch::decode_bytes(bytes, encoding).map(Batch::Traces),
+            _ => Batch::decode(signal, &bytes, encoding),
         }
     }
 

@@ -5,6 +5,9 @@ use thiserror::Error;
 pub enum DecodeError {
     #[error("invalid protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
+    /// Found by hotspan's own scan of bytes it keeps undecoded; the same rules as prost's.
+    #[error("invalid protobuf: {0}")]
+    Wire(String),
     #[error("invalid OTLP/JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

@@ -21,7 +21,7 @@ pub use error::DecodeError;
 pub use opentelemetry_proto::tonic as otlp;
 pub use otlp_batch::{LogsBatch, MetricsBatch, OtlpBatch, TreeRequest};
 pub use profiles::{ProfilesBatch, ProfilesRejected};
-pub use traces::{TracesBatch, TracesSplit};
+pub use traces::{raw, TracesBatch, TracesSplit};
 
 /// Wire encodings OTLP defines for request and response bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,12 +1,10 @@
-//! One batch type for the signals whose requests are resources > scopes > items (traces,
-//! metrics, logs); profiles, with their shared dictionary, have their own.
+//! One batch type for the signals whose requests are resources > scopes > items and that
+//! travel decoded (metrics, logs); traces travel as bytes, profiles have their own.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -48,14 +46,6 @@ macro_rules! tree_request {
     };
 }
 
-tree_request!(
-    ExportTraceServiceRequest,
-    ResourceSpans,
-    opentelemetry_proto::tonic::trace::v1::ScopeSpans,
-    Span,
-    resource_spans,
-    |_: &Span| 1
-);
 tree_request!(
     ExportLogsServiceRequest,
     ResourceLogs,

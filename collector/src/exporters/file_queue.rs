@@ -422,7 +422,8 @@ fn read_batch(path: &Path) -> Result<Batch, Corrupt> {
             h.crc
         )));
     }
-    Batch::decode(h.signal, &payload, Encoding::Protobuf).map_err(|e| Corrupt(format!("decoding: {e}")))
+    Batch::decode_bytes(h.signal, payload.into(), Encoding::Protobuf)
+        .map_err(|e| Corrupt(format!("decoding: {e}")))
 }
 
 /// A batch handed out and not yet finished. Dropped without `finish`, the batch goes back to

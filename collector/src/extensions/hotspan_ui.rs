@@ -451,7 +451,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        TracesBatch::from_resources(vec![ResourceSpans {
+        TracesBatch::from_resource_spans(vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use hotspan_config::Signal;
 use hotspan_proto::{Batch, Encoding};
 use tracing::debug;
@@ -118,13 +119,13 @@ impl Ingest {
     pub async fn otlp(
         &self,
         signal: Signal,
-        bytes: &[u8],
+        bytes: Bytes,
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
         if !self.accepts(signal) {
             return Err(IngestError::NoPipeline(signal));
         }
-        let batch = Batch::decode(signal, bytes, encoding).map_err(|e| {
+        let batch = Batch::decode_bytes(signal, bytes, encoding).map_err(|e| {
             self.bad_request(signal, &e.to_string());
             IngestError::BadData(e.to_string())
         })?;

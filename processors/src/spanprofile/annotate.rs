@@ -2,6 +2,7 @@
 
 use hotspan_proto::otlp::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
 use hotspan_proto::otlp::trace::v1::{span, Span};
+use hotspan_proto::raw::SpanIndex;
 
 use super::config::SpanProfileConfig;
 use super::model::{Accumulator, Frames, Weights};
@@ -42,16 +43,18 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Adds the join's attributes and events to `span`. Spans that got no samples of their own
-/// only get `cpu_ns_total` when descendants had some.
-pub fn annotate(span: &mut Span, acc: &Accumulator, config: &SpanProfileConfig) {
+/// The join's attributes and events for the span `index` describes, as a `Span` holding only
+/// them: its encoding appended to the span's bytes adds them to the span. Spans that got no
+/// samples of their own only get `cpu_ns_total` when descendants had some.
+pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig) -> Span {
+    let mut span = Span::default();
     let p = &config.attribute_prefix;
     let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
     if acc.is_empty() {
         if total > 0 {
             span.attributes.push(kv(format!("{p}cpu_ns_total"), int(total)));
         }
-        return;
+        return span;
     }
     let by_cpu = acc.own.cpu_ns > 0;
     let whole = rank(&acc.own, by_cpu);
@@ -80,7 +83,7 @@ pub fn annotate(span: &mut Span, acc: &Accumulator, config: &SpanProfileConfig) 
     attrs.push(kv(format!("{p}samples"), int(acc.own.samples)));
     attrs.push(kv(format!("{p}cpu_ns"), int(acc.own.cpu_ns)));
     attrs.push(kv(format!("{p}cpu_ns_total"), int(total)));
-    let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
+    let duration = index.end.saturating_sub(index.start);
     if duration > 0 {
         attrs.push(kv(
             format!("{p}cpu_utilization"),
@@ -147,7 +150,7 @@ pub fn annotate(span: &mut Span, acc: &Accumulator, config: &SpanProfileConfig) 
         ));
     }
     // Grafana's "traces to profiles" opens the span's own flame graph by this id.
-    let own_id: String = span.span_id.iter().map(|b| format!("{b:02x}")).collect();
+    let own_id = format!("{:016x}", index.span_id);
     attrs.push(kv(
         "pyroscope.profile.id".into(),
         any_value::Value::StringValue(own_id),
@@ -156,7 +159,7 @@ pub fn annotate(span: &mut Span, acc: &Accumulator, config: &SpanProfileConfig) 
     if config.emit_events {
         for (frames, w) in stacks.iter().take(config.hot_paths) {
             span.events.push(span::Event {
-                time_unix_nano: span.start_time_unix_nano,
+                time_unix_nano: index.start,
                 name: format!("{p}hot_path"),
                 attributes: vec![
                     kv(
@@ -174,4 +177,5 @@ pub fn annotate(span: &mut Span, acc: &Accumulator, config: &SpanProfileConfig) 
             });
         }
     }
+    span
 }

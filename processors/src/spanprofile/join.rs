@@ -8,16 +8,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hotspan_proto::otlp::common::v1::{any_value, InstrumentationScope};
-use hotspan_proto::otlp::resource::v1::Resource;
-use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hotspan_proto::otlp::common::v1::any_value;
+use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::{ProfilesBatch, TracesBatch};
 use prost::Message;
 
 use super::annotate::annotate;
 use super::config::SpanProfileConfig;
 use super::extract;
-use super::model::{span_id, trace_id, Accumulator, Event, ResourceKey, Rule, SpanId, TraceId};
+use super::model::{Accumulator, Event, ResourceKey, Rule, SpanId, TraceId};
 
 const SHARDS: usize = 16;
 /// Parent links followed when measuring depth; deeper trees are rare and still ordered.
@@ -26,24 +25,17 @@ const MAX_DEPTH_WALK: usize = 256;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-/// A resource and its schema, shared by the spans that came in under it.
-struct ResourceOut {
-    resource: Option<Resource>,
-    schema_url: String,
-}
+/// What a held span costs besides its bytes: this struct, its map and queue entries.
+const HELD_OVERHEAD: usize = 384;
 
 /// Released spans grouped by scope, in arrival order.
-type ScopesOut = Vec<(Arc<ScopeOut>, Vec<Span>)>;
-
-struct ScopeOut {
-    scope: Option<InstrumentationScope>,
-    schema_url: String,
-}
+type ScopesOut = Vec<(Arc<Head>, Vec<RawSpan>)>;
 
 struct Held {
-    span: Span,
-    resource: Arc<ResourceOut>,
-    scope: Arc<ScopeOut>,
+    /// The span as received; annotations are appended to its bytes when it leaves.
+    span: RawSpan,
+    resource: Arc<Head>,
+    scope: Arc<Head>,
     key: Arc<ResourceKey>,
     parent: Option<SpanId>,
     remote_parent: bool,
@@ -255,25 +247,19 @@ impl Join {
     pub fn add_spans(&self, batch: TracesBatch, now: Instant) -> Vec<TracesBatch> {
         let mut early = Vec::new();
         let mut claimed = Vec::new();
-        for rs in batch.into_resource_spans() {
+        for rs in batch.into_raw() {
+            let (resource, scopes) = rs.into_parts();
             let key = Arc::new(
-                rs.resource
-                    .as_ref()
+                resource
+                    .resource()
                     .map(|r| ResourceKey::from_attributes(&r.attributes))
                     .unwrap_or_default(),
             );
-            let resource = Arc::new(ResourceOut {
-                resource: rs.resource,
-                schema_url: rs.schema_url,
-            });
-            for ss in rs.scope_spans {
-                let scope = Arc::new(ScopeOut {
-                    scope: ss.scope,
-                    schema_url: ss.schema_url,
-                });
-                for span in ss.spans {
+            for ss in scopes {
+                let (scope, spans) = ss.into_parts();
+                for span in spans {
                     self.stats.spans_in.fetch_add(1, Ordering::Relaxed);
-                    let (Some(trace), Some(id)) = (trace_id(&span.trace_id), span_id(&span.span_id)) else {
+                    if span.index.id_problem().is_some() {
                         // Receivers drop invalid ids; should one get here, it passes through unjoined.
                         early.push(self.emit(vec![Held::plain(
                             span,
@@ -282,7 +268,8 @@ impl Join {
                             key.clone(),
                         )]));
                         continue;
-                    };
+                    }
+                    let (trace, id) = (span.index.trace_id, span.index.span_id);
                     let held = Held::new(
                         span,
                         resource.clone(),
@@ -762,9 +749,12 @@ impl Join {
 
     /// Annotates released spans and groups them back under their resources and scopes.
     fn emit(&self, spans: Vec<Held>) -> TracesBatch {
-        let mut resources: Vec<(Arc<ResourceOut>, ScopesOut)> = Vec::new();
+        let mut resources: Vec<(Arc<Head>, ScopesOut)> = Vec::new();
         for mut held in spans {
-            annotate(&mut held.span, &held.acc, &self.config);
+            let annotation = annotate(&held.span.index, &held.acc, &self.config);
+            if !annotation.attributes.is_empty() || !annotation.events.is_empty() {
+                held.span = held.span.appended(&annotation.encode_to_vec());
+            }
             self.stats.spans_out.fetch_add(1, Ordering::Relaxed);
             let r = match resources
                 .iter_mut()
@@ -784,54 +774,43 @@ impl Join {
         }
         let resource_spans = resources
             .into_iter()
-            .map(|(r, scopes)| ResourceSpans {
-                resource: r.resource.clone(),
-                schema_url: r.schema_url.clone(),
-                scope_spans: scopes
+            .map(|(r, scopes)| {
+                let scopes = scopes
                     .into_iter()
-                    .map(|(s, spans)| ScopeSpans {
-                        scope: s.scope.clone(),
-                        spans,
-                        schema_url: s.schema_url.clone(),
-                    })
-                    .collect(),
+                    .map(|(s, spans)| ScopeSpansRaw::new(s, spans))
+                    .collect();
+                ResourceSpansRaw::new(r, scopes)
             })
             .collect();
-        TracesBatch::from_resource_spans(resource_spans)
+        TracesBatch::from_raw(resource_spans)
     }
 }
 
 impl Held {
     fn new(
-        span: Span,
-        resource: Arc<ResourceOut>,
-        scope: Arc<ScopeOut>,
+        span: RawSpan,
+        resource: Arc<Head>,
+        scope: Arc<Head>,
         key: Arc<ResourceKey>,
         wait: Duration,
         now: Instant,
         seq: &AtomicU64,
     ) -> Self {
-        let thread = span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == "thread.id")
-            .and_then(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(any_value::Value::IntValue(i)) => Some(*i),
-                Some(any_value::Value::StringValue(s)) => s.parse().ok(),
-                _ => None,
-            });
-        let flags = span.flags;
+        let thread = span.attribute("thread.id").and_then(|v| match v.value {
+            Some(any_value::Value::IntValue(i)) => Some(i),
+            Some(any_value::Value::StringValue(s)) => s.parse().ok(),
+            _ => None,
+        });
+        let ix = span.index;
         Held {
-            parent: span_id(&span.parent_span_id),
-            remote_parent: flags & FLAG_HAS_IS_REMOTE != 0 && flags & FLAG_IS_REMOTE != 0,
-            start: span.start_time_unix_nano,
-            end: span.end_time_unix_nano.max(span.start_time_unix_nano),
+            parent: (ix.parent_span_id != 0).then_some(ix.parent_span_id),
+            remote_parent: ix.flags & FLAG_HAS_IS_REMOTE != 0 && ix.flags & FLAG_IS_REMOTE != 0,
+            start: ix.start,
+            end: ix.end.max(ix.start),
             thread,
             deadline: now + wait,
             seq: seq.fetch_add(1, Ordering::Relaxed),
-            // Decoded, a span takes several times its encoded size (owned strings and vectors
-            // for every attribute); counting that keeps max_buffered_bytes honest.
-            bytes: span.encoded_len() * 4 + 256,
+            bytes: span.bytes().len() + HELD_OVERHEAD,
             span,
             resource,
             scope,
@@ -841,7 +820,7 @@ impl Held {
     }
 
     /// A span the join cannot hold (no valid ids): passed on as it came.
-    fn plain(span: Span, resource: Arc<ResourceOut>, scope: Arc<ScopeOut>, key: Arc<ResourceKey>) -> Self {
+    fn plain(span: RawSpan, resource: Arc<Head>, scope: Arc<Head>, key: Arc<ResourceKey>) -> Self {
         Held::new(
             span,
             resource,

@@ -36,7 +36,8 @@ const SPEC_JSON: &str = r#"{
 fn decodes_spec_json() {
     let batch = TracesBatch::decode(SPEC_JSON.as_bytes(), Encoding::Json).expect("decodes");
     assert_eq!(batch.span_count(), 1);
-    let span = &batch.resource_spans()[0].scope_spans[0].spans[0];
+    let rs = batch.resource_spans();
+    let span = &rs[0].scope_spans[0].spans[0];
     assert_eq!(hex(&span.trace_id), "5b8efff798038103d269b633813fc60c");
     assert_eq!(hex(&span.span_id), "eee19b7ec3c1b174");
     assert_eq!(hex(&span.parent_span_id), "eee19b7ec3c1b173");
@@ -147,11 +148,11 @@ fn split_front_keeps_every_span_once_in_order() {
         joined.extend(names(&back));
         assert_eq!(joined, all, "cut {cut}");
         assert_eq!(
-            crate::tree::count(front.resource_spans(), |_: &Span| 1),
+            crate::tree::count(&front.resource_spans(), |_: &Span| 1),
             front.span_count()
         );
         assert_eq!(
-            crate::tree::count(back.resource_spans(), |_: &Span| 1),
+            crate::tree::count(&back.resource_spans(), |_: &Span| 1),
             back.span_count()
         );
     }
@@ -159,17 +160,227 @@ fn split_front_keeps_every_span_once_in_order() {
 
 #[test]
 fn invalid_ids_are_removed_and_counted() {
-    let mut batch = uneven_batch();
-    let rs = &mut batch.request.resource_spans;
+    let mut rs = uneven_batch().resource_spans();
     rs[0].scope_spans[0].spans[1].trace_id = vec![0; 16];
     rs[1].scope_spans[0].spans[0].span_id = vec![1, 2, 3];
+    let mut batch = TracesBatch::from_resource_spans(rs);
     let split = batch.remove_invalid_spans();
     assert_eq!(split.rejected, 2);
     assert_eq!(split.reason.as_deref(), Some("trace_id must not be all zeros"));
     assert_eq!(batch.span_count(), 13);
-    assert_eq!(crate::tree::count(batch.resource_spans(), |_: &Span| 1), 13);
+    assert_eq!(crate::tree::count(&batch.resource_spans(), |_: &Span| 1), 13);
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+mod raw {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+    use crate::raw::{RawSpan, ScopeSpansRaw};
+
+    fn attr(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    /// A request using every kind of field the scan checks.
+    fn rich_request() -> ExportTraceServiceRequest {
+        let span = |n: u8| Span {
+            trace_id: vec![n; 16],
+            span_id: vec![n; 8],
+            parent_span_id: vec![n + 1; 8],
+            name: format!("span-{n}"),
+            flags: 0x301,
+            start_time_unix_nano: 1_000 + n as u64,
+            end_time_unix_nano: 2_000 + n as u64,
+            attributes: vec![
+                attr("thread.id", Value::IntValue(7)),
+                attr("ratio", Value::DoubleValue(0.25)),
+                attr(
+                    "list",
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(Value::BytesValue(vec![1, 2])),
+                        }],
+                    }),
+                ),
+            ],
+            events: vec![Event {
+                name: "e".into(),
+                time_unix_nano: 5,
+                ..Default::default()
+            }],
+            status: Some(Default::default()),
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![attr("service.name", Value::StringValue("checkout".into()))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1), span(2), span(3)],
+                    schema_url: "https://example.com/scope".into(),
+                    ..Default::default()
+                }],
+                schema_url: "https://example.com/resource".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn index_reads_the_fields_the_collector_needs() {
+        let batch = TracesBatch::from_resource_spans(rich_request().resource_spans);
+        let span = &batch.raw()[0].scopes()[0].spans()[1];
+        assert_eq!(span.index.trace_id, u128::from_be_bytes([2; 16]));
+        assert_eq!(span.index.span_id, u64::from_be_bytes([2; 8]));
+        assert_eq!(span.index.parent_span_id, u64::from_be_bytes([3; 8]));
+        assert_eq!(
+            (span.index.start, span.index.end, span.index.flags),
+            (1_002, 2_002, 0x301)
+        );
+        assert_eq!(span.index.id_problem(), None);
+        assert_eq!(
+            span.attribute("thread.id").and_then(|v| v.value),
+            Some(Value::IntValue(7))
+        );
+        assert_eq!(span.attribute("missing"), None);
+        let resource = batch.raw()[0].head().resource().expect("resource");
+        assert_eq!(resource.attributes[0].key, "service.name");
+    }
+
+    #[test]
+    fn forwarding_keeps_the_bytes_unknown_fields_included() {
+        let mut bytes = rich_request().encode_to_vec();
+        bytes.extend_from_slice(&[0xf8, 0x01, 0x05]); // field 31, varint 5
+        let batch = TracesBatch::decode(&bytes, Encoding::Protobuf).expect("decodes");
+        assert_eq!(batch.span_count(), 3);
+        let out = batch.encode(Encoding::Protobuf);
+        // An unknown top-level field is dropped, as prost drops it; the resources go on
+        // byte for byte.
+        assert_eq!(out[..], bytes[..bytes.len() - 3]);
+        assert_eq!(out.len(), batch.encoded_len());
+    }
+
+    #[test]
+    fn appended_fields_merge_into_the_span() {
+        let batch = TracesBatch::from_resource_spans(rich_request().resource_spans);
+        let parts = batch.into_raw();
+        let (head, scopes) = parts.into_iter().next().expect("resource").into_parts();
+        let (scope_head, spans) = scopes.into_iter().next().expect("scope").into_parts();
+        let extra = Span {
+            attributes: vec![attr("hotspan.cpu_ns", Value::IntValue(42))],
+            events: vec![Event {
+                name: "hot".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let annotated: Vec<RawSpan> = spans.iter().map(|s| s.appended(&extra)).collect();
+        let out = TracesBatch::from_raw(vec![ResourceSpansRaw::new(
+            head,
+            vec![ScopeSpansRaw::new(scope_head, annotated)],
+        )]);
+        let rs = out.resource_spans();
+        assert_eq!(rs[0].schema_url, "https://example.com/resource");
+        assert_eq!(rs[0].scope_spans[0].schema_url, "https://example.com/scope");
+        let span = &rs[0].scope_spans[0].spans[0];
+        let keys: Vec<&str> = span.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["thread.id", "ratio", "list", "hotspan.cpu_ns"]);
+        let events: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(events, ["e", "hot"]);
+        assert_eq!(span.name, "span-1");
+    }
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut value = AnyValue {
+            value: Some(Value::IntValue(1)),
+        };
+        for _ in 0..depth {
+            value = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values: vec![value] })),
+            };
+        }
+        let mut request = rich_request();
+        request.resource_spans[0].scope_spans[0].spans[0]
+            .attributes
+            .push(attr("deep", value.value.unwrap_or(Value::IntValue(0))));
+        request.encode_to_vec()
+    }
+
+    /// The scan and prost agree: both accept or both refuse, and what is accepted decodes
+    /// to the same request.
+    fn agrees_with_prost(bytes: &[u8]) {
+        let scanned = TracesBatch::decode(bytes, Encoding::Protobuf);
+        let decoded = ExportTraceServiceRequest::decode(bytes);
+        match (&scanned, &decoded) {
+            (Ok(batch), Ok(request)) => assert_eq!(batch.resource_spans(), request.resource_spans),
+            (Err(_), Err(_)) => {}
+            _ => panic!(
+                "scan {:?} but prost {:?}",
+                scanned.map(|_| ()),
+                decoded.map(|_| ())
+            ),
+        }
+    }
+
+    #[test]
+    fn depth_limit_matches_prost() {
+        for depth in 40..60 {
+            agrees_with_prost(&nested(depth));
+        }
+        assert!(TracesBatch::decode(&nested(60), Encoding::Protobuf).is_err());
+        assert!(TracesBatch::decode(&nested(40), Encoding::Protobuf).is_ok());
+    }
+
+    #[test]
+    fn bad_utf8_and_wire_types_are_refused() {
+        let mut bytes = rich_request().encode_to_vec();
+        let at = bytes
+            .windows(8)
+            .position(|w| w == b"checkout")
+            .expect("service name");
+        bytes[at] = 0xff;
+        agrees_with_prost(&bytes);
+        assert!(TracesBatch::decode(&bytes, Encoding::Protobuf).is_err());
+        // resource_spans as a varint
+        agrees_with_prost(&[0x08, 0x01]);
+        // a group skipped as an unknown field, and an unmatched end group
+        agrees_with_prost(&[0x1b, 0x08, 0x01, 0x1c]);
+        agrees_with_prost(&[0x1c]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn mutated_requests_agree_with_prost(
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>(), 0u8..3), 1..4)
+        ) {
+            let mut bytes = rich_request().encode_to_vec();
+            for (at, byte, op) in edits {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = at.index(bytes.len());
+                match op {
+                    0 => bytes[i] = byte,
+                    1 => bytes.truncate(i),
+                    _ => bytes.insert(i, byte),
+                }
+            }
+            agrees_with_prost(&bytes);
+        }
+    }
 }

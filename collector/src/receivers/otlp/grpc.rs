@@ -97,7 +97,7 @@ impl UnaryService<Bytes> for Handler {
             if let Err(e) = ingest.admit(signal, body.len()) {
                 return Err(status_of(e));
             }
-            match ingest.otlp(signal, &body, Encoding::Protobuf).await {
+            match ingest.otlp(signal, body, Encoding::Protobuf).await {
                 Ok(accepted) => Ok(tonic::Response::new(Bytes::from(rpc::export_response(
                     signal,
                     accepted.rejected,

@@ -166,7 +166,7 @@ async fn handle(
     };
     route
         .ingest
-        .otlp(route.signal, &payload, encoding)
+        .otlp(route.signal, payload, encoding)
         .await
         .map_err(refusal_of)
 }

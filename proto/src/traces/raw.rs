@@ -1,0 +1,468 @@
+//! Spans as the bytes they arrived in, with an index of the few fields the collector reads
+//! (ids, parent, flags, times). Forwarding copies bytes instead of decoding and re-encoding
+//! every attribute, and the join appends its annotations as bytes: protobuf merges repeated
+//! fields that come later in a message into the earlier ones.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::encoding::{decode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+
+use super::wire::{self, check_field, expect, field, skip, take_len, Msg};
+use crate::DecodeError;
+
+/// Tags of the containers this module rebuilds.
+const RESOURCE_SPANS: u32 = 1;
+const SCOPE_SPANS: u32 = 2;
+const SPANS: u32 = 2;
+const SPAN_ATTRIBUTES: u32 = 9;
+
+/// The fields of a span the collector reads, taken from its bytes. Ids that have the wrong
+/// length read as 0; their lengths say what came.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanIndex {
+    pub trace_id: u128,
+    pub trace_id_len: usize,
+    pub span_id: u64,
+    pub span_id_len: usize,
+    /// 0 when the span has no (valid) parent.
+    pub parent_span_id: u64,
+    pub flags: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl SpanIndex {
+    /// Why nothing downstream could correlate this span, if so.
+    pub fn id_problem(&self) -> Option<String> {
+        let problem = |len: usize, want: usize, zero: bool, what: &str| {
+            if len != want {
+                Some(format!("{what} must be {want} bytes, got {len}"))
+            } else if zero {
+                Some(format!("{what} must not be all zeros"))
+            } else {
+                None
+            }
+        };
+        problem(self.trace_id_len, 16, self.trace_id == 0, "trace_id")
+            .or_else(|| problem(self.span_id_len, 8, self.span_id == 0, "span_id"))
+    }
+}
+
+/// One span: its encoded message (without tag and length) and its index.
+#[derive(Clone, Debug)]
+pub struct RawSpan {
+    bytes: Bytes,
+    pub index: SpanIndex,
+}
+
+impl RawSpan {
+    /// The encoded `Span` message.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// This span with `extra` (encoded fields of a `Span`, e.g. attributes and events)
+    /// appended: decoders merge them into the span.
+    pub fn appended(&self, extra: &[u8]) -> RawSpan {
+        if extra.is_empty() {
+            return self.clone();
+        }
+        let mut bytes = Vec::with_capacity(self.bytes.len() + extra.len());
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(extra);
+        RawSpan {
+            bytes: bytes.into(),
+            index: self.index,
+        }
+    }
+
+    /// The value of the first attribute named `key`, decoded.
+    pub fn attribute(&self, key: &str) -> Option<AnyValue> {
+        let mut buf: &[u8] = &self.bytes;
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf).ok()?;
+            if tag != SPAN_ATTRIBUTES {
+                skip(wire_type, tag, &mut buf, 0).ok()?;
+                continue;
+            }
+            let kv = take_len(&mut buf).ok()?;
+            if let Some(value) = key_value(kv, key) {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn record_len(&self) -> usize {
+        record_len(self.bytes.len())
+    }
+}
+
+/// The value of an encoded `KeyValue` if its key is `key`.
+fn key_value(mut kv: &[u8], key: &str) -> Option<AnyValue> {
+    let mut matched = false;
+    let mut value = None;
+    while !kv.is_empty() {
+        let (tag, wire_type) = decode_key(&mut kv).ok()?;
+        match tag {
+            1 | 2 if wire_type == WireType::LengthDelimited => {
+                let bytes = take_len(&mut kv).ok()?;
+                if tag == 1 {
+                    matched = bytes == key.as_bytes();
+                } else {
+                    value = Some(bytes);
+                }
+            }
+            _ => skip(wire_type, tag, &mut kv, 0).ok()?,
+        }
+    }
+    if !matched {
+        return None;
+    }
+    Some(value.and_then(|v| AnyValue::decode(v).ok()).unwrap_or_default())
+}
+
+/// The fields of a resource or scope container other than its children (the `Resource` or
+/// `InstrumentationScope`, the schema URL, unknown fields), as encoded records. Shared by
+/// every part of a batch cut from the same container.
+#[derive(Clone, Debug, Default)]
+pub struct Head {
+    records: Vec<Bytes>,
+}
+
+impl Head {
+    fn len(&self) -> usize {
+        self.records.iter().map(Bytes::len).sum()
+    }
+
+    /// The `Resource` of a resource container's head, decoded.
+    pub fn resource(&self) -> Option<Resource> {
+        let mut resource: Option<Resource> = None;
+        for record in &self.records {
+            let mut buf: &[u8] = record;
+            let Ok((1, WireType::LengthDelimited)) = decode_key(&mut buf) else {
+                continue;
+            };
+            let body = take_len(&mut buf).ok()?;
+            // A message field given twice is merged, as any decoder would.
+            resource.get_or_insert_with(Resource::default).merge(body).ok()?;
+        }
+        resource
+    }
+}
+
+/// Spans under one instrumentation scope.
+#[derive(Clone, Debug)]
+pub struct ScopeSpansRaw {
+    /// The whole container as received, while nothing in it changed.
+    whole: Option<Bytes>,
+    head: Arc<Head>,
+    spans: Vec<RawSpan>,
+}
+
+impl ScopeSpansRaw {
+    pub fn new(head: Arc<Head>, spans: Vec<RawSpan>) -> Self {
+        ScopeSpansRaw {
+            whole: None,
+            head,
+            spans,
+        }
+    }
+
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    pub fn spans(&self) -> &[RawSpan] {
+        &self.spans
+    }
+
+    pub fn into_parts(self) -> (Arc<Head>, Vec<RawSpan>) {
+        (self.head, self.spans)
+    }
+
+    fn body_len(&self) -> usize {
+        match &self.whole {
+            Some(w) => w.len(),
+            None => self.head.len() + self.spans.iter().map(RawSpan::record_len).sum::<usize>(),
+        }
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) {
+        if let Some(w) = &self.whole {
+            return out.extend_from_slice(w);
+        }
+        self.head.records.iter().for_each(|r| out.extend_from_slice(r));
+        for span in &self.spans {
+            put_record(out, SPANS, &span.bytes);
+        }
+    }
+
+    fn split_front(&mut self, n: usize) -> ScopeSpansRaw {
+        self.whole = None;
+        let rest = self.spans.split_off(n);
+        ScopeSpansRaw::new(self.head.clone(), std::mem::replace(&mut self.spans, rest))
+    }
+}
+
+/// Spans under one resource.
+#[derive(Clone, Debug)]
+pub struct ResourceSpansRaw {
+    whole: Option<Bytes>,
+    head: Arc<Head>,
+    scopes: Vec<ScopeSpansRaw>,
+}
+
+impl ResourceSpansRaw {
+    pub fn new(head: Arc<Head>, scopes: Vec<ScopeSpansRaw>) -> Self {
+        ResourceSpansRaw {
+            whole: None,
+            head,
+            scopes,
+        }
+    }
+
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    pub fn scopes(&self) -> &[ScopeSpansRaw] {
+        &self.scopes
+    }
+
+    pub fn into_parts(self) -> (Arc<Head>, Vec<ScopeSpansRaw>) {
+        (self.head, self.scopes)
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.scopes.iter().map(|s| s.spans.len()).sum()
+    }
+
+    fn body_len(&self) -> usize {
+        match &self.whole {
+            Some(w) => w.len(),
+            None => {
+                self.head.len()
+                    + self
+                        .scopes
+                        .iter()
+                        .map(|s| record_len(s.body_len()))
+                        .sum::<usize>()
+            }
+        }
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) {
+        if let Some(w) = &self.whole {
+            return out.extend_from_slice(w);
+        }
+        self.head.records.iter().for_each(|r| out.extend_from_slice(r));
+        for scope in &self.scopes {
+            put_key_len(out, SCOPE_SPANS, scope.body_len());
+            scope.write_body(out);
+        }
+    }
+
+    /// Splits off the first `n` spans (fewer than this container holds).
+    pub(crate) fn split_front(&mut self, mut n: usize) -> ResourceSpansRaw {
+        self.whole = None;
+        let mut front = Vec::new();
+        while n > 0 && !self.scopes.is_empty() {
+            let count = self.scopes[0].spans.len();
+            if count <= n {
+                front.push(self.scopes.remove(0));
+                n -= count;
+            } else {
+                front.push(self.scopes[0].split_front(n));
+                n = 0;
+            }
+        }
+        ResourceSpansRaw::new(self.head.clone(), front)
+    }
+
+    /// Keeps the spans `keep` says yes to; returns how many went, and the first reason.
+    pub(crate) fn retain_spans(&mut self, mut keep: impl FnMut(&RawSpan) -> bool) -> usize {
+        let mut removed = 0;
+        for scope in &mut self.scopes {
+            let before = scope.spans.len();
+            scope.spans.retain(&mut keep);
+            if scope.spans.len() != before {
+                removed += before - scope.spans.len();
+                scope.whole = None;
+            }
+        }
+        if removed > 0 {
+            self.whole = None;
+            self.scopes.retain(|s| !s.spans.is_empty());
+        }
+        removed
+    }
+}
+
+fn record_len(body: usize) -> usize {
+    // Every tag written here is below 16: its key takes one byte.
+    1 + encoded_len_varint(body as u64) + body
+}
+
+fn put_key_len(out: &mut Vec<u8>, tag: u32, len: usize) {
+    out.put_u8(((tag << 3) | WireType::LengthDelimited as u32) as u8);
+    encode_varint(len as u64, out);
+}
+
+fn put_record(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
+    put_key_len(out, tag, body.len());
+    out.extend_from_slice(body);
+}
+
+/// Encoded size of an `ExportTraceServiceRequest` holding `resources`.
+pub(crate) fn encoded_len(resources: &[ResourceSpansRaw]) -> usize {
+    resources.iter().map(|r| record_len(r.body_len())).sum()
+}
+
+/// Encodes an `ExportTraceServiceRequest` holding `resources`.
+pub(crate) fn encode(resources: &[ResourceSpansRaw]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len(resources));
+    for r in resources {
+        put_key_len(&mut out, RESOURCE_SPANS, r.body_len());
+        r.write_body(&mut out);
+    }
+    out
+}
+
+/// Checks an encoded `ExportTraceServiceRequest` and indexes its spans, keeping slices of
+/// `buf` rather than copies.
+pub(crate) fn scan(buf: &Bytes) -> Result<Vec<ResourceSpansRaw>, DecodeError> {
+    let mut out = Vec::new();
+    let mut rest: &[u8] = buf;
+    while !rest.is_empty() {
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        if tag == RESOURCE_SPANS {
+            expect(wire_type, WireType::LengthDelimited)?;
+            let body = take_len(&mut rest)?;
+            out.push(scan_resource(buf, body)?);
+        } else {
+            skip(wire_type, tag, &mut rest, 0)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Walks a container's fields: children go to `child`, every other record is checked as
+/// `head_field` says and kept in the head.
+fn scan_container<'a>(
+    buf: &Bytes,
+    body: &'a [u8],
+    depth: u32,
+    child_tag: u32,
+    head_field: impl Fn(u32) -> Option<wire::Field>,
+    mut child: impl FnMut(&'a [u8]) -> Result<(), DecodeError>,
+) -> Result<Head, DecodeError> {
+    let mut head = Head::default();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let record_start = rest;
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        if tag == child_tag {
+            expect(wire_type, WireType::LengthDelimited)?;
+            child(take_len(&mut rest)?)?;
+            continue;
+        }
+        match head_field(tag) {
+            Some(f) => {
+                check_field(f, wire_type, &mut rest, depth)?;
+            }
+            None => skip(wire_type, tag, &mut rest, depth)?,
+        }
+        let record = &record_start[..record_start.len() - rest.len()];
+        head.records.push(buf.slice_ref(record));
+    }
+    Ok(head)
+}
+
+fn scan_resource(buf: &Bytes, body: &[u8]) -> Result<ResourceSpansRaw, DecodeError> {
+    let mut scopes = Vec::new();
+    let head = scan_container(
+        buf,
+        body,
+        1,
+        SCOPE_SPANS,
+        |tag| match tag {
+            1 => Some(wire::Field::Message(Msg::Resource)),
+            3 => Some(wire::Field::Str),
+            _ => None,
+        },
+        |scope| {
+            scopes.push(scan_scope(buf, scope)?);
+            Ok(())
+        },
+    )?;
+    Ok(ResourceSpansRaw {
+        whole: Some(buf.slice_ref(body)),
+        head: Arc::new(head),
+        scopes,
+    })
+}
+
+fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
+    let mut spans = Vec::new();
+    let head = scan_container(
+        buf,
+        body,
+        2,
+        SPANS,
+        |tag| match tag {
+            1 => Some(wire::Field::Message(Msg::Scope)),
+            3 => Some(wire::Field::Str),
+            _ => None,
+        },
+        |span| {
+            spans.push(RawSpan {
+                index: scan_span(span)?,
+                bytes: buf.slice_ref(span),
+            });
+            Ok(())
+        },
+    )?;
+    Ok(ScopeSpansRaw {
+        whole: Some(buf.slice_ref(body)),
+        head: Arc::new(head),
+        spans,
+    })
+}
+
+/// Depth of a span below the request: request > resource spans > scope spans > span.
+const SPAN_DEPTH: u32 = 3;
+
+fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
+    let mut index = SpanIndex::default();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        let Some(f) = field(Msg::Span, tag) else {
+            skip(wire_type, tag, &mut rest, SPAN_DEPTH)?;
+            continue;
+        };
+        let value = check_field(f, wire_type, &mut rest, SPAN_DEPTH)?;
+        // A field given twice: the last one counts, as in any decoder.
+        match tag {
+            1 => {
+                index.trace_id_len = value.len();
+                index.trace_id = value.try_into().map_or(0, u128::from_be_bytes);
+            }
+            2 => {
+                index.span_id_len = value.len();
+                index.span_id = value.try_into().map_or(0, u64::from_be_bytes);
+            }
+            4 => index.parent_span_id = value.try_into().map_or(0, u64::from_be_bytes),
+            7 => index.start = value.try_into().map_or(0, u64::from_le_bytes),
+            8 => index.end = value.try_into().map_or(0, u64::from_le_bytes),
+            16 => index.flags = value.try_into().map_or(0, u32::from_le_bytes),
+            _ => {}
+        }
+    }
+    Ok(index)
+}
