@@ -124,6 +124,31 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // Steady state at the default bound: 100k spans held,
+    // each new batch pushing the oldest out. Maps this big miss the cache on every lookup,
+    // which the small benches above never show.
+    let held = 100_000;
+    let join = Join::new(SpanProfileConfig {
+        max_buffered_spans: held,
+        max_buffered_bytes: usize::MAX / 2,
+        ..config()
+    });
+    let now = Instant::now();
+    let rounds = (held / 512) as u64 + 1;
+    for round in 0..rounds {
+        join.add_spans(span_batch(round), now);
+    }
+    let round = std::cell::Cell::new(rounds);
+    g.bench_function("steady_state_100k_held_512", |b| {
+        b.iter_batched(
+            || {
+                round.set(round.get() + 1);
+                span_batch(round.get())
+            },
+            |batch| join.add_spans(batch, now),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 

@@ -1,11 +1,10 @@
 //! The join's state: held spans and waiting samples, sharded so receivers feeding it from
 //! many tasks never contend on one lock.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use hotspan_proto::otlp::common::v1::any_value;
@@ -16,6 +15,8 @@ use prost::Message;
 use super::annotate::annotate;
 use super::config::SpanProfileConfig;
 use super::extract;
+use foldhash::HashMap;
+
 use super::model::{Accumulator, Event, ResourceKey, Rule, SpanId, TraceId};
 
 const SHARDS: usize = 16;
@@ -43,9 +44,9 @@ struct Held {
     end: u64,
     thread: Option<i64>,
     deadline: Instant,
-    seq: u64,
     bytes: usize,
-    acc: Accumulator,
+    /// Allocated when the first sample lands: most spans get none.
+    acc: Option<Box<Accumulator>>,
 }
 
 /// Why a sample waits on a trace.
@@ -60,20 +61,31 @@ enum Waiting {
 
 #[derive(Default)]
 struct TraceState {
-    held: Vec<SpanId>,
+    /// Held spans of this trace and their parents.
+    held: Vec<(SpanId, Option<SpanId>)>,
     waiting: Vec<(Waiting, Event)>,
-    /// Spans of this trace that already left, for telling late samples from early ones.
-    released: usize,
+    /// Spans of this trace that left and are still remembered, for telling late samples
+    /// from early ones.
+    released: Vec<SpanId>,
+}
+
+impl TraceState {
+    fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.waiting.is_empty() && self.released.is_empty()
+    }
 }
 
 #[derive(Default)]
 struct Shard {
-    held: HashMap<(TraceId, SpanId), Held>,
+    /// Held spans in arrival order, which is release order (every span waits as long); a
+    /// slot empties when its span leaves ahead of its turn (with its parent, or early).
+    slots: VecDeque<Option<Held>>,
+    /// The arrival number of `slots[0]`.
+    first: u64,
+    /// (trace, span) -> arrival number.
+    index: HashMap<(TraceId, SpanId), u64>,
     traces: HashMap<TraceId, TraceState>,
-    /// Release order: deadline, then end time (children before parents), then arrival.
-    queue: BTreeMap<(Instant, u64, u64), (TraceId, SpanId)>,
     /// Spans that left, and when to forget them (after `wait`, when no sample is due).
-    released: HashMap<(TraceId, SpanId), Instant>,
     released_order: VecDeque<(Instant, TraceId, SpanId)>,
     bytes: usize,
 }
@@ -103,13 +115,17 @@ pub struct JoinStats {
 pub struct Join {
     config: SpanProfileConfig,
     shards: Vec<Mutex<Shard>>,
-    /// span id -> trace id, for samples that name only a span.
+    /// span id -> trace id of held and remembered spans, for samples that name only a span.
+    /// Kept only once such a sample has come: it costs two cache misses a span.
     owners: Vec<Mutex<HashMap<SpanId, TraceId>>>,
+    track_owners: AtomicBool,
+    owners_ready: OnceLock<()>,
     /// Samples naming a span not seen yet, by span id.
     orphans: Vec<Mutex<HashMap<SpanId, Vec<Event>>>>,
+    /// Samples in `orphans`: while there are none, arriving spans need not look.
+    orphans_parked: AtomicUsize,
     threads: Vec<Mutex<HashMap<ThreadKey, ThreadBucket>>>,
     pending: AtomicUsize,
-    seq: AtomicU64,
     pub stats: JoinStats,
 }
 
@@ -118,9 +134,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn shard_of<K: Hash>(key: &K) -> usize {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() as usize) % SHARDS
+    // Fixed seed: the same key must pick the same shard for the life of the process.
+    (foldhash::fast::FixedState::with_seed(0x5eed).hash_one(key) as usize) % SHARDS
 }
 
 fn sharded<T: Default>() -> Vec<Mutex<T>> {
@@ -134,22 +149,71 @@ impl Held {
 }
 
 impl Shard {
+    fn get(&self, trace: TraceId, id: SpanId) -> Option<&Held> {
+        let n = *self.index.get(&(trace, id))?;
+        self.slots.get((n - self.first) as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, trace: TraceId, id: SpanId) -> Option<&mut Held> {
+        let n = *self.index.get(&(trace, id))?;
+        self.slots.get_mut((n - self.first) as usize)?.as_mut()
+    }
+
+    fn contains(&self, trace: TraceId, id: SpanId) -> bool {
+        self.index.contains_key(&(trace, id))
+    }
+
+    fn held_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Holds a span, or gives it back if one with its ids is held already.
+    fn insert(&mut self, trace: TraceId, id: SpanId, held: Held) -> Option<Held> {
+        let n = self.first + self.slots.len() as u64;
+        match self.index.entry((trace, id)) {
+            std::collections::hash_map::Entry::Occupied(_) => return Some(held),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(n),
+        };
+        self.bytes += held.bytes;
+        self.traces.entry(trace).or_default().held.push((id, held.parent));
+        self.slots.push_back(Some(held));
+        None
+    }
+
+    fn take(&mut self, trace: TraceId, id: SpanId) -> Option<Held> {
+        let n = self.index.remove(&(trace, id))?;
+        let held = self.slots.get_mut((n - self.first) as usize)?.take();
+        if let Some(h) = &held {
+            self.bytes = self.bytes.saturating_sub(h.bytes);
+        }
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+        held
+    }
+
+    /// The span whose turn to leave is next.
+    fn oldest(&self) -> Option<(Instant, TraceId, SpanId)> {
+        let h = self.slots.front()?.as_ref()?;
+        Some((h.deadline, h.span.index.trace_id, h.span.index.span_id))
+    }
+
     fn is_local_root(&self, trace: TraceId, h: &Held) -> bool {
         match h.parent {
             None => true,
             Some(_) if h.remote_parent => true,
             // A parent on another resource (another service) makes this the local root.
             Some(p) => self
-                .held
-                .get(&(trace, p))
+                .get(trace, p)
                 .is_some_and(|parent| !parent.key.matches(&h.key)),
         }
     }
 
     fn depth(&self, trace: TraceId, mut span: SpanId) -> usize {
         let mut depth = 0;
-        while let Some(parent) = self.held.get(&(trace, span)).and_then(|h| h.parent) {
-            if depth >= MAX_DEPTH_WALK || !self.held.contains_key(&(trace, parent)) {
+        while let Some(parent) = self.get(trace, span).and_then(|h| h.parent) {
+            if depth >= MAX_DEPTH_WALK || !self.contains(trace, parent) {
                 break;
             }
             depth += 1;
@@ -163,7 +227,7 @@ impl Shard {
             if span == root {
                 return true;
             }
-            match self.held.get(&(trace, span)).and_then(|h| h.parent) {
+            match self.get(trace, span).and_then(|h| h.parent) {
                 Some(p) => span = p,
                 None => return false,
             }
@@ -185,7 +249,7 @@ impl Shard {
         state
             .held
             .iter()
-            .filter_map(|id| self.held.get(&(trace, *id)).map(|h| (*id, h)))
+            .filter_map(|(id, _)| self.get(trace, *id).map(|h| (*id, h)))
             .filter(|(id, h)| {
                 h.runs_at(t, skew)
                     && h.key.matches(key)
@@ -202,10 +266,12 @@ impl Join {
             config,
             shards: sharded(),
             owners: sharded(),
+            track_owners: AtomicBool::new(false),
+            owners_ready: OnceLock::new(),
             orphans: sharded(),
+            orphans_parked: AtomicUsize::new(0),
             threads: sharded(),
             pending: AtomicUsize::new(0),
-            seq: AtomicU64::new(0),
             stats: JoinStats::default(),
         }
     }
@@ -219,7 +285,7 @@ impl Join {
     }
 
     fn attach(&self, held: &mut Held, event: &Event, rule: Rule) {
-        held.acc.add(event, rule);
+        held.acc.get_or_insert_default().add(event, rule);
         self.stats.joined[rule as usize].fetch_add(event.samples, Ordering::Relaxed);
     }
 
@@ -246,7 +312,10 @@ impl Join {
     /// Takes a batch of spans. Returns spans that had to leave early to stay within bounds.
     pub fn add_spans(&self, batch: TracesBatch, now: Instant) -> Vec<TracesBatch> {
         let mut early = Vec::new();
-        let mut claimed = Vec::new();
+        let mut plain = Vec::new();
+        // Grouped by shard first, so each shard's lock is taken once a batch.
+        let mut by_shard: Vec<Vec<Held>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let mut count = 0;
         for rs in batch.into_raw() {
             let (resource, scopes) = rs.into_parts();
             let key = Arc::new(
@@ -258,18 +327,12 @@ impl Join {
             for ss in scopes {
                 let (scope, spans) = ss.into_parts();
                 for span in spans {
-                    self.stats.spans_in.fetch_add(1, Ordering::Relaxed);
+                    count += 1;
                     if span.index.id_problem().is_some() {
                         // Receivers drop invalid ids; should one get here, it passes through unjoined.
-                        early.push(self.emit(vec![Held::plain(
-                            span,
-                            resource.clone(),
-                            scope.clone(),
-                            key.clone(),
-                        )]));
+                        plain.push(Held::plain(span, resource.clone(), scope.clone(), key.clone()));
                         continue;
                     }
-                    let (trace, id) = (span.index.trace_id, span.index.span_id);
                     let held = Held::new(
                         span,
                         resource.clone(),
@@ -277,8 +340,8 @@ impl Join {
                         key.clone(),
                         self.config.wait,
                         now,
-                        &self.seq,
                     );
+                    let (trace, id) = held.ids();
                     if let Some(thread) = held.thread {
                         let tk = (key.clone(), thread);
                         lock(&self.threads[shard_of(&tk)])
@@ -287,39 +350,54 @@ impl Join {
                             .spans
                             .push((trace, id, held.start, held.end));
                     }
-                    let mut shard = lock(&self.shards[shard_of(&trace)]);
-                    if shard.held.contains_key(&(trace, id)) {
-                        // The same span twice: the first keeps its place and its samples; the
-                        // copy goes on at once rather than replace it.
-                        drop(shard);
-                        early.push(self.emit(vec![held]));
-                        continue;
-                    }
-                    shard.bytes += held.bytes;
-                    shard
-                        .queue
-                        .insert((held.deadline, held.end, held.seq), (trace, id));
-                    shard.traces.entry(trace).or_default().held.push(id);
-                    shard.held.insert((trace, id), held);
-                    // Known to samples that name only the span from now on; under the shard
-                    // lock, so whoever finds the owner also finds the span.
-                    lock(&self.owners[shard_of(&id)]).insert(id, trace);
-                    // Samples that came before the span.
-                    if let Some(events) = lock(&self.orphans[shard_of(&id)]).remove(&id) {
-                        self.release_pending(events.len());
-                        claimed.extend(events);
-                    }
-                    let over = self.over_limits(&shard);
-                    if over {
-                        let out = self.release_oldest(&mut shard, now);
-                        self.stats
-                            .released_early
-                            .fetch_add(out.len() as u64, Ordering::Relaxed);
-                        drop(shard);
-                        if !out.is_empty() {
-                            early.push(self.emit(out));
-                        }
-                    }
+                    by_shard[shard_of(&trace)].push(held);
+                }
+            }
+        }
+        self.stats.spans_in.fetch_add(count, Ordering::Relaxed);
+        if !plain.is_empty() {
+            early.push(self.emit(plain));
+        }
+        let mut claimed = Vec::new();
+        for (i, spans) in by_shard.into_iter().enumerate() {
+            if spans.is_empty() {
+                continue;
+            }
+            let mut shard = lock(&self.shards[i]);
+            let mut added = Vec::with_capacity(spans.len());
+            let mut copies = Vec::new();
+            for held in spans {
+                let (trace, id) = held.ids();
+                match shard.insert(trace, id, held) {
+                    None => added.push((trace, id)),
+                    // The same span twice: the first keeps its place and its samples; the copy
+                    // goes on at once rather than replace it.
+                    Some(copy) => copies.push(copy),
+                }
+            }
+            // Known to samples that name only the span from now on; under the shard lock, so
+            // whoever finds the owner also finds the span.
+            if self.track_owners.load(Ordering::Acquire) {
+                self.publish_owners(&added);
+            }
+            // Samples that came before their span.
+            if self.orphans_parked.load(Ordering::Acquire) > 0 {
+                for (_, id) in &added {
+                    claimed.extend(self.take_orphans(*id));
+                }
+            }
+            let out = if self.over_limits(&shard) {
+                self.release_oldest(&mut shard, now)
+            } else {
+                Vec::new()
+            };
+            drop(shard);
+            self.stats
+                .released_early
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            for spans in [copies, out] {
+                if !spans.is_empty() {
+                    early.push(self.emit(spans));
                 }
             }
         }
@@ -330,20 +408,65 @@ impl Join {
         early
     }
 
+    /// Enters spans in `owners`, grouped so each owners shard is locked once.
+    fn publish_owners(&self, ids: &[(TraceId, SpanId)]) {
+        let mut groups: Vec<Vec<(TraceId, SpanId)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for &(trace, id) in ids {
+            groups[shard_of(&id)].push((trace, id));
+        }
+        for (i, group) in groups.into_iter().enumerate() {
+            if !group.is_empty() {
+                let mut owners = lock(&self.owners[i]);
+                owners.extend(group.into_iter().map(|(trace, id)| (id, trace)));
+            }
+        }
+    }
+
+    /// Starts keeping `owners`, entering the spans held now. Returns once they are in.
+    fn ensure_owners(&self) {
+        self.owners_ready.get_or_init(|| {
+            // Set before the walk: a span added meanwhile either sees the flag and enters
+            // itself, or was in its shard before the walk took that shard's lock.
+            self.track_owners.store(true, Ordering::Release);
+            for shard in &self.shards {
+                let shard = lock(shard);
+                let mut ids: Vec<(TraceId, SpanId)> = shard.index.keys().copied().collect();
+                for (trace, state) in &shard.traces {
+                    ids.extend(state.released.iter().map(|id| (*trace, *id)));
+                }
+                self.publish_owners(&ids);
+            }
+        });
+    }
+
+    fn owner(&self, span: SpanId) -> Option<TraceId> {
+        self.ensure_owners();
+        lock(&self.owners[shard_of(&span)]).get(&span).copied()
+    }
+
+    fn take_orphans(&self, span: SpanId) -> Vec<Event> {
+        let events = lock(&self.orphans[shard_of(&span)])
+            .remove(&span)
+            .unwrap_or_default();
+        self.orphans_parked.fetch_sub(events.len(), Ordering::AcqRel);
+        self.release_pending(events.len());
+        events
+    }
+
     fn over_limits(&self, shard: &Shard) -> bool {
         let spans = (self.config.max_buffered_spans / SHARDS).max(1);
         let bytes = (self.config.max_buffered_bytes / SHARDS).max(1);
-        shard.held.len() > spans || shard.bytes > bytes
+        shard.held_count() > spans || shard.bytes > bytes
     }
 
     /// Releases the oldest spans of an over-full shard until it is back within bounds.
     fn release_oldest(&self, shard: &mut Shard, now: Instant) -> Vec<Held> {
         let mut out = Vec::new();
         while self.over_limits(shard) {
-            let Some((_, (trace, id))) = shard.queue.pop_first() else {
+            let Some((_, trace, id)) = shard.oldest() else {
                 break;
             };
-            self.release_tree(shard, trace, id, now, &mut out, 0);
+            self.release_front(shard, trace, id, now, &mut out);
         }
         out
     }
@@ -364,13 +487,10 @@ impl Join {
     fn place(&self, event: Event) {
         match (event.span, event.trace) {
             (Some(span), named_trace) => {
-                let owner = named_trace.or_else(|| lock(&self.owners[shard_of(&span)]).get(&span).copied());
+                let owner = named_trace.or_else(|| self.owner(span));
                 if let Some(trace) = owner {
                     let mut shard = lock(&self.shards[shard_of(&trace)]);
-                    let local_root = shard
-                        .held
-                        .get(&(trace, span))
-                        .map(|h| shard.is_local_root(trace, h));
+                    let local_root = shard.get(trace, span).map(|h| shard.is_local_root(trace, h));
                     match local_root {
                         Some(true) if event.time.is_some() => {
                             if self.reserve_pending(&event) {
@@ -383,16 +503,21 @@ impl Join {
                             }
                         }
                         Some(_) => {
-                            if let Some(h) = shard.held.get_mut(&(trace, span)) {
+                            if let Some(h) = shard.get_mut(trace, span) {
                                 self.attach(h, &event, Rule::Span);
                             }
                         }
-                        None if shard.released.contains_key(&(trace, span)) => {
+                        None if shard
+                            .traces
+                            .get(&trace)
+                            .is_some_and(|t| t.released.contains(&span)) =>
+                        {
                             self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
                         }
                         None => {
                             // The trace id a sample names must agree with the span's own.
                             let owned_elsewhere = named_trace.is_some()
+                                && self.track_owners.load(Ordering::Acquire)
                                 && lock(&self.owners[shard_of(&span)])
                                     .get(&span)
                                     .is_some_and(|t| Some(*t) != named_trace);
@@ -412,19 +537,19 @@ impl Join {
                 let mut shard = lock(&self.shards[shard_of(&trace)]);
                 if event.time.is_none() {
                     let root = shard.traces.get(&trace).and_then(|t| {
-                        t.held.iter().copied().find(|id| {
-                            shard.held.get(&(trace, *id)).is_some_and(|h| {
+                        t.held.iter().map(|(id, _)| *id).find(|id| {
+                            shard.get(trace, *id).is_some_and(|h| {
                                 shard.is_local_root(trace, h) && h.key.matches(&event.resource)
                             })
                         })
                     });
-                    if let Some(h) = root.and_then(|id| shard.held.get_mut(&(trace, id))) {
+                    if let Some(h) = root.and_then(|id| shard.get_mut(trace, id)) {
                         self.attach(h, &event, Rule::Trace);
                         return;
                     }
                 }
                 let state = shard.traces.get(&trace);
-                if state.is_some_and(|t| t.held.is_empty() && t.released > 0) {
+                if state.is_some_and(|t| t.held.is_empty() && !t.released.is_empty()) {
                     self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
                 } else if self.reserve_pending(&event) {
                     shard
@@ -455,20 +580,46 @@ impl Join {
         if !self.reserve_pending(&event) {
             return;
         }
-        lock(&self.orphans[shard_of(&span)])
-            .entry(span)
-            .or_default()
-            .push(event);
-        // The span may have arrived between our look-up and the parking: it claims orphans
-        // before it publishes its owner, so if the owner is known now, take them back.
-        if lock(&self.owners[shard_of(&span)]).contains_key(&span) {
-            let events = lock(&self.orphans[shard_of(&span)])
-                .remove(&span)
-                .unwrap_or_default();
-            self.release_pending(events.len());
-            for e in events {
+        let named_trace = event.trace;
+        {
+            let mut orphans = lock(&self.orphans[shard_of(&span)]);
+            self.orphans_parked.fetch_add(1, Ordering::AcqRel);
+            orphans.entry(span).or_default().push(event);
+        }
+        // The span may have arrived between our look-up and the parking, and looked for
+        // orphans before there were any: if it is there now, take them back.
+        let arrived = match named_trace {
+            Some(trace) => {
+                let shard = lock(&self.shards[shard_of(&trace)]);
+                shard.contains(trace, span)
+                    || shard
+                        .traces
+                        .get(&trace)
+                        .is_some_and(|t| t.released.contains(&span))
+            }
+            None => lock(&self.owners[shard_of(&span)]).contains_key(&span),
+        };
+        if arrived {
+            for e in self.take_orphans(span) {
                 self.place(e);
             }
+        }
+    }
+
+    /// Releases the oldest span of a shard, with its held descendants.
+    fn release_front(
+        &self,
+        shard: &mut Shard,
+        trace: TraceId,
+        id: SpanId,
+        now: Instant,
+        out: &mut Vec<Held>,
+    ) {
+        self.release_tree(shard, trace, id, now, out, 0);
+        // `release` always takes the span it is given; were that ever to fail, the slot goes
+        // anyway, so no caller loops on it.
+        if shard.oldest().is_some_and(|(_, t, s)| (t, s) == (trace, id)) {
+            out.extend(shard.take(trace, id));
         }
     }
 
@@ -489,8 +640,8 @@ impl Join {
                 .map(|t| {
                     t.held
                         .iter()
-                        .copied()
-                        .filter(|c| shard.held.get(&(trace, *c)).is_some_and(|h| h.parent == Some(id)))
+                        .filter(|(_, parent)| *parent == Some(id))
+                        .map(|(child, _)| *child)
                         .collect()
                 })
                 .unwrap_or_default();
@@ -506,15 +657,9 @@ impl Join {
     /// Takes a span out of its shard after giving it every waiting sample it can claim.
     fn release(&self, shard: &mut Shard, trace: TraceId, id: SpanId, now: Instant) -> Option<Held> {
         let skew = self.skew();
-        let (start, end, key, thread, is_root) = {
-            let h = shard.held.get(&(trace, id))?;
-            (
-                h.start,
-                h.end,
-                h.key.clone(),
-                h.thread,
-                shard.is_local_root(trace, h),
-            )
+        let (start, end, key, thread) = {
+            let h = shard.get(trace, id)?;
+            (h.start, h.end, h.key.clone(), h.thread)
         };
         // Samples waiting on the trace whose answer may be this span or one below it.
         let waiting = shard
@@ -522,6 +667,11 @@ impl Join {
             .get_mut(&trace)
             .map(|t| std::mem::take(&mut t.waiting))
             .unwrap_or_default();
+        // Looking up the parent costs a cache miss per span: only when a sample needs it.
+        let is_root = !waiting.is_empty()
+            && shard
+                .get(trace, id)
+                .is_some_and(|h| shard.is_local_root(trace, h));
         let mut keep = Vec::new();
         let mut done = 0;
         for (why, event) in waiting {
@@ -549,7 +699,7 @@ impl Join {
                 (Waiting::Trace, None) if is_root && key.matches(&event.resource) => Some((id, Rule::Trace)),
                 _ => None,
             };
-            match target.and_then(|(c, rule)| shard.held.get_mut(&(trace, c)).map(|h| (h, rule))) {
+            match target.and_then(|(c, rule)| shard.get_mut(trace, c).map(|h| (h, rule))) {
                 Some((h, rule)) => {
                     self.attach(h, &event, rule);
                     done += 1;
@@ -579,7 +729,7 @@ impl Join {
                     threads.remove(&tk);
                 }
                 drop(threads);
-                if let Some(h) = shard.held.get_mut(&(trace, id)) {
+                if let Some(h) = shard.get_mut(trace, id) {
                     for e in &mine {
                         self.attach(h, e, Rule::Thread);
                     }
@@ -588,41 +738,50 @@ impl Join {
             }
         }
         self.release_pending(done);
-        let held = shard.held.remove(&(trace, id))?;
-        shard.queue.remove(&(held.deadline, held.end, held.seq));
-        shard.bytes = shard.bytes.saturating_sub(held.bytes);
+        let held = shard.take(trace, id)?;
         if let Some(state) = shard.traces.get_mut(&trace) {
-            state.held.retain(|s| *s != id);
+            state.held.retain(|(s, _)| *s != id);
             state.waiting.extend(keep);
-            state.released += 1;
+            state.released.push(id);
         }
         // Descendants' CPU rolls up into ancestors still held.
-        if let Some(parent) = held.parent.and_then(|p| shard.held.get_mut(&(trace, p))) {
-            parent.acc.children_cpu_ns = parent
-                .acc
-                .children_cpu_ns
-                .saturating_add(held.acc.own.cpu_ns)
-                .saturating_add(held.acc.children_cpu_ns);
+        let cpu = held
+            .acc
+            .as_ref()
+            .map_or(0, |a| a.own.cpu_ns.saturating_add(a.children_cpu_ns));
+        if let Some(parent) = held
+            .parent
+            .filter(|_| cpu > 0)
+            .and_then(|p| shard.get_mut(trace, p))
+        {
+            let acc = parent.acc.get_or_insert_default();
+            acc.children_cpu_ns = acc.children_cpu_ns.saturating_add(cpu);
         }
         let forget_at = now + self.config.wait;
-        shard.released.insert((trace, id), forget_at);
         shard.released_order.push_back((forget_at, trace, id));
         // Remembering released spans only serves to call late samples late: bounded like the
         // held spans, the oldest forgotten first.
         let cap = (self.config.max_buffered_spans / SHARDS).max(1);
         while shard.released_order.len() > cap {
             if let Some((_, t, s)) = shard.released_order.pop_front() {
-                self.forget(&mut shard.released, t, s);
+                self.forget(shard, t, s);
             }
         }
         Some(held)
     }
 
-    fn forget(&self, released: &mut HashMap<(TraceId, SpanId), Instant>, trace: TraceId, id: SpanId) {
-        released.remove(&(trace, id));
-        let mut owners = lock(&self.owners[shard_of(&id)]);
-        if owners.get(&id) == Some(&trace) {
-            owners.remove(&id);
+    fn forget(&self, shard: &mut Shard, trace: TraceId, id: SpanId) {
+        if let Some(state) = shard.traces.get_mut(&trace) {
+            state.released.retain(|s| *s != id);
+            if state.is_empty() {
+                shard.traces.remove(&trace);
+            }
+        }
+        if self.track_owners.load(Ordering::Acquire) {
+            let mut owners = lock(&self.owners[shard_of(&id)]);
+            if owners.get(&id) == Some(&trace) {
+                owners.remove(&id);
+            }
         }
     }
 
@@ -633,14 +792,11 @@ impl Join {
         for (i, s) in self.shards.iter().enumerate() {
             let mut shard = lock(s);
             let mut released = Vec::new();
-            while let Some(((deadline, _, _), (trace, id))) =
-                shard.queue.first_key_value().map(|(k, v)| (*k, *v))
-            {
+            while let Some((deadline, trace, id)) = shard.oldest() {
                 if deadline > now {
                     break;
                 }
-                shard.queue.pop_first();
-                self.release_tree(&mut shard, trace, id, now, &mut released, 0);
+                self.release_front(&mut shard, trace, id, now, &mut released);
             }
             self.expire(&mut shard, i, now);
             drop(shard);
@@ -656,7 +812,7 @@ impl Join {
     fn expire(&self, shard: &mut Shard, _index: usize, now: Instant) {
         while shard.released_order.front().is_some_and(|(at, _, _)| *at <= now) {
             if let Some((_, trace, id)) = shard.released_order.pop_front() {
-                self.forget(&mut shard.released, trace, id);
+                self.forget(shard, trace, id);
             }
         }
         let wait = self.config.wait;
@@ -669,7 +825,7 @@ impl Join {
                 }
                 keep
             });
-            !(state.held.is_empty() && state.waiting.is_empty())
+            !state.is_empty()
         });
         self.count_expired(&expired);
     }
@@ -689,6 +845,7 @@ impl Join {
                 !events.is_empty()
             });
         }
+        self.orphans_parked.fetch_sub(expired.len(), Ordering::AcqRel);
         for t in &self.threads {
             lock(t).retain(|_, bucket| {
                 bucket.waiting.retain(|e| {
@@ -718,8 +875,8 @@ impl Join {
         for s in &self.shards {
             let mut shard = lock(s);
             let mut released = Vec::new();
-            while let Some((_, (trace, id))) = shard.queue.pop_first() {
-                self.release_tree(&mut shard, trace, id, now, &mut released, 0);
+            while let Some((_, trace, id)) = shard.oldest() {
+                self.release_front(&mut shard, trace, id, now, &mut released);
             }
             let waiting: Vec<u64> = shard
                 .traces
@@ -739,7 +896,7 @@ impl Join {
 
     /// Spans held right now.
     pub fn held_spans(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).held.len()).sum()
+        self.shards.iter().map(|s| lock(s).held_count()).sum()
     }
 
     /// Samples waiting for their span right now.
@@ -751,9 +908,11 @@ impl Join {
     fn emit(&self, spans: Vec<Held>) -> TracesBatch {
         let mut resources: Vec<(Arc<Head>, ScopesOut)> = Vec::new();
         for mut held in spans {
-            let annotation = annotate(&held.span.index, &held.acc, &self.config);
-            if !annotation.attributes.is_empty() || !annotation.events.is_empty() {
-                held.span = held.span.appended(&annotation.encode_to_vec());
+            if let Some(acc) = &held.acc {
+                let annotation = annotate(&held.span.index, acc, &self.config);
+                if !annotation.attributes.is_empty() || !annotation.events.is_empty() {
+                    held.span = held.span.appended(&annotation.encode_to_vec());
+                }
             }
             self.stats.spans_out.fetch_add(1, Ordering::Relaxed);
             let r = match resources
@@ -794,7 +953,6 @@ impl Held {
         key: Arc<ResourceKey>,
         wait: Duration,
         now: Instant,
-        seq: &AtomicU64,
     ) -> Self {
         let thread = span.attribute("thread.id").and_then(|v| match v.value {
             Some(any_value::Value::IntValue(i)) => Some(i),
@@ -809,26 +967,21 @@ impl Held {
             end: ix.end.max(ix.start),
             thread,
             deadline: now + wait,
-            seq: seq.fetch_add(1, Ordering::Relaxed),
             bytes: span.bytes().len() + HELD_OVERHEAD,
             span,
             resource,
             scope,
             key,
-            acc: Accumulator::default(),
+            acc: None,
         }
+    }
+
+    fn ids(&self) -> (TraceId, SpanId) {
+        (self.span.index.trace_id, self.span.index.span_id)
     }
 
     /// A span the join cannot hold (no valid ids): passed on as it came.
     fn plain(span: RawSpan, resource: Arc<Head>, scope: Arc<Head>, key: Arc<ResourceKey>) -> Self {
-        Held::new(
-            span,
-            resource,
-            scope,
-            key,
-            Duration::ZERO,
-            Instant::now(),
-            &AtomicU64::new(0),
-        )
+        Held::new(span, resource, scope, key, Duration::ZERO, Instant::now())
     }
 }
