@@ -311,8 +311,8 @@ impl Join {
 
     /// Takes a batch of spans. Returns spans that had to leave early to stay within bounds.
     pub fn add_spans(&self, batch: TracesBatch, now: Instant) -> Vec<TracesBatch> {
-        let mut early = Vec::new();
-        let mut plain = Vec::new();
+        // Everything leaving now goes out as one batch.
+        let mut leaving = Vec::new();
         // Grouped by shard first, so each shard's lock is taken once a batch.
         let mut by_shard: Vec<Vec<Held>> = (0..SHARDS).map(|_| Vec::new()).collect();
         let mut count = 0;
@@ -330,7 +330,7 @@ impl Join {
                     count += 1;
                     if span.index.id_problem().is_some() {
                         // Receivers drop invalid ids; should one get here, it passes through unjoined.
-                        plain.push(Held::plain(span, resource.clone(), scope.clone(), key.clone()));
+                        leaving.push(Held::plain(span, resource.clone(), scope.clone(), key.clone()));
                         continue;
                     }
                     let held = Held::new(
@@ -355,9 +355,6 @@ impl Join {
             }
         }
         self.stats.spans_in.fetch_add(count, Ordering::Relaxed);
-        if !plain.is_empty() {
-            early.push(self.emit(plain));
-        }
         let mut claimed = Vec::new();
         for (i, spans) in by_shard.into_iter().enumerate() {
             if spans.is_empty() {
@@ -365,14 +362,13 @@ impl Join {
             }
             let mut shard = lock(&self.shards[i]);
             let mut added = Vec::with_capacity(spans.len());
-            let mut copies = Vec::new();
             for held in spans {
                 let (trace, id) = held.ids();
                 match shard.insert(trace, id, held) {
                     None => added.push((trace, id)),
                     // The same span twice: the first keeps its place and its samples; the copy
                     // goes on at once rather than replace it.
-                    Some(copy) => copies.push(copy),
+                    Some(copy) => leaving.push(copy),
                 }
             }
             // Known to samples that name only the span from now on; under the shard lock, so
@@ -386,26 +382,21 @@ impl Join {
                     claimed.extend(self.take_orphans(*id));
                 }
             }
-            let out = if self.over_limits(&shard) {
-                self.release_oldest(&mut shard, now)
-            } else {
-                Vec::new()
-            };
-            drop(shard);
-            self.stats
-                .released_early
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            for spans in [copies, out] {
-                if !spans.is_empty() {
-                    early.push(self.emit(spans));
-                }
+            if self.over_limits(&shard) {
+                let before = leaving.len();
+                self.release_oldest(&mut shard, now, &mut leaving);
+                self.stats
+                    .released_early
+                    .fetch_add((leaving.len() - before) as u64, Ordering::Relaxed);
             }
         }
         for event in claimed {
             self.place(event);
         }
-        early.retain(|b| !b.is_empty());
-        early
+        if leaving.is_empty() {
+            return Vec::new();
+        }
+        vec![self.emit(leaving)]
     }
 
     /// Enters spans in `owners`, grouped so each owners shard is locked once.
@@ -460,15 +451,13 @@ impl Join {
     }
 
     /// Releases the oldest spans of an over-full shard until it is back within bounds.
-    fn release_oldest(&self, shard: &mut Shard, now: Instant) -> Vec<Held> {
-        let mut out = Vec::new();
+    fn release_oldest(&self, shard: &mut Shard, now: Instant, out: &mut Vec<Held>) {
         while self.over_limits(shard) {
             let Some((_, trace, id)) = shard.oldest() else {
                 break;
             };
-            self.release_front(shard, trace, id, now, &mut out);
+            self.release_front(shard, trace, id, now, out);
         }
-        out
     }
 
     /// Takes a batch of profiles: every CPU sample is joined now or waits for its span.
@@ -788,10 +777,9 @@ impl Join {
     /// Releases every span whose wait is over, with its annotation, and expires samples that
     /// waited as long as a span would.
     pub fn release_due(&self, now: Instant) -> Vec<TracesBatch> {
-        let mut out = Vec::new();
+        let mut released = Vec::new();
         for (i, s) in self.shards.iter().enumerate() {
             let mut shard = lock(s);
-            let mut released = Vec::new();
             while let Some((deadline, trace, id)) = shard.oldest() {
                 if deadline > now {
                     break;
@@ -799,13 +787,12 @@ impl Join {
                 self.release_front(&mut shard, trace, id, now, &mut released);
             }
             self.expire(&mut shard, i, now);
-            drop(shard);
-            if !released.is_empty() {
-                out.push(self.emit(released));
-            }
         }
         self.expire_parked(now);
-        out
+        if released.is_empty() {
+            return Vec::new();
+        }
+        vec![self.emit(released)]
     }
 
     /// Forgets released spans after `wait` and counts trace samples that waited too long.
@@ -907,6 +894,9 @@ impl Join {
     /// Annotates released spans and groups them back under their resources and scopes.
     fn emit(&self, spans: Vec<Held>) -> TracesBatch {
         let mut resources: Vec<(Arc<Head>, ScopesOut)> = Vec::new();
+        self.stats
+            .spans_out
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
         for mut held in spans {
             if let Some(acc) = &held.acc {
                 let annotation = annotate(&held.span.index, acc, &self.config);
@@ -914,10 +904,9 @@ impl Join {
                     held.span = held.span.appended(&annotation.encode_to_vec());
                 }
             }
-            self.stats.spans_out.fetch_add(1, Ordering::Relaxed);
             let r = match resources
                 .iter_mut()
-                .position(|(r, _)| Arc::ptr_eq(r, &held.resource))
+                .rposition(|(r, _)| Arc::ptr_eq(r, &held.resource))
             {
                 Some(i) => &mut resources[i].1,
                 None => {
@@ -926,7 +915,7 @@ impl Join {
                     &mut resources[last].1
                 }
             };
-            match r.iter_mut().position(|(s, _)| Arc::ptr_eq(s, &held.scope)) {
+            match r.iter().rposition(|(s, _)| Arc::ptr_eq(s, &held.scope)) {
                 Some(i) => r[i].1.push(held.span),
                 None => r.push((held.scope.clone(), vec![held.span])),
             }
