@@ -59,10 +59,24 @@ enum Waiting {
     Trace,
 }
 
+/// Where a held span is: its arrival number in the shard's queue.
+#[derive(Clone, Copy)]
+struct HeldRef {
+    id: SpanId,
+    parent: Option<SpanId>,
+    arrival: u64,
+}
+
+/// Held spans a trace may have before it gets a map of them; below, a linear search over
+/// one small vector costs less than a miss in a shard-wide map.
+pub(super) const BIG_TRACE: usize = 64;
+
 #[derive(Default)]
 struct TraceState {
-    /// Held spans of this trace and their parents.
-    held: Vec<(SpanId, Option<SpanId>)>,
+    /// Held spans of this trace.
+    held: Vec<HeldRef>,
+    /// id -> position in `held`, once the trace has more than `BIG_TRACE` held.
+    big: Option<HashMap<SpanId, usize>>,
     waiting: Vec<(Waiting, Event)>,
     /// Spans of this trace that left and are still remembered, for telling late samples
     /// from early ones.
@@ -73,6 +87,39 @@ impl TraceState {
     fn is_empty(&self) -> bool {
         self.held.is_empty() && self.waiting.is_empty() && self.released.is_empty()
     }
+
+    fn position(&self, id: SpanId) -> Option<usize> {
+        match &self.big {
+            Some(map) => map.get(&id).copied(),
+            None => self.held.iter().position(|r| r.id == id),
+        }
+    }
+
+    fn find(&self, id: SpanId) -> Option<HeldRef> {
+        self.position(id).map(|i| self.held[i])
+    }
+
+    fn push(&mut self, r: HeldRef) {
+        if let Some(map) = &mut self.big {
+            map.insert(r.id, self.held.len());
+        }
+        self.held.push(r);
+        if self.big.is_none() && self.held.len() > BIG_TRACE {
+            self.big = Some(self.held.iter().enumerate().map(|(i, r)| (r.id, i)).collect());
+        }
+    }
+
+    fn remove(&mut self, id: SpanId) -> Option<HeldRef> {
+        let i = self.position(id)?;
+        let r = self.held.swap_remove(i);
+        if let Some(map) = &mut self.big {
+            map.remove(&id);
+            if let Some(moved) = self.held.get(i) {
+                map.insert(moved.id, i);
+            }
+        }
+        Some(r)
+    }
 }
 
 #[derive(Default)]
@@ -82,8 +129,8 @@ struct Shard {
     slots: VecDeque<Option<Held>>,
     /// The arrival number of `slots[0]`.
     first: u64,
-    /// (trace, span) -> arrival number.
-    index: HashMap<(TraceId, SpanId), u64>,
+    /// Spans held.
+    count: usize,
     traces: HashMap<TraceId, TraceState>,
     /// Spans that left, and when to forget them (after `wait`, when no sample is due).
     released_order: VecDeque<(Instant, TraceId, SpanId)>,
@@ -149,42 +196,53 @@ impl Held {
 }
 
 impl Shard {
+    fn arrival(&self, trace: TraceId, id: SpanId) -> Option<u64> {
+        Some(self.traces.get(&trace)?.find(id)?.arrival)
+    }
+
     fn get(&self, trace: TraceId, id: SpanId) -> Option<&Held> {
-        let n = *self.index.get(&(trace, id))?;
+        let n = self.arrival(trace, id)?;
         self.slots.get((n - self.first) as usize)?.as_ref()
     }
 
     fn get_mut(&mut self, trace: TraceId, id: SpanId) -> Option<&mut Held> {
-        let n = *self.index.get(&(trace, id))?;
+        let n = self.arrival(trace, id)?;
         self.slots.get_mut((n - self.first) as usize)?.as_mut()
     }
 
     fn contains(&self, trace: TraceId, id: SpanId) -> bool {
-        self.index.contains_key(&(trace, id))
+        self.arrival(trace, id).is_some()
     }
 
     fn held_count(&self) -> usize {
-        self.index.len()
+        self.count
     }
 
     /// Holds a span, or gives it back if one with its ids is held already.
     fn insert(&mut self, trace: TraceId, id: SpanId, held: Held) -> Option<Held> {
-        let n = self.first + self.slots.len() as u64;
-        match self.index.entry((trace, id)) {
-            std::collections::hash_map::Entry::Occupied(_) => return Some(held),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(n),
-        };
+        let arrival = self.first + self.slots.len() as u64;
+        let state = self.traces.entry(trace).or_default();
+        if state.find(id).is_some() {
+            return Some(held);
+        }
+        state.push(HeldRef {
+            id,
+            parent: held.parent,
+            arrival,
+        });
         self.bytes += held.bytes;
-        self.traces.entry(trace).or_default().held.push((id, held.parent));
+        self.count += 1;
         self.slots.push_back(Some(held));
         None
     }
 
+    /// Takes a span out: it is no longer held.
     fn take(&mut self, trace: TraceId, id: SpanId) -> Option<Held> {
-        let n = self.index.remove(&(trace, id))?;
+        let n = self.traces.get_mut(&trace)?.remove(id)?.arrival;
         let held = self.slots.get_mut((n - self.first) as usize)?.take();
         if let Some(h) = &held {
             self.bytes = self.bytes.saturating_sub(h.bytes);
+            self.count -= 1;
         }
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
@@ -249,7 +307,10 @@ impl Shard {
         state
             .held
             .iter()
-            .filter_map(|(id, _)| self.get(trace, *id).map(|h| (*id, h)))
+            .filter_map(|r| {
+                let h = self.slots.get((r.arrival - self.first) as usize)?.as_ref()?;
+                Some((r.id, h))
+            })
             .filter(|(id, h)| {
                 h.runs_at(t, skew)
                     && h.key.matches(key)
@@ -421,8 +482,9 @@ impl Join {
             self.track_owners.store(true, Ordering::Release);
             for shard in &self.shards {
                 let shard = lock(shard);
-                let mut ids: Vec<(TraceId, SpanId)> = shard.index.keys().copied().collect();
+                let mut ids: Vec<(TraceId, SpanId)> = Vec::new();
                 for (trace, state) in &shard.traces {
+                    ids.extend(state.held.iter().map(|r| (*trace, r.id)));
                     ids.extend(state.released.iter().map(|id| (*trace, *id)));
                 }
                 self.publish_owners(&ids);
@@ -526,7 +588,7 @@ impl Join {
                 let mut shard = lock(&self.shards[shard_of(&trace)]);
                 if event.time.is_none() {
                     let root = shard.traces.get(&trace).and_then(|t| {
-                        t.held.iter().map(|(id, _)| *id).find(|id| {
+                        t.held.iter().map(|r| r.id).find(|id| {
                             shard.get(trace, *id).is_some_and(|h| {
                                 shard.is_local_root(trace, h) && h.key.matches(&event.resource)
                             })
@@ -629,8 +691,8 @@ impl Join {
                 .map(|t| {
                     t.held
                         .iter()
-                        .filter(|(_, parent)| *parent == Some(id))
-                        .map(|(child, _)| *child)
+                        .filter(|r| r.parent == Some(id))
+                        .map(|r| r.id)
                         .collect()
                 })
                 .unwrap_or_default();
@@ -729,7 +791,6 @@ impl Join {
         self.release_pending(done);
         let held = shard.take(trace, id)?;
         if let Some(state) = shard.traces.get_mut(&trace) {
-            state.held.retain(|(s, _)| *s != id);
             state.waiting.extend(keep);
             state.released.push(id);
         }

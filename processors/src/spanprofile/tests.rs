@@ -637,3 +637,44 @@ fn output_options_are_honoured() {
     assert!(span.attributes.iter().all(|a| !a.key.starts_with("profile.")));
     assert!(span.events.is_empty());
 }
+
+#[test]
+fn big_traces_find_every_span() {
+    // Past BIG_TRACE held spans a trace looks spans up through a map; spans leave one by one
+    // (swap_remove reorders), duplicates are still caught, samples reach the right span and
+    // CPU still rolls up to the root.
+    let n = 3 * super::join::BIG_TRACE as u64;
+    let mut spans = vec![span(1, None, 0, 10_000)];
+    spans.extend((2..=n).map(|id| span(id, Some(1), id, id + 1)));
+    let plants: Vec<Plant> = (2..=n)
+        .step_by(7)
+        .map(|id| plant(&["main.work"], 1, id))
+        .collect();
+    let join = Join::new(config());
+    let now = Instant::now();
+    let early = join.add_spans(traces("shop", spans), now);
+    assert!(early.is_empty());
+    let copies = join.add_spans(traces("shop", vec![span(n, Some(1), n, n + 1)]), now);
+    assert_eq!(copies.iter().map(TracesBatch::span_count).sum::<usize>(), 1);
+    join.add_profiles(&profiles("shop", &plants, false), now);
+    let out: BTreeMap<u64, Span> = join
+        .release_due(now + Duration::from_secs(11))
+        .into_iter()
+        .flat_map(|b| b.into_resource_spans())
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .map(|s| {
+            (
+                u64::from_be_bytes(s.span_id.clone().try_into().expect("8 bytes")),
+                s,
+            )
+        })
+        .collect();
+    assert_eq!(out.len(), n as usize);
+    assert_eq!(join.held_spans(), 0);
+    for id in 2..=n {
+        let expected = if (id - 2) % 7 == 0 { 1 } else { 0 };
+        assert_eq!(seen(&out[&id]).samples, expected, "span {id}");
+    }
+    assert_eq!(seen(&out[&1]).cpu_ns_total, plants.len() as i64 * 10 * MS as i64);
+}

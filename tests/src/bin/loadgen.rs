@@ -315,6 +315,23 @@ async fn send(args: &[String]) -> Result<()> {
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut client = Client::new(&endpoint, &protocol, gzip).await?;
+            // Profiles go on their own connection and task, as a profiler's exporter would,
+            // so their round trips do not stall the span load; the bounded channel keeps
+            // them from falling behind the spans they link to.
+            let (profiles_tx, mut profiles_rx) = tokio::sync::mpsc::channel::<ProfilesBatch>(2);
+            let mut profile_client = Client::new(&endpoint, &protocol, gzip).await?;
+            let profile_stats = stats.clone();
+            let profile_sender = tokio::spawn(async move {
+                while let Some(p) = profiles_rx.recv().await {
+                    let n = p.sample_count() as u64;
+                    if profile_client
+                        .export(hotspan_config::Signal::Profiles, p.encode(Encoding::Protobuf))
+                        .await
+                    {
+                        profile_stats.samples.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            });
             while Instant::now() < deadline {
                 let sent = spans(batch, &next);
                 let samples = (batch as f64 * ratio).round() as usize;
@@ -330,15 +347,13 @@ async fn send(args: &[String]) -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 if let Some(p) = profiles {
-                    let n = p.sample_count() as u64;
-                    if client
-                        .export(hotspan_config::Signal::Profiles, p.encode(Encoding::Protobuf))
-                        .await
-                    {
-                        stats.samples.fetch_add(n, Ordering::Relaxed);
+                    if profiles_tx.send(p).await.is_err() {
+                        break;
                     }
                 }
             }
+            drop(profiles_tx);
+            profile_sender.await?;
             anyhow::Ok(latencies)
         }));
     }
