@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use hotspan_proto::otlp::common::v1::any_value;
 use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::{ProfilesBatch, TracesBatch};
 use prost::Message;
@@ -1004,18 +1003,13 @@ impl Held {
         wait: Duration,
         now: Instant,
     ) -> Self {
-        let thread = span.attribute("thread.id").and_then(|v| match v.value {
-            Some(any_value::Value::IntValue(i)) => Some(i),
-            Some(any_value::Value::StringValue(s)) => s.parse().ok(),
-            _ => None,
-        });
         let ix = span.index;
         Held {
             parent: (ix.parent_span_id != 0).then_some(ix.parent_span_id),
             remote_parent: ix.flags & FLAG_HAS_IS_REMOTE != 0 && ix.flags & FLAG_IS_REMOTE != 0,
             start: ix.start,
             end: ix.end.max(ix.start),
-            thread,
+            thread: ix.thread_id,
             deadline: now + wait,
             bytes: span.bytes().len() + HELD_OVERHEAD,
             span,

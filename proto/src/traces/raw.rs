@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::{decode_key, encode_varint, encoded_len_varint, WireType};
@@ -33,6 +34,9 @@ pub struct SpanIndex {
     pub flags: u32,
     pub start: u64,
     pub end: u64,
+    /// The `thread.id` attribute (an int, or a string holding one), which the join's thread
+    /// rule reads; found while the scan checks the attributes anyway.
+    pub thread_id: Option<i64>,
 }
 
 impl SpanIndex {
@@ -99,6 +103,21 @@ impl RawSpan {
 
     fn record_len(&self) -> usize {
         record_len(self.bytes.len())
+    }
+}
+
+/// The value of an encoded `KeyValue` named `thread.id`, as a number.
+fn thread_id(kv: &[u8]) -> Option<i64> {
+    const KEY: &[u8] = b"thread.id";
+    // Most keys are not this one: when the key comes first, as every encoder writes it, its
+    // length byte says so without parsing further.
+    if kv.first() == Some(&0x0a) && kv.get(1) != Some(&(KEY.len() as u8)) {
+        return None;
+    }
+    match key_value(kv, "thread.id")?.value? {
+        Value::IntValue(i) => Some(i),
+        Value::StringValue(s) => s.parse().ok(),
+        _ => None,
     }
 }
 
@@ -461,6 +480,7 @@ fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
             7 => index.start = value.try_into().map_or(0, u64::from_le_bytes),
             8 => index.end = value.try_into().map_or(0, u64::from_le_bytes),
             16 => index.flags = value.try_into().map_or(0, u32::from_le_bytes),
+            SPAN_ATTRIBUTES if index.thread_id.is_none() => index.thread_id = thread_id(value),
             _ => {}
         }
     }

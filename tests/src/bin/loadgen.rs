@@ -23,7 +23,9 @@ use hotspan_proto::otlp::profiles::v1development::{
 };
 use hotspan_proto::otlp::resource::v1::Resource;
 use hotspan_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
-use hotspan_proto::{Encoding, ProfilesBatch, TracesBatch};
+use hotspan_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use hotspan_proto::{Encoding, ProfilesBatch};
+use prost::Message;
 use hotspan_tests::wire::count_spans;
 use tokio::net::TcpListener;
 
@@ -91,41 +93,45 @@ fn resource(worker: usize) -> Resource {
     }
 }
 
+/// Marks the bytes a template overwrites on every send: unique per span and field, so each
+/// is found in the encoding.
+fn placeholder(i: usize, field: u8) -> [u8; 8] {
+    let mut p = [0xa5, 0x5a, 0xc3, field, 0, 0, 0, 0];
+    p[4..].copy_from_slice(&(i as u32).to_be_bytes());
+    p
+}
+
 /// `n` spans in traces of 8 (a server root and 7 children), ~600 bytes each encoded: 10
-/// attributes of mixed types and one or two events. Ids come from `next`, so never repeat.
-fn spans(n: usize, next: &AtomicU64) -> Vec<Span> {
-    let start = now_ns();
+/// attributes of mixed types and one or two events. Ids and times are placeholders that
+/// [`Template::fill`] replaces.
+fn spans(n: usize) -> Vec<Span> {
+    // Events keep the time the template was made: a few seconds off at most.
+    let made = now_ns();
     let mut out = Vec::with_capacity(n);
-    let mut root = 0u64;
-    let mut trace = 0u128;
     for i in 0..n {
-        let id = next.fetch_add(1, Ordering::Relaxed) + 1;
-        if i % 8 == 0 {
-            root = id;
-            trace = ((id as u128) << 64) | 0x5eed;
-        }
-        let is_root = id == root;
+        let is_root = i % 8 == 0;
+        let start = u64::from_le_bytes(placeholder(i, 4));
         let mut events = vec![span::Event {
-            time_unix_nano: start + 1_000,
+            time_unix_nano: made + 1_000,
             name: "cache lookup".into(),
             attributes: vec![kv("cache.hit", any_value::Value::BoolValue(i % 3 == 0))],
             dropped_attributes_count: 0,
         }];
         if i % 2 == 0 {
             events.push(span::Event {
-                time_unix_nano: start + 2_000,
+                time_unix_nano: made + 2_000,
                 name: "retry".into(),
                 attributes: vec![kv("attempt", any_value::Value::IntValue(2))],
                 dropped_attributes_count: 0,
             });
         }
         out.push(Span {
-            trace_id: trace.to_be_bytes().to_vec(),
-            span_id: id.to_be_bytes().to_vec(),
+            trace_id: [placeholder(i, 1), placeholder(i, 1)].concat(),
+            span_id: placeholder(i, 2).to_vec(),
             parent_span_id: if is_root {
                 Vec::new()
             } else {
-                root.to_be_bytes().to_vec()
+                placeholder(i, 3).to_vec()
             },
             name: if is_root {
                 "GET /api/checkout".into()
@@ -133,8 +139,8 @@ fn spans(n: usize, next: &AtomicU64) -> Vec<Span> {
                 format!("SELECT orders.{}", i % 8)
             },
             kind: if is_root { 2 } else { 3 },
-            start_time_unix_nano: start + (i % 8) as u64 * 1_000_000,
-            end_time_unix_nano: start + (i % 8) as u64 * 1_000_000 + 800_000,
+            start_time_unix_nano: start,
+            end_time_unix_nano: u64::from_le_bytes(placeholder(i, 5)),
             attributes: vec![
                 kv("http.request.method", s("GET")),
                 kv("url.path", s("/api/checkout")),
@@ -171,8 +177,9 @@ fn spans(n: usize, next: &AtomicU64) -> Vec<Span> {
     out
 }
 
-fn traces(worker: usize, spans: Vec<Span>) -> TracesBatch {
-    TracesBatch::from_resource_spans(vec![ResourceSpans {
+fn traces(worker: usize, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
         resource: Some(resource(worker)),
         scope_spans: vec![ScopeSpans {
             scope: Some(InstrumentationScope {
@@ -184,11 +191,88 @@ fn traces(worker: usize, spans: Vec<Span>) -> TracesBatch {
             ..Default::default()
         }],
         ..Default::default()
-    }])
+        }],
+    }
+}
+
+/// Where each span's ids and times sit in a template body.
+struct Slots {
+    trace: usize,
+    span: usize,
+    parent: Option<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// One worker's request, encoded once: every send copies it and writes fresh ids and times
+/// into their places, so the generator spends its core on sending, not on encoding.
+struct Template {
+    body: Vec<u8>,
+    slots: Vec<Slots>,
+}
+
+impl Template {
+    fn new(worker: usize, n: usize) -> Result<Template> {
+        let body = traces(worker, spans(n)).encode_to_vec();
+        let mut from = 0;
+        let mut find = |needle: [u8; 8]| -> Result<usize> {
+            let at = body[from..]
+                .windows(8)
+                .position(|w| w == needle)
+                .context("placeholder missing from the template")?;
+            from += at + 8;
+            Ok(from - 8)
+        };
+        let mut slots = Vec::with_capacity(n);
+        for i in 0..n {
+            // prost writes fields in tag order: trace_id, span_id, parent, start, end.
+            let trace = find(placeholder(i, 1))?;
+            find(placeholder(i, 1))?;
+            let span = find(placeholder(i, 2))?;
+            let parent = if i % 8 == 0 { None } else { Some(find(placeholder(i, 3))?) };
+            let start = find(placeholder(i, 4))?;
+            let end = find(placeholder(i, 5))?;
+            slots.push(Slots {
+                trace,
+                span,
+                parent,
+                start,
+                end,
+            });
+        }
+        Ok(Template { body, slots })
+    }
+
+    /// A body with new ids from `next` (so they never repeat) and times from now, and the
+    /// (trace, span) ids it carries.
+    fn fill(&self, next: &AtomicU64) -> (Vec<u8>, Vec<(u128, u64)>) {
+        let mut body = self.body.clone();
+        let now = now_ns();
+        let first = next.fetch_add(self.slots.len() as u64, Ordering::Relaxed) + 1;
+        let mut ids = Vec::with_capacity(self.slots.len());
+        let (mut trace, mut root) = (0u128, 0u64);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let id = first + i as u64;
+            if i % 8 == 0 {
+                root = id;
+                trace = ((id as u128) << 64) | 0x5eed;
+            }
+            let start = now + (i % 8) as u64 * 1_000_000;
+            body[slot.trace..slot.trace + 16].copy_from_slice(&trace.to_be_bytes());
+            body[slot.span..slot.span + 8].copy_from_slice(&id.to_be_bytes());
+            if let Some(p) = slot.parent {
+                body[p..p + 8].copy_from_slice(&root.to_be_bytes());
+            }
+            body[slot.start..slot.start + 8].copy_from_slice(&start.to_le_bytes());
+            body[slot.end..slot.end + 8].copy_from_slice(&(start + 800_000).to_le_bytes());
+            ids.push((trace, id));
+        }
+        (body, ids)
+    }
 }
 
 /// CPU samples linking to some of `spans`: pprof-shaped (samples/count and cpu/nanoseconds).
-fn profiles(worker: usize, spans: &[Span], count: usize) -> ProfilesBatch {
+fn profiles(worker: usize, spans: &[(u128, u64)], count: usize) -> ProfilesBatch {
     let names = [
         "main.handle",
         "main.validateCart",
@@ -233,12 +317,12 @@ fn profiles(worker: usize, spans: &[Span], count: usize) -> ProfilesBatch {
     let mut count_samples = Vec::with_capacity(count);
     let mut cpu_samples = Vec::with_capacity(count);
     for i in 0..count.min(spans.len().max(1) * 4) {
-        let Some(span) = spans.get((i * 7) % spans.len().max(1)) else {
+        let Some((trace, span)) = spans.get((i * 7) % spans.len().max(1)) else {
             break;
         };
         d.link_table.push(Link {
-            trace_id: span.trace_id.clone(),
-            span_id: span.span_id.clone(),
+            trace_id: trace.to_be_bytes().to_vec(),
+            span_id: span.to_be_bytes().to_vec(),
         });
         let link_index = d.link_table.len() as i32 - 1;
         let stack_index = 1 + (i % 4) as i32;
@@ -320,6 +404,7 @@ async fn send(args: &[String]) -> Result<()> {
             // them from falling behind the spans they link to.
             let (profiles_tx, mut profiles_rx) = tokio::sync::mpsc::channel::<ProfilesBatch>(2);
             let mut profile_client = Client::new(&endpoint, &protocol, gzip).await?;
+            let template = Template::new(w, batch)?;
             let profile_stats = stats.clone();
             let profile_sender = tokio::spawn(async move {
                 while let Some(p) = profiles_rx.recv().await {
@@ -333,10 +418,9 @@ async fn send(args: &[String]) -> Result<()> {
                 }
             });
             while Instant::now() < deadline {
-                let sent = spans(batch, &next);
+                let (body, sent) = template.fill(&next);
                 let samples = (batch as f64 * ratio).round() as usize;
                 let profiles = (samples > 0).then(|| profiles(w, &sent, samples));
-                let body = traces(w, sent).encode(Encoding::Protobuf);
                 let t0 = Instant::now();
                 let ok = client.export(hotspan_config::Signal::Traces, body).await;
                 latencies.push(t0.elapsed());
