@@ -37,13 +37,8 @@ struct Held {
     resource: Arc<Head>,
     scope: Arc<Head>,
     key: Arc<ResourceKey>,
-    parent: Option<SpanId>,
-    remote_parent: bool,
-    start: u64,
-    end: u64,
-    thread: Option<i64>,
     deadline: Instant,
-    bytes: usize,
+    bytes: u32,
     /// Allocated when the first sample lands: most spans get none.
     acc: Option<Box<Accumulator>>,
 }
@@ -188,9 +183,33 @@ fn sharded<T: Default>() -> Vec<Mutex<T>> {
     (0..SHARDS).map(|_| Mutex::new(T::default())).collect()
 }
 
+/// What the join reads of a held span comes from its index, so `Held` stays small: it is
+/// moved in and out of queues several times on its way through.
 impl Held {
+    fn parent(&self) -> Option<SpanId> {
+        let p = self.span.index.parent_span_id;
+        (p != 0).then_some(p)
+    }
+
+    fn remote_parent(&self) -> bool {
+        let flags = self.span.index.flags;
+        flags & FLAG_HAS_IS_REMOTE != 0 && flags & FLAG_IS_REMOTE != 0
+    }
+
+    fn start(&self) -> u64 {
+        self.span.index.start
+    }
+
+    fn end(&self) -> u64 {
+        self.span.index.end.max(self.span.index.start)
+    }
+
+    fn thread(&self) -> Option<i64> {
+        self.span.index.thread_id
+    }
+
     fn runs_at(&self, t: u64, skew: u64) -> bool {
-        self.start.saturating_sub(skew) <= t && t <= self.end.saturating_add(skew)
+        self.start().saturating_sub(skew) <= t && t <= self.end().saturating_add(skew)
     }
 }
 
@@ -226,10 +245,10 @@ impl Shard {
         }
         state.push(HeldRef {
             id,
-            parent: held.parent,
+            parent: held.parent(),
             arrival,
         });
-        self.bytes += held.bytes;
+        self.bytes += held.bytes as usize;
         self.count += 1;
         self.slots.push_back(Some(held));
         None
@@ -238,9 +257,14 @@ impl Shard {
     /// Takes a span out: it is no longer held.
     fn take(&mut self, trace: TraceId, id: SpanId) -> Option<Held> {
         let n = self.traces.get_mut(&trace)?.remove(id)?.arrival;
+        self.take_slot(n)
+    }
+
+    /// Empties the slot of the span that arrived `n`th (already out of its trace's list).
+    fn take_slot(&mut self, n: u64) -> Option<Held> {
         let held = self.slots.get_mut((n - self.first) as usize)?.take();
         if let Some(h) = &held {
-            self.bytes = self.bytes.saturating_sub(h.bytes);
+            self.bytes = self.bytes.saturating_sub(h.bytes as usize);
             self.count -= 1;
         }
         while matches!(self.slots.front(), Some(None)) {
@@ -257,9 +281,9 @@ impl Shard {
     }
 
     fn is_local_root(&self, trace: TraceId, h: &Held) -> bool {
-        match h.parent {
+        match h.parent() {
             None => true,
-            Some(_) if h.remote_parent => true,
+            Some(_) if h.remote_parent() => true,
             // A parent on another resource (another service) makes this the local root.
             Some(p) => self
                 .get(trace, p)
@@ -269,7 +293,7 @@ impl Shard {
 
     fn depth(&self, trace: TraceId, mut span: SpanId) -> usize {
         let mut depth = 0;
-        while let Some(parent) = self.get(trace, span).and_then(|h| h.parent) {
+        while let Some(parent) = self.get(trace, span).and_then(|h| h.parent()) {
             if depth >= MAX_DEPTH_WALK || !self.contains(trace, parent) {
                 break;
             }
@@ -284,7 +308,7 @@ impl Shard {
             if span == root {
                 return true;
             }
-            match self.get(trace, span).and_then(|h| h.parent) {
+            match self.get(trace, span).and_then(|h| h.parent()) {
                 Some(p) => span = p,
                 None => return false,
             }
@@ -315,7 +339,7 @@ impl Shard {
                     && h.key.matches(key)
                     && within.is_none_or(|root| self.descends_from(trace, *id, root))
             })
-            .max_by_key(|(id, h)| (self.depth(trace, *id), h.start, *id))
+            .max_by_key(|(id, h)| (self.depth(trace, *id), h.start(), *id))
             .map(|(id, _)| id)
     }
 }
@@ -374,7 +398,11 @@ impl Join {
         // Everything leaving now goes out as one batch.
         let mut leaving = Vec::new();
         // Grouped by shard first, so each shard's lock is taken once a batch.
-        let mut by_shard: Vec<Vec<Held>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let total = batch.span_count();
+        // Sized for an even spread and then some: growing vectors of `Held` is all memmove.
+        let mut by_shard: Vec<Vec<Held>> = (0..SHARDS)
+            .map(|_| Vec::with_capacity(total * 2 / SHARDS + 4))
+            .collect();
         let mut count = 0;
         for rs in batch.into_raw() {
             let (resource, scopes) = rs.into_parts();
@@ -402,13 +430,13 @@ impl Join {
                         now,
                     );
                     let (trace, id) = held.ids();
-                    if let Some(thread) = held.thread {
+                    if let Some(thread) = held.thread() {
                         let tk = (key.clone(), thread);
                         lock(&self.threads[shard_of(&tk)])
                             .entry(tk)
                             .or_default()
                             .spans
-                            .push((trace, id, held.start, held.end));
+                            .push((trace, id, held.start(), held.end()));
                     }
                     by_shard[shard_of(&trace)].push(held);
                 }
@@ -443,6 +471,8 @@ impl Join {
                 }
             }
             if self.over_limits(&shard) {
+                // Full shards let about as many leave as came in.
+                leaving.reserve(total);
                 let before = leaving.len();
                 self.release_oldest(&mut shard, now, &mut leaving);
                 self.stats
@@ -706,10 +736,20 @@ impl Join {
 
     /// Takes a span out of its shard after giving it every waiting sample it can claim.
     fn release(&self, shard: &mut Shard, trace: TraceId, id: SpanId, now: Instant) -> Option<Held> {
+        // Most spans leave with nothing waiting on their trace or thread: straight out.
+        let state = shard.traces.get(&trace)?;
+        let quiet = state.waiting.is_empty()
+            && state
+                .find(id)
+                .and_then(|r| shard.slots.get((r.arrival - shard.first) as usize)?.as_ref())
+                .is_some_and(|h| h.thread().is_none());
+        if quiet {
+            return self.leave(shard, trace, id, Vec::new(), now);
+        }
         let skew = self.skew();
         let (start, end, key, thread) = {
             let h = shard.get(trace, id)?;
-            (h.start, h.end, h.key.clone(), h.thread)
+            (h.start(), h.end(), h.key.clone(), h.thread())
         };
         // Samples waiting on the trace whose answer may be this span or one below it.
         let waiting = shard
@@ -788,18 +828,31 @@ impl Join {
             }
         }
         self.release_pending(done);
-        let held = shard.take(trace, id)?;
-        if let Some(state) = shard.traces.get_mut(&trace) {
-            state.waiting.extend(keep);
-            state.released.push(id);
-        }
+        self.leave(shard, trace, id, keep, now)
+    }
+
+    /// Takes a span out, puts back the samples it did not claim, rolls its CPU up, and
+    /// remembers it left.
+    fn leave(
+        &self,
+        shard: &mut Shard,
+        trace: TraceId,
+        id: SpanId,
+        keep: Vec<(Waiting, Event)>,
+        now: Instant,
+    ) -> Option<Held> {
+        let state = shard.traces.get_mut(&trace)?;
+        let arrival = state.remove(id)?.arrival;
+        state.waiting.extend(keep);
+        state.released.push(id);
+        let held = shard.take_slot(arrival)?;
         // Descendants' CPU rolls up into ancestors still held.
         let cpu = held
             .acc
             .as_ref()
             .map_or(0, |a| a.own.cpu_ns.saturating_add(a.children_cpu_ns));
         if let Some(parent) = held
-            .parent
+            .parent()
             .filter(|_| cpu > 0)
             .and_then(|p| shard.get_mut(trace, p))
         {
@@ -957,11 +1010,12 @@ impl Join {
         self.stats
             .spans_out
             .fetch_add(spans.len() as u64, Ordering::Relaxed);
-        for mut held in spans {
+        let total = spans.len();
+        for (n, mut held) in spans.into_iter().enumerate() {
             if let Some(acc) = &held.acc {
                 let annotation = annotate(&held.span.index, acc, &self.config);
                 if !annotation.attributes.is_empty() || !annotation.events.is_empty() {
-                    held.span = held.span.appended(&annotation.encode_to_vec());
+                    held.span = held.span.appended(annotation.encode_to_vec());
                 }
             }
             let r = match resources
@@ -977,7 +1031,11 @@ impl Join {
             };
             match r.iter().rposition(|(s, _)| Arc::ptr_eq(s, &held.scope)) {
                 Some(i) => r[i].1.push(held.span),
-                None => r.push((held.scope.clone(), vec![held.span])),
+                None => {
+                    let mut scope = Vec::with_capacity(total - n);
+                    scope.push(held.span);
+                    r.push((held.scope.clone(), scope));
+                }
             }
         }
         let resource_spans = resources
@@ -1003,15 +1061,10 @@ impl Held {
         wait: Duration,
         now: Instant,
     ) -> Self {
-        let ix = span.index;
         Held {
-            parent: (ix.parent_span_id != 0).then_some(ix.parent_span_id),
-            remote_parent: ix.flags & FLAG_HAS_IS_REMOTE != 0 && ix.flags & FLAG_IS_REMOTE != 0,
-            start: ix.start,
-            end: ix.end.max(ix.start),
-            thread: ix.thread_id,
             deadline: now + wait,
-            bytes: span.bytes().len() + HELD_OVERHEAD,
+            // Spans come in requests far below 4 GiB.
+            bytes: u32::try_from(span.len() + HELD_OVERHEAD).unwrap_or(u32::MAX),
             span,
             resource,
             scope,

@@ -26,14 +26,14 @@ const SPAN_ATTRIBUTES: u32 = 9;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpanIndex {
     pub trace_id: u128,
-    pub trace_id_len: usize,
     pub span_id: u64,
-    pub span_id_len: usize,
     /// 0 when the span has no (valid) parent.
     pub parent_span_id: u64,
-    pub flags: u32,
     pub start: u64,
     pub end: u64,
+    pub trace_id_len: u32,
+    pub span_id_len: u32,
+    pub flags: u32,
     /// The `thread.id` attribute (an int, or a string holding one), which the join's thread
     /// rule reads; found while the scan checks the attributes anyway.
     pub thread_id: Option<i64>,
@@ -42,7 +42,7 @@ pub struct SpanIndex {
 impl SpanIndex {
     /// Why nothing downstream could correlate this span, if so.
     pub fn id_problem(&self) -> Option<String> {
-        let problem = |len: usize, want: usize, zero: bool, what: &str| {
+        let problem = |len: u32, want: u32, zero: bool, what: &str| {
             if len != want {
                 Some(format!("{what} must be {want} bytes, got {len}"))
             } else if zero {
@@ -56,54 +56,71 @@ impl SpanIndex {
     }
 }
 
-/// One span: its encoded message (without tag and length) and its index.
+/// One span: its encoded message (without tag and length), fields appended to it, and its
+/// index.
 #[derive(Clone, Debug)]
 pub struct RawSpan {
     bytes: Bytes,
+    /// Written after `bytes` when encoding; kept apart so appending copies nothing.
+    extra: Bytes,
     pub index: SpanIndex,
 }
 
 impl RawSpan {
-    /// The encoded `Span` message.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// Size of the encoded `Span` message.
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.extra.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// This span with `extra` (encoded fields of a `Span`, e.g. attributes and events)
     /// appended: decoders merge them into the span.
-    pub fn appended(&self, extra: &[u8]) -> RawSpan {
+    pub fn appended(self, extra: Vec<u8>) -> RawSpan {
         if extra.is_empty() {
-            return self.clone();
+            return self;
         }
-        let mut bytes = Vec::with_capacity(self.bytes.len() + extra.len());
-        bytes.extend_from_slice(&self.bytes);
-        bytes.extend_from_slice(extra);
-        RawSpan {
-            bytes: bytes.into(),
-            index: self.index,
-        }
+        let extra = if self.extra.is_empty() {
+            Bytes::from(extra)
+        } else {
+            Bytes::from([&self.extra[..], &extra].concat())
+        };
+        RawSpan { extra, ..self }
     }
 
     /// The value of the first attribute named `key`, decoded.
     pub fn attribute(&self, key: &str) -> Option<AnyValue> {
-        let mut buf: &[u8] = &self.bytes;
-        while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf).ok()?;
-            if tag != SPAN_ATTRIBUTES {
-                skip(wire_type, tag, &mut buf, 0).ok()?;
-                continue;
-            }
-            let kv = take_len(&mut buf).ok()?;
-            if let Some(value) = key_value(kv, key) {
-                return Some(value);
-            }
-        }
-        None
+        [&self.bytes, &self.extra]
+            .into_iter()
+            .find_map(|part| first_attribute(part, key))
     }
 
     fn record_len(&self) -> usize {
-        record_len(self.bytes.len())
+        record_len(self.len())
     }
+
+    fn write_record(&self, out: &mut Vec<u8>) {
+        put_key_len(out, SPANS, self.len());
+        out.extend_from_slice(&self.bytes);
+        out.extend_from_slice(&self.extra);
+    }
+}
+
+fn first_attribute(mut buf: &[u8], key: &str) -> Option<AnyValue> {
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        if tag != SPAN_ATTRIBUTES {
+            skip(wire_type, tag, &mut buf, 0).ok()?;
+            continue;
+        }
+        let kv = take_len(&mut buf).ok()?;
+        if let Some(value) = key_value(kv, key) {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// The value of an encoded `KeyValue` named `thread.id`, as a number.
@@ -217,7 +234,7 @@ impl ScopeSpansRaw {
         }
         self.head.records.iter().for_each(|r| out.extend_from_slice(r));
         for span in &self.spans {
-            put_record(out, SPANS, &span.bytes);
+            span.write_record(out);
         }
     }
 
@@ -332,11 +349,6 @@ fn put_key_len(out: &mut Vec<u8>, tag: u32, len: usize) {
     encode_varint(len as u64, out);
 }
 
-fn put_record(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
-    put_key_len(out, tag, body.len());
-    out.extend_from_slice(body);
-}
-
 /// Encoded size of an `ExportTraceServiceRequest` holding `resources`.
 pub(crate) fn encoded_len(resources: &[ResourceSpansRaw]) -> usize {
     resources.iter().map(|r| record_len(r.body_len())).sum()
@@ -442,6 +454,7 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
             spans.push(RawSpan {
                 index: scan_span(span)?,
                 bytes: buf.slice_ref(span),
+                extra: Bytes::new(),
             });
             Ok(())
         },
@@ -456,6 +469,10 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
 /// Depth of a span below the request: request > resource spans > scope spans > span.
 const SPAN_DEPTH: u32 = 3;
 
+fn len_u32(bytes: &[u8]) -> u32 {
+    u32::try_from(bytes.len()).unwrap_or(u32::MAX)
+}
+
 fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
     let mut index = SpanIndex::default();
     let mut rest = body;
@@ -469,11 +486,11 @@ fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
         // A field given twice: the last one counts, as in any decoder.
         match tag {
             1 => {
-                index.trace_id_len = value.len();
+                index.trace_id_len = len_u32(value);
                 index.trace_id = value.try_into().map_or(0, u128::from_be_bytes);
             }
             2 => {
-                index.span_id_len = value.len();
+                index.span_id_len = len_u32(value);
                 index.span_id = value.try_into().map_or(0, u64::from_be_bytes);
             }
             4 => index.parent_span_id = value.try_into().map_or(0, u64::from_be_bytes),

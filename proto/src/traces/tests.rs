@@ -289,7 +289,8 @@ mod raw {
             ..Default::default()
         }
         .encode_to_vec();
-        let annotated: Vec<RawSpan> = spans.iter().map(|s| s.appended(&extra)).collect();
+        let spans_len = spans[0].len();
+        let annotated: Vec<RawSpan> = spans.into_iter().map(|s| s.appended(extra.clone())).collect();
         let out = TracesBatch::from_raw(vec![ResourceSpansRaw::new(
             head,
             vec![ScopeSpansRaw::new(scope_head, annotated)],
@@ -303,6 +304,26 @@ mod raw {
         let events: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(events, ["e", "hot"]);
         assert_eq!(span.name, "span-1");
+        // Appending twice keeps both, in order; the index reads the attributes appended.
+        let twice = out.raw()[0].scopes()[0].spans()[0].clone().appended(extra);
+        assert_eq!(
+            twice.len(),
+            out.raw()[0].scopes()[0].spans()[0].len() * 2 - spans_len
+        );
+        assert_eq!(
+            twice.attribute("hotspan.cpu_ns").and_then(|v| v.value),
+            Some(Value::IntValue(42))
+        );
+        let again = TracesBatch::from_raw(vec![ResourceSpansRaw::new(
+            Default::default(),
+            vec![ScopeSpansRaw::new(Default::default(), vec![twice])],
+        )]);
+        let span = &again.resource_spans()[0].scope_spans[0].spans[0];
+        let keys: Vec<&str> = span.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["thread.id", "ratio", "list", "hotspan.cpu_ns", "hotspan.cpu_ns"]
+        );
     }
 
     fn nested(depth: usize) -> Vec<u8> {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use hotspan_proto::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
+use hotspan_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hotspan_proto::otlp::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue};
 use hotspan_proto::otlp::profiles::v1development::{
     Function, Line, Link, Location, Profile, ProfilesDictionary, ResourceProfiles, Sample, ScopeProfiles,
@@ -23,10 +24,9 @@ use hotspan_proto::otlp::profiles::v1development::{
 };
 use hotspan_proto::otlp::resource::v1::Resource;
 use hotspan_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
-use hotspan_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hotspan_proto::{Encoding, ProfilesBatch};
-use prost::Message;
 use hotspan_tests::wire::count_spans;
+use prost::Message;
 use tokio::net::TcpListener;
 
 fn arg<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
@@ -180,17 +180,17 @@ fn spans(n: usize) -> Vec<Span> {
 fn traces(worker: usize, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-        resource: Some(resource(worker)),
-        scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope {
-                name: "loadgen".into(),
-                version: "1".into(),
+            resource: Some(resource(worker)),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "loadgen".into(),
+                    version: "1".into(),
+                    ..Default::default()
+                }),
+                spans,
                 ..Default::default()
-            }),
-            spans,
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
         }],
     }
 }
@@ -229,7 +229,11 @@ impl Template {
             let trace = find(placeholder(i, 1))?;
             find(placeholder(i, 1))?;
             let span = find(placeholder(i, 2))?;
-            let parent = if i % 8 == 0 { None } else { Some(find(placeholder(i, 3))?) };
+            let parent = if i % 8 == 0 {
+                None
+            } else {
+                Some(find(placeholder(i, 3))?)
+            };
             let start = find(placeholder(i, 4))?;
             let end = find(placeholder(i, 5))?;
             slots.push(Slots {
