@@ -406,6 +406,8 @@ impl Join {
         let mut count = 0;
         for rs in batch.into_raw() {
             let (resource, scopes) = rs.into_parts();
+            // Held spans must not keep their whole request alive (see RawSpan::detached).
+            let resource = Arc::new(resource.detached());
             let key = Arc::new(
                 resource
                     .resource()
@@ -414,6 +416,7 @@ impl Join {
             );
             for ss in scopes {
                 let (scope, spans) = ss.into_parts();
+                let scope = Arc::new(scope.detached());
                 for span in spans {
                     count += 1;
                     if span.index.id_problem().is_some() {
@@ -448,6 +451,9 @@ impl Join {
             if spans.is_empty() {
                 continue;
             }
+            let mut spans = spans;
+            // Spans of one shard from one request leave together: one allocation for them.
+            hotspan_proto::raw::detach(&mut spans, |h| &mut h.span);
             let mut shard = lock(&self.shards[i]);
             let mut added = Vec::with_capacity(spans.len());
             for held in spans {
