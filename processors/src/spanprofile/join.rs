@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::{ProfilesBatch, TracesBatch};
-use prost::Message;
 
 use super::annotate::annotate;
 use super::config::SpanProfileConfig;
@@ -1019,10 +1018,9 @@ impl Join {
         let total = spans.len();
         for (n, mut held) in spans.into_iter().enumerate() {
             if let Some(acc) = &held.acc {
-                let annotation = annotate(&held.span.index, acc, &self.config);
-                if !annotation.attributes.is_empty() || !annotation.events.is_empty() {
-                    held.span = held.span.appended(annotation.encode_to_vec());
-                }
+                let mut annotation = Vec::new();
+                annotate(&held.span.index, acc, &self.config, &mut annotation);
+                held.span = held.span.appended(annotation);
             }
             let r = match resources
                 .iter_mut()
