@@ -1022,10 +1022,9 @@ impl Join {
                 annotate(&held.span.index, acc, &self.config, &mut annotation);
                 held.span = held.span.appended(annotation);
             }
-            let r = match resources
-                .iter_mut()
-                .rposition(|(r, _)| Arc::ptr_eq(r, &held.resource))
-            {
+            // Each request's resource is its own copy: equal ones (the same service in
+            // another request) share one group, so the output repeats no resource.
+            let r = match resources.iter_mut().rposition(|(r, _)| same(r, &held.resource)) {
                 Some(i) => &mut resources[i].1,
                 None => {
                     resources.push((held.resource.clone(), Vec::new()));
@@ -1033,7 +1032,7 @@ impl Join {
                     &mut resources[last].1
                 }
             };
-            match r.iter().rposition(|(s, _)| Arc::ptr_eq(s, &held.scope)) {
+            match r.iter().rposition(|(s, _)| same(s, &held.scope)) {
                 Some(i) => r[i].1.push(held.span),
                 None => {
                     let mut scope = Vec::with_capacity(total - n);
@@ -1054,6 +1053,11 @@ impl Join {
             .collect();
         TracesBatch::from_raw(resource_spans)
     }
+}
+
+/// The same head: one shared copy, or equal bytes.
+fn same(a: &Arc<Head>, b: &Arc<Head>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 impl Held {

@@ -678,3 +678,25 @@ fn big_traces_find_every_span() {
     }
     assert_eq!(seen(&out[&1]).cpu_ns_total, plants.len() as i64 * 10 * MS as i64);
 }
+
+#[test]
+fn one_service_in_many_requests_leaves_under_one_resource() {
+    let join = Join::new(config());
+    let now = Instant::now();
+    for (id, trace) in [(1, 10u128), (2, 11), (3, 12)] {
+        join.add_spans(traces("shop", vec![span_in(trace, id, None, 0, 5)]), now);
+    }
+    join.add_spans(traces("cart", vec![span_in(13, 4, None, 0, 5)]), now);
+    let out = join.release_due(now + Duration::from_secs(11));
+    assert_eq!(out.len(), 1);
+    let resources = out[0].resource_spans();
+    let per_resource: Vec<usize> = resources
+        .iter()
+        .map(|r| r.scope_spans.iter().map(|s| s.spans.len()).sum())
+        .collect();
+    let mut sorted = per_resource.clone();
+    sorted.sort();
+    // Three requests of "shop" come out as one resource (and one scope), "cart" as another.
+    assert_eq!(sorted, [1, 3], "{per_resource:?}");
+    assert!(resources.iter().all(|r| r.scope_spans.len() == 1));
+}

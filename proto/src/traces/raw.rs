@@ -185,7 +185,7 @@ fn key_value(mut kv: &[u8], key: &str) -> Option<AnyValue> {
 /// The fields of a resource or scope container other than its children (the `Resource` or
 /// `InstrumentationScope`, the schema URL, unknown fields), as encoded records. Shared by
 /// every part of a batch cut from the same container.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {
     records: Vec<Bytes>,
 }
