@@ -1,7 +1,7 @@
 //! Test support: start the real `hotspan` binary with a config, wait until it is healthy, talk
 //! to it over loopback, read what its file exporter wrote, stop it with a signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,12 +32,21 @@ pub fn hotspan_bin() -> PathBuf {
     .clone()
 }
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1, not handed out before in this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // The OS may offer a port again once its probe socket closes: never hand one out twice in
+    // this process, or two listeners of one test (or two parallel tests) would collide.
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
