@@ -405,7 +405,7 @@ impl Join {
         let mut count = 0;
         for rs in batch.into_raw() {
             let (resource, scopes) = rs.into_parts();
-            // Held spans must not keep their whole request alive (see RawSpan::detached).
+            // Held spans must not keep their whole request alive (see `hotspan_proto::raw::detach`).
             let resource = Arc::new(resource.detached());
             let key = Arc::new(
                 resource

@@ -123,7 +123,7 @@ fn first_attribute(mut buf: &[u8], key: &str) -> Option<AnyValue> {
     None
 }
 
-/// Moves the bytes of the spans in `items` into one allocation of their own. A span is a
+/// Copies the bytes of the spans in `items` into one allocation of their own. A span is a
 /// slice of the request it came in, which it keeps whole while it lives: whatever holds spans
 /// for long (the join) detaches them, so what it holds is what it counts. One allocation for
 /// spans that will leave together costs far less than one each.
@@ -195,7 +195,7 @@ impl Head {
         self.records.iter().map(Bytes::len).sum()
     }
 
-    /// This head in memory of its own (see [`RawSpan::detached`]).
+    /// This head in memory of its own (see [`detach`]).
     pub fn detached(&self) -> Head {
         Head {
             records: self.records.iter().map(|r| Bytes::copy_from_slice(r)).collect(),
