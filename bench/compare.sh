@@ -4,13 +4,14 @@
 # core 0; then hotspan with the spanprofile join and profiles at 10% of span volume; then an
 # idle sidecar's memory. Prints ratios hotspan/Rotel and checks that the sink got every span.
 #
-#   bench/compare.sh                 # 20 s of load per measurement
-#   DURATION=60 CONCURRENCY=8 bench/compare.sh
+#   bench/compare.sh                 # 3 rounds of 20 s of load per measurement
+#   ROUNDS=5 DURATION=60 CONCURRENCY=8 bench/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20}"
 CONCURRENCY="${CONCURRENCY:-8}"
 BATCH="${BATCH:-512}"
+ROUNDS="${ROUNDS:-3}"
 ROTEL_VERSION="${ROTEL_VERSION:-0.0.1a15}"
 
 cargo build --release -q -p hotspan --bin hotspan -p hotspan-tests --bin loadgen
@@ -113,15 +114,42 @@ YAML
   echo "$cfg"
 }
 
-echo "measuring Rotel $("$ROTEL" --version 2>/dev/null | head -n 1) and hotspan $(git rev-parse --short HEAD), ${DURATION}s each, concurrency $CONCURRENCY, $BATCH spans a request"
-s=$(free_port); i=$(free_port); h=$(free_port)
-read -r r_rate r_cpu r_rss r_acc r_rcv < <(measure rotel "$s" "$i" "$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$i" \
-  --otlp-http-endpoint "127.0.0.1:$h" --exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$s" --otlp-exporter-compression gzip \
-  --pid-file "$work/rotel.pid" --log-file "$work/rotel-agent.log")
-s=$(free_port); i=$(free_port)
-read -r h_rate h_cpu h_rss h_acc h_rcv < <(measure hotspan "$s" "$i" "$HOTSPAN" --config "$(hotspan_forward "$i" "$s")")
-s=$(free_port); i=$(free_port)
-read -r j_rate j_cpu j_rss j_acc j_rcv < <(PROFILES=0.1 measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s")")
+echo "measuring Rotel $("$ROTEL" --version 2>/dev/null | head -n 1) and hotspan $(git rev-parse --short HEAD), $ROUNDS rounds of ${DURATION}s each, concurrency $CONCURRENCY, $BATCH spans a request"
+# Rounds alternate the three so drift on a shared machine hits each alike; the table shows
+# medians, and every round's ratios are printed too.
+: > "$work/results"
+for round in $(seq 1 "$ROUNDS"); do
+  s=$(free_port); i=$(free_port); h=$(free_port)
+  echo "rotel $(measure rotel "$s" "$i" "$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$i" \
+    --otlp-http-endpoint "127.0.0.1:$h" --exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$s" --otlp-exporter-compression gzip \
+    --pid-file "$work/rotel.pid" --log-file "$work/rotel-agent.log")" >> "$work/results"
+  s=$(free_port); i=$(free_port)
+  echo "hotspan $(measure hotspan "$s" "$i" "$HOTSPAN" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
+  s=$(free_port); i=$(free_port)
+  echo "join $(PROFILES=0.1 measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s")")" >> "$work/results"
+  echo "round $round done"
+done
+median() { python3 - "$work/results" "$1" "$2" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2]]
+print(f"{statistics.median(float(r[int(sys.argv[3])]) for r in rows):.10g}")
+PY
+}
+read -r r_rate r_cpu r_rss < <(echo "$(median rotel 1) $(median rotel 2) $(median rotel 3)")
+read -r h_rate h_cpu h_rss < <(echo "$(median hotspan 1) $(median hotspan 2) $(median hotspan 3)")
+read -r j_rate j_cpu j_rss < <(echo "$(median join 1) $(median join 2) $(median join 3)")
+per_round=$(python3 - "$work/results" <<'PY'
+import sys
+rows = {}
+for l in open(sys.argv[1]):
+    f = l.split()
+    rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
+out = []
+for r, h, j in zip(rows["rotel"], rows["hotspan"], rows["join"]):
+    out.append(f"(a) {h[0]/r[0]:.2f}x spans/s, {h[1]/r[1]:.2f}x CPU; (b) {j[0]/h[0]:.2f}")
+print("\n".join(f"round {i + 1}: {o}" for i, o in enumerate(out)))
+PY
+)
 
 # Idle sidecar: otlp + pprof_scrape + spanprofile, nothing sent.
 sed -e 's/127.0.0.1:4317/127.0.0.1:0/; s/127.0.0.1:4318/127.0.0.1:0/; s/127.0.0.1:13133/127.0.0.1:0/' \
@@ -142,11 +170,11 @@ cat <<TABLE
 | (b) CPU s per million spans / peak RSS MiB | | $j_cpu / $j_rss | |
 | idle sidecar RSS, MiB | | $idle_rss | |
 
-delivered: Rotel $r_rcv of $r_acc, hotspan $h_rcv of $h_acc, hotspan+join $j_rcv of $j_acc
+$per_round
 TABLE
 fail=0
-for pair in "Rotel:$r_rcv:$r_acc" "hotspan:$h_rcv:$h_acc" "join:$j_rcv:$j_acc"; do
-  IFS=: read -r n got want <<<"$pair"
-  if [ "$got" -lt "$want" ]; then echo "$n: the sink received $got of $want accepted spans"; fail=1; fi
-done
+while read -r n _ _ _ want got; do
+  if [ "${got%.*}" -lt "${want%.*}" ]; then echo "$n: the sink received $got of $want accepted spans"; fail=1; fi
+done < "$work/results"
+[ $fail = 0 ] && echo "delivered: the sink received every accepted span in every round ($(awk '{a+=$5} END {print a}' "$work/results") spans)"
 exit $fail
