@@ -30,13 +30,20 @@ const HELD_OVERHEAD: usize = 384;
 /// Released spans grouped by scope, in arrival order.
 type ScopesOut = Vec<(Arc<Head>, Vec<RawSpan>)>;
 
-struct Held {
-    /// The span as received; annotations are appended to its bytes when it leaves.
-    span: RawSpan,
+/// Where spans came from: shared by the spans of one scope of one request.
+struct Origin {
     resource: Arc<Head>,
     scope: Arc<Head>,
     key: Arc<ResourceKey>,
-    deadline: Instant,
+}
+
+/// A span held, kept small (144 bytes): the join moves each a few times.
+struct Held {
+    /// The span as received; annotations are appended to its bytes when it leaves.
+    span: RawSpan,
+    origin: Arc<Origin>,
+    /// When its wait is over, in nanoseconds since the join's epoch.
+    deadline: u64,
     bytes: u32,
     /// Allocated when the first sample lands: most spans get none.
     acc: Option<Box<Accumulator>>,
@@ -166,6 +173,8 @@ pub struct Join {
     orphans_parked: AtomicUsize,
     threads: Vec<Mutex<HashMap<ThreadKey, ThreadBucket>>>,
     pending: AtomicUsize,
+    /// Deadlines count from here.
+    epoch: Instant,
     pub stats: JoinStats,
 }
 
@@ -204,7 +213,7 @@ impl Held {
     }
 
     fn thread(&self) -> Option<i64> {
-        self.span.index.thread_id
+        self.span.index.thread_id()
     }
 
     fn runs_at(&self, t: u64, skew: u64) -> bool {
@@ -274,7 +283,7 @@ impl Shard {
     }
 
     /// The span whose turn to leave is next.
-    fn oldest(&self) -> Option<(Instant, TraceId, SpanId)> {
+    fn oldest(&self) -> Option<(u64, TraceId, SpanId)> {
         let h = self.slots.front()?.as_ref()?;
         Some((h.deadline, h.span.index.trace_id, h.span.index.span_id))
     }
@@ -286,7 +295,7 @@ impl Shard {
             // A parent on another resource (another service) makes this the local root.
             Some(p) => self
                 .get(trace, p)
-                .is_some_and(|parent| !parent.key.matches(&h.key)),
+                .is_some_and(|parent| !parent.origin.key.matches(&h.origin.key)),
         }
     }
 
@@ -335,7 +344,7 @@ impl Shard {
             })
             .filter(|(id, h)| {
                 h.runs_at(t, skew)
-                    && h.key.matches(key)
+                    && h.origin.key.matches(key)
                     && within.is_none_or(|root| self.descends_from(trace, *id, root))
             })
             .max_by_key(|(id, h)| (self.depth(trace, *id), h.start(), *id))
@@ -355,12 +364,21 @@ impl Join {
             orphans_parked: AtomicUsize::new(0),
             threads: sharded(),
             pending: AtomicUsize::new(0),
+            // Well before any instant a caller will pass, so none saturates to it.
+            epoch: Instant::now()
+                .checked_sub(Duration::from_secs(3600))
+                .unwrap_or_else(Instant::now),
             stats: JoinStats::default(),
         }
     }
 
     pub fn config(&self) -> &SpanProfileConfig {
         &self.config
+    }
+
+    /// `t` in nanoseconds since the epoch.
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn skew(&self) -> u64 {
@@ -403,6 +421,7 @@ impl Join {
             .map(|_| Vec::with_capacity(total * 2 / SHARDS + 4))
             .collect();
         let mut count = 0;
+        let deadline = self.nanos(now + self.config.wait);
         for rs in batch.into_raw() {
             let (resource, scopes) = rs.into_parts();
             // Held spans must not keep their whole request alive (see `hotspan_proto::raw::detach`).
@@ -415,22 +434,19 @@ impl Join {
             );
             for ss in scopes {
                 let (scope, spans) = ss.into_parts();
-                let scope = Arc::new(scope.detached());
+                let origin = Arc::new(Origin {
+                    resource: resource.clone(),
+                    scope: Arc::new(scope.detached()),
+                    key: key.clone(),
+                });
                 for span in spans {
                     count += 1;
                     if span.index.id_problem().is_some() {
                         // Receivers drop invalid ids; should one get here, it passes through unjoined.
-                        leaving.push(Held::plain(span, resource.clone(), scope.clone(), key.clone()));
+                        leaving.push(Held::new(span, origin.clone(), 0));
                         continue;
                     }
-                    let held = Held::new(
-                        span,
-                        resource.clone(),
-                        scope.clone(),
-                        key.clone(),
-                        self.config.wait,
-                        now,
-                    );
+                    let held = Held::new(span, origin.clone(), deadline);
                     let (trace, id) = held.ids();
                     if let Some(thread) = held.thread() {
                         let tk = (key.clone(), thread);
@@ -624,7 +640,7 @@ impl Join {
                     let root = shard.traces.get(&trace).and_then(|t| {
                         t.held.iter().map(|r| r.id).find(|id| {
                             shard.get(trace, *id).is_some_and(|h| {
-                                shard.is_local_root(trace, h) && h.key.matches(&event.resource)
+                                shard.is_local_root(trace, h) && h.origin.key.matches(&event.resource)
                             })
                         })
                     });
@@ -754,7 +770,7 @@ impl Join {
         let skew = self.skew();
         let (start, end, key, thread) = {
             let h = shard.get(trace, id)?;
-            (h.start(), h.end(), h.key.clone(), h.thread())
+            (h.start(), h.end(), h.origin.key.clone(), h.thread())
         };
         // Samples waiting on the trace whose answer may be this span or one below it.
         let waiting = shard
@@ -896,10 +912,11 @@ impl Join {
     /// waited as long as a span would.
     pub fn release_due(&self, now: Instant) -> Vec<TracesBatch> {
         let mut released = Vec::new();
+        let now_ns = self.nanos(now);
         for (i, s) in self.shards.iter().enumerate() {
             let mut shard = lock(s);
             while let Some((deadline, trace, id)) = shard.oldest() {
-                if deadline > now {
+                if deadline > now_ns {
                     break;
                 }
                 self.release_front(&mut shard, trace, id, now, &mut released);
@@ -1024,20 +1041,23 @@ impl Join {
             }
             // Each request's resource is its own copy: equal ones (the same service in
             // another request) share one group, so the output repeats no resource.
-            let r = match resources.iter_mut().rposition(|(r, _)| same(r, &held.resource)) {
+            let r = match resources
+                .iter_mut()
+                .rposition(|(r, _)| same(r, &held.origin.resource))
+            {
                 Some(i) => &mut resources[i].1,
                 None => {
-                    resources.push((held.resource.clone(), Vec::new()));
+                    resources.push((held.origin.resource.clone(), Vec::new()));
                     let last = resources.len() - 1;
                     &mut resources[last].1
                 }
             };
-            match r.iter().rposition(|(s, _)| same(s, &held.scope)) {
+            match r.iter().rposition(|(s, _)| same(s, &held.origin.scope)) {
                 Some(i) => r[i].1.push(held.span),
                 None => {
                     let mut scope = Vec::with_capacity(total - n);
                     scope.push(held.span);
-                    r.push((held.scope.clone(), scope));
+                    r.push((held.origin.scope.clone(), scope));
                 }
             }
         }
@@ -1061,22 +1081,13 @@ fn same(a: &Arc<Head>, b: &Arc<Head>) -> bool {
 }
 
 impl Held {
-    fn new(
-        span: RawSpan,
-        resource: Arc<Head>,
-        scope: Arc<Head>,
-        key: Arc<ResourceKey>,
-        wait: Duration,
-        now: Instant,
-    ) -> Self {
+    fn new(span: RawSpan, origin: Arc<Origin>, deadline: u64) -> Self {
         Held {
-            deadline: now + wait,
+            deadline,
             // Spans come in requests far below 4 GiB.
             bytes: u32::try_from(span.len() + HELD_OVERHEAD).unwrap_or(u32::MAX),
             span,
-            resource,
-            scope,
-            key,
+            origin,
             acc: None,
         }
     }
@@ -1084,9 +1095,15 @@ impl Held {
     fn ids(&self) -> (TraceId, SpanId) {
         (self.span.index.trace_id, self.span.index.span_id)
     }
-
-    /// A span the join cannot hold (no valid ids): passed on as it came.
-    fn plain(span: RawSpan, resource: Arc<Head>, scope: Arc<Head>, key: Arc<ResourceKey>) -> Self {
-        Held::new(span, resource, scope, key, Duration::ZERO, Instant::now())
+}
+#[cfg(test)]
+mod size {
+    /// Every span held moves a few times (into its shard, out, into its batch): it stays
+    /// within 144 bytes, three cache lines' worth.
+    #[test]
+    fn a_held_span_stays_small() {
+        assert!(std::mem::size_of::<super::Held>() <= 144);
+        assert!(std::mem::size_of::<Option<super::Held>>() <= 144);
+        assert_eq!(std::mem::size_of::<hotspan_proto::raw::SpanIndex>(), 64);
     }
 }

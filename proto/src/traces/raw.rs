@@ -22,7 +22,8 @@ const SPANS: u32 = 2;
 const SPAN_ATTRIBUTES: u32 = 9;
 
 /// The fields of a span the collector reads, taken from its bytes. Ids that have the wrong
-/// length read as 0; their lengths say what came.
+/// length read as 0; their lengths say what came. 64 bytes: the join keeps one per span held
+/// and moves it several times.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpanIndex {
     pub trace_id: u128,
@@ -31,19 +32,28 @@ pub struct SpanIndex {
     pub parent_span_id: u64,
     pub start: u64,
     pub end: u64,
-    pub trace_id_len: u32,
-    pub span_id_len: u32,
+    /// Valid when `has_thread` (an `Option<i64>` would take 8 bytes more).
+    thread: i64,
     pub flags: u32,
-    /// The `thread.id` attribute (an int, or a string holding one), which the join's thread
-    /// rule reads; found while the scan checks the attributes anyway.
-    pub thread_id: Option<i64>,
+    /// Lengths of the ids as received, 255 standing for 255 or more.
+    pub trace_id_len: u8,
+    pub span_id_len: u8,
+    has_thread: bool,
 }
 
 impl SpanIndex {
+    /// The `thread.id` attribute (an int, or a string holding one), which the join's thread
+    /// rule reads; found while the scan checks the attributes anyway.
+    pub fn thread_id(&self) -> Option<i64> {
+        self.has_thread.then_some(self.thread)
+    }
+
     /// Why nothing downstream could correlate this span, if so.
     pub fn id_problem(&self) -> Option<String> {
-        let problem = |len: u32, want: u32, zero: bool, what: &str| {
-            if len != want {
+        let problem = |len: u8, want: u8, zero: bool, what: &str| {
+            if len == u8::MAX {
+                Some(format!("{what} must be {want} bytes, got 255 or more"))
+            } else if len != want {
                 Some(format!("{what} must be {want} bytes, got {len}"))
             } else if zero {
                 Some(format!("{what} must not be all zeros"))
@@ -61,8 +71,9 @@ impl SpanIndex {
 #[derive(Clone, Debug)]
 pub struct RawSpan {
     bytes: Bytes,
-    /// Written after `bytes` when encoding; kept apart so appending copies nothing.
-    extra: Bytes,
+    /// Written after `bytes` when encoding; kept apart so appending copies nothing. Boxed
+    /// rather than `Bytes`: held spans carry it empty, and it is half the size.
+    extra: Box<[u8]>,
     pub index: SpanIndex,
 }
 
@@ -83,16 +94,16 @@ impl RawSpan {
             return self;
         }
         let extra = if self.extra.is_empty() {
-            Bytes::from(extra)
+            extra.into_boxed_slice()
         } else {
-            Bytes::from([&self.extra[..], &extra].concat())
+            [&self.extra[..], &extra].concat().into_boxed_slice()
         };
         RawSpan { extra, ..self }
     }
 
     /// The value of the first attribute named `key`, decoded.
     pub fn attribute(&self, key: &str) -> Option<AnyValue> {
-        [&self.bytes, &self.extra]
+        [&self.bytes[..], &self.extra[..]]
             .into_iter()
             .find_map(|part| first_attribute(part, key))
     }
@@ -481,7 +492,7 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
             spans.push(RawSpan {
                 index: scan_span(span)?,
                 bytes: buf.slice_ref(span),
-                extra: Bytes::new(),
+                extra: Box::default(),
             });
             Ok(())
         },
@@ -496,8 +507,8 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
 /// Depth of a span below the request: request > resource spans > scope spans > span.
 const SPAN_DEPTH: u32 = 3;
 
-fn len_u32(bytes: &[u8]) -> u32 {
-    u32::try_from(bytes.len()).unwrap_or(u32::MAX)
+fn len_u8(bytes: &[u8]) -> u8 {
+    u8::try_from(bytes.len()).unwrap_or(u8::MAX)
 }
 
 fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
@@ -513,18 +524,22 @@ fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
         // A field given twice: the last one counts, as in any decoder.
         match tag {
             1 => {
-                index.trace_id_len = len_u32(value);
+                index.trace_id_len = len_u8(value);
                 index.trace_id = value.try_into().map_or(0, u128::from_be_bytes);
             }
             2 => {
-                index.span_id_len = len_u32(value);
+                index.span_id_len = len_u8(value);
                 index.span_id = value.try_into().map_or(0, u64::from_be_bytes);
             }
             4 => index.parent_span_id = value.try_into().map_or(0, u64::from_be_bytes),
             7 => index.start = value.try_into().map_or(0, u64::from_le_bytes),
             8 => index.end = value.try_into().map_or(0, u64::from_le_bytes),
             16 => index.flags = value.try_into().map_or(0, u32::from_le_bytes),
-            SPAN_ATTRIBUTES if index.thread_id.is_none() => index.thread_id = thread_id(value),
+            SPAN_ATTRIBUTES if !index.has_thread => {
+                if let Some(t) = thread_id(value) {
+                    (index.thread, index.has_thread) = (t, true);
+                }
+            }
             _ => {}
         }
     }

@@ -251,7 +251,7 @@ mod raw {
             (1_002, 2_002, 0x301)
         );
         assert_eq!(span.index.id_problem(), None);
-        assert_eq!(span.index.thread_id, Some(7));
+        assert_eq!(span.index.thread_id(), Some(7));
         assert_eq!(
             span.attribute("thread.id").and_then(|v| v.value),
             Some(Value::IntValue(7))
