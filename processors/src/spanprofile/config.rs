@@ -73,6 +73,10 @@ impl ComponentConfig for SpanProfileConfig {
         if self.wait.is_zero() {
             errs.push(FieldError::new("wait", "must be greater than 0"));
         }
+        // Spans are held in memory for `wait`: a day is already far past any useful setting.
+        if self.wait > Duration::from_secs(24 * 3600) {
+            errs.push(FieldError::new("wait", "must be at most 24h"));
+        }
         for (key, value) in [
             ("max_buffered_spans", self.max_buffered_spans),
             ("max_buffered_bytes", self.max_buffered_bytes),
@@ -83,5 +87,33 @@ impl ComponentConfig for SpanProfileConfig {
                 errs.push(FieldError::new(key, "must be at least 1"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(wait: Duration) -> Vec<String> {
+        let mut errs = Vec::new();
+        SpanProfileConfig {
+            wait,
+            ..Default::default()
+        }
+        .validate(&mut errs);
+        errs.iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn wait_must_be_positive_and_at_most_a_day() {
+        assert!(errors(Duration::from_secs(20)).is_empty());
+        assert!(errors(Duration::from_secs(24 * 3600)).is_empty());
+        assert_eq!(errors(Duration::ZERO), ["wait: must be greater than 0"]);
+        assert_eq!(
+            errors(Duration::from_secs(24 * 3600 + 1)),
+            ["wait: must be at most 24h"]
+        );
     }
 }

@@ -421,7 +421,9 @@ impl Join {
             .map(|_| Vec::with_capacity(total * 2 / SHARDS + 4))
             .collect();
         let mut count = 0;
-        let deadline = self.nanos(now + self.config.wait);
+        let deadline = now
+            .checked_add(self.config.wait)
+            .map_or(u64::MAX, |t| self.nanos(t));
         for rs in batch.into_raw() {
             let (resource, scopes) = rs.into_parts();
             // Held spans must not keep their whole request alive (see `hotspan_proto::raw::detach`).
