@@ -1037,7 +1037,8 @@ impl Join {
         let total = spans.len();
         for (n, mut held) in spans.into_iter().enumerate() {
             if let Some(acc) = &held.acc {
-                let mut annotation = Vec::new();
+                // Most annotations fit in 1 KiB, a roll-up alone in 32 bytes: written without regrowing.
+                let mut annotation = Vec::with_capacity(if acc.is_empty() { 32 } else { 1024 });
                 annotate(&held.span.index, acc, &self.config, &mut annotation);
                 held.span = held.span.appended(annotation);
             }
