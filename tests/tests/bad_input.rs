@@ -198,3 +198,34 @@ fn grpc_bad_messages_are_invalid_argument() -> Result<()> {
     ensure!(found.len() == 5);
     Ok(())
 }
+
+/// A body far over the limit gets its 413 and message even though the client is still sending
+/// when the limit is reached: the receiver reads on (and discards) rather than cut the
+/// connection, which the client would see as a reset.
+#[test]
+fn an_oversized_body_gets_its_answer_not_a_reset() -> Result<()> {
+    let hotspan = Hotspan::start(CONFIG)?;
+    let url = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http"));
+    for round in 0..5 {
+        let answer = post(&url, "application/json", None, vec![b' '; 4 * 1024 * 1024])?;
+        ensure!(
+            answer.status == 413 && answer.body.contains("larger than 65536"),
+            "round {round}: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+    let ok = post(
+        &url,
+        "application/json",
+        None,
+        json_spans("shop", 0, 3).into_bytes(),
+    )?;
+    ensure!(
+        ok.status == 200,
+        "good after oversized: {} {}",
+        ok.status,
+        ok.body
+    );
+    Ok(())
+}

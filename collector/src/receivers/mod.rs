@@ -1,5 +1,6 @@
 //! Receivers: where data enters. Each is one module registered in `registry.rs`.
 
+mod body;
 pub mod ingest;
 pub mod otlp;
 pub mod pprof;

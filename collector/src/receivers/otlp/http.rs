@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use crate::receivers::body::{read_limited, BodyError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,7 +13,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use hotspan_config::Signal;
 use hotspan_proto::{rpc, Encoding};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::config::HttpConfig;
 use crate::consumer::ConsumeError;
@@ -133,15 +133,15 @@ async fn handle(
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     route.ingest.admit(route.signal, declared).map_err(refusal_of)?;
-    let raw = match Limited::new(body, route.max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let raw = match read_limited(body, route.max_body).await {
+        Ok(raw) => raw,
+        Err(BodyError::TooLarge) => {
             return Err(bad(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than {} bytes", route.max_body),
             ))
         }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             return Err(bad(
                 StatusCode::BAD_REQUEST,
                 format!("could not read request body: {e}"),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::body::{read_limited, BodyError};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -17,7 +18,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
 use hotspan_proto::otlp::common::v1::KeyValue;
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use tracing::info;
 
@@ -294,14 +294,13 @@ async fn raw_pprof(
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, (StatusCode, String)> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
+    read_limited(body, limit).await.map_err(|e| match e {
+        BodyError::TooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body is larger than {limit} bytes"),
-        )),
-        Err(e) => Err((StatusCode::BAD_REQUEST, format!("could not read body: {e}"))),
-    }
+        ),
+        BodyError::Read(e) => (StatusCode::BAD_REQUEST, format!("could not read body: {e}")),
+    })
 }
 
 /// The `profile` part of a Pyroscope multipart upload.
