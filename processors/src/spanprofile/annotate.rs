@@ -173,13 +173,8 @@ fn share(part: u64, whole: u64) -> f64 {
 /// no samples of their own only get `cpu_ns_total` when descendants had some.
 pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig, out: &mut Vec<u8>) {
     let p = config.attribute_prefix.as_str();
-    let mut attr = |name: &str, value: Value| {
-        Attr {
-            key: [p, name, ""],
-            value,
-        }
-        .write(SPAN_ATTRIBUTES, out)
-    };
+    let mut put = |key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
+    let mut attr = |name: &str, value: Value| put([p, name, ""], value);
     let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
     if acc.is_empty() {
         if total > 0 {
@@ -217,8 +212,19 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
     if duration > 0 {
         attr("cpu_utilization", Value::Double(share(acc.own.cpu_ns, duration)));
     }
-    if let Some((frames, w)) = stacks.first() {
-        attr("hot_path", Value::Str(&collapsed(frames, config.hot_path_frames)));
+    // The heaviest stacks as text, once: the hot path attribute and the events share them.
+    let shown = if config.emit_events {
+        config.hot_paths.max(1)
+    } else {
+        1
+    };
+    let paths: Vec<String> = stacks
+        .iter()
+        .take(shown)
+        .map(|(frames, _)| collapsed(frames, config.hot_path_frames))
+        .collect();
+    if let (Some(path), Some((_, w))) = (paths.first(), stacks.first()) {
+        attr("hot_path", Value::Str(path));
         attr("hot_path.share", Value::Double(share(rank(w, by_cpu), whole)));
     }
     let top: Vec<String> = functions
@@ -246,32 +252,20 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
     attr("join", Value::Str(rule.as_str()));
     for (key, values) in &acc.labels {
         let joined = values.iter().map(|v| &**v).collect::<Vec<&str>>().join(",");
-        Attr {
-            key: [p, "labels.", key],
-            value: Value::Str(&joined),
-        }
-        .write(SPAN_ATTRIBUTES, out);
+        put([p, "labels.", key], Value::Str(&joined));
     }
     if !acc.profile_ids.is_empty() {
-        Attr {
-            key: [p, "profile_ids", ""],
-            value: Value::Strs(acc.profile_ids.iter().map(|id| &**id).collect()),
-        }
-        .write(SPAN_ATTRIBUTES, out);
+        let ids = acc.profile_ids.iter().map(|id| &**id).collect();
+        put([p, "profile_ids", ""], Value::Strs(ids));
     }
     // Grafana's "traces to profiles" opens the span's own flame graph by this id.
     let own_id = format!("{:016x}", index.span_id);
-    Attr {
-        key: ["pyroscope.profile.id", "", ""],
-        value: Value::Str(&own_id),
-    }
-    .write(SPAN_ATTRIBUTES, out);
+    put(["pyroscope.profile.id", "", ""], Value::Str(&own_id));
 
     if config.emit_events {
-        for (frames, w) in stacks.iter().take(config.hot_paths) {
-            let stack = collapsed(frames, config.hot_path_frames);
+        for (stack, (_, w)) in paths.iter().zip(&stacks).take(config.hot_paths) {
             let attrs = [
-                ("stack", Value::Str(&stack)),
+                ("stack", Value::Str(stack)),
                 ("samples", Value::Int(w.samples)),
                 ("cpu_ns", Value::Int(w.cpu_ns)),
                 ("share", Value::Double(share(rank(w, by_cpu), whole))),
