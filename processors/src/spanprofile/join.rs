@@ -1,5 +1,7 @@
-//! The join's state: held spans and waiting samples, sharded so receivers feeding it from
-//! many tasks never contend on one lock.
+//! The join's state. Spans are held as blocks: the spans of one request, kept as the bytes
+//! they came in, released together in arrival order and sent on as those same bytes plus
+//! whatever the join appended. An index sharded by trace id finds a held span for the samples
+//! that name it, so receivers feeding the join from many tasks never contend on one lock.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
@@ -7,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
+use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw, SpanIndex};
 use hotspan_proto::{ProfilesBatch, TracesBatch};
 
 use super::annotate::annotate;
@@ -24,29 +26,215 @@ const MAX_DEPTH_WALK: usize = 256;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-/// What a held span costs besides its bytes: this struct, its map and queue entries.
-const HELD_OVERHEAD: usize = 384;
+/// What a held span costs besides its bytes: its index entry, its copy of the span's index
+/// and its place in the block.
+const HELD_OVERHEAD: usize = 160;
 
-/// Released spans grouped by scope, in arrival order.
-type ScopesOut = Vec<(Arc<Head>, Vec<RawSpan>)>;
-
-/// Where spans came from: shared by the spans of one scope of one request.
-struct Origin {
-    resource: Arc<Head>,
-    scope: Arc<Head>,
-    key: Arc<ResourceKey>,
+/// Where a span sits in its block's resources.
+#[derive(Clone, Copy)]
+struct Loc {
+    resource: u32,
+    scope: u32,
+    span: u32,
 }
 
-/// A span held, kept small (144 bytes): the join moves each a few times.
-struct Held {
-    /// The span as received; annotations are appended to its bytes when it leaves.
-    span: RawSpan,
-    origin: Arc<Origin>,
+/// The spans of one request, held together and released together, oldest first.
+struct Block {
     /// When its wait is over, in nanoseconds since the join's epoch.
     deadline: u64,
-    bytes: u32,
+    bytes: usize,
+    /// The spans as received; taken when the block leaves.
+    resources: Mutex<Vec<ResourceSpansRaw>>,
+    /// Each span's index and place, by its position in the block: read without the lock.
+    index: Vec<SpanIndex>,
+    locs: Vec<Loc>,
+    /// The resource key of each resource.
+    keys: Vec<Arc<ResourceKey>>,
+    /// Spans that left apart from the block: with an ancestor from an older block, or at
+    /// once (a second copy of a held span, or ids nothing could join).
+    gone: Vec<AtomicU64>,
+}
+
+/// A span that leaves apart from its block, with its resource and scope.
+struct Loose {
+    resource: Arc<Head>,
+    scope: Arc<Head>,
+    span: RawSpan,
+    acc: Option<Box<Accumulator>>,
+}
+
+impl Block {
+    fn new(batch: TracesBatch, deadline: u64) -> Block {
+        let resources = batch.into_raw();
+        let n = resources.iter().map(ResourceSpansRaw::span_count).sum();
+        let mut index = Vec::with_capacity(n);
+        let mut locs = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(resources.len());
+        let mut bytes = 0;
+        for (r, rs) in resources.iter().enumerate() {
+            keys.push(Arc::new(
+                rs.head()
+                    .resource()
+                    .map(|res| ResourceKey::from_attributes(&res.attributes))
+                    .unwrap_or_default(),
+            ));
+            for (s, ss) in rs.scopes().iter().enumerate() {
+                for (i, span) in ss.spans().iter().enumerate() {
+                    index.push(span.index);
+                    // Requests are bounded far below 4 Gi spans.
+                    locs.push(Loc {
+                        resource: r as u32,
+                        scope: s as u32,
+                        span: i as u32,
+                    });
+                    bytes += span.len() + HELD_OVERHEAD;
+                }
+            }
+        }
+        Block {
+            deadline,
+            bytes,
+            gone: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            resources: Mutex::new(resources),
+            index,
+            locs,
+            keys,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn key(&self, i: u32) -> &Arc<ResourceKey> {
+        &self.keys[self.locs[i as usize].resource as usize]
+    }
+
+    fn is_gone(&self, i: usize) -> bool {
+        self.gone[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Takes span `i` out of the block to leave on its own. Called under the lock of the
+    /// span's index shard, before the block's own release takes its spans.
+    fn take_loose(&self, i: u32, acc: Option<Box<Accumulator>>) -> Option<Loose> {
+        let i = i as usize;
+        self.gone[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
+        let loc = self.locs[i];
+        let resources = lock(&self.resources);
+        let rs = resources.get(loc.resource as usize)?;
+        let ss = rs.scopes().get(loc.scope as usize)?;
+        Some(Loose {
+            resource: rs.head().clone(),
+            scope: ss.head().clone(),
+            span: ss.spans().get(loc.span as usize)?.clone(),
+            acc,
+        })
+    }
+
+    /// The block's spans as they leave: without those gone already, with annotations
+    /// (`(position, bytes)` in position order) appended. Unchanged containers keep their
+    /// bytes as received.
+    fn take_spans(&self, annotations: Vec<(u32, Vec<u8>)>) -> Vec<ResourceSpansRaw> {
+        let resources = std::mem::take(&mut *lock(&self.resources));
+        let any_gone = self.gone.iter().any(|w| w.load(Ordering::Acquire) != 0);
+        if annotations.is_empty() && !any_gone {
+            return resources;
+        }
+        let mut annotations = annotations.into_iter().peekable();
+        let mut at = 0usize;
+        let mut out = Vec::with_capacity(resources.len());
+        for rs in resources {
+            let n = rs.span_count();
+            let changed = |from: usize, n: usize, next: Option<u32>| {
+                next.is_some_and(|a| (a as usize) < from + n) || (from..from + n).any(|i| self.is_gone(i))
+            };
+            if !changed(at, n, annotations.peek().map(|a| a.0)) {
+                at += n;
+                out.push(rs);
+                continue;
+            }
+            let (head, scopes) = rs.into_parts();
+            let mut kept = Vec::with_capacity(scopes.len());
+            for ss in scopes {
+                let n = ss.spans().len();
+                if !changed(at, n, annotations.peek().map(|a| a.0)) {
+                    at += n;
+                    kept.push(ss);
+                    continue;
+                }
+                let (scope, spans) = ss.into_parts();
+                let mut left = Vec::with_capacity(spans.len());
+                for span in spans {
+                    let i = at;
+                    at += 1;
+                    if self.is_gone(i) {
+                        // It left on its own, annotated there.
+                        annotations.next_if(|a| a.0 as usize == i);
+                        continue;
+                    }
+                    match annotations.next_if(|a| a.0 as usize == i) {
+                        Some((_, extra)) => left.push(span.appended(extra)),
+                        None => left.push(span),
+                    }
+                }
+                if !left.is_empty() {
+                    kept.push(ScopeSpansRaw::new(scope, left));
+                }
+            }
+            if !kept.is_empty() {
+                out.push(ResourceSpansRaw::new(head, kept));
+            }
+        }
+        out
+    }
+}
+
+/// A held span, as its trace's index knows it: the ids searched for are kept here, the rest
+/// is read from the block.
+struct Entry {
+    id: SpanId,
+    /// 0 when the span has no parent.
+    parent: SpanId,
+    block: Arc<Block>,
+    /// Its position in the block.
+    at: u32,
     /// Allocated when the first sample lands: most spans get none.
     acc: Option<Box<Accumulator>>,
+}
+
+impl Entry {
+    fn index(&self) -> &SpanIndex {
+        &self.block.index[self.at as usize]
+    }
+
+    fn key(&self) -> &Arc<ResourceKey> {
+        self.block.key(self.at)
+    }
+
+    fn parent(&self) -> Option<SpanId> {
+        (self.parent != 0).then_some(self.parent)
+    }
+
+    fn remote_parent(&self) -> bool {
+        let flags = self.index().flags;
+        flags & FLAG_HAS_IS_REMOTE != 0 && flags & FLAG_IS_REMOTE != 0
+    }
+
+    fn start(&self) -> u64 {
+        self.index().start
+    }
+
+    fn end(&self) -> u64 {
+        self.index().end.max(self.index().start)
+    }
+
+    fn thread(&self) -> Option<i64> {
+        self.index().thread_id()
+    }
+
+    fn runs_at(&self, t: u64, skew: u64) -> bool {
+        self.start().saturating_sub(skew) <= t && t <= self.end().saturating_add(skew)
+    }
 }
 
 /// Why a sample waits on a trace.
@@ -59,14 +247,6 @@ enum Waiting {
     Trace,
 }
 
-/// Where a held span is: its arrival number in the shard's queue.
-#[derive(Clone, Copy)]
-struct HeldRef {
-    id: SpanId,
-    parent: Option<SpanId>,
-    arrival: u64,
-}
-
 /// Held spans a trace may have before it gets a map of them; below, a linear search over
 /// one small vector costs less than a miss in a shard-wide map.
 pub(super) const BIG_TRACE: usize = 64;
@@ -74,7 +254,7 @@ pub(super) const BIG_TRACE: usize = 64;
 #[derive(Default)]
 struct TraceState {
     /// Held spans of this trace.
-    held: Vec<HeldRef>,
+    held: Vec<Entry>,
     /// id -> position in `held`, once the trace has more than `BIG_TRACE` held.
     big: Option<HashMap<SpanId, usize>>,
     waiting: Vec<(Waiting, Event)>,
@@ -91,50 +271,47 @@ impl TraceState {
     fn position(&self, id: SpanId) -> Option<usize> {
         match &self.big {
             Some(map) => map.get(&id).copied(),
-            None => self.held.iter().position(|r| r.id == id),
+            None => self.held.iter().position(|e| e.id == id),
         }
     }
 
-    fn find(&self, id: SpanId) -> Option<HeldRef> {
-        self.position(id).map(|i| self.held[i])
+    fn find(&self, id: SpanId) -> Option<&Entry> {
+        self.position(id).map(|i| &self.held[i])
     }
 
-    fn push(&mut self, r: HeldRef) {
+    fn find_mut(&mut self, id: SpanId) -> Option<&mut Entry> {
+        self.position(id).map(|i| &mut self.held[i])
+    }
+
+    fn push(&mut self, e: Entry) {
         if let Some(map) = &mut self.big {
-            map.insert(r.id, self.held.len());
+            map.insert(e.id, self.held.len());
         }
-        self.held.push(r);
+        self.held.push(e);
         if self.big.is_none() && self.held.len() > BIG_TRACE {
-            self.big = Some(self.held.iter().enumerate().map(|(i, r)| (r.id, i)).collect());
+            self.big = Some(self.held.iter().enumerate().map(|(i, e)| (e.id, i)).collect());
         }
     }
 
-    fn remove(&mut self, id: SpanId) -> Option<HeldRef> {
+    fn remove(&mut self, id: SpanId) -> Option<Entry> {
         let i = self.position(id)?;
-        let r = self.held.swap_remove(i);
+        let e = self.held.swap_remove(i);
         if let Some(map) = &mut self.big {
             map.remove(&id);
             if let Some(moved) = self.held.get(i) {
                 map.insert(moved.id, i);
             }
         }
-        Some(r)
+        Some(e)
     }
 }
 
+/// One part of the index: the traces whose ids hash here.
 #[derive(Default)]
 struct Shard {
-    /// Held spans in arrival order, which is release order (every span waits as long); a
-    /// slot empties when its span leaves ahead of its turn (with its parent, or early).
-    slots: VecDeque<Option<Held>>,
-    /// The arrival number of `slots[0]`.
-    first: u64,
-    /// Spans held.
-    count: usize,
     traces: HashMap<TraceId, TraceState>,
     /// Spans that left, and when to forget them (after `wait`, when no sample is due).
     released_order: VecDeque<(Instant, TraceId, SpanId)>,
-    bytes: usize,
 }
 
 /// Samples on one thread of one resource, waiting for the spans that ran on it.
@@ -158,9 +335,48 @@ pub struct JoinStats {
     pub spans_out: AtomicU64,
 }
 
+/// What one release gathers: the annotations of the leaving block's spans, and spans of
+/// other blocks that leave with it (descendants of its spans, held in younger blocks).
+struct Leaving<'a> {
+    block: Option<&'a Arc<Block>>,
+    /// Positions in `block` that left in this release.
+    done: Vec<bool>,
+    accs: Vec<(u32, Box<Accumulator>)>,
+    loose: Vec<Loose>,
+}
+
+impl<'a> Leaving<'a> {
+    fn new(block: Option<&'a Arc<Block>>) -> Self {
+        Leaving {
+            block,
+            done: vec![false; block.map_or(0, |b| b.len())],
+            accs: Vec::new(),
+            loose: Vec::new(),
+        }
+    }
+
+    /// A span that left its trace's index: it goes out with its block when that is the
+    /// block leaving, else on its own.
+    fn add(&mut self, e: Entry) {
+        match self.block {
+            Some(b) if Arc::ptr_eq(b, &e.block) => {
+                self.done[e.at as usize] = true;
+                if let Some(acc) = e.acc {
+                    self.accs.push((e.at, acc));
+                }
+            }
+            _ => self.loose.extend(e.block.take_loose(e.at, e.acc)),
+        }
+    }
+}
+
 /// The join of spans and profile samples (DESIGN.md, "The join").
 pub struct Join {
     config: SpanProfileConfig,
+    /// Held blocks, oldest first.
+    blocks: Mutex<VecDeque<Arc<Block>>>,
+    held: AtomicUsize,
+    held_bytes: AtomicUsize,
     shards: Vec<Mutex<Shard>>,
     /// span id -> trace id of held and remembered spans, for samples that name only a span.
     /// Kept only once such a sample has come: it costs two cache misses a span.
@@ -191,117 +407,33 @@ fn sharded<T: Default>() -> Vec<Mutex<T>> {
     (0..SHARDS).map(|_| Mutex::new(T::default())).collect()
 }
 
-/// What the join reads of a held span comes from its index, so `Held` stays small: it is
-/// moved in and out of queues several times on its way through.
-impl Held {
-    fn parent(&self) -> Option<SpanId> {
-        let p = self.span.index.parent_span_id;
-        (p != 0).then_some(p)
-    }
-
-    fn remote_parent(&self) -> bool {
-        let flags = self.span.index.flags;
-        flags & FLAG_HAS_IS_REMOTE != 0 && flags & FLAG_IS_REMOTE != 0
-    }
-
-    fn start(&self) -> u64 {
-        self.span.index.start
-    }
-
-    fn end(&self) -> u64 {
-        self.span.index.end.max(self.span.index.start)
-    }
-
-    fn thread(&self) -> Option<i64> {
-        self.span.index.thread_id()
-    }
-
-    fn runs_at(&self, t: u64, skew: u64) -> bool {
-        self.start().saturating_sub(skew) <= t && t <= self.end().saturating_add(skew)
-    }
-}
-
 impl Shard {
-    fn arrival(&self, trace: TraceId, id: SpanId) -> Option<u64> {
-        Some(self.traces.get(&trace)?.find(id)?.arrival)
+    fn get(&self, trace: TraceId, id: SpanId) -> Option<&Entry> {
+        self.traces.get(&trace)?.find(id)
     }
 
-    fn get(&self, trace: TraceId, id: SpanId) -> Option<&Held> {
-        let n = self.arrival(trace, id)?;
-        self.slots.get((n - self.first) as usize)?.as_ref()
-    }
-
-    fn get_mut(&mut self, trace: TraceId, id: SpanId) -> Option<&mut Held> {
-        let n = self.arrival(trace, id)?;
-        self.slots.get_mut((n - self.first) as usize)?.as_mut()
+    fn get_mut(&mut self, trace: TraceId, id: SpanId) -> Option<&mut Entry> {
+        self.traces.get_mut(&trace)?.find_mut(id)
     }
 
     fn contains(&self, trace: TraceId, id: SpanId) -> bool {
-        self.arrival(trace, id).is_some()
+        self.get(trace, id).is_some()
     }
 
-    fn held_count(&self) -> usize {
-        self.count
-    }
-
-    /// Holds a span, or gives it back if one with its ids is held already.
-    fn insert(&mut self, trace: TraceId, id: SpanId, held: Held) -> Option<Held> {
-        let arrival = self.first + self.slots.len() as u64;
-        let state = self.traces.entry(trace).or_default();
-        if state.find(id).is_some() {
-            return Some(held);
-        }
-        state.push(HeldRef {
-            id,
-            parent: held.parent(),
-            arrival,
-        });
-        self.bytes += held.bytes as usize;
-        self.count += 1;
-        self.slots.push_back(Some(held));
-        None
-    }
-
-    /// Takes a span out: it is no longer held.
-    fn take(&mut self, trace: TraceId, id: SpanId) -> Option<Held> {
-        let n = self.traces.get_mut(&trace)?.remove(id)?.arrival;
-        self.take_slot(n)
-    }
-
-    /// Empties the slot of the span that arrived `n`th (already out of its trace's list).
-    fn take_slot(&mut self, n: u64) -> Option<Held> {
-        let held = self.slots.get_mut((n - self.first) as usize)?.take();
-        if let Some(h) = &held {
-            self.bytes = self.bytes.saturating_sub(h.bytes as usize);
-            self.count -= 1;
-        }
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.first += 1;
-        }
-        held
-    }
-
-    /// The span whose turn to leave is next.
-    fn oldest(&self) -> Option<(u64, TraceId, SpanId)> {
-        let h = self.slots.front()?.as_ref()?;
-        Some((h.deadline, h.span.index.trace_id, h.span.index.span_id))
-    }
-
-    fn is_local_root(&self, trace: TraceId, h: &Held) -> bool {
-        match h.parent() {
+    fn is_local_root(&self, trace: TraceId, e: &Entry) -> bool {
+        match e.parent() {
             None => true,
-            Some(_) if h.remote_parent() => true,
+            Some(_) if e.remote_parent() => true,
             // A parent on another resource (another service) makes this the local root.
             Some(p) => self
                 .get(trace, p)
-                .is_some_and(|parent| !parent.origin.key.matches(&h.origin.key)),
+                .is_some_and(|parent| !parent.key().matches(e.key())),
         }
     }
 
     fn depth(&self, trace: TraceId, mut span: SpanId) -> usize {
         let mut depth = 0;
-        while let Some(parent) = self.get(trace, span).and_then(|h| h.parent()) {
+        while let Some(parent) = self.get(trace, span).and_then(Entry::parent) {
             if depth >= MAX_DEPTH_WALK || !self.contains(trace, parent) {
                 break;
             }
@@ -316,7 +448,7 @@ impl Shard {
             if span == root {
                 return true;
             }
-            match self.get(trace, span).and_then(|h| h.parent()) {
+            match self.get(trace, span).and_then(Entry::parent) {
                 Some(p) => span = p,
                 None => return false,
             }
@@ -338,17 +470,13 @@ impl Shard {
         state
             .held
             .iter()
-            .filter_map(|r| {
-                let h = self.slots.get((r.arrival - self.first) as usize)?.as_ref()?;
-                Some((r.id, h))
+            .filter(|e| {
+                e.runs_at(t, skew)
+                    && e.key().matches(key)
+                    && within.is_none_or(|root| self.descends_from(trace, e.id, root))
             })
-            .filter(|(id, h)| {
-                h.runs_at(t, skew)
-                    && h.origin.key.matches(key)
-                    && within.is_none_or(|root| self.descends_from(trace, *id, root))
-            })
-            .max_by_key(|(id, h)| (self.depth(trace, *id), h.start(), *id))
-            .map(|(id, _)| id)
+            .max_by_key(|e| (self.depth(trace, e.id), e.start(), e.id))
+            .map(|e| e.id)
     }
 }
 
@@ -356,6 +484,9 @@ impl Join {
     pub fn new(config: SpanProfileConfig) -> Self {
         Join {
             config,
+            blocks: Mutex::new(VecDeque::new()),
+            held: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
             shards: sharded(),
             owners: sharded(),
             track_owners: AtomicBool::new(false),
@@ -385,8 +516,8 @@ impl Join {
         self.config.clock_skew.as_nanos() as u64
     }
 
-    fn attach(&self, held: &mut Held, event: &Event, rule: Rule) {
-        held.acc.get_or_insert_default().add(event, rule);
+    fn attach(&self, e: &mut Entry, event: &Event, rule: Rule) {
+        e.acc.get_or_insert_default().add(event, rule);
         self.stats.joined[rule as usize].fetch_add(event.samples, Ordering::Relaxed);
     }
 
@@ -410,78 +541,74 @@ impl Join {
         }
     }
 
-    /// Takes a batch of spans. Returns spans that had to leave early to stay within bounds.
+    /// Takes a batch of spans. Returns spans that leave at once: copies of spans held
+    /// already, spans with ids nothing could join, and the oldest held spans when the join
+    /// is over its bounds.
     pub fn add_spans(&self, batch: TracesBatch, now: Instant) -> Vec<TracesBatch> {
-        // Everything leaving now goes out as one batch.
-        let mut leaving = Vec::new();
-        // Grouped by shard first, so each shard's lock is taken once a batch.
-        let total = batch.span_count();
-        // Sized for an even spread and then some: growing vectors of `Held` is all memmove.
-        let mut by_shard: Vec<Vec<Held>> = (0..SHARDS)
-            .map(|_| Vec::with_capacity(total * 2 / SHARDS + 4))
-            .collect();
-        let mut count = 0;
         let deadline = now
             .checked_add(self.config.wait)
             .map_or(u64::MAX, |t| self.nanos(t));
-        for rs in batch.into_raw() {
-            let (resource, scopes) = rs.into_parts();
-            // Held spans must not keep their whole request alive (see `hotspan_proto::raw::detach`).
-            let resource = Arc::new(resource.detached());
-            let key = Arc::new(
-                resource
-                    .resource()
-                    .map(|r| ResourceKey::from_attributes(&r.attributes))
-                    .unwrap_or_default(),
-            );
-            for ss in scopes {
-                let (scope, spans) = ss.into_parts();
-                let origin = Arc::new(Origin {
-                    resource: resource.clone(),
-                    scope: Arc::new(scope.detached()),
-                    key: key.clone(),
-                });
-                for span in spans {
-                    count += 1;
-                    if span.index.id_problem().is_some() {
-                        // Receivers drop invalid ids; should one get here, it passes through unjoined.
-                        leaving.push(Held::new(span, origin.clone(), 0));
-                        continue;
-                    }
-                    let held = Held::new(span, origin.clone(), deadline);
-                    let (trace, id) = held.ids();
-                    if let Some(thread) = held.thread() {
-                        let tk = (key.clone(), thread);
-                        lock(&self.threads[shard_of(&tk)])
-                            .entry(tk)
-                            .or_default()
-                            .spans
-                            .push((trace, id, held.start(), held.end()));
-                    }
-                    by_shard[shard_of(&trace)].push(held);
-                }
-            }
-        }
-        self.stats.spans_in.fetch_add(count, Ordering::Relaxed);
-        let mut claimed = Vec::new();
-        for (i, spans) in by_shard.into_iter().enumerate() {
-            if spans.is_empty() {
+        let block = Arc::new(Block::new(batch, deadline));
+        let n = block.len();
+        self.stats.spans_in.fetch_add(n as u64, Ordering::Relaxed);
+        // Grouped by shard first, so each shard's lock is taken once a batch.
+        let mut by_shard: Vec<Vec<u32>> = (0..SHARDS)
+            .map(|_| Vec::with_capacity(n * 2 / SHARDS + 4))
+            .collect();
+        let mut at_once = Vec::new();
+        for (at, ix) in block.index.iter().enumerate() {
+            let at = at as u32;
+            if ix.id_problem().is_some() {
+                // Receivers drop invalid ids; should one get here, it passes through unjoined.
+                at_once.push(at);
                 continue;
             }
-            let mut spans = spans;
-            // Spans of one shard from one request leave together: one allocation for them.
-            hotspan_proto::raw::detach(&mut spans, |h| &mut h.span);
+            if let Some(thread) = ix.thread_id() {
+                let tk = (block.key(at).clone(), thread);
+                lock(&self.threads[shard_of(&tk)])
+                    .entry(tk)
+                    .or_default()
+                    .spans
+                    .push((ix.trace_id, ix.span_id, ix.start, ix.end.max(ix.start)));
+            }
+            by_shard[shard_of(&ix.trace_id)].push(at);
+        }
+        let mut claimed = Vec::new();
+        for (i, positions) in by_shard.iter().enumerate() {
+            if positions.is_empty() {
+                continue;
+            }
             let mut shard = lock(&self.shards[i]);
-            let mut added = Vec::with_capacity(spans.len());
-            for held in spans {
-                let (trace, id) = held.ids();
-                match shard.insert(trace, id, held) {
-                    None => added.push((trace, id)),
-                    // The same span twice: the first keeps its place and its samples; the copy
-                    // goes on at once rather than replace it.
-                    Some(copy) => leaving.push(copy),
+            let mut added = Vec::with_capacity(positions.len());
+            let mut k = 0;
+            while k < positions.len() {
+                // A trace's spans mostly come together: one look-up for each run of them.
+                let trace = block.index[positions[k] as usize].trace_id;
+                let state = shard.traces.entry(trace).or_default();
+                while let Some(&at) = positions
+                    .get(k)
+                    .filter(|&&at| block.index[at as usize].trace_id == trace)
+                {
+                    k += 1;
+                    let ix = &block.index[at as usize];
+                    if state.find(ix.span_id).is_some() {
+                        // The same span twice: the first keeps its place and its samples; the
+                        // copy goes on at once rather than replace it.
+                        at_once.push(at);
+                        continue;
+                    }
+                    state.push(Entry {
+                        id: ix.span_id,
+                        parent: ix.parent_span_id,
+                        block: block.clone(),
+                        at,
+                        acc: None,
+                    });
+                    added.push((trace, ix.span_id));
                 }
             }
+            // Counted before the lock goes: an older block's release may take one of these.
+            self.held.fetch_add(added.len(), Ordering::AcqRel);
             // Known to samples that name only the span from now on; under the shard lock, so
             // whoever finds the owner also finds the span.
             if self.track_owners.load(Ordering::Acquire) {
@@ -493,23 +620,33 @@ impl Join {
                     claimed.extend(self.take_orphans(*id));
                 }
             }
-            if self.over_limits(&shard) {
-                // Full shards let about as many leave as came in.
-                leaving.reserve(total);
-                let before = leaving.len();
-                self.release_oldest(&mut shard, now, &mut leaving);
-                self.stats
-                    .released_early
-                    .fetch_add((leaving.len() - before) as u64, Ordering::Relaxed);
-            }
         }
+        let mut out = Vec::new();
+        let mut leaving = 0;
+        if !at_once.is_empty() {
+            let loose: Vec<Loose> = at_once
+                .iter()
+                .filter_map(|&at| block.take_loose(at, None))
+                .collect();
+            leaving += self.put_loose(&mut out, loose);
+        }
+        self.held_bytes.fetch_add(block.bytes, Ordering::AcqRel);
+        lock(&self.blocks).push_back(block);
         for event in claimed {
             self.place(event);
         }
-        if leaving.is_empty() {
-            return Vec::new();
+        // Over a bound, the oldest blocks leave early with what they have.
+        let mut early = 0;
+        while self.over_limits() {
+            let Some(oldest) = lock(&self.blocks).pop_front() else {
+                break;
+            };
+            early += self.release_block(&oldest, now, &mut out);
         }
-        vec![self.emit(leaving)]
+        self.stats
+            .released_early
+            .fetch_add(early as u64, Ordering::Relaxed);
+        self.finish(out, leaving + early)
     }
 
     /// Enters spans in `owners`, grouped so each owners shard is locked once.
@@ -536,7 +673,7 @@ impl Join {
                 let shard = lock(shard);
                 let mut ids: Vec<(TraceId, SpanId)> = Vec::new();
                 for (trace, state) in &shard.traces {
-                    ids.extend(state.held.iter().map(|r| (*trace, r.id)));
+                    ids.extend(state.held.iter().map(|e| (*trace, e.id)));
                     ids.extend(state.released.iter().map(|id| (*trace, *id)));
                 }
                 self.publish_owners(&ids);
@@ -558,20 +695,9 @@ impl Join {
         events
     }
 
-    fn over_limits(&self, shard: &Shard) -> bool {
-        let spans = (self.config.max_buffered_spans / SHARDS).max(1);
-        let bytes = (self.config.max_buffered_bytes / SHARDS).max(1);
-        shard.held_count() > spans || shard.bytes > bytes
-    }
-
-    /// Releases the oldest spans of an over-full shard until it is back within bounds.
-    fn release_oldest(&self, shard: &mut Shard, now: Instant, out: &mut Vec<Held>) {
-        while self.over_limits(shard) {
-            let Some((_, trace, id)) = shard.oldest() else {
-                break;
-            };
-            self.release_front(shard, trace, id, now, out);
-        }
+    fn over_limits(&self) -> bool {
+        self.held.load(Ordering::Acquire) > self.config.max_buffered_spans.max(1)
+            || self.held_bytes.load(Ordering::Acquire) > self.config.max_buffered_bytes.max(1)
     }
 
     /// Takes a batch of profiles: every CPU sample is joined now or waits for its span.
@@ -593,7 +719,7 @@ impl Join {
                 let owner = named_trace.or_else(|| self.owner(span));
                 if let Some(trace) = owner {
                     let mut shard = lock(&self.shards[shard_of(&trace)]);
-                    let local_root = shard.get(trace, span).map(|h| shard.is_local_root(trace, h));
+                    let local_root = shard.get(trace, span).map(|e| shard.is_local_root(trace, e));
                     match local_root {
                         Some(true) if event.time.is_some() => {
                             if self.reserve_pending(&event) {
@@ -606,8 +732,8 @@ impl Join {
                             }
                         }
                         Some(_) => {
-                            if let Some(h) = shard.get_mut(trace, span) {
-                                self.attach(h, &event, Rule::Span);
+                            if let Some(e) = shard.get_mut(trace, span) {
+                                self.attach(e, &event, Rule::Span);
                             }
                         }
                         None if shard
@@ -640,14 +766,13 @@ impl Join {
                 let mut shard = lock(&self.shards[shard_of(&trace)]);
                 if event.time.is_none() {
                     let root = shard.traces.get(&trace).and_then(|t| {
-                        t.held.iter().map(|r| r.id).find(|id| {
-                            shard.get(trace, *id).is_some_and(|h| {
-                                shard.is_local_root(trace, h) && h.origin.key.matches(&event.resource)
-                            })
-                        })
+                        t.held
+                            .iter()
+                            .find(|e| shard.is_local_root(trace, e) && e.key().matches(&event.resource))
+                            .map(|e| e.id)
                     });
-                    if let Some(h) = root.and_then(|id| shard.get_mut(trace, id)) {
-                        self.attach(h, &event, Rule::Trace);
+                    if let Some(e) = root.and_then(|id| shard.get_mut(trace, id)) {
+                        self.attach(e, &event, Rule::Trace);
                         return;
                     }
                 }
@@ -709,21 +834,84 @@ impl Join {
         }
     }
 
-    /// Releases the oldest span of a shard, with its held descendants.
-    fn release_front(
-        &self,
-        shard: &mut Shard,
-        trace: TraceId,
-        id: SpanId,
-        now: Instant,
-        out: &mut Vec<Held>,
-    ) {
-        self.release_tree(shard, trace, id, now, out, 0);
-        // `release` always takes the span it is given; were that ever to fail, the slot goes
-        // anyway, so no caller loops on it.
-        if shard.oldest().is_some_and(|(_, t, s)| (t, s) == (trace, id)) {
-            out.extend(shard.take(trace, id));
+    /// Releases a block: each span after its held descendants (some of which may be in
+    /// younger blocks: they leave now too), so their CPU rolls up into it first. Adds what
+    /// leaves to `out`; returns how many spans left.
+    fn release_block(&self, block: &Arc<Block>, now: Instant, out: &mut Vec<ResourceSpansRaw>) -> usize {
+        let mut by_shard: Vec<Vec<u32>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for (at, ix) in block.index.iter().enumerate() {
+            if !block.is_gone(at) {
+                by_shard[shard_of(&ix.trace_id)].push(at as u32);
+            }
         }
+        let mut leaving = Leaving::new(Some(block));
+        for (i, positions) in by_shard.iter().enumerate() {
+            if positions.is_empty() {
+                continue;
+            }
+            let mut shard = lock(&self.shards[i]);
+            for &at in positions {
+                if leaving.done[at as usize] {
+                    continue;
+                }
+                let ix = &block.index[at as usize];
+                // Still held, as this very span (not a copy held from another block)?
+                let held = shard
+                    .get(ix.trace_id, ix.span_id)
+                    .is_some_and(|e| Arc::ptr_eq(&e.block, block) && e.at == at);
+                if held {
+                    self.release_tree(&mut shard, ix.trace_id, ix.span_id, now, &mut leaving, 0);
+                }
+            }
+        }
+        let Leaving { mut accs, loose, .. } = leaving;
+        accs.sort_unstable_by_key(|(at, _)| *at);
+        let annotations = accs
+            .into_iter()
+            .map(|(at, acc)| (at, self.annotation(&block.index[at as usize], &acc)))
+            .collect();
+        self.held_bytes.fetch_sub(block.bytes, Ordering::AcqRel);
+        let mut count = 0;
+        for r in block.take_spans(annotations) {
+            count += r.span_count();
+            merge(out, r);
+        }
+        count + self.put_loose(out, loose)
+    }
+
+    /// Adds spans leaving apart from their blocks to `out`; returns how many.
+    fn put_loose(&self, out: &mut Vec<ResourceSpansRaw>, loose: Vec<Loose>) -> usize {
+        let n = loose.len();
+        for l in loose {
+            let span = match &l.acc {
+                Some(acc) => {
+                    let annotation = self.annotation(&l.span.index, acc);
+                    l.span.appended(annotation)
+                }
+                None => l.span,
+            };
+            merge(
+                out,
+                ResourceSpansRaw::new(l.resource, vec![ScopeSpansRaw::new(l.scope, vec![span])]),
+            );
+        }
+        n
+    }
+
+    fn annotation(&self, index: &SpanIndex, acc: &Accumulator) -> Vec<u8> {
+        // Most annotations fit in 1 KiB, a roll-up alone in 32 bytes: written without regrowing.
+        let mut annotation = Vec::with_capacity(if acc.is_empty() { 32 } else { 1024 });
+        annotate(index, acc, &self.config, &mut annotation);
+        annotation
+    }
+
+    /// What leaves as one batch, counted.
+    fn finish(&self, out: Vec<ResourceSpansRaw>, spans: usize) -> Vec<TracesBatch> {
+        if out.is_empty() {
+            return Vec::new();
+        }
+        self.stats.spans_out.fetch_add(spans as u64, Ordering::Relaxed);
+        vec![TracesBatch::from_raw(out)]
     }
 
     /// Releases a span after its held descendants, so their CPU rolls up into it first.
@@ -733,47 +921,34 @@ impl Join {
         trace: TraceId,
         id: SpanId,
         now: Instant,
-        out: &mut Vec<Held>,
+        leaving: &mut Leaving,
         depth: usize,
     ) {
         if depth < MAX_DEPTH_WALK {
             let children: Vec<SpanId> = shard
                 .traces
                 .get(&trace)
-                .map(|t| {
-                    t.held
-                        .iter()
-                        .filter(|r| r.parent == Some(id))
-                        .map(|r| r.id)
-                        .collect()
-                })
+                .map(|t| t.held.iter().filter(|e| e.parent == id).map(|e| e.id).collect())
                 .unwrap_or_default();
             for child in children {
-                self.release_tree(shard, trace, child, now, out, depth + 1);
+                self.release_tree(shard, trace, child, now, leaving, depth + 1);
             }
         }
-        if let Some(h) = self.release(shard, trace, id, now) {
-            out.push(h);
+        if let Some(e) = self.release(shard, trace, id, now) {
+            leaving.add(e);
         }
     }
 
-    /// Takes a span out of its shard after giving it every waiting sample it can claim.
-    fn release(&self, shard: &mut Shard, trace: TraceId, id: SpanId, now: Instant) -> Option<Held> {
+    /// Takes a span out of the index after giving it every waiting sample it can claim.
+    fn release(&self, shard: &mut Shard, trace: TraceId, id: SpanId, now: Instant) -> Option<Entry> {
         // Most spans leave with nothing waiting on their trace or thread: straight out.
         let state = shard.traces.get(&trace)?;
-        let quiet = state.waiting.is_empty()
-            && state
-                .find(id)
-                .and_then(|r| shard.slots.get((r.arrival - shard.first) as usize)?.as_ref())
-                .is_some_and(|h| h.thread().is_none());
-        if quiet {
+        let e = state.find(id)?;
+        if state.waiting.is_empty() && e.thread().is_none() {
             return self.leave(shard, trace, id, Vec::new(), now);
         }
         let skew = self.skew();
-        let (start, end, key, thread) = {
-            let h = shard.get(trace, id)?;
-            (h.start(), h.end(), h.origin.key.clone(), h.thread())
-        };
+        let (start, end, key, thread) = (e.start(), e.end(), e.key().clone(), e.thread());
         // Samples waiting on the trace whose answer may be this span or one below it.
         let waiting = shard
             .traces
@@ -784,7 +959,7 @@ impl Join {
         let is_root = !waiting.is_empty()
             && shard
                 .get(trace, id)
-                .is_some_and(|h| shard.is_local_root(trace, h));
+                .is_some_and(|e| shard.is_local_root(trace, e));
         let mut keep = Vec::new();
         let mut done = 0;
         for (why, event) in waiting {
@@ -812,9 +987,9 @@ impl Join {
                 (Waiting::Trace, None) if is_root && key.matches(&event.resource) => Some((id, Rule::Trace)),
                 _ => None,
             };
-            match target.and_then(|(c, rule)| shard.get_mut(trace, c).map(|h| (h, rule))) {
-                Some((h, rule)) => {
-                    self.attach(h, &event, rule);
+            match target.and_then(|(c, rule)| shard.get_mut(trace, c).map(|e| (e, rule))) {
+                Some((e, rule)) => {
+                    self.attach(e, &event, rule);
                     done += 1;
                 }
                 None => keep.push((why, event)),
@@ -842,9 +1017,9 @@ impl Join {
                     threads.remove(&tk);
                 }
                 drop(threads);
-                if let Some(h) = shard.get_mut(trace, id) {
-                    for e in &mine {
-                        self.attach(h, e, Rule::Thread);
+                if let Some(e) = shard.get_mut(trace, id) {
+                    for event in &mine {
+                        self.attach(e, event, Rule::Thread);
                     }
                 }
                 done += mine.len();
@@ -863,18 +1038,18 @@ impl Join {
         id: SpanId,
         keep: Vec<(Waiting, Event)>,
         now: Instant,
-    ) -> Option<Held> {
+    ) -> Option<Entry> {
         let state = shard.traces.get_mut(&trace)?;
-        let arrival = state.remove(id)?.arrival;
+        let e = state.remove(id)?;
         state.waiting.extend(keep);
         state.released.push(id);
-        let held = shard.take_slot(arrival)?;
+        self.held.fetch_sub(1, Ordering::AcqRel);
         // Descendants' CPU rolls up into ancestors still held.
-        let cpu = held
+        let cpu = e
             .acc
             .as_ref()
             .map_or(0, |a| a.own.cpu_ns.saturating_add(a.children_cpu_ns));
-        if let Some(parent) = held
+        if let Some(parent) = e
             .parent()
             .filter(|_| cpu > 0)
             .and_then(|p| shard.get_mut(trace, p))
@@ -892,7 +1067,7 @@ impl Join {
                 self.forget(shard, t, s);
             }
         }
-        Some(held)
+        Some(e)
     }
 
     fn forget(&self, shard: &mut Shard, trace: TraceId, id: SpanId) {
@@ -910,30 +1085,32 @@ impl Join {
         }
     }
 
-    /// Releases every span whose wait is over, with its annotation, and expires samples that
-    /// waited as long as a span would.
+    /// Releases every block whose wait is over, with its annotations, and expires samples
+    /// that waited as long as a span would.
     pub fn release_due(&self, now: Instant) -> Vec<TracesBatch> {
-        let mut released = Vec::new();
         let now_ns = self.nanos(now);
-        for (i, s) in self.shards.iter().enumerate() {
-            let mut shard = lock(s);
-            while let Some((deadline, trace, id)) = shard.oldest() {
-                if deadline > now_ns {
-                    break;
+        let mut out = Vec::new();
+        let mut count = 0;
+        loop {
+            let due = {
+                let mut blocks = lock(&self.blocks);
+                match blocks.front() {
+                    Some(b) if b.deadline <= now_ns => blocks.pop_front(),
+                    _ => None,
                 }
-                self.release_front(&mut shard, trace, id, now, &mut released);
-            }
-            self.expire(&mut shard, i, now);
+            };
+            let Some(block) = due else { break };
+            count += self.release_block(&block, now, &mut out);
+        }
+        for s in &self.shards {
+            self.expire(&mut lock(s), now);
         }
         self.expire_parked(now);
-        if released.is_empty() {
-            return Vec::new();
-        }
-        vec![self.emit(released)]
+        self.finish(out, count)
     }
 
     /// Forgets released spans after `wait` and counts trace samples that waited too long.
-    fn expire(&self, shard: &mut Shard, _index: usize, now: Instant) {
+    fn expire(&self, shard: &mut Shard, now: Instant) {
         while shard.released_order.front().is_some_and(|(at, _, _)| *at <= now) {
             if let Some((_, trace, id)) = shard.released_order.pop_front() {
                 self.forget(shard, trace, id);
@@ -996,86 +1173,58 @@ impl Join {
     /// still waiting are counted unjoined.
     pub fn drain(&self, now: Instant) -> Vec<TracesBatch> {
         let mut out = Vec::new();
+        let mut count = 0;
+        while let Some(block) = {
+            let next = lock(&self.blocks).pop_front();
+            next
+        } {
+            count += self.release_block(&block, now, &mut out);
+        }
         for s in &self.shards {
-            let mut shard = lock(s);
-            let mut released = Vec::new();
-            while let Some((_, trace, id)) = shard.oldest() {
-                self.release_front(&mut shard, trace, id, now, &mut released);
-            }
-            let waiting: Vec<u64> = shard
+            let waiting: Vec<u64> = lock(s)
                 .traces
                 .drain()
                 .flat_map(|(_, t)| t.waiting)
                 .map(|(_, e)| e.samples)
                 .collect();
-            drop(shard);
             self.count_expired(&waiting);
-            if !released.is_empty() {
-                out.push(self.emit(released));
-            }
         }
         self.expire_parked(now + self.config.wait + Duration::from_secs(1));
-        out
+        self.finish(out, count)
     }
 
     /// Spans held right now.
     pub fn held_spans(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).held_count()).sum()
+        self.held.load(Ordering::Acquire)
     }
 
     /// Samples waiting for their span right now.
     pub fn pending_samples(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
     }
+}
 
-    /// Annotates released spans and groups them back under their resources and scopes.
-    fn emit(&self, spans: Vec<Held>) -> TracesBatch {
-        let mut resources: Vec<(Arc<Head>, ScopesOut)> = Vec::new();
-        self.stats
-            .spans_out
-            .fetch_add(spans.len() as u64, Ordering::Relaxed);
-        let total = spans.len();
-        for (n, mut held) in spans.into_iter().enumerate() {
-            if let Some(acc) = &held.acc {
-                // Most annotations fit in 1 KiB, a roll-up alone in 32 bytes: written without regrowing.
-                let mut annotation = Vec::with_capacity(if acc.is_empty() { 32 } else { 1024 });
-                annotate(&held.span.index, acc, &self.config, &mut annotation);
-                held.span = held.span.appended(annotation);
+/// Adds `r` to `out`, under an equal resource (and scope) already there if there is one:
+/// one service's spans from many requests leave under one resource.
+fn merge(out: &mut Vec<ResourceSpansRaw>, r: ResourceSpansRaw) {
+    let Some(i) = out.iter().rposition(|o| same(o.head(), r.head())) else {
+        out.push(r);
+        return;
+    };
+    let placeholder = ResourceSpansRaw::new(Arc::default(), Vec::new());
+    let (head, mut scopes) = std::mem::replace(&mut out[i], placeholder).into_parts();
+    for s in r.into_parts().1 {
+        match scopes.iter().rposition(|o| same(o.head(), s.head())) {
+            Some(j) => {
+                let placeholder = ScopeSpansRaw::new(Arc::default(), Vec::new());
+                let (scope, mut spans) = std::mem::replace(&mut scopes[j], placeholder).into_parts();
+                spans.extend(s.into_parts().1);
+                scopes[j] = ScopeSpansRaw::new(scope, spans);
             }
-            // Each request's resource is its own copy: equal ones (the same service in
-            // another request) share one group, so the output repeats no resource.
-            let r = match resources
-                .iter_mut()
-                .rposition(|(r, _)| same(r, &held.origin.resource))
-            {
-                Some(i) => &mut resources[i].1,
-                None => {
-                    resources.push((held.origin.resource.clone(), Vec::new()));
-                    let last = resources.len() - 1;
-                    &mut resources[last].1
-                }
-            };
-            match r.iter().rposition(|(s, _)| same(s, &held.origin.scope)) {
-                Some(i) => r[i].1.push(held.span),
-                None => {
-                    let mut scope = Vec::with_capacity(total - n);
-                    scope.push(held.span);
-                    r.push((held.origin.scope.clone(), scope));
-                }
-            }
+            None => scopes.push(s),
         }
-        let resource_spans = resources
-            .into_iter()
-            .map(|(r, scopes)| {
-                let scopes = scopes
-                    .into_iter()
-                    .map(|(s, spans)| ScopeSpansRaw::new(s, spans))
-                    .collect();
-                ResourceSpansRaw::new(r, scopes)
-            })
-            .collect();
-        TracesBatch::from_raw(resource_spans)
     }
+    out[i] = ResourceSpansRaw::new(head, scopes);
 }
 
 /// The same head: one shared copy, or equal bytes.
@@ -1083,30 +1232,12 @@ fn same(a: &Arc<Head>, b: &Arc<Head>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-impl Held {
-    fn new(span: RawSpan, origin: Arc<Origin>, deadline: u64) -> Self {
-        Held {
-            deadline,
-            // Spans come in requests far below 4 GiB.
-            bytes: u32::try_from(span.len() + HELD_OVERHEAD).unwrap_or(u32::MAX),
-            span,
-            origin,
-            acc: None,
-        }
-    }
-
-    fn ids(&self) -> (TraceId, SpanId) {
-        (self.span.index.trace_id, self.span.index.span_id)
-    }
-}
 #[cfg(test)]
 mod size {
-    /// Every span held moves a few times (into its shard, out, into its batch): it stays
-    /// within 144 bytes, three cache lines' worth.
+    /// The index keeps one entry per held span.
     #[test]
-    fn a_held_span_stays_small() {
-        assert!(std::mem::size_of::<super::Held>() <= 144);
-        assert!(std::mem::size_of::<Option<super::Held>>() <= 144);
+    fn an_index_entry_stays_small() {
+        assert!(std::mem::size_of::<super::Entry>() <= 40);
         assert_eq!(std::mem::size_of::<hotspan_proto::raw::SpanIndex>(), 64);
     }
 }

@@ -532,13 +532,13 @@ impl Client {
     }
 }
 
-/// A gRPC server that counts spans without decoding them and prints the total each second.
+/// A gRPC server that counts spans without decoding them and prints the totals each second:
+/// spans, and the bytes of the uncompressed requests that carried them.
 async fn sink(args: &[String]) -> Result<()> {
     let listen = arg(args, "--listen").context("--listen HOST:PORT")?;
     let run_for = duration(arg(args, "--duration").unwrap_or("120s"))?;
-    let spans = Arc::new(AtomicU64::new(0));
-    let counter = spans.clone();
-    let svc = tower_service_fn(counter);
+    let totals = Arc::new(Totals::default());
+    let svc = Counting(totals.clone());
     let listener = TcpListener::bind(listen).await?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let routes = tonic::service::Routes::from(
@@ -552,18 +552,24 @@ async fn sink(args: &[String]) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < run_for && !server.is_finished() {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        println!("{{\"spans\":{}}}", spans.load(Ordering::Relaxed));
+        println!(
+            "{{\"spans\":{},\"bytes\":{}}}",
+            totals.spans.load(Ordering::Relaxed),
+            totals.bytes.load(Ordering::Relaxed)
+        );
         let _ = std::io::stdout().flush();
     }
     Ok(())
 }
 
-#[derive(Clone)]
-struct Counting(Arc<AtomicU64>);
-
-fn tower_service_fn(counter: Arc<AtomicU64>) -> Counting {
-    Counting(counter)
+#[derive(Default)]
+struct Totals {
+    spans: AtomicU64,
+    bytes: AtomicU64,
 }
+
+#[derive(Clone)]
+struct Counting(Arc<Totals>);
 
 impl tonic::codegen::Service<http::Request<axum::body::Body>> for Counting {
     type Response = http::Response<tonic::body::Body>;
@@ -588,7 +594,7 @@ impl tonic::codegen::Service<http::Request<axum::body::Body>> for Counting {
     }
 }
 
-struct Count(Arc<AtomicU64>);
+struct Count(Arc<Totals>);
 
 impl tonic::server::UnaryService<Bytes> for Count {
     type Response = Bytes;
@@ -599,9 +605,10 @@ impl tonic::server::UnaryService<Bytes> for Count {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let counter = self.0.clone();
         Box::pin(async move {
-            let n = count_spans(&request.into_inner())
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+            let body = request.into_inner();
+            let n = count_spans(&body).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            counter.spans.fetch_add(n as u64, Ordering::Relaxed);
+            counter.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             Ok(tonic::Response::new(Bytes::new()))
         })
     }
