@@ -190,12 +190,13 @@ impl Block {
 }
 
 /// A held span, as its trace's index knows it: the ids searched for are kept here, the rest
-/// is read from the block.
+/// is read from its block.
 struct Entry {
     id: SpanId,
     /// 0 when the span has no parent.
     parent: SpanId,
-    block: Arc<Block>,
+    /// Its block, as a position in its trace's `blocks`.
+    block: u32,
     /// Its position in the block.
     at: u32,
     /// Allocated when the first sample lands: most spans get none.
@@ -203,16 +204,25 @@ struct Entry {
 }
 
 impl Entry {
+    fn parent(&self) -> Option<SpanId> {
+        (self.parent != 0).then_some(self.parent)
+    }
+}
+
+/// A held span with the block its fields are read from.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    e: &'a Entry,
+    block: &'a Block,
+}
+
+impl Held<'_> {
     fn index(&self) -> &SpanIndex {
-        &self.block.index[self.at as usize]
+        &self.block.index[self.e.at as usize]
     }
 
     fn key(&self) -> &Arc<ResourceKey> {
-        self.block.key(self.at)
-    }
-
-    fn parent(&self) -> Option<SpanId> {
-        (self.parent != 0).then_some(self.parent)
+        self.block.key(self.e.at)
     }
 
     fn remote_parent(&self) -> bool {
@@ -251,16 +261,25 @@ enum Waiting {
 /// one small vector costs less than a miss in a shard-wide map.
 pub(super) const BIG_TRACE: usize = 64;
 
+/// Blocks a trace refers to before it drops those none of its held spans is in.
+const TRACE_BLOCKS: usize = 8;
+
+/// One trace in the index. Every rule looks only within one trace, so everything a span's
+/// release reads is here, found with one look-up in the shard.
 #[derive(Default)]
 struct TraceState {
     /// Held spans of this trace.
     held: Vec<Entry>,
     /// id -> position in `held`, once the trace has more than `BIG_TRACE` held.
     big: Option<HashMap<SpanId, usize>>,
+    /// The blocks `held` refers to: one reference per trace and block, not one per span.
+    blocks: Vec<Arc<Block>>,
     waiting: Vec<(Waiting, Event)>,
     /// Spans of this trace that left and are still remembered, for telling late samples
     /// from early ones.
     released: Vec<SpanId>,
+    /// When `released` may be forgotten: `wait` after the last of them left.
+    forget_at: Option<Instant>,
 }
 
 impl TraceState {
@@ -275,12 +294,47 @@ impl TraceState {
         }
     }
 
-    fn find(&self, id: SpanId) -> Option<&Entry> {
-        self.position(id).map(|i| &self.held[i])
+    fn held_at<'a>(&'a self, e: &'a Entry) -> Held<'a> {
+        Held {
+            e,
+            block: &self.blocks[e.block as usize],
+        }
+    }
+
+    fn find(&self, id: SpanId) -> Option<Held<'_>> {
+        self.position(id).map(|i| self.held_at(&self.held[i]))
     }
 
     fn find_mut(&mut self, id: SpanId) -> Option<&mut Entry> {
         self.position(id).map(|i| &mut self.held[i])
+    }
+
+    /// The position in `blocks` of `block`, entered if new.
+    fn block_slot(&mut self, block: &Arc<Block>) -> u32 {
+        if self.blocks.last().is_some_and(|b| Arc::ptr_eq(b, block)) {
+            return (self.blocks.len() - 1) as u32;
+        }
+        if self.blocks.len() >= TRACE_BLOCKS {
+            // A long-lived trace must not keep every block it ever had alive.
+            let mut used = vec![false; self.blocks.len()];
+            for e in &self.held {
+                used[e.block as usize] = true;
+            }
+            let mut moved = vec![0u32; self.blocks.len()];
+            let mut kept = Vec::with_capacity(self.blocks.len());
+            for (i, b) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+                if used[i] {
+                    moved[i] = kept.len() as u32;
+                    kept.push(b);
+                }
+            }
+            self.blocks = kept;
+            for e in &mut self.held {
+                e.block = moved[e.block as usize];
+            }
+        }
+        self.blocks.push(block.clone());
+        (self.blocks.len() - 1) as u32
     }
 
     fn push(&mut self, e: Entry) {
@@ -304,14 +358,66 @@ impl TraceState {
         }
         Some(e)
     }
+
+    fn is_local_root(&self, h: Held) -> bool {
+        match h.e.parent() {
+            None => true,
+            Some(_) if h.remote_parent() => true,
+            // A parent on another resource (another service) makes this the local root.
+            Some(p) => self.find(p).is_some_and(|parent| !parent.key().matches(h.key())),
+        }
+    }
+
+    fn depth(&self, mut span: SpanId) -> usize {
+        let mut depth = 0;
+        while let Some(parent) = self.find(span).and_then(|h| h.e.parent()) {
+            if depth >= MAX_DEPTH_WALK || self.position(parent).is_none() {
+                break;
+            }
+            depth += 1;
+            span = parent;
+        }
+        depth
+    }
+
+    fn descends_from(&self, mut span: SpanId, root: SpanId) -> bool {
+        for _ in 0..MAX_DEPTH_WALK {
+            if span == root {
+                return true;
+            }
+            match self.find(span).and_then(|h| h.e.parent()) {
+                Some(p) => span = p,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The deepest held span on a matching resource running at `t`, optionally only within
+    /// `root`'s subtree.
+    fn deepest_at(&self, t: u64, key: &ResourceKey, within: Option<SpanId>, skew: u64) -> Option<SpanId> {
+        self.held
+            .iter()
+            .map(|e| self.held_at(e))
+            .filter(|h| {
+                h.runs_at(t, skew)
+                    && h.key().matches(key)
+                    && within.is_none_or(|root| self.descends_from(h.e.id, root))
+            })
+            .max_by_key(|h| (self.depth(h.e.id), h.start(), h.e.id))
+            .map(|h| h.e.id)
+    }
 }
 
 /// One part of the index: the traces whose ids hash here.
 #[derive(Default)]
 struct Shard {
     traces: HashMap<TraceId, TraceState>,
-    /// Spans that left, and when to forget them (after `wait`, when no sample is due).
-    released_order: VecDeque<(Instant, TraceId, SpanId)>,
+    /// Traces with released spans, and when to forget them (after `wait`, when no sample is
+    /// due); one entry per trace and release, not per span.
+    released_order: VecDeque<(Instant, TraceId)>,
+    /// Released spans remembered.
+    released: usize,
 }
 
 /// Samples on one thread of one resource, waiting for the spans that ran on it.
@@ -341,6 +447,8 @@ struct Leaving<'a> {
     block: Option<&'a Arc<Block>>,
     /// Positions in `block` that left in this release.
     done: Vec<bool>,
+    /// Spans that left the index.
+    count: usize,
     accs: Vec<(u32, Box<Accumulator>)>,
     loose: Vec<Loose>,
 }
@@ -350,22 +458,24 @@ impl<'a> Leaving<'a> {
         Leaving {
             block,
             done: vec![false; block.map_or(0, |b| b.len())],
+            count: 0,
             accs: Vec::new(),
             loose: Vec::new(),
         }
     }
 
-    /// A span that left its trace's index: it goes out with its block when that is the
-    /// block leaving, else on its own.
-    fn add(&mut self, e: Entry) {
+    /// A span that left its trace's index, from `block`: it goes out with its block when
+    /// that is the block leaving, else on its own.
+    fn add(&mut self, e: Entry, block: &Arc<Block>) {
+        self.count += 1;
         match self.block {
-            Some(b) if Arc::ptr_eq(b, &e.block) => {
+            Some(b) if Arc::ptr_eq(b, block) => {
                 self.done[e.at as usize] = true;
                 if let Some(acc) = e.acc {
                     self.accs.push((e.at, acc));
                 }
             }
-            _ => self.loose.extend(e.block.take_loose(e.at, e.acc)),
+            _ => self.loose.extend(block.take_loose(e.at, e.acc)),
         }
     }
 }
@@ -405,79 +515,6 @@ fn shard_of<K: Hash>(key: &K) -> usize {
 
 fn sharded<T: Default>() -> Vec<Mutex<T>> {
     (0..SHARDS).map(|_| Mutex::new(T::default())).collect()
-}
-
-impl Shard {
-    fn get(&self, trace: TraceId, id: SpanId) -> Option<&Entry> {
-        self.traces.get(&trace)?.find(id)
-    }
-
-    fn get_mut(&mut self, trace: TraceId, id: SpanId) -> Option<&mut Entry> {
-        self.traces.get_mut(&trace)?.find_mut(id)
-    }
-
-    fn contains(&self, trace: TraceId, id: SpanId) -> bool {
-        self.get(trace, id).is_some()
-    }
-
-    fn is_local_root(&self, trace: TraceId, e: &Entry) -> bool {
-        match e.parent() {
-            None => true,
-            Some(_) if e.remote_parent() => true,
-            // A parent on another resource (another service) makes this the local root.
-            Some(p) => self
-                .get(trace, p)
-                .is_some_and(|parent| !parent.key().matches(e.key())),
-        }
-    }
-
-    fn depth(&self, trace: TraceId, mut span: SpanId) -> usize {
-        let mut depth = 0;
-        while let Some(parent) = self.get(trace, span).and_then(Entry::parent) {
-            if depth >= MAX_DEPTH_WALK || !self.contains(trace, parent) {
-                break;
-            }
-            depth += 1;
-            span = parent;
-        }
-        depth
-    }
-
-    fn descends_from(&self, trace: TraceId, mut span: SpanId, root: SpanId) -> bool {
-        for _ in 0..MAX_DEPTH_WALK {
-            if span == root {
-                return true;
-            }
-            match self.get(trace, span).and_then(Entry::parent) {
-                Some(p) => span = p,
-                None => return false,
-            }
-        }
-        false
-    }
-
-    /// The deepest held span of `trace` on a matching resource running at `t`, optionally
-    /// only within `root`'s subtree.
-    fn deepest_at(
-        &self,
-        trace: TraceId,
-        t: u64,
-        key: &ResourceKey,
-        within: Option<SpanId>,
-        skew: u64,
-    ) -> Option<SpanId> {
-        let state = self.traces.get(&trace)?;
-        state
-            .held
-            .iter()
-            .filter(|e| {
-                e.runs_at(t, skew)
-                    && e.key().matches(key)
-                    && within.is_none_or(|root| self.descends_from(trace, e.id, root))
-            })
-            .max_by_key(|e| (self.depth(trace, e.id), e.start(), e.id))
-            .map(|e| e.id)
-    }
 }
 
 impl Join {
@@ -585,6 +622,7 @@ impl Join {
                 // A trace's spans mostly come together: one look-up for each run of them.
                 let trace = block.index[positions[k] as usize].trace_id;
                 let state = shard.traces.entry(trace).or_default();
+                let slot = state.block_slot(&block);
                 while let Some(&at) = positions
                     .get(k)
                     .filter(|&&at| block.index[at as usize].trace_id == trace)
@@ -600,7 +638,7 @@ impl Join {
                     state.push(Entry {
                         id: ix.span_id,
                         parent: ix.parent_span_id,
-                        block: block.clone(),
+                        block: slot,
                         at,
                         acc: None,
                     });
@@ -719,7 +757,10 @@ impl Join {
                 let owner = named_trace.or_else(|| self.owner(span));
                 if let Some(trace) = owner {
                     let mut shard = lock(&self.shards[shard_of(&trace)]);
-                    let local_root = shard.get(trace, span).map(|e| shard.is_local_root(trace, e));
+                    let local_root = shard
+                        .traces
+                        .get(&trace)
+                        .and_then(|t| t.find(span).map(|h| t.is_local_root(h)));
                     match local_root {
                         Some(true) if event.time.is_some() => {
                             if self.reserve_pending(&event) {
@@ -732,7 +773,7 @@ impl Join {
                             }
                         }
                         Some(_) => {
-                            if let Some(e) = shard.get_mut(trace, span) {
+                            if let Some(e) = shard.traces.get_mut(&trace).and_then(|t| t.find_mut(span)) {
                                 self.attach(e, &event, Rule::Span);
                             }
                         }
@@ -768,10 +809,11 @@ impl Join {
                     let root = shard.traces.get(&trace).and_then(|t| {
                         t.held
                             .iter()
-                            .find(|e| shard.is_local_root(trace, e) && e.key().matches(&event.resource))
-                            .map(|e| e.id)
+                            .map(|e| t.held_at(e))
+                            .find(|h| t.is_local_root(*h) && h.key().matches(&event.resource))
+                            .map(|h| h.e.id)
                     });
-                    if let Some(e) = root.and_then(|id| shard.get_mut(trace, id)) {
+                    if let Some(e) = root.and_then(|id| shard.traces.get_mut(&trace)?.find_mut(id)) {
                         self.attach(e, &event, Rule::Trace);
                         return;
                     }
@@ -819,11 +861,10 @@ impl Join {
         let arrived = match named_trace {
             Some(trace) => {
                 let shard = lock(&self.shards[shard_of(&trace)]);
-                shard.contains(trace, span)
-                    || shard
-                        .traces
-                        .get(&trace)
-                        .is_some_and(|t| t.released.contains(&span))
+                shard
+                    .traces
+                    .get(&trace)
+                    .is_some_and(|t| t.position(span).is_some() || t.released.contains(&span))
             }
             None => lock(&self.owners[shard_of(&span)]).contains_key(&span),
         };
@@ -845,38 +886,79 @@ impl Join {
             }
         }
         let mut leaving = Leaving::new(Some(block));
+        let forget_at = now + self.config.wait;
         for (i, positions) in by_shard.iter().enumerate() {
             if positions.is_empty() {
                 continue;
             }
             let mut shard = lock(&self.shards[i]);
-            for &at in positions {
-                if leaving.done[at as usize] {
-                    continue;
+            let mut k = 0;
+            while k < positions.len() {
+                // A trace's spans mostly come together: one look-up for each run of them.
+                let trace = block.index[positions[k] as usize].trace_id;
+                let from = k;
+                while positions
+                    .get(k)
+                    .is_some_and(|&at| block.index[at as usize].trace_id == trace)
+                {
+                    k += 1;
                 }
-                let ix = &block.index[at as usize];
-                // Still held, as this very span (not a copy held from another block)?
-                let held = shard
-                    .get(ix.trace_id, ix.span_id)
-                    .is_some_and(|e| Arc::ptr_eq(&e.block, block) && e.at == at);
-                if held {
-                    self.release_tree(&mut shard, ix.trace_id, ix.span_id, now, &mut leaving, 0);
+                let Some(state) = shard.traces.get_mut(&trace) else {
+                    continue;
+                };
+                let before = state.released.len();
+                for &at in &positions[from..k] {
+                    if leaving.done[at as usize] {
+                        continue;
+                    }
+                    let id = block.index[at as usize].span_id;
+                    // Still held, as this very span (not a copy held from another block)?
+                    let held = state
+                        .find(id)
+                        .is_some_and(|h| std::ptr::eq(h.block, &**block) && h.e.at == at);
+                    if held {
+                        self.release_tree(state, trace, id, &mut leaving, 0);
+                    }
+                }
+                if state.held.is_empty() {
+                    state.blocks.clear();
+                }
+                let released = state.released.len() - before;
+                if released > 0 {
+                    state.forget_at = Some(forget_at);
+                    shard.released += released;
+                    shard.released_order.push_back((forget_at, trace));
                 }
             }
+            // Remembering released spans only serves to call late samples late: bounded like
+            // the held spans, the oldest forgotten first.
+            let cap = (self.config.max_buffered_spans / SHARDS).max(1);
+            while shard.released > cap {
+                let Some((_, trace)) = shard.released_order.pop_front() else {
+                    break;
+                };
+                self.forget(&mut shard, trace, None);
+            }
         }
-        let Leaving { mut accs, loose, .. } = leaving;
+        let Leaving {
+            mut accs,
+            loose,
+            count,
+            ..
+        } = leaving;
+        self.held.fetch_sub(count, Ordering::AcqRel);
         accs.sort_unstable_by_key(|(at, _)| *at);
         let annotations = accs
             .into_iter()
             .map(|(at, acc)| (at, self.annotation(&block.index[at as usize], &acc)))
             .collect();
         self.held_bytes.fetch_sub(block.bytes, Ordering::AcqRel);
-        let mut count = 0;
+        let mut spans = 0;
         for r in block.take_spans(annotations) {
-            count += r.span_count();
+            spans += r.span_count();
             merge(out, r);
         }
-        count + self.put_loose(out, loose)
+        spans + self.put_loose(out, loose)
     }
 
     /// Adds spans leaving apart from their blocks to `out`; returns how many.
@@ -917,61 +999,54 @@ impl Join {
     /// Releases a span after its held descendants, so their CPU rolls up into it first.
     fn release_tree(
         &self,
-        shard: &mut Shard,
+        state: &mut TraceState,
         trace: TraceId,
         id: SpanId,
-        now: Instant,
         leaving: &mut Leaving,
         depth: usize,
     ) {
         if depth < MAX_DEPTH_WALK {
-            let children: Vec<SpanId> = shard
-                .traces
-                .get(&trace)
-                .map(|t| t.held.iter().filter(|e| e.parent == id).map(|e| e.id).collect())
-                .unwrap_or_default();
+            let children: Vec<SpanId> = state
+                .held
+                .iter()
+                .filter(|e| e.parent == id)
+                .map(|e| e.id)
+                .collect();
             for child in children {
-                self.release_tree(shard, trace, child, now, leaving, depth + 1);
+                self.release_tree(state, trace, child, leaving, depth + 1);
             }
         }
-        if let Some(e) = self.release(shard, trace, id, now) {
-            leaving.add(e);
+        if let Some(e) = self.release(state, trace, id) {
+            let block = e.block as usize;
+            leaving.add(e, &state.blocks[block]);
         }
     }
 
     /// Takes a span out of the index after giving it every waiting sample it can claim.
-    fn release(&self, shard: &mut Shard, trace: TraceId, id: SpanId, now: Instant) -> Option<Entry> {
+    fn release(&self, state: &mut TraceState, trace: TraceId, id: SpanId) -> Option<Entry> {
+        let h = state.find(id)?;
         // Most spans leave with nothing waiting on their trace or thread: straight out.
-        let state = shard.traces.get(&trace)?;
-        let e = state.find(id)?;
-        if state.waiting.is_empty() && e.thread().is_none() {
-            return self.leave(shard, trace, id, Vec::new(), now);
+        if state.waiting.is_empty() && h.thread().is_none() {
+            return Self::leave(state, id, Vec::new());
         }
         let skew = self.skew();
-        let (start, end, key, thread) = (e.start(), e.end(), e.key().clone(), e.thread());
+        let (start, end, key, thread) = (h.start(), h.end(), h.key().clone(), h.thread());
         // Samples waiting on the trace whose answer may be this span or one below it.
-        let waiting = shard
-            .traces
-            .get_mut(&trace)
-            .map(|t| std::mem::take(&mut t.waiting))
-            .unwrap_or_default();
+        let waiting = std::mem::take(&mut state.waiting);
         // Looking up the parent costs a cache miss per span: only when a sample needs it.
-        let is_root = !waiting.is_empty()
-            && shard
-                .get(trace, id)
-                .is_some_and(|e| shard.is_local_root(trace, e));
+        let is_root = !waiting.is_empty() && state.find(id).is_some_and(|h| state.is_local_root(h));
         let mut keep = Vec::new();
         let mut done = 0;
         for (why, event) in waiting {
             let target = match (why, event.time) {
                 (Waiting::Descend(root), Some(t))
                     if root == id
-                        || (shard.descends_from(trace, id, root)
+                        || (state.descends_from(id, root)
                             && t >= start.saturating_sub(skew)
                             && t <= end.saturating_add(skew)) =>
                 {
-                    let chosen = shard
-                        .deepest_at(trace, t, &event.resource, Some(root), skew)
+                    let chosen = state
+                        .deepest_at(t, &event.resource, Some(root), skew)
                         .unwrap_or(root);
                     Some((chosen, if chosen == root { Rule::Span } else { Rule::Trace }))
                 }
@@ -980,14 +1055,14 @@ impl Join {
                         && t <= end.saturating_add(skew)
                         && key.matches(&event.resource) =>
                 {
-                    shard
-                        .deepest_at(trace, t, &event.resource, None, skew)
+                    state
+                        .deepest_at(t, &event.resource, None, skew)
                         .map(|c| (c, Rule::Trace))
                 }
                 (Waiting::Trace, None) if is_root && key.matches(&event.resource) => Some((id, Rule::Trace)),
                 _ => None,
             };
-            match target.and_then(|(c, rule)| shard.get_mut(trace, c).map(|e| (e, rule))) {
+            match target.and_then(|(c, rule)| state.find_mut(c).map(|e| (e, rule))) {
                 Some((e, rule)) => {
                     self.attach(e, &event, rule);
                     done += 1;
@@ -1017,7 +1092,7 @@ impl Join {
                     threads.remove(&tk);
                 }
                 drop(threads);
-                if let Some(e) = shard.get_mut(trace, id) {
+                if let Some(e) = state.find_mut(id) {
                     for event in &mine {
                         self.attach(e, event, Rule::Thread);
                     }
@@ -1026,61 +1101,49 @@ impl Join {
             }
         }
         self.release_pending(done);
-        self.leave(shard, trace, id, keep, now)
+        Self::leave(state, id, keep)
     }
 
     /// Takes a span out, puts back the samples it did not claim, rolls its CPU up, and
     /// remembers it left.
-    fn leave(
-        &self,
-        shard: &mut Shard,
-        trace: TraceId,
-        id: SpanId,
-        keep: Vec<(Waiting, Event)>,
-        now: Instant,
-    ) -> Option<Entry> {
-        let state = shard.traces.get_mut(&trace)?;
+    fn leave(state: &mut TraceState, id: SpanId, keep: Vec<(Waiting, Event)>) -> Option<Entry> {
         let e = state.remove(id)?;
         state.waiting.extend(keep);
         state.released.push(id);
-        self.held.fetch_sub(1, Ordering::AcqRel);
         // Descendants' CPU rolls up into ancestors still held.
         let cpu = e
             .acc
             .as_ref()
             .map_or(0, |a| a.own.cpu_ns.saturating_add(a.children_cpu_ns));
-        if let Some(parent) = e
-            .parent()
-            .filter(|_| cpu > 0)
-            .and_then(|p| shard.get_mut(trace, p))
-        {
+        if let Some(parent) = e.parent().filter(|_| cpu > 0).and_then(|p| state.find_mut(p)) {
             let acc = parent.acc.get_or_insert_default();
             acc.children_cpu_ns = acc.children_cpu_ns.saturating_add(cpu);
-        }
-        let forget_at = now + self.config.wait;
-        shard.released_order.push_back((forget_at, trace, id));
-        // Remembering released spans only serves to call late samples late: bounded like the
-        // held spans, the oldest forgotten first.
-        let cap = (self.config.max_buffered_spans / SHARDS).max(1);
-        while shard.released_order.len() > cap {
-            if let Some((_, t, s)) = shard.released_order.pop_front() {
-                self.forget(shard, t, s);
-            }
         }
         Some(e)
     }
 
-    fn forget(&self, shard: &mut Shard, trace: TraceId, id: SpanId) {
-        if let Some(state) = shard.traces.get_mut(&trace) {
-            state.released.retain(|s| *s != id);
-            if state.is_empty() {
-                shard.traces.remove(&trace);
-            }
+    /// Forgets a trace's released spans: when `due` is the time they were due to be
+    /// forgotten, only if none left since.
+    fn forget(&self, shard: &mut Shard, trace: TraceId, due: Option<Instant>) {
+        let Some(state) = shard.traces.get_mut(&trace) else {
+            return;
+        };
+        if due.is_some_and(|due| state.forget_at.is_some_and(|at| at > due)) {
+            // More left since: a later entry in `released_order` forgets them all.
+            return;
         }
+        let ids = std::mem::take(&mut state.released);
+        state.forget_at = None;
+        if state.is_empty() {
+            shard.traces.remove(&trace);
+        }
+        shard.released = shard.released.saturating_sub(ids.len());
         if self.track_owners.load(Ordering::Acquire) {
-            let mut owners = lock(&self.owners[shard_of(&id)]);
-            if owners.get(&id) == Some(&trace) {
-                owners.remove(&id);
+            for id in ids {
+                let mut owners = lock(&self.owners[shard_of(&id)]);
+                if owners.get(&id) == Some(&trace) {
+                    owners.remove(&id);
+                }
             }
         }
     }
@@ -1111,9 +1174,9 @@ impl Join {
 
     /// Forgets released spans after `wait` and counts trace samples that waited too long.
     fn expire(&self, shard: &mut Shard, now: Instant) {
-        while shard.released_order.front().is_some_and(|(at, _, _)| *at <= now) {
-            if let Some((_, trace, id)) = shard.released_order.pop_front() {
-                self.forget(shard, trace, id);
+        while shard.released_order.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((at, trace)) = shard.released_order.pop_front() {
+                self.forget(shard, trace, Some(at));
             }
         }
         let wait = self.config.wait;
