@@ -134,26 +134,6 @@ fn first_attribute(mut buf: &[u8], key: &str) -> Option<AnyValue> {
     None
 }
 
-/// Copies the bytes of the spans in `items` into one allocation of their own. A span is a
-/// slice of the request it came in, which it keeps whole while it lives: whatever holds spans
-/// for long (the join) detaches them, so what it holds is what it counts. One allocation for
-/// spans that will leave together costs far less than one each.
-pub fn detach<T>(items: &mut [T], span: impl Fn(&mut T) -> &mut RawSpan) {
-    let total = items.iter_mut().map(|i| span(i).bytes.len()).sum();
-    let mut arena = Vec::with_capacity(total);
-    for i in items.iter_mut() {
-        arena.extend_from_slice(&span(i).bytes);
-    }
-    let arena = Bytes::from(arena);
-    let mut at = 0;
-    for i in items.iter_mut() {
-        let s = span(i);
-        let n = s.bytes.len();
-        s.bytes = arena.slice(at..at + n);
-        at += n;
-    }
-}
-
 /// The value of an encoded `KeyValue` named `thread.id`, as a number.
 fn thread_id(kv: &[u8]) -> Option<i64> {
     const KEY: &[u8] = b"thread.id";
@@ -204,13 +184,6 @@ pub struct Head {
 impl Head {
     fn len(&self) -> usize {
         self.records.iter().map(Bytes::len).sum()
-    }
-
-    /// This head in memory of its own (see [`detach`]).
-    pub fn detached(&self) -> Head {
-        Head {
-            records: self.records.iter().map(|r| Bytes::copy_from_slice(r)).collect(),
-        }
     }
 
     /// The `Resource` of a resource container's head, decoded.
