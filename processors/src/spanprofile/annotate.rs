@@ -168,6 +168,18 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// Appends to `out` the attribute of a span whose only CPU is its descendants': `cpu_ns_total`.
+pub fn annotate_rollup(children_cpu_ns: u64, config: &SpanProfileConfig, out: &mut Vec<u8>) {
+    if children_cpu_ns > 0 {
+        let p = config.attribute_prefix.as_str();
+        Attr {
+            key: [p, "cpu_ns_total", ""],
+            value: Value::Int(children_cpu_ns),
+        }
+        .write(SPAN_ATTRIBUTES, out);
+    }
+}
+
 /// Appends to `out` the join's attributes and events for the span `index` describes, encoded
 /// as fields of a `Span`: appended to the span's bytes, they add to the span. Spans that got
 /// no samples of their own only get `cpu_ns_total` when descendants had some.
@@ -175,13 +187,10 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
     let p = config.attribute_prefix.as_str();
     let mut put = |key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
     let mut attr = |name: &str, value: Value| put([p, name, ""], value);
-    let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
     if acc.is_empty() {
-        if total > 0 {
-            attr("cpu_ns_total", Value::Int(total));
-        }
-        return;
+        return annotate_rollup(acc.children_cpu_ns, config, out);
     }
+    let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
     let by_cpu = acc.own.cpu_ns > 0;
     let whole = rank(&acc.own, by_cpu);
     let mut stacks: Vec<(&Frames, &Weights)> = acc.stacks.iter().collect();

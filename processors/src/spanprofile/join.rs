@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw, SpanIndex};
 use hotspan_proto::{ProfilesBatch, TracesBatch};
 
-use super::annotate::annotate;
+use super::annotate::{annotate, annotate_rollup};
 use super::config::SpanProfileConfig;
 use super::extract;
 use foldhash::HashMap;
@@ -60,7 +60,14 @@ struct Loose {
     resource: Arc<Head>,
     scope: Arc<Head>,
     span: RawSpan,
-    acc: Option<Box<Accumulator>>,
+    gathered: Option<Gathered>,
+}
+
+/// What a span leaves with: samples of its own (and its descendants' CPU), or only its
+/// descendants' CPU.
+enum Gathered {
+    Samples(Box<Accumulator>),
+    Rollup(u64),
 }
 
 impl Block {
@@ -116,7 +123,7 @@ impl Block {
 
     /// Takes span `i` out of the block to leave on its own. Called under the lock of the
     /// span's index shard, before the block's own release takes its spans.
-    fn take_loose(&self, i: u32, acc: Option<Box<Accumulator>>) -> Option<Loose> {
+    fn take_loose(&self, i: u32, gathered: Option<Gathered>) -> Option<Loose> {
         let i = i as usize;
         self.gone[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
         let loc = self.locs[i];
@@ -127,7 +134,7 @@ impl Block {
             resource: rs.head().clone(),
             scope: ss.head().clone(),
             span: ss.spans().get(loc.span as usize)?.clone(),
-            acc,
+            gathered,
         })
     }
 
@@ -135,57 +142,41 @@ impl Block {
     /// (`(position, bytes)` in position order) appended. Unchanged containers keep their
     /// bytes as received.
     fn take_spans(&self, annotations: Vec<(u32, Vec<u8>)>) -> Vec<ResourceSpansRaw> {
-        let resources = std::mem::take(&mut *lock(&self.resources));
+        let mut resources = std::mem::take(&mut *lock(&self.resources));
         let any_gone = self.gone.iter().any(|w| w.load(Ordering::Acquire) != 0);
         if annotations.is_empty() && !any_gone {
             return resources;
         }
         let mut annotations = annotations.into_iter().peekable();
         let mut at = 0usize;
-        let mut out = Vec::with_capacity(resources.len());
-        for rs in resources {
+        for rs in &mut resources {
+            let from = at;
             let n = rs.span_count();
-            let changed = |from: usize, n: usize, next: Option<u32>| {
-                next.is_some_and(|a| (a as usize) < from + n) || (from..from + n).any(|i| self.is_gone(i))
-            };
-            if !changed(at, n, annotations.peek().map(|a| a.0)) {
-                at += n;
-                out.push(rs);
-                continue;
-            }
-            let (head, scopes) = rs.into_parts();
-            let mut kept = Vec::with_capacity(scopes.len());
-            for ss in scopes {
-                let n = ss.spans().len();
-                if !changed(at, n, annotations.peek().map(|a| a.0)) {
-                    at += n;
-                    kept.push(ss);
-                    continue;
-                }
-                let (scope, spans) = ss.into_parts();
-                let mut left = Vec::with_capacity(spans.len());
-                for span in spans {
-                    let i = at;
-                    at += 1;
-                    if self.is_gone(i) {
-                        // It left on its own, annotated there.
-                        annotations.next_if(|a| a.0 as usize == i);
-                        continue;
-                    }
-                    match annotations.next_if(|a| a.0 as usize == i) {
-                        Some((_, extra)) => left.push(span.appended(extra)),
-                        None => left.push(span),
+            if annotations.peek().is_some_and(|a| (a.0 as usize) < from + n) {
+                for ss in rs.scopes_mut() {
+                    let base = at;
+                    at += ss.spans().len();
+                    if annotations.peek().is_some_and(|a| (a.0 as usize) < at) {
+                        let spans = ss.spans_mut();
+                        while let Some((i, extra)) = annotations.next_if(|a| (a.0 as usize) < at) {
+                            spans[i as usize - base].append(extra);
+                        }
                     }
                 }
-                if !left.is_empty() {
-                    kept.push(ScopeSpansRaw::new(scope, left));
-                }
             }
-            if !kept.is_empty() {
-                out.push(ResourceSpansRaw::new(head, kept));
+            at = from + n;
+            if any_gone && (from..at).any(|i| self.is_gone(i)) {
+                let mut i = from;
+                rs.retain_spans(|_| {
+                    i += 1;
+                    !self.is_gone(i - 1)
+                });
             }
         }
-        out
+        if any_gone {
+            resources.retain(|r| r.span_count() > 0);
+        }
+        resources
     }
 }
 
@@ -201,9 +192,22 @@ struct Entry {
     at: u32,
     /// Allocated when the first sample lands: most spans get none.
     acc: Option<Box<Accumulator>>,
+    /// CPU of descendants that left before it, rolled up.
+    children_cpu: u64,
 }
 
 impl Entry {
+    /// What it leaves with, if anything.
+    fn gathered(acc: Option<Box<Accumulator>>, children_cpu: u64) -> Option<Gathered> {
+        match acc {
+            Some(mut acc) => {
+                acc.children_cpu_ns = children_cpu;
+                Some(Gathered::Samples(acc))
+            }
+            None => (children_cpu > 0).then_some(Gathered::Rollup(children_cpu)),
+        }
+    }
+
     fn parent(&self) -> Option<SpanId> {
         (self.parent != 0).then_some(self.parent)
     }
@@ -418,6 +422,16 @@ struct Shard {
     released_order: VecDeque<(Instant, TraceId)>,
     /// Released spans remembered.
     released: usize,
+    /// Whether a sample may be waiting on a trace here: while none is, expiry need not look
+    /// at every trace.
+    waiting: bool,
+}
+
+impl Shard {
+    fn wait_on(&mut self, trace: TraceId, why: Waiting, event: Event) {
+        self.waiting = true;
+        self.traces.entry(trace).or_default().waiting.push((why, event));
+    }
 }
 
 /// Samples on one thread of one resource, waiting for the spans that ran on it.
@@ -449,7 +463,7 @@ struct Leaving<'a> {
     done: Vec<bool>,
     /// Spans that left the index.
     count: usize,
-    accs: Vec<(u32, Box<Accumulator>)>,
+    accs: Vec<(u32, Gathered)>,
     loose: Vec<Loose>,
 }
 
@@ -468,14 +482,13 @@ impl<'a> Leaving<'a> {
     /// that is the block leaving, else on its own.
     fn add(&mut self, e: Entry, block: &Arc<Block>) {
         self.count += 1;
+        let gathered = Entry::gathered(e.acc, e.children_cpu);
         match self.block {
             Some(b) if Arc::ptr_eq(b, block) => {
                 self.done[e.at as usize] = true;
-                if let Some(acc) = e.acc {
-                    self.accs.push((e.at, acc));
-                }
+                self.accs.extend(gathered.map(|g| (e.at, g)));
             }
-            _ => self.loose.extend(block.take_loose(e.at, e.acc)),
+            _ => self.loose.extend(block.take_loose(e.at, gathered)),
         }
     }
 }
@@ -641,6 +654,7 @@ impl Join {
                         block: slot,
                         at,
                         acc: None,
+                        children_cpu: 0,
                     });
                     added.push((trace, ix.span_id));
                 }
@@ -764,12 +778,7 @@ impl Join {
                     match local_root {
                         Some(true) if event.time.is_some() => {
                             if self.reserve_pending(&event) {
-                                shard
-                                    .traces
-                                    .entry(trace)
-                                    .or_default()
-                                    .waiting
-                                    .push((Waiting::Descend(span), event));
+                                shard.wait_on(trace, Waiting::Descend(span), event);
                             }
                         }
                         Some(_) => {
@@ -822,12 +831,7 @@ impl Join {
                 if state.is_some_and(|t| t.held.is_empty() && !t.released.is_empty()) {
                     self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
                 } else if self.reserve_pending(&event) {
-                    shard
-                        .traces
-                        .entry(trace)
-                        .or_default()
-                        .waiting
-                        .push((Waiting::Trace, event));
+                    shard.wait_on(trace, Waiting::Trace, event);
                 }
             }
             (None, None) => match (event.thread, event.time) {
@@ -950,7 +954,7 @@ impl Join {
         accs.sort_unstable_by_key(|(at, _)| *at);
         let annotations = accs
             .into_iter()
-            .map(|(at, acc)| (at, self.annotation(&block.index[at as usize], &acc)))
+            .map(|(at, g)| (at, self.annotation(&block.index[at as usize], &g)))
             .collect();
         self.held_bytes.fetch_sub(block.bytes, Ordering::AcqRel);
         let mut spans = 0;
@@ -965,9 +969,9 @@ impl Join {
     fn put_loose(&self, out: &mut Vec<ResourceSpansRaw>, loose: Vec<Loose>) -> usize {
         let n = loose.len();
         for l in loose {
-            let span = match &l.acc {
-                Some(acc) => {
-                    let annotation = self.annotation(&l.span.index, acc);
+            let span = match &l.gathered {
+                Some(g) => {
+                    let annotation = self.annotation(&l.span.index, g);
                     l.span.appended(annotation)
                 }
                 None => l.span,
@@ -980,11 +984,20 @@ impl Join {
         n
     }
 
-    fn annotation(&self, index: &SpanIndex, acc: &Accumulator) -> Vec<u8> {
+    fn annotation(&self, index: &SpanIndex, gathered: &Gathered) -> Vec<u8> {
         // Most annotations fit in 1 KiB, a roll-up alone in 32 bytes: written without regrowing.
-        let mut annotation = Vec::with_capacity(if acc.is_empty() { 32 } else { 1024 });
-        annotate(index, acc, &self.config, &mut annotation);
-        annotation
+        match gathered {
+            Gathered::Samples(acc) => {
+                let mut annotation = Vec::with_capacity(1024);
+                annotate(index, acc, &self.config, &mut annotation);
+                annotation
+            }
+            Gathered::Rollup(cpu) => {
+                let mut annotation = Vec::with_capacity(32);
+                annotate_rollup(*cpu, &self.config, &mut annotation);
+                annotation
+            }
+        }
     }
 
     /// What leaves as one batch, counted.
@@ -1114,10 +1127,10 @@ impl Join {
         let cpu = e
             .acc
             .as_ref()
-            .map_or(0, |a| a.own.cpu_ns.saturating_add(a.children_cpu_ns));
+            .map_or(0, |a| a.own.cpu_ns)
+            .saturating_add(e.children_cpu);
         if let Some(parent) = e.parent().filter(|_| cpu > 0).and_then(|p| state.find_mut(p)) {
-            let acc = parent.acc.get_or_insert_default();
-            acc.children_cpu_ns = acc.children_cpu_ns.saturating_add(cpu);
+            parent.children_cpu = parent.children_cpu.saturating_add(cpu);
         }
         Some(e)
     }
@@ -1179,8 +1192,12 @@ impl Join {
                 self.forget(shard, trace, Some(at));
             }
         }
+        if !shard.waiting {
+            return;
+        }
         let wait = self.config.wait;
         let mut expired = Vec::new();
+        let mut waiting = false;
         shard.traces.retain(|_, state| {
             state.waiting.retain(|(_, e)| {
                 let keep = e.arrived + wait > now;
@@ -1189,8 +1206,10 @@ impl Join {
                 }
                 keep
             });
+            waiting |= !state.waiting.is_empty();
             !state.is_empty()
         });
+        shard.waiting = waiting;
         self.count_expired(&expired);
     }
 

@@ -89,16 +89,21 @@ impl RawSpan {
 
     /// This span with `extra` (encoded fields of a `Span`, e.g. attributes and events)
     /// appended: decoders merge them into the span.
-    pub fn appended(self, extra: Vec<u8>) -> RawSpan {
+    pub fn appended(mut self, extra: Vec<u8>) -> RawSpan {
+        self.append(extra);
+        self
+    }
+
+    /// Appends `extra` (encoded fields of a `Span`) to this span.
+    pub fn append(&mut self, extra: Vec<u8>) {
         if extra.is_empty() {
-            return self;
+            return;
         }
-        let extra = if self.extra.is_empty() {
+        self.extra = if self.extra.is_empty() {
             extra.into_boxed_slice()
         } else {
             [&self.extra[..], &extra].concat().into_boxed_slice()
         };
-        RawSpan { extra, ..self }
     }
 
     /// The value of the first attribute named `key`, decoded.
@@ -228,6 +233,12 @@ impl ScopeSpansRaw {
         &self.spans
     }
 
+    /// The spans, to change in place: the container is written from them from now on.
+    pub fn spans_mut(&mut self) -> &mut [RawSpan] {
+        self.whole = None;
+        &mut self.spans
+    }
+
     pub fn into_parts(self) -> (Arc<Head>, Vec<RawSpan>) {
         (self.head, self.spans)
     }
@@ -281,6 +292,12 @@ impl ResourceSpansRaw {
         &self.scopes
     }
 
+    /// The scopes, to change in place: the container is written from them from now on.
+    pub fn scopes_mut(&mut self) -> &mut [ScopeSpansRaw] {
+        self.whole = None;
+        &mut self.scopes
+    }
+
     pub fn into_parts(self) -> (Arc<Head>, Vec<ScopeSpansRaw>) {
         (self.head, self.scopes)
     }
@@ -331,8 +348,9 @@ impl ResourceSpansRaw {
         ResourceSpansRaw::new(self.head.clone(), front)
     }
 
-    /// Keeps the spans `keep` says yes to; returns how many went, and the first reason.
-    pub(crate) fn retain_spans(&mut self, mut keep: impl FnMut(&RawSpan) -> bool) -> usize {
+    /// Keeps the spans `keep` says yes to (asked in order) and drops scopes left empty;
+    /// returns how many went.
+    pub fn retain_spans(&mut self, mut keep: impl FnMut(&RawSpan) -> bool) -> usize {
         let mut removed = 0;
         for scope in &mut self.scopes {
             let before = scope.spans.len();
