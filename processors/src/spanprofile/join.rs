@@ -458,7 +458,7 @@ pub struct JoinStats {
 /// What one release gathers: the annotations of the leaving block's spans, and spans of
 /// other blocks that leave with it (descendants of its spans, held in younger blocks).
 struct Leaving<'a> {
-    block: Option<&'a Arc<Block>>,
+    block: &'a Arc<Block>,
     /// Positions in `block` that left in this release.
     done: Vec<bool>,
     /// Spans that left the index.
@@ -468,10 +468,10 @@ struct Leaving<'a> {
 }
 
 impl<'a> Leaving<'a> {
-    fn new(block: Option<&'a Arc<Block>>) -> Self {
+    fn new(block: &'a Arc<Block>) -> Self {
         Leaving {
             block,
-            done: vec![false; block.map_or(0, |b| b.len())],
+            done: vec![false; block.len()],
             count: 0,
             accs: Vec::new(),
             loose: Vec::new(),
@@ -483,12 +483,11 @@ impl<'a> Leaving<'a> {
     fn add(&mut self, e: Entry, block: &Arc<Block>) {
         self.count += 1;
         let gathered = Entry::gathered(e.acc, e.children_cpu);
-        match self.block {
-            Some(b) if Arc::ptr_eq(b, block) => {
-                self.done[e.at as usize] = true;
-                self.accs.extend(gathered.map(|g| (e.at, g)));
-            }
-            _ => self.loose.extend(block.take_loose(e.at, gathered)),
+        if Arc::ptr_eq(self.block, block) {
+            self.done[e.at as usize] = true;
+            self.accs.extend(gathered.map(|g| (e.at, g)));
+        } else {
+            self.loose.extend(block.take_loose(e.at, gathered));
         }
     }
 }
@@ -889,7 +888,7 @@ impl Join {
                 by_shard[shard_of(&ix.trace_id)].push(at as u32);
             }
         }
-        let mut leaving = Leaving::new(Some(block));
+        let mut leaving = Leaving::new(block);
         let forget_at = now + self.config.wait;
         for (i, positions) in by_shard.iter().enumerate() {
             if positions.is_empty() {
