@@ -141,7 +141,7 @@ impl Block {
     /// The block's spans as they leave: without those gone already, with annotations
     /// (`(position, bytes)` in position order) appended. Unchanged containers keep their
     /// bytes as received.
-    fn take_spans(&self, annotations: Vec<(u32, Vec<u8>)>) -> Vec<ResourceSpansRaw> {
+    fn take_spans(&self, annotations: Vec<(u32, Box<[u8]>)>) -> Vec<ResourceSpansRaw> {
         let mut resources = std::mem::take(&mut *lock(&self.resources));
         let any_gone = self.gone.iter().any(|w| w.load(Ordering::Acquire) != 0);
         if annotations.is_empty() && !any_gone {
@@ -951,9 +951,10 @@ impl Join {
         } = leaving;
         self.held.fetch_sub(count, Ordering::AcqRel);
         accs.sort_unstable_by_key(|(at, _)| *at);
+        let mut scratch = Vec::new();
         let annotations = accs
             .into_iter()
-            .map(|(at, g)| (at, self.annotation(&block.index[at as usize], &g)))
+            .map(|(at, g)| (at, self.annotation(&block.index[at as usize], &g, &mut scratch)))
             .collect();
         self.held_bytes.fetch_sub(block.bytes, Ordering::AcqRel);
         let mut spans = 0;
@@ -967,14 +968,13 @@ impl Join {
     /// Adds spans leaving apart from their blocks to `out`; returns how many.
     fn put_loose(&self, out: &mut Vec<ResourceSpansRaw>, loose: Vec<Loose>) -> usize {
         let n = loose.len();
-        for l in loose {
-            let span = match &l.gathered {
-                Some(g) => {
-                    let annotation = self.annotation(&l.span.index, g);
-                    l.span.appended(annotation)
-                }
-                None => l.span,
-            };
+        let mut scratch = Vec::new();
+        for mut l in loose {
+            if let Some(g) = &l.gathered {
+                let annotation = self.annotation(&l.span.index, g, &mut scratch);
+                l.span.append(annotation);
+            }
+            let span = l.span;
             merge(
                 out,
                 ResourceSpansRaw::new(l.resource, vec![ScopeSpansRaw::new(l.scope, vec![span])]),
@@ -983,20 +983,15 @@ impl Join {
         n
     }
 
-    fn annotation(&self, index: &SpanIndex, gathered: &Gathered) -> Vec<u8> {
-        // Most annotations fit in 1 KiB, a roll-up alone in 32 bytes: written without regrowing.
+    /// A span's annotation, written in `scratch` (reused, so it grows once) and copied out
+    /// at its size.
+    fn annotation(&self, index: &SpanIndex, gathered: &Gathered, scratch: &mut Vec<u8>) -> Box<[u8]> {
+        scratch.clear();
         match gathered {
-            Gathered::Samples(acc) => {
-                let mut annotation = Vec::with_capacity(1024);
-                annotate(index, acc, &self.config, &mut annotation);
-                annotation
-            }
-            Gathered::Rollup(cpu) => {
-                let mut annotation = Vec::with_capacity(32);
-                annotate_rollup(*cpu, &self.config, &mut annotation);
-                annotation
-            }
+            Gathered::Samples(acc) => annotate(index, acc, &self.config, scratch),
+            Gathered::Rollup(cpu) => annotate_rollup(*cpu, &self.config, scratch),
         }
+        Box::from(&scratch[..])
     }
 
     /// What leaves as one batch, counted.

@@ -1,7 +1,9 @@
 //! What the join works with: resource identities, events (weighted sample occurrences) and
 //! per-span accumulations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 

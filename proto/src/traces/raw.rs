@@ -90,17 +90,17 @@ impl RawSpan {
     /// This span with `extra` (encoded fields of a `Span`, e.g. attributes and events)
     /// appended: decoders merge them into the span.
     pub fn appended(mut self, extra: Vec<u8>) -> RawSpan {
-        self.append(extra);
+        self.append(extra.into_boxed_slice());
         self
     }
 
     /// Appends `extra` (encoded fields of a `Span`) to this span.
-    pub fn append(&mut self, extra: Vec<u8>) {
+    pub fn append(&mut self, extra: Box<[u8]>) {
         if extra.is_empty() {
             return;
         }
         self.extra = if self.extra.is_empty() {
-            extra.into_boxed_slice()
+            extra
         } else {
             [&self.extra[..], &extra].concat().into_boxed_slice()
         };
