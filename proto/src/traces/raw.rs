@@ -3,13 +3,14 @@
 //! every attribute, and the join appends its annotations as bytes: protobuf merges repeated
 //! fields that come later in a message into the earlier ones.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::encoding::{decode_key, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{decode_key, decode_varint, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
 use super::wire::{self, check_field, expect, field, skip, take_len, Msg};
@@ -122,6 +123,25 @@ impl RawSpan {
         out.extend_from_slice(&self.bytes);
         out.extend_from_slice(&self.extra);
     }
+
+    /// Where this span's record is in `source`, when it is unchanged, lies there, and was
+    /// written as this module writes it (a padded length would not be).
+    fn record_in(&self, source: &Bytes) -> Option<Range<usize>> {
+        if !self.extra.is_empty() {
+            return None;
+        }
+        let n = self.bytes.len();
+        let body = (self.bytes.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
+        let end = body.checked_add(n).filter(|end| *end <= source.len())?;
+        let start = body.checked_sub(record_len(n) - n)?;
+        let mut header = &source[start..body];
+        let canonical = header.first() == Some(&(((SPANS << 3) | WireType::LengthDelimited as u32) as u8))
+            && {
+                header = &header[1..];
+                decode_varint(&mut header).ok() == Some(n as u64) && header.is_empty()
+            };
+        canonical.then_some(start..end)
+    }
 }
 
 fn first_attribute(mut buf: &[u8], key: &str) -> Option<AnyValue> {
@@ -212,6 +232,9 @@ impl Head {
 pub struct ScopeSpansRaw {
     /// The whole container as received, while nothing in it changed.
     whole: Option<Bytes>,
+    /// The container as received, of which the spans are slices: once some changed, runs of
+    /// those that did not are still copied from it in one piece.
+    source: Option<Bytes>,
     head: Arc<Head>,
     spans: Vec<RawSpan>,
 }
@@ -220,6 +243,7 @@ impl ScopeSpansRaw {
     pub fn new(head: Arc<Head>, spans: Vec<RawSpan>) -> Self {
         ScopeSpansRaw {
             whole: None,
+            source: None,
             head,
             spans,
         }
@@ -255,15 +279,44 @@ impl ScopeSpansRaw {
             return out.extend_from_slice(w);
         }
         self.head.records.iter().for_each(|r| out.extend_from_slice(r));
+        let Some(source) = &self.source else {
+            return self.spans.iter().for_each(|span| span.write_record(out));
+        };
+        // Unchanged spans whose records lie one after another in the source go as one copy.
+        let mut run: Option<Range<usize>> = None;
         for span in &self.spans {
-            span.write_record(out);
+            match span.record_in(source) {
+                Some(r) => match &mut run {
+                    Some(current) if current.end == r.start => current.end = r.end,
+                    _ => {
+                        if let Some(done) = run.replace(r) {
+                            out.extend_from_slice(&source[done]);
+                        }
+                    }
+                },
+                None => {
+                    if let Some(done) = run.take() {
+                        out.extend_from_slice(&source[done]);
+                    }
+                    span.write_record(out);
+                }
+            }
+        }
+        if let Some(done) = run {
+            out.extend_from_slice(&source[done]);
         }
     }
 
     fn split_front(&mut self, n: usize) -> ScopeSpansRaw {
         self.whole = None;
         let rest = self.spans.split_off(n);
-        ScopeSpansRaw::new(self.head.clone(), std::mem::replace(&mut self.spans, rest))
+        let front = std::mem::replace(&mut self.spans, rest);
+        ScopeSpansRaw {
+            whole: None,
+            source: self.source.clone(),
+            head: self.head.clone(),
+            spans: front,
+        }
     }
 }
 
@@ -490,6 +543,7 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
     )?;
     Ok(ScopeSpansRaw {
         whole: Some(buf.slice_ref(body)),
+        source: Some(buf.slice_ref(body)),
         head: Arc::new(head),
         spans,
     })

@@ -326,6 +326,61 @@ mod raw {
         );
     }
 
+    /// A scope changed in place still copies its unchanged spans from the bytes received,
+    /// except a record whose length was padded, which is written anew.
+    #[test]
+    fn a_scope_changed_in_place_encodes_as_prost_would() {
+        let spans: Vec<Span> = (1..=6u8).map(span).collect();
+        let mut scope = Vec::new();
+        for (i, s) in spans.iter().enumerate() {
+            let body = s.encode_to_vec();
+            assert!(body.len() < 128);
+            scope.push(0x12);
+            if i == 3 {
+                // The same length as a two-byte varint: valid, not minimal.
+                scope.extend_from_slice(&[body.len() as u8 | 0x80, 0x00]);
+            } else {
+                scope.push(body.len() as u8);
+            }
+            scope.extend_from_slice(&body);
+        }
+        let mut resource = Vec::new();
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut resource);
+        prost::encoding::encode_varint(scope.len() as u64, &mut resource);
+        resource.extend_from_slice(&scope);
+        let mut request = Vec::new();
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut request);
+        prost::encoding::encode_varint(resource.len() as u64, &mut request);
+        request.extend_from_slice(&resource);
+
+        let batch =
+            TracesBatch::decode_bytes(bytes::Bytes::from(request), Encoding::Protobuf).expect("valid");
+        let mut resources = batch.into_raw();
+        let extra = Span {
+            attributes: vec![attr("hotspan.cpu_ns", Value::IntValue(7))],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let scope = &mut resources[0].scopes_mut()[0];
+        scope.spans_mut()[1].append(extra.clone().into_boxed_slice());
+        scope.spans_mut()[4].append(extra.clone().into_boxed_slice());
+        let mut n = 0;
+        resources[0].retain_spans(|_| {
+            n += 1;
+            n != 6
+        });
+        let out = TracesBatch::from_raw(resources);
+        let bytes = out.encode(Encoding::Protobuf);
+        assert_eq!(bytes.len(), out.encoded_len());
+
+        let mut expected = spans[..5].to_vec();
+        for i in [1, 4] {
+            expected[i].merge(&extra[..]).expect("merge");
+        }
+        let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("decodes");
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans, expected);
+    }
+
     fn nested(depth: usize) -> Vec<u8> {
         let mut value = AnyValue {
             value: Some(Value::IntValue(1)),
