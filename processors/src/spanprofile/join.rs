@@ -633,7 +633,12 @@ impl Join {
             while k < positions.len() {
                 // A trace's spans mostly come together: one look-up for each run of them.
                 let trace = block.index[positions[k] as usize].trace_id;
+                let run = positions[k..]
+                    .iter()
+                    .take_while(|&&at| block.index[at as usize].trace_id == trace)
+                    .count();
                 let state = shard.traces.entry(trace).or_default();
+                state.held.reserve(run);
                 let slot = state.block_slot(&block);
                 while let Some(&at) = positions
                     .get(k)
@@ -909,6 +914,7 @@ impl Join {
                 let Some(state) = shard.traces.get_mut(&trace) else {
                     continue;
                 };
+                state.released.reserve(k - from);
                 let before = state.released.len();
                 for &at in &positions[from..k] {
                     if leaving.done[at as usize] {
@@ -1013,13 +1019,8 @@ impl Join {
         depth: usize,
     ) {
         if depth < MAX_DEPTH_WALK {
-            let children: Vec<SpanId> = state
-                .held
-                .iter()
-                .filter(|e| e.parent == id)
-                .map(|e| e.id)
-                .collect();
-            for child in children {
+            // Each child leaves the index with its subtree, so the next search finds the next.
+            while let Some(child) = state.held.iter().find(|e| e.parent == id).map(|e| e.id) {
                 self.release_tree(state, trace, child, leaving, depth + 1);
             }
         }
