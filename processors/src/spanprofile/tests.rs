@@ -700,3 +700,16 @@ fn one_service_in_many_requests_leaves_under_one_resource() {
     assert_eq!(sorted, [1, 3], "{per_resource:?}");
     assert!(resources.iter().all(|r| r.scope_spans.len() == 1));
 }
+
+#[test]
+fn spans_in_parent_cycles_each_leave_once() {
+    // A span that is its own parent, and two that are each other's: the release walks stop.
+    let join = Join::new(config());
+    let spans = vec![
+        span(7, Some(7), 0, 10),
+        span(8, Some(9), 0, 10),
+        span(9, Some(8), 0, 10),
+    ];
+    let out = run(&join, vec![Step::Spans(traces("shop", spans))]);
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), [7, 8, 9]);
+}
