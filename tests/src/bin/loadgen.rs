@@ -533,7 +533,7 @@ impl Client {
 }
 
 /// A gRPC server that counts spans without decoding them and prints the totals each second:
-/// spans, and the bytes of the uncompressed requests that carried them.
+/// spans, the requests that carried them and those requests' uncompressed bytes.
 async fn sink(args: &[String]) -> Result<()> {
     let listen = arg(args, "--listen").context("--listen HOST:PORT")?;
     let run_for = duration(arg(args, "--duration").unwrap_or("120s"))?;
@@ -553,8 +553,9 @@ async fn sink(args: &[String]) -> Result<()> {
     while started.elapsed() < run_for && !server.is_finished() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         println!(
-            "{{\"spans\":{},\"bytes\":{}}}",
+            "{{\"spans\":{},\"requests\":{},\"bytes\":{}}}",
             totals.spans.load(Ordering::Relaxed),
+            totals.requests.load(Ordering::Relaxed),
             totals.bytes.load(Ordering::Relaxed)
         );
         let _ = std::io::stdout().flush();
@@ -565,6 +566,7 @@ async fn sink(args: &[String]) -> Result<()> {
 #[derive(Default)]
 struct Totals {
     spans: AtomicU64,
+    requests: AtomicU64,
     bytes: AtomicU64,
 }
 
@@ -608,6 +610,7 @@ impl tonic::server::UnaryService<Bytes> for Count {
             let body = request.into_inner();
             let n = count_spans(&body).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
             counter.spans.fetch_add(n as u64, Ordering::Relaxed);
+            counter.requests.fetch_add(1, Ordering::Relaxed);
             counter.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             Ok(tonic::Response::new(Bytes::new()))
         })
