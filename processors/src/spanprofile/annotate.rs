@@ -1,6 +1,8 @@
 //! Writing what a span accumulated onto the span itself: attributes and hot-path events,
-//! encoded straight into the bytes appended to the span: no `Span` is built and encoded, which
-//! saves a dozen allocations per annotated span.
+//! encoded straight into the bytes appended to the span: no `Span` is built and encoded, and
+//! no text is built apart from the bytes it ends up in.
+
+use std::io::Write;
 
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
@@ -23,48 +25,47 @@ const ANY_DOUBLE: u32 = 4;
 const ANY_ARRAY: u32 = 5;
 const ARRAY_VALUES: u32 = 1;
 
+/// Writes a length-delimited field whose content `body` writes, so nothing is sized or built
+/// beforehand. The length takes one byte unless the content reaches 128 bytes; then the
+/// content moves over to make room. proto3 leaves an empty string out: `omit_empty` says
+/// whether this field is one.
+fn delimited(out: &mut Vec<u8>, field: u32, omit_empty: bool, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    encode_key(field, WireType::LengthDelimited, out);
+    let at = out.len();
+    out.push(0);
+    body(out);
+    let n = out.len() - at - 1;
+    if n == 0 && omit_empty {
+        out.truncate(start);
+    } else if n < 0x80 {
+        out[at] = n as u8;
+    } else {
+        let k = encoded_len_varint(n as u64);
+        out.resize(out.len() + k - 1, 0);
+        out.copy_within(at + 1..at + 1 + n, at + k);
+        encode_varint(n as u64, &mut &mut out[at..at + k]);
+    }
+}
+
 /// An attribute value, as the `AnyValue` it encodes to.
 enum Value<'a> {
     Int(u64),
     Double(f64),
     Str(&'a str),
-    Strs(Vec<&'a str>),
+    /// A string written by the function, in place.
+    Text(&'a dyn Fn(&mut Vec<u8>)),
+    /// An array of strings, each written in place.
+    Strs(EachString<'a>),
 }
 
-/// Bytes of a length-delimited field whose content is `n` bytes (field numbers here are < 16).
-fn delimited_len(n: usize) -> usize {
-    1 + encoded_len_varint(n as u64) + n
-}
-
-fn put_delimited(out: &mut Vec<u8>, field: u32, n: usize) {
-    encode_key(field, WireType::LengthDelimited, out);
-    encode_varint(n as u64, out);
-}
-
-fn put_str(out: &mut Vec<u8>, field: u32, s: &str) {
-    put_delimited(out, field, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
+/// Calls its argument once for each string of an array, with a function that writes it.
+type EachString<'a> = &'a dyn Fn(&mut dyn FnMut(&dyn Fn(&mut Vec<u8>)));
 
 impl Value<'_> {
     /// `int_value` is an int64: counts past its range are capped, never negative.
     fn int(v: u64) -> u64 {
         v.min(i64::MAX as u64)
-    }
-
-    /// Bytes of an `ArrayValue` of strings.
-    fn array_len(items: &[&str]) -> usize {
-        items.iter().map(|s| delimited_len(delimited_len(s.len()))).sum()
-    }
-
-    /// Bytes of the `AnyValue` message's content.
-    fn len(&self) -> usize {
-        match self {
-            Value::Int(v) => 1 + encoded_len_varint(Value::int(*v)),
-            Value::Double(_) => 9,
-            Value::Str(s) => delimited_len(s.len()),
-            Value::Strs(items) => delimited_len(Value::array_len(items)),
-        }
     }
 
     fn write(&self, out: &mut Vec<u8>) {
@@ -77,17 +78,18 @@ impl Value<'_> {
                 encode_key(ANY_DOUBLE, WireType::SixtyFourBit, out);
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            Value::Str(s) => put_str(out, ANY_STRING, s),
-            Value::Strs(items) => {
-                put_delimited(out, ANY_ARRAY, Value::array_len(items));
-                for s in items {
-                    put_delimited(out, ARRAY_VALUES, delimited_len(s.len()));
-                    put_str(out, ANY_STRING, s);
-                }
-            }
+            // A oneof: written even when empty.
+            Value::Str(s) => delimited(out, ANY_STRING, false, |o| o.extend_from_slice(s.as_bytes())),
+            Value::Text(text) => delimited(out, ANY_STRING, false, |o| text(o)),
+            Value::Strs(items) => delimited(out, ANY_ARRAY, false, |o| {
+                items(&mut |item| {
+                    delimited(o, ARRAY_VALUES, false, |o| delimited(o, ANY_STRING, false, |o| item(o)))
+                })
+            }),
         }
     }
 }
+
 /// A `KeyValue` whose key is its parts joined (prefix, name, label): keys are written in
 /// pieces rather than formatted.
 struct Attr<'a> {
@@ -96,52 +98,28 @@ struct Attr<'a> {
 }
 
 impl Attr<'_> {
-    fn key_len(&self) -> usize {
-        self.key.iter().map(|k| k.len()).sum()
-    }
-
-    fn len(&self) -> usize {
-        let key = self.key_len();
-        // proto3 leaves an empty string out.
-        let key = if key == 0 { 0 } else { delimited_len(key) };
-        key + delimited_len(self.value.len())
-    }
-
     /// Writes the attribute as field `field` of the enclosing message.
     fn write(&self, field: u32, out: &mut Vec<u8>) {
-        put_delimited(out, field, self.len());
-        if self.key_len() > 0 {
-            put_delimited(out, KV_KEY, self.key_len());
-            for k in self.key {
-                out.extend_from_slice(k.as_bytes());
-            }
-        }
-        put_delimited(out, KV_VALUE, self.value.len());
-        self.value.write(out);
+        delimited(out, field, false, |o| {
+            delimited(o, KV_KEY, true, |o| self.key.iter().for_each(|k| o.extend_from_slice(k.as_bytes())));
+            delimited(o, KV_VALUE, false, |o| self.value.write(o));
+        });
     }
 }
 
 /// Writes a `Span.Event` named by `name`'s parts joined.
 fn write_event(out: &mut Vec<u8>, time: u64, name: [&str; 2], attrs: &[Attr]) {
-    let name_len: usize = name.iter().map(|n| n.len()).sum();
-    // proto3 leaves zero and empty fields out.
-    let time_len = if time != 0 { 9 } else { 0 };
-    let name_field = if name_len != 0 { delimited_len(name_len) } else { 0 };
-    let attrs_len: usize = attrs.iter().map(|a| delimited_len(a.len())).sum();
-    put_delimited(out, SPAN_EVENTS, time_len + name_field + attrs_len);
-    if time != 0 {
-        encode_key(EVENT_TIME, WireType::SixtyFourBit, out);
-        out.extend_from_slice(&time.to_le_bytes());
-    }
-    if name_len != 0 {
-        put_delimited(out, EVENT_NAME, name_len);
-        for n in name {
-            out.extend_from_slice(n.as_bytes());
+    delimited(out, SPAN_EVENTS, false, |o| {
+        // proto3 leaves zero and empty fields out.
+        if time != 0 {
+            encode_key(EVENT_TIME, WireType::SixtyFourBit, o);
+            o.extend_from_slice(&time.to_le_bytes());
         }
-    }
-    for a in attrs {
-        a.write(EVENT_ATTRIBUTES, out);
-    }
+        delimited(o, EVENT_NAME, true, |o| name.iter().for_each(|n| o.extend_from_slice(n.as_bytes())));
+        for a in attrs {
+            a.write(EVENT_ATTRIBUTES, o);
+        }
+    });
 }
 
 /// Weight used to rank stacks and functions: CPU time, or sample counts when a profile
@@ -154,10 +132,22 @@ fn rank(w: &Weights, by_cpu: bool) -> u64 {
     }
 }
 
+/// Writes `frames` root first, `;`-joined, keeping the leaf-most `max`.
+fn write_collapsed(frames: &Frames, max: usize, out: &mut Vec<u8>) {
+    let kept = &frames[..frames.len().min(max)];
+    for (i, f) in kept.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(b';');
+        }
+        out.extend_from_slice(f.as_bytes());
+    }
+}
+
 /// Root first, `;`-joined, keeping the leaf-most `max` frames.
 pub fn collapsed(frames: &Frames, max: usize) -> String {
-    let kept = &frames[..frames.len().min(max)];
-    kept.iter().rev().map(|f| &**f).collect::<Vec<&str>>().join(";")
+    let mut out = Vec::new();
+    write_collapsed(frames, max, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn share(part: u64, whole: u64) -> f64 {
@@ -185,65 +175,63 @@ pub fn annotate_rollup(children_cpu_ns: u64, config: &SpanProfileConfig, out: &m
 /// no samples of their own only get `cpu_ns_total` when descendants had some.
 pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig, out: &mut Vec<u8>) {
     let p = config.attribute_prefix.as_str();
-    let mut put = |key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
-    let mut attr = |name: &str, value: Value| put([p, name, ""], value);
     if acc.is_empty() {
         return annotate_rollup(acc.children_cpu_ns, config, out);
     }
+    let put = |out: &mut Vec<u8>, key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
+    let attr = |out: &mut Vec<u8>, name: &str, value: Value| put(out, [p, name, ""], value);
     let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
     let by_cpu = acc.own.cpu_ns > 0;
     let whole = rank(&acc.own, by_cpu);
-    let mut stacks: Vec<(&Frames, &Weights)> = acc.stacks.iter().collect();
     // Heaviest first; ties broken by the stack text so output is deterministic.
-    stacks.sort_by(|a, b| {
+    let heavier = |a: &(&Frames, &Weights), b: &(&Frames, &Weights)| {
         rank(b.1, by_cpu)
             .cmp(&rank(a.1, by_cpu))
             .then_with(|| a.0.cmp(b.0))
-    });
+    };
+    let mut stacks: Vec<(&Frames, &Weights)> = acc.stacks.iter().collect();
+    stacks.sort_unstable_by(heavier);
 
-    let mut functions: std::collections::BTreeMap<&str, Weights> = Default::default();
+    // Self time by leaf function: spans see few distinct leaves, so a list beats a map.
+    let mut functions: Vec<(&str, Weights)> = Vec::new();
     for (frames, w) in &stacks {
         if let Some(leaf) = frames.first() {
-            functions.entry(&**leaf).or_default().add(w.samples, w.cpu_ns);
+            match functions.iter_mut().find(|(name, _)| *name == &**leaf) {
+                Some((_, total)) => total.add(w.samples, w.cpu_ns),
+                None => functions.push((leaf, **w)),
+            }
         }
     }
-    let mut functions: Vec<(&str, Weights)> = functions.into_iter().collect();
-    functions.sort_by(|a, b| {
+    functions.sort_unstable_by(|a, b| {
         rank(&b.1, by_cpu)
             .cmp(&rank(&a.1, by_cpu))
             .then_with(|| a.0.cmp(b.0))
     });
 
-    attr("samples", Value::Int(acc.own.samples));
-    attr("cpu_ns", Value::Int(acc.own.cpu_ns));
-    attr("cpu_ns_total", Value::Int(total));
+    attr(out, "samples", Value::Int(acc.own.samples));
+    attr(out, "cpu_ns", Value::Int(acc.own.cpu_ns));
+    attr(out, "cpu_ns_total", Value::Int(total));
     let duration = index.end.saturating_sub(index.start);
     if duration > 0 {
-        attr("cpu_utilization", Value::Double(share(acc.own.cpu_ns, duration)));
+        attr(out, "cpu_utilization", Value::Double(share(acc.own.cpu_ns, duration)));
     }
-    // The heaviest stacks as text, once: the hot path attribute and the events share them.
-    let shown = if config.emit_events {
-        config.hot_paths.max(1)
-    } else {
-        1
-    };
-    let paths: Vec<String> = stacks
-        .iter()
-        .take(shown)
-        .map(|(frames, _)| collapsed(frames, config.hot_path_frames))
-        .collect();
-    if let (Some(path), Some((_, w))) = (paths.first(), stacks.first()) {
-        attr("hot_path", Value::Str(path));
-        attr("hot_path.share", Value::Double(share(rank(w, by_cpu), whole)));
+    let frames = config.hot_path_frames;
+    if let Some((top, w)) = stacks.first() {
+        attr(out, "hot_path", Value::Text(&|o| write_collapsed(top, frames, o)));
+        attr(out, "hot_path.share", Value::Double(share(rank(w, by_cpu), whole)));
     }
-    let top: Vec<String> = functions
-        .iter()
-        .take(config.top_functions)
-        .map(|(name, w)| format!("{name} {:.1}%", 100.0 * share(rank(w, by_cpu), whole)))
-        .collect();
+    let top = &functions[..functions.len().min(config.top_functions)];
     attr(
+        out,
         "top_functions",
-        Value::Strs(top.iter().map(String::as_str).collect()),
+        Value::Strs(&|each| {
+            for (name, w) in top {
+                each(&|o| {
+                    // Writing to a Vec cannot fail.
+                    let _ = write!(o, "{name} {:.1}%", 100.0 * share(rank(w, by_cpu), whole));
+                });
+            }
+        }),
     );
     let rule = [
         super::model::Rule::Span,
@@ -258,23 +246,37 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
         )
     })
     .unwrap_or(super::model::Rule::Span);
-    attr("join", Value::Str(rule.as_str()));
+    attr(out, "join", Value::Str(rule.as_str()));
     for (key, values) in &acc.labels {
-        let joined = values.iter().map(|v| &**v).collect::<Vec<&str>>().join(",");
-        put([p, "labels.", key], Value::Str(&joined));
+        let joined = |o: &mut Vec<u8>| {
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    o.push(b',');
+                }
+                o.extend_from_slice(v.as_bytes());
+            }
+        };
+        put(out, [p, "labels.", key], Value::Text(&joined));
     }
     if !acc.profile_ids.is_empty() {
-        let ids = acc.profile_ids.iter().map(|id| &**id).collect();
-        put([p, "profile_ids", ""], Value::Strs(ids));
+        let ids: EachString = &|each| {
+            for id in &acc.profile_ids {
+                each(&|o| o.extend_from_slice(id.as_bytes()));
+            }
+        };
+        put(out, [p, "profile_ids", ""], Value::Strs(ids));
     }
     // Grafana's "traces to profiles" opens the span's own flame graph by this id.
-    let own_id = format!("{:016x}", index.span_id);
-    put(["pyroscope.profile.id", "", ""], Value::Str(&own_id));
+    let own_id = |o: &mut Vec<u8>| {
+        let _ = write!(o, "{:016x}", index.span_id);
+    };
+    put(out, ["pyroscope.profile.id", "", ""], Value::Text(&own_id));
 
     if config.emit_events {
-        for (stack, (_, w)) in paths.iter().zip(&stacks).take(config.hot_paths) {
+        for (frames_of, w) in stacks.iter().take(config.hot_paths) {
+            let stack = |o: &mut Vec<u8>| write_collapsed(frames_of, frames, o);
             let attrs = [
-                ("stack", Value::Str(stack)),
+                ("stack", Value::Text(&stack)),
                 ("samples", Value::Int(w.samples)),
                 ("cpu_ns", Value::Int(w.cpu_ns)),
                 ("share", Value::Double(share(rank(w, by_cpu), whole))),
@@ -296,42 +298,32 @@ mod tests {
     use proptest::prelude::*;
     use prost::Message;
 
-    fn prost_value(value: &Value) -> AnyValue {
-        let v = match value {
-            Value::Int(i) => any_value::Value::IntValue(Value::int(*i) as i64),
-            Value::Double(d) => any_value::Value::DoubleValue(*d),
-            Value::Str(s) => any_value::Value::StringValue(s.to_string()),
-            Value::Strs(items) => any_value::Value::ArrayValue(ArrayValue {
-                values: items.iter().map(|s| prost_value(&Value::Str(s))).collect(),
+    /// A value as the test describes it: kind, int, double, strings.
+    type Spec = (u8, u64, f64, Vec<String>);
+
+    fn prost_value((kind, i, d, s): &Spec) -> AnyValue {
+        let string = |s: &str| AnyValue {
+            value: Some(any_value::Value::StringValue(s.to_string())),
+        };
+        let first = s.first().map_or("", String::as_str);
+        let v = match kind {
+            0 => any_value::Value::IntValue(Value::int(*i) as i64),
+            1 => any_value::Value::DoubleValue(*d),
+            2 | 3 => any_value::Value::StringValue(first.to_string()),
+            _ => any_value::Value::ArrayValue(ArrayValue {
+                values: s.iter().map(|s| string(s)).collect(),
             }),
         };
         AnyValue { value: Some(v) }
     }
 
-    fn key_value(a: &Attr) -> KeyValue {
-        KeyValue {
-            key: a.key.concat(),
-            value: Some(prost_value(&a.value)),
-            ..Default::default()
-        }
-    }
-
-    fn value() -> impl Strategy<Value = (u8, u64, f64, Vec<String>)> {
+    fn value() -> impl Strategy<Value = Spec> {
         (
-            0u8..4,
+            0u8..5,
             any::<u64>(),
             any::<f64>(),
             prop::collection::vec(".{0,200}", 0..4),
         )
-    }
-
-    fn pick<'a>((kind, i, d, s): &'a (u8, u64, f64, Vec<String>)) -> Value<'a> {
-        match kind {
-            0 => Value::Int(*i),
-            1 => Value::Double(*d),
-            2 => Value::Str(s.first().map_or("", String::as_str)),
-            _ => Value::Strs(s.iter().map(String::as_str).collect()),
-        }
     }
 
     proptest! {
@@ -342,17 +334,53 @@ mod tests {
             values in prop::collection::vec(value(), 4),
             time in prop_oneof![Just(0u64), any::<u64>()],
         ) {
+            // Each spec as a `Value`, in each of the forms a string can take.
+            let first = |v: &Spec| v.3.first().map_or("", String::as_str).to_string();
+            let firsts: Vec<String> = values.iter().map(first).collect();
+            let texts: Vec<_> = firsts
+                .iter()
+                .map(|f| move |o: &mut Vec<u8>| o.extend_from_slice(f.as_bytes()))
+                .collect();
+            let arrays: Vec<_> = values
+                .iter()
+                .map(|v| {
+                    move |each: &mut dyn FnMut(&dyn Fn(&mut Vec<u8>))| {
+                        for x in &v.3 {
+                            each(&|o| o.extend_from_slice(x.as_bytes()));
+                        }
+                    }
+                })
+                .collect();
             let attrs: Vec<Attr> = keys
                 .iter()
                 .zip(&values)
-                .map(|((a, b), v)| Attr { key: [a, b, ""], value: pick(v) })
+                .enumerate()
+                .map(|(i, ((a, b), (kind, int, double, _)))| Attr {
+                    key: [a, b, ""],
+                    value: match kind {
+                        0 => Value::Int(*int),
+                        1 => Value::Double(*double),
+                        2 => Value::Str(&firsts[i]),
+                        3 => Value::Text(&texts[i]),
+                        _ => Value::Strs(&arrays[i]),
+                    },
+                })
+                .collect();
+            let key_values: Vec<KeyValue> = keys
+                .iter()
+                .zip(&values)
+                .map(|((a, b), v)| KeyValue {
+                    key: format!("{a}{b}"),
+                    value: Some(prost_value(v)),
+                    ..Default::default()
+                })
                 .collect();
             let mut ours = Vec::new();
             for a in &attrs {
                 a.write(SPAN_ATTRIBUTES, &mut ours);
             }
             let mut expected = Span {
-                attributes: attrs.iter().map(key_value).collect(),
+                attributes: key_values.clone(),
                 ..Default::default()
             };
             prop_assert_eq!(&ours, &expected.encode_to_vec());
@@ -363,10 +391,11 @@ mod tests {
             expected.events.push(span::Event {
                 time_unix_nano: time,
                 name: name.to_string(),
-                attributes: attrs.iter().map(key_value).collect(),
+                attributes: key_values,
                 dropped_attributes_count: 0,
             });
             prop_assert_eq!(&ours, &expected.encode_to_vec());
         }
     }
 }
+

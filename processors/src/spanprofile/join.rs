@@ -1292,12 +1292,7 @@ fn merge(out: &mut Vec<ResourceSpansRaw>, r: ResourceSpansRaw) {
     let (head, mut scopes) = std::mem::replace(&mut out[i], placeholder).into_parts();
     for s in r.into_parts().1 {
         match scopes.iter().rposition(|o| same(o.head(), s.head())) {
-            Some(j) => {
-                let placeholder = ScopeSpansRaw::new(Arc::default(), Vec::new());
-                let (scope, mut spans) = std::mem::replace(&mut scopes[j], placeholder).into_parts();
-                spans.extend(s.into_parts().1);
-                scopes[j] = ScopeSpansRaw::new(scope, spans);
-            }
+            Some(j) => scopes[j].absorb(s),
             None => scopes.push(s),
         }
     }

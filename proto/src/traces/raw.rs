@@ -232,9 +232,10 @@ impl Head {
 pub struct ScopeSpansRaw {
     /// The whole container as received, while nothing in it changed.
     whole: Option<Bytes>,
-    /// The container as received, of which the spans are slices: once some changed, runs of
-    /// those that did not are still copied from it in one piece.
-    source: Option<Bytes>,
+    /// The containers as received (more than one once others were absorbed), of which the
+    /// spans are slices: once some changed, runs of those that did not are still copied from
+    /// them in one piece.
+    sources: Vec<Bytes>,
     head: Arc<Head>,
     spans: Vec<RawSpan>,
 }
@@ -243,9 +244,25 @@ impl ScopeSpansRaw {
     pub fn new(head: Arc<Head>, spans: Vec<RawSpan>) -> Self {
         ScopeSpansRaw {
             whole: None,
-            source: None,
+            sources: Vec::new(),
             head,
             spans,
+        }
+    }
+
+    /// Takes `other`'s spans after these (the heads are the caller's to match): their
+    /// unchanged records are still copied in runs from the bytes they came in.
+    pub fn absorb(&mut self, other: ScopeSpansRaw) {
+        self.whole = None;
+        self.spans.extend(other.spans);
+        for source in other.sources {
+            let known = self
+                .sources
+                .iter()
+                .any(|s| s.as_ptr() == source.as_ptr() && s.len() == source.len());
+            if !known {
+                self.sources.push(source);
+            }
         }
     }
 
@@ -279,32 +296,44 @@ impl ScopeSpansRaw {
             return out.extend_from_slice(w);
         }
         self.head.records.iter().for_each(|r| out.extend_from_slice(r));
-        let Some(source) = &self.source else {
+        if self.sources.is_empty() {
             return self.spans.iter().for_each(|span| span.write_record(out));
+        }
+        // Unchanged spans whose records lie one after another in a source go as one copy.
+        let flush = |run: Option<(usize, Range<usize>)>, out: &mut Vec<u8>| {
+            if let Some((source, range)) = run {
+                out.extend_from_slice(&self.sources[source][range]);
+            }
         };
-        // Unchanged spans whose records lie one after another in the source go as one copy.
-        let mut run: Option<Range<usize>> = None;
+        let mut run: Option<(usize, Range<usize>)> = None;
+        let mut source = 0;
         for span in &self.spans {
-            match span.record_in(source) {
-                Some(r) => match &mut run {
-                    Some(current) if current.end == r.start => current.end = r.end,
-                    _ => {
-                        if let Some(done) = run.replace(r) {
-                            out.extend_from_slice(&source[done]);
-                        }
+            // Spans mostly lie in the source of the one before them.
+            let found = if span.extra.is_empty() {
+                span.record_in(&self.sources[source]).map(|r| (source, r)).or_else(|| {
+                    self.sources
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, s)| span.record_in(s).map(|r| (i, r)))
+                })
+            } else {
+                None
+            };
+            match found {
+                Some((i, r)) => {
+                    source = i;
+                    match &mut run {
+                        Some((j, current)) if *j == i && current.end == r.start => current.end = r.end,
+                        _ => flush(run.replace((i, r)), out),
                     }
-                },
+                }
                 None => {
-                    if let Some(done) = run.take() {
-                        out.extend_from_slice(&source[done]);
-                    }
+                    flush(run.take(), out);
                     span.write_record(out);
                 }
             }
         }
-        if let Some(done) = run {
-            out.extend_from_slice(&source[done]);
-        }
+        flush(run, out);
     }
 
     fn split_front(&mut self, n: usize) -> ScopeSpansRaw {
@@ -313,7 +342,7 @@ impl ScopeSpansRaw {
         let front = std::mem::replace(&mut self.spans, rest);
         ScopeSpansRaw {
             whole: None,
-            source: self.source.clone(),
+            sources: self.sources.clone(),
             head: self.head.clone(),
             spans: front,
         }
@@ -543,7 +572,7 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
     )?;
     Ok(ScopeSpansRaw {
         whole: Some(buf.slice_ref(body)),
-        source: Some(buf.slice_ref(body)),
+        sources: vec![buf.slice_ref(body)],
         head: Arc::new(head),
         spans,
     })

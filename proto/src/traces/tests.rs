@@ -183,7 +183,8 @@ mod raw {
     use prost::Message;
 
     use super::*;
-    use crate::raw::{RawSpan, ScopeSpansRaw};
+    use crate::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
+    use std::sync::Arc;
 
     fn attr(key: &str, value: Value) -> KeyValue {
         KeyValue {
@@ -326,18 +327,15 @@ mod raw {
         );
     }
 
-    /// A scope changed in place still copies its unchanged spans from the bytes received,
-    /// except a record whose length was padded, which is written anew.
-    #[test]
-    fn a_scope_changed_in_place_encodes_as_prost_would() {
-        let spans: Vec<Span> = (1..=6u8).map(span).collect();
+    /// A request of one resource and one scope holding `spans`, the record of span `padded`
+    /// with its length written as a two-byte varint: valid, not minimal.
+    fn request_padding(spans: &[Span], padded: usize) -> bytes::Bytes {
         let mut scope = Vec::new();
         for (i, s) in spans.iter().enumerate() {
             let body = s.encode_to_vec();
             assert!(body.len() < 128);
             scope.push(0x12);
-            if i == 3 {
-                // The same length as a two-byte varint: valid, not minimal.
+            if i == padded {
                 scope.extend_from_slice(&[body.len() as u8 | 0x80, 0x00]);
             } else {
                 scope.push(body.len() as u8);
@@ -352,15 +350,25 @@ mod raw {
         prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut request);
         prost::encoding::encode_varint(resource.len() as u64, &mut request);
         request.extend_from_slice(&resource);
+        bytes::Bytes::from(request)
+    }
 
-        let batch =
-            TracesBatch::decode_bytes(bytes::Bytes::from(request), Encoding::Protobuf).expect("valid");
-        let mut resources = batch.into_raw();
-        let extra = Span {
+    fn cpu_attribute() -> Vec<u8> {
+        Span {
             attributes: vec![attr("hotspan.cpu_ns", Value::IntValue(7))],
             ..Default::default()
         }
-        .encode_to_vec();
+        .encode_to_vec()
+    }
+
+    /// A scope changed in place still copies its unchanged spans from the bytes received,
+    /// except a record whose length was padded, which is written anew.
+    #[test]
+    fn a_scope_changed_in_place_encodes_as_prost_would() {
+        let spans: Vec<Span> = (1..=6u8).map(span).collect();
+        let batch = TracesBatch::decode_bytes(request_padding(&spans, 3), Encoding::Protobuf).expect("valid");
+        let mut resources = batch.into_raw();
+        let extra = cpu_attribute();
         let scope = &mut resources[0].scopes_mut()[0];
         scope.spans_mut()[1].append(extra.clone().into_boxed_slice());
         scope.spans_mut()[4].append(extra.clone().into_boxed_slice());
@@ -377,6 +385,42 @@ mod raw {
         for i in [1, 4] {
             expected[i].merge(&extra[..]).expect("merge");
         }
+        let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("decodes");
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans, expected);
+    }
+
+    /// Scopes of several requests absorbed into one copy each span from the request it came
+    /// in, whichever order they lie in.
+    #[test]
+    fn absorbed_scopes_encode_as_prost_would() {
+        let spans: Vec<Span> = (1..=12u8).map(span).collect();
+        let mut requests: Vec<_> = [(0..4, 9), (4..8, 1), (8..12, 2)]
+            .into_iter()
+            .map(|(range, padded)| {
+                let request = request_padding(&spans[range], padded);
+                let mut resources = TracesBatch::decode_bytes(request, Encoding::Protobuf)
+                    .expect("valid")
+                    .into_raw();
+                resources.remove(0).into_parts().1.remove(0)
+            })
+            .collect();
+        let extra = cpu_attribute();
+        requests[1].spans_mut()[2].append(extra.clone().into_boxed_slice());
+        let third = requests.pop().expect("three");
+        let second = requests.pop().expect("three");
+        let mut scope = requests.pop().expect("three");
+        scope.absorb(second);
+        // A copy of the same source again: its spans are found in the one kept.
+        scope.absorb(third.clone());
+        scope.absorb(third);
+        let head = Arc::new(Head::default());
+        let out = TracesBatch::from_raw(vec![ResourceSpansRaw::new(head, vec![scope])]);
+        let bytes = out.encode(Encoding::Protobuf);
+        assert_eq!(bytes.len(), out.encoded_len());
+
+        let mut expected = spans.clone();
+        expected.extend_from_slice(&spans[8..]);
+        expected[6].merge(&extra[..]).expect("merge");
         let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("decodes");
         assert_eq!(decoded.resource_spans[0].scope_spans[0].spans, expected);
     }
