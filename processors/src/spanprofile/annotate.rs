@@ -54,13 +54,16 @@ enum Value<'a> {
     Double(f64),
     Str(&'a str),
     /// A string written by the function, in place.
-    Text(&'a dyn Fn(&mut Vec<u8>)),
+    Text(Writes<'a>),
     /// An array of strings, each written in place.
     Strs(EachString<'a>),
 }
 
+/// Writes something in place.
+type Writes<'a> = &'a dyn Fn(&mut Vec<u8>);
+
 /// Calls its argument once for each string of an array, with a function that writes it.
-type EachString<'a> = &'a dyn Fn(&mut dyn FnMut(&dyn Fn(&mut Vec<u8>)));
+type EachString<'a> = &'a dyn Fn(&mut dyn FnMut(Writes));
 
 impl Value<'_> {
     /// `int_value` is an int64: counts past its range are capped, never negative.
@@ -83,7 +86,9 @@ impl Value<'_> {
             Value::Text(text) => delimited(out, ANY_STRING, false, |o| text(o)),
             Value::Strs(items) => delimited(out, ANY_ARRAY, false, |o| {
                 items(&mut |item| {
-                    delimited(o, ARRAY_VALUES, false, |o| delimited(o, ANY_STRING, false, |o| item(o)))
+                    delimited(o, ARRAY_VALUES, false, |o| {
+                        delimited(o, ANY_STRING, false, |o| item(o))
+                    })
                 })
             }),
         }
@@ -101,7 +106,9 @@ impl Attr<'_> {
     /// Writes the attribute as field `field` of the enclosing message.
     fn write(&self, field: u32, out: &mut Vec<u8>) {
         delimited(out, field, false, |o| {
-            delimited(o, KV_KEY, true, |o| self.key.iter().for_each(|k| o.extend_from_slice(k.as_bytes())));
+            delimited(o, KV_KEY, true, |o| {
+                self.key.iter().for_each(|k| o.extend_from_slice(k.as_bytes()))
+            });
             delimited(o, KV_VALUE, false, |o| self.value.write(o));
         });
     }
@@ -115,7 +122,9 @@ fn write_event(out: &mut Vec<u8>, time: u64, name: [&str; 2], attrs: &[Attr]) {
             encode_key(EVENT_TIME, WireType::SixtyFourBit, o);
             o.extend_from_slice(&time.to_le_bytes());
         }
-        delimited(o, EVENT_NAME, true, |o| name.iter().for_each(|n| o.extend_from_slice(n.as_bytes())));
+        delimited(o, EVENT_NAME, true, |o| {
+            name.iter().for_each(|n| o.extend_from_slice(n.as_bytes()))
+        });
         for a in attrs {
             a.write(EVENT_ATTRIBUTES, o);
         }
@@ -178,7 +187,8 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
     if acc.is_empty() {
         return annotate_rollup(acc.children_cpu_ns, config, out);
     }
-    let put = |out: &mut Vec<u8>, key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
+    let put =
+        |out: &mut Vec<u8>, key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
     let attr = |out: &mut Vec<u8>, name: &str, value: Value| put(out, [p, name, ""], value);
     let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
     let by_cpu = acc.own.cpu_ns > 0;
@@ -213,12 +223,20 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
     attr(out, "cpu_ns_total", Value::Int(total));
     let duration = index.end.saturating_sub(index.start);
     if duration > 0 {
-        attr(out, "cpu_utilization", Value::Double(share(acc.own.cpu_ns, duration)));
+        attr(
+            out,
+            "cpu_utilization",
+            Value::Double(share(acc.own.cpu_ns, duration)),
+        );
     }
     let frames = config.hot_path_frames;
     if let Some((top, w)) = stacks.first() {
         attr(out, "hot_path", Value::Text(&|o| write_collapsed(top, frames, o)));
-        attr(out, "hot_path.share", Value::Double(share(rank(w, by_cpu), whole)));
+        attr(
+            out,
+            "hot_path.share",
+            Value::Double(share(rank(w, by_cpu), whole)),
+        );
     }
     let top = &functions[..functions.len().min(config.top_functions)];
     attr(
@@ -344,7 +362,7 @@ mod tests {
             let arrays: Vec<_> = values
                 .iter()
                 .map(|v| {
-                    move |each: &mut dyn FnMut(&dyn Fn(&mut Vec<u8>))| {
+                    move |each: &mut dyn FnMut(Writes)| {
                         for x in &v.3 {
                             each(&|o| o.extend_from_slice(x.as_bytes()));
                         }
@@ -398,4 +416,3 @@ mod tests {
         }
     }
 }
-

@@ -310,12 +310,14 @@ impl ScopeSpansRaw {
         for span in &self.spans {
             // Spans mostly lie in the source of the one before them.
             let found = if span.extra.is_empty() {
-                span.record_in(&self.sources[source]).map(|r| (source, r)).or_else(|| {
-                    self.sources
-                        .iter()
-                        .enumerate()
-                        .find_map(|(i, s)| span.record_in(s).map(|r| (i, r)))
-                })
+                span.record_in(&self.sources[source])
+                    .map(|r| (source, r))
+                    .or_else(|| {
+                        self.sources
+                            .iter()
+                            .enumerate()
+                            .find_map(|(i, s)| span.record_in(s).map(|r| (i, r)))
+                    })
             } else {
                 None
             };
