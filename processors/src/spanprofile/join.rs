@@ -279,16 +279,11 @@ struct TraceState {
     /// The blocks `held` refers to: one reference per trace and block, not one per span.
     blocks: Vec<Arc<Block>>,
     waiting: Vec<(Waiting, Event)>,
-    /// Spans of this trace that left and are still remembered, for telling late samples
-    /// from early ones.
-    released: Vec<SpanId>,
-    /// When `released` may be forgotten: `wait` after the last of them left.
-    forget_at: Option<Instant>,
 }
 
 impl TraceState {
     fn is_empty(&self) -> bool {
-        self.held.is_empty() && self.waiting.is_empty() && self.released.is_empty()
+        self.held.is_empty() && self.waiting.is_empty()
     }
 
     fn position(&self, id: SpanId) -> Option<usize> {
@@ -416,18 +411,93 @@ impl TraceState {
 /// One part of the index: the traces whose ids hash here.
 #[derive(Default)]
 struct Shard {
+    /// Traces with spans held or samples waiting.
     traces: HashMap<TraceId, TraceState>,
-    /// Traces with released spans, and when to forget them (after `wait`, when no sample is
-    /// due); one entry per trace and release, not per span.
-    released_order: VecDeque<(Instant, TraceId)>,
-    /// Released spans remembered.
-    released: usize,
+    /// Spans that left, remembered for at least `wait` to tell late samples from early ones:
+    /// in generations, oldest first, so forgetting drops a whole generation rather than
+    /// look each trace up again.
+    released: VecDeque<Generation>,
+    /// Spans in `released`.
+    released_spans: usize,
     /// Whether a sample may be waiting on a trace here: while none is, expiry need not look
     /// at every trace.
     waiting: bool,
 }
 
+/// Spans that left within one stretch of time: each release of a trace is a run of ids,
+/// linked to the trace's run before it.
+struct Generation {
+    since: Instant,
+    /// Each trace's last run.
+    last: HashMap<TraceId, u32>,
+    runs: Vec<Run>,
+    ids: Vec<SpanId>,
+}
+
+struct Run {
+    trace: TraceId,
+    start: u32,
+    end: u32,
+    /// The trace's run before this one in the generation, or `u32::MAX`.
+    before: u32,
+}
+
+impl Generation {
+    fn runs_of(&self, trace: TraceId) -> impl Iterator<Item = &[SpanId]> {
+        let mut next = self.last.get(&trace).copied().unwrap_or(u32::MAX);
+        std::iter::from_fn(move || {
+            let run = self.runs.get(next as usize)?;
+            next = run.before;
+            Some(&self.ids[run.start as usize..run.end as usize])
+        })
+    }
+}
+
 impl Shard {
+    /// Remembers that `ids` of `trace` left at `now`; a generation spans `stretch`.
+    fn remember(&mut self, trace: TraceId, ids: &[SpanId], now: Instant, stretch: Duration) {
+        if self.released.back().is_none_or(|g| now >= g.since + stretch) {
+            self.released.push_back(Generation {
+                since: now,
+                last: HashMap::default(),
+                runs: Vec::new(),
+                ids: Vec::new(),
+            });
+        }
+        let Some(g) = self.released.back_mut() else {
+            return;
+        };
+        // Bounded far below 4 Gi by `max_buffered_spans`.
+        let start = g.ids.len() as u32;
+        g.ids.extend_from_slice(ids);
+        let run = g.runs.len() as u32;
+        let before = g.last.insert(trace, run).unwrap_or(u32::MAX);
+        g.runs.push(Run {
+            trace,
+            start,
+            end: g.ids.len() as u32,
+            before,
+        });
+        self.released_spans += ids.len();
+    }
+
+    fn is_released(&self, trace: TraceId, span: SpanId) -> bool {
+        self.released
+            .iter()
+            .any(|g| g.runs_of(trace).any(|ids| ids.contains(&span)))
+    }
+
+    fn has_released(&self, trace: TraceId) -> bool {
+        self.released.iter().any(|g| g.last.contains_key(&trace))
+    }
+
+    /// Forgets the oldest generation; returns it.
+    fn forget_oldest(&mut self) -> Option<Generation> {
+        let g = self.released.pop_front()?;
+        self.released_spans = self.released_spans.saturating_sub(g.ids.len());
+        Some(g)
+    }
+
     fn wait_on(&mut self, trace: TraceId, why: Waiting, event: Event) {
         self.waiting = true;
         self.traces.entry(trace).or_default().waiting.push((why, event));
@@ -465,6 +535,8 @@ struct Leaving<'a> {
     count: usize,
     accs: Vec<(u32, Gathered)>,
     loose: Vec<Loose>,
+    /// Ids of the spans that left, in order.
+    released: Vec<SpanId>,
 }
 
 impl<'a> Leaving<'a> {
@@ -475,6 +547,7 @@ impl<'a> Leaving<'a> {
             count: 0,
             accs: Vec::new(),
             loose: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -482,6 +555,7 @@ impl<'a> Leaving<'a> {
     /// that is the block leaving, else on its own.
     fn add(&mut self, e: Entry, block: &Arc<Block>) {
         self.count += 1;
+        self.released.push(e.id);
         let gathered = Entry::gathered(e.acc, e.children_cpu);
         if Arc::ptr_eq(self.block, block) {
             self.done[e.at as usize] = true;
@@ -730,7 +804,12 @@ impl Join {
                 let mut ids: Vec<(TraceId, SpanId)> = Vec::new();
                 for (trace, state) in &shard.traces {
                     ids.extend(state.held.iter().map(|e| (*trace, e.id)));
-                    ids.extend(state.released.iter().map(|id| (*trace, *id)));
+                }
+                for g in &shard.released {
+                    for run in &g.runs {
+                        let released = &g.ids[run.start as usize..run.end as usize];
+                        ids.extend(released.iter().map(|id| (run.trace, *id)));
+                    }
                 }
                 self.publish_owners(&ids);
             }
@@ -790,11 +869,7 @@ impl Join {
                                 self.attach(e, &event, Rule::Span);
                             }
                         }
-                        None if shard
-                            .traces
-                            .get(&trace)
-                            .is_some_and(|t| t.released.contains(&span)) =>
-                        {
+                        None if shard.is_released(trace, span) => {
                             self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
                         }
                         None => {
@@ -831,8 +906,8 @@ impl Join {
                         return;
                     }
                 }
-                let state = shard.traces.get(&trace);
-                if state.is_some_and(|t| t.held.is_empty() && !t.released.is_empty()) {
+                let none_held = shard.traces.get(&trace).is_none_or(|t| t.held.is_empty());
+                if none_held && shard.has_released(trace) {
                     self.stats.late.fetch_add(event.samples, Ordering::Relaxed);
                 } else if self.reserve_pending(&event) {
                     shard.wait_on(trace, Waiting::Trace, event);
@@ -872,7 +947,8 @@ impl Join {
                 shard
                     .traces
                     .get(&trace)
-                    .is_some_and(|t| t.position(span).is_some() || t.released.contains(&span))
+                    .is_some_and(|t| t.position(span).is_some())
+                    || shard.is_released(trace, span)
             }
             None => lock(&self.owners[shard_of(&span)]).contains_key(&span),
         };
@@ -894,12 +970,13 @@ impl Join {
             }
         }
         let mut leaving = Leaving::new(block);
-        let forget_at = now + self.config.wait;
+        let stretch = self.generation_stretch();
         for (i, positions) in by_shard.iter().enumerate() {
             if positions.is_empty() {
                 continue;
             }
-            let mut shard = lock(&self.shards[i]);
+            let mut guard = lock(&self.shards[i]);
+            let shard = &mut *guard;
             let mut k = 0;
             while k < positions.len() {
                 // A trace's spans mostly come together: one look-up for each run of them.
@@ -914,8 +991,7 @@ impl Join {
                 let Some(state) = shard.traces.get_mut(&trace) else {
                     continue;
                 };
-                state.released.reserve(k - from);
-                let before = state.released.len();
+                let before = leaving.released.len();
                 for &at in &positions[from..k] {
                     if leaving.done[at as usize] {
                         continue;
@@ -932,21 +1008,23 @@ impl Join {
                 if state.held.is_empty() {
                     state.blocks.clear();
                 }
-                let released = state.released.len() - before;
-                if released > 0 {
-                    state.forget_at = Some(forget_at);
-                    shard.released += released;
-                    shard.released_order.push_back((forget_at, trace));
+                // Gone from the index in the same look-up as its release, once nothing is
+                // held or waits on it: what is remembered of it is in the generations.
+                if state.is_empty() {
+                    shard.traces.remove(&trace);
+                }
+                if leaving.released.len() > before {
+                    shard.remember(trace, &leaving.released[before..], now, stretch);
                 }
             }
             // Remembering released spans only serves to call late samples late: bounded like
             // the held spans, the oldest forgotten first.
             let cap = (self.config.max_buffered_spans / SHARDS).max(1);
-            while shard.released > cap {
-                let Some((_, trace)) = shard.released_order.pop_front() else {
+            while shard.released_spans > cap {
+                let Some(g) = shard.forget_oldest() else {
                     break;
                 };
-                self.forget(&mut shard, trace, None);
+                self.forget_owners(&g);
             }
         }
         let Leaving {
@@ -1117,7 +1195,6 @@ impl Join {
     fn leave(state: &mut TraceState, id: SpanId, keep: Vec<(Waiting, Event)>) -> Option<Entry> {
         let e = state.remove(id)?;
         state.waiting.extend(keep);
-        state.released.push(id);
         // Descendants' CPU rolls up into ancestors still held.
         let cpu = e
             .acc
@@ -1130,27 +1207,22 @@ impl Join {
         Some(e)
     }
 
-    /// Forgets a trace's released spans: when `due` is the time they were due to be
-    /// forgotten, only if none left since.
-    fn forget(&self, shard: &mut Shard, trace: TraceId, due: Option<Instant>) {
-        let Some(state) = shard.traces.get_mut(&trace) else {
-            return;
-        };
-        if due.is_some_and(|due| state.forget_at.is_some_and(|at| at > due)) {
-            // More left since: a later entry in `released_order` forgets them all.
+    /// A generation of released spans is this long: each is remembered for `wait` to
+    /// `wait` and this.
+    fn generation_stretch(&self) -> Duration {
+        (self.config.wait / 2).max(Duration::from_millis(50))
+    }
+
+    /// Takes forgotten spans out of `owners`, when it is kept.
+    fn forget_owners(&self, g: &Generation) {
+        if !self.track_owners.load(Ordering::Acquire) {
             return;
         }
-        let ids = std::mem::take(&mut state.released);
-        state.forget_at = None;
-        if state.is_empty() {
-            shard.traces.remove(&trace);
-        }
-        shard.released = shard.released.saturating_sub(ids.len());
-        if self.track_owners.load(Ordering::Acquire) {
-            for id in ids {
-                let mut owners = lock(&self.owners[shard_of(&id)]);
-                if owners.get(&id) == Some(&trace) {
-                    owners.remove(&id);
+        for run in &g.runs {
+            for id in &g.ids[run.start as usize..run.end as usize] {
+                let mut owners = lock(&self.owners[shard_of(id)]);
+                if owners.get(id) == Some(&run.trace) {
+                    owners.remove(id);
                 }
             }
         }
@@ -1182,9 +1254,14 @@ impl Join {
 
     /// Forgets released spans after `wait` and counts trace samples that waited too long.
     fn expire(&self, shard: &mut Shard, now: Instant) {
-        while shard.released_order.front().is_some_and(|(at, _)| *at <= now) {
-            if let Some((at, trace)) = shard.released_order.pop_front() {
-                self.forget(shard, trace, Some(at));
+        let remembered = self.generation_stretch() + self.config.wait;
+        while shard
+            .released
+            .front()
+            .is_some_and(|g| g.since + remembered <= now)
+        {
+            if let Some(g) = shard.forget_oldest() {
+                self.forget_owners(&g);
             }
         }
         if !shard.waiting {

@@ -680,6 +680,40 @@ fn big_traces_find_every_span() {
 }
 
 #[test]
+fn released_spans_are_remembered_for_wait_then_forgotten() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let join = Join::new(config());
+    let t0 = Instant::now();
+    join.add_spans(traces("shop", tree()), t0);
+    // Released at 11 s; `wait` is 10 s.
+    let out = join.release_due(t0 + Duration::from_secs(11));
+    assert_eq!(out.iter().map(TracesBatch::span_count).sum::<usize>(), 4);
+    let only_span = |span| Plant {
+        stack: vec!["main.x"],
+        count: 1,
+        span: Some(span),
+        ..Default::default()
+    };
+    // Within `wait` of leaving, naming the trace or only the span: late.
+    let at = t0 + Duration::from_secs(20);
+    join.add_profiles(&profiles("shop", &[plant(&["main.x"], 2, 3)], false), at);
+    join.add_profiles(&profiles("shop", &[only_span(4)], false), at);
+    join.release_due(at);
+    assert_eq!(join.stats.late.load(Relaxed), 3);
+    assert_eq!(join.pending_samples(), 0);
+    // Long after: forgotten, so such samples wait as for a span not seen yet, then expire.
+    let later = t0 + Duration::from_secs(40);
+    join.release_due(later);
+    join.add_profiles(&profiles("shop", &[plant(&["main.x"], 2, 3)], false), later);
+    join.add_profiles(&profiles("shop", &[only_span(4)], false), later);
+    assert_eq!(join.stats.late.load(Relaxed), 3);
+    assert_eq!(join.pending_samples(), 2);
+    join.release_due(later + Duration::from_secs(11));
+    assert_eq!(join.pending_samples(), 0);
+    assert_eq!(join.stats.unjoined.load(Relaxed), 3);
+}
+
+#[test]
 fn one_service_in_many_requests_leaves_under_one_resource() {
     let join = Join::new(config());
     let now = Instant::now();
