@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::encoding::{decode_key, decode_varint, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{decode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
 use super::wire::{self, check_field, expect, field, skip, take_len, Msg};
@@ -40,6 +40,9 @@ pub struct SpanIndex {
     pub trace_id_len: u8,
     pub span_id_len: u8,
     has_thread: bool,
+    /// Whether the span's record (tag and length) was written minimally, as the encoder
+    /// here writes it: then an unchanged span can be copied with it, as received.
+    record_minimal: bool,
 }
 
 impl SpanIndex {
@@ -125,22 +128,19 @@ impl RawSpan {
     }
 
     /// Where this span's record is in `source`, when it is unchanged, lies there, and was
-    /// written as this module writes it (a padded length would not be).
+    /// written as this module writes it (a padded length would not be). Decided without
+    /// reading `source`, which has mostly left the cache by the time spans go out.
     fn record_in(&self, source: &Bytes) -> Option<Range<usize>> {
-        if !self.extra.is_empty() {
+        if !self.extra.is_empty() || !self.index.record_minimal {
             return None;
         }
         let n = self.bytes.len();
+        // Within `source`'s addresses, the span's bytes are `source`'s own (both are alive),
+        // and so is the record's header in front of them.
         let body = (self.bytes.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
         let end = body.checked_add(n).filter(|end| *end <= source.len())?;
         let start = body.checked_sub(record_len(n) - n)?;
-        let mut header = &source[start..body];
-        let canonical = header.first() == Some(&(((SPANS << 3) | WireType::LengthDelimited as u32) as u8))
-            && {
-                header = &header[1..];
-                decode_varint(&mut header).ok() == Some(n as u64) && header.is_empty()
-            };
-        canonical.then_some(start..end)
+        Some(start..end)
     }
 }
 
@@ -404,13 +404,14 @@ impl ResourceSpansRaw {
         }
     }
 
-    fn write_body(&self, out: &mut Vec<u8>) {
+    /// Writes the container; `scope_lens` are its scopes' `body_len`s, measured already.
+    fn write_body(&self, out: &mut Vec<u8>, scope_lens: &[usize]) {
         if let Some(w) = &self.whole {
             return out.extend_from_slice(w);
         }
         self.head.records.iter().for_each(|r| out.extend_from_slice(r));
-        for scope in &self.scopes {
-            put_key_len(out, SCOPE_SPANS, scope.body_len());
+        for (scope, len) in self.scopes.iter().zip(scope_lens) {
+            put_key_len(out, SCOPE_SPANS, *len);
             scope.write_body(out);
         }
     }
@@ -469,10 +470,27 @@ pub(crate) fn encoded_len(resources: &[ResourceSpansRaw]) -> usize {
 
 /// Encodes an `ExportTraceServiceRequest` holding `resources`.
 pub(crate) fn encode(resources: &[ResourceSpansRaw]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded_len(resources));
-    for r in resources {
-        put_key_len(&mut out, RESOURCE_SPANS, r.body_len());
-        r.write_body(&mut out);
+    // Every container's length goes in front of it: each scope is measured once, not once
+    // for each level above it.
+    let scope_lens: Vec<Vec<usize>> = resources
+        .iter()
+        .map(|r| match r.whole {
+            Some(_) => Vec::new(),
+            None => r.scopes.iter().map(ScopeSpansRaw::body_len).collect(),
+        })
+        .collect();
+    let resource_lens: Vec<usize> = resources
+        .iter()
+        .zip(&scope_lens)
+        .map(|(r, scopes)| match &r.whole {
+            Some(w) => w.len(),
+            None => r.head.len() + scopes.iter().map(|n| record_len(*n)).sum::<usize>(),
+        })
+        .collect();
+    let mut out = Vec::with_capacity(resource_lens.iter().map(|n| record_len(*n)).sum());
+    for ((r, len), scopes) in resources.iter().zip(resource_lens).zip(&scope_lens) {
+        put_key_len(&mut out, RESOURCE_SPANS, len);
+        r.write_body(&mut out, scopes);
     }
     out
 }
@@ -503,7 +521,7 @@ fn scan_container<'a>(
     depth: u32,
     child_tag: u32,
     head_field: impl Fn(u32) -> Option<wire::Field>,
-    mut child: impl FnMut(&'a [u8]) -> Result<(), DecodeError>,
+    mut child: impl FnMut(&'a [u8], bool) -> Result<(), DecodeError>,
 ) -> Result<Head, DecodeError> {
     let mut head = Head::default();
     let mut rest = body;
@@ -512,7 +530,10 @@ fn scan_container<'a>(
         let (tag, wire_type) = decode_key(&mut rest)?;
         if tag == child_tag {
             expect(wire_type, WireType::LengthDelimited)?;
-            child(take_len(&mut rest)?)?;
+            let body = take_len(&mut rest)?;
+            // Written minimally: key and length take no more bytes than they need.
+            let header = record_start.len() - rest.len() - body.len();
+            child(body, header == record_len(body.len()) - body.len())?;
             continue;
         }
         match head_field(tag) {
@@ -539,7 +560,7 @@ fn scan_resource(buf: &Bytes, body: &[u8]) -> Result<ResourceSpansRaw, DecodeErr
             3 => Some(wire::Field::Str),
             _ => None,
         },
-        |scope| {
+        |scope, _| {
             scopes.push(scan_scope(buf, scope)?);
             Ok(())
         },
@@ -563,9 +584,12 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
             3 => Some(wire::Field::Str),
             _ => None,
         },
-        |span| {
+        |span, record_minimal| {
             spans.push(RawSpan {
-                index: scan_span(span)?,
+                index: SpanIndex {
+                    record_minimal,
+                    ..scan_span(span)?
+                },
                 bytes: buf.slice_ref(span),
                 extra: Box::default(),
             });
