@@ -159,6 +159,40 @@ pub fn collapsed(frames: &Frames, max: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `x` (finite, not negative) in tenths, rounded as `format!("{x:.1}")` rounds: the exact
+/// binary value, ties to even. Integer work: float formatting at a set precision is the
+/// slowest part of an annotation otherwise.
+fn tenths(x: f64) -> u64 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    // x = mantissa * 2^power exactly.
+    let (mantissa, power) = match exponent {
+        0 => (fraction, -1074),
+        _ => (fraction | (1 << 52), exponent - 1075),
+    };
+    let scaled = u128::from(mantissa) * 10;
+    if power >= 0 {
+        return u64::try_from(scaled << power.min(64)).unwrap_or(u64::MAX);
+    }
+    let shift = power.unsigned_abs();
+    if shift >= 127 {
+        return 0;
+    }
+    let whole = scaled >> shift;
+    let rest = scaled & ((1 << shift) - 1);
+    let half = 1 << (shift - 1);
+    let up = rest > half || (rest == half && whole & 1 == 1);
+    u64::try_from(whole + u128::from(up)).unwrap_or(u64::MAX)
+}
+
+/// Writes `x` with one decimal, as `{:.1}` would.
+fn write_one_decimal(x: f64, out: &mut Vec<u8>) {
+    let t = tenths(x);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}.{}", t / 10, t % 10);
+}
+
 fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -245,8 +279,10 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
         Value::Strs(&|each| {
             for (name, w) in top {
                 each(&|o| {
-                    // Writing to a Vec cannot fail.
-                    let _ = write!(o, "{name} {:.1}%", 100.0 * share(rank(w, by_cpu), whole));
+                    o.extend_from_slice(name.as_bytes());
+                    o.push(b' ');
+                    write_one_decimal(100.0 * share(rank(w, by_cpu), whole), o);
+                    o.push(b'%');
                 });
             }
         }),
@@ -286,7 +322,11 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
     }
     // Grafana's "traces to profiles" opens the span's own flame graph by this id.
     let own_id = |o: &mut Vec<u8>| {
-        let _ = write!(o, "{:016x}", index.span_id);
+        o.extend(
+            (0..16)
+                .rev()
+                .map(|i| b"0123456789abcdef"[(index.span_id >> (4 * i)) as usize & 0xf]),
+        );
     };
     put(out, ["pyroscope.profile.id", "", ""], Value::Text(&own_id));
 
@@ -344,7 +384,27 @@ mod tests {
         )
     }
 
+    #[test]
+    fn one_decimal_ties_round_as_float_formatting_does() {
+        for x in [0.0, 5e-324, 0.05, 0.15, 0.25, 0.35, 0.45, 12.25, 99.95, 100.0] {
+            let mut ours = Vec::new();
+            write_one_decimal(x, &mut ours);
+            assert_eq!(String::from_utf8(ours).expect("ascii"), format!("{x:.1}"));
+        }
+    }
+
     proptest! {
+        /// Shares are written exactly as float formatting writes them, ties included.
+        #[test]
+        fn one_decimal_as_float_formatting_writes_it(whole in 1u64.., part in any::<u64>(), small in 1u64..1000) {
+            for (part, whole) in [(part % whole, whole), (part % small, small), (part % (small + 1), small)] {
+                let x = 100.0 * share(part.min(whole), whole);
+                let mut ours = Vec::new();
+                write_one_decimal(x, &mut ours);
+                prop_assert_eq!(String::from_utf8(ours).expect("ascii"), format!("{x:.1}"));
+            }
+        }
+
         /// What the writer puts out is byte for byte what prost encodes for the same span.
         #[test]
         fn attributes_and_events_encode_as_prost_does(
