@@ -1018,7 +1018,7 @@ impl Join {
                 }
             }
             // Remembering released spans only serves to call late samples late: bounded like
-            // the held spans, the oldest forgotten first.
+            // the held spans, the oldest generation forgotten first.
             let cap = (self.config.max_buffered_spans / SHARDS).max(1);
             while shard.released_spans > cap {
                 let Some(g) = shard.forget_oldest() else {
