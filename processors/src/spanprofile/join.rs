@@ -26,6 +26,10 @@ const MAX_DEPTH_WALK: usize = 256;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
+/// Released spans leave in batches of about this many (whole requests each): a backlog
+/// released at once must not become one message too big for whoever receives it.
+const RELEASE_BATCH_SPANS: usize = 8192;
+
 /// What a held span costs besides its bytes: its index entry, its copy of the span's index
 /// and its place in the block.
 const HELD_OVERHEAD: usize = 160;
@@ -1232,6 +1236,7 @@ impl Join {
     /// that waited as long as a span would.
     pub fn release_due(&self, now: Instant) -> Vec<TracesBatch> {
         let now_ns = self.nanos(now);
+        let mut batches = Vec::new();
         let mut out = Vec::new();
         let mut count = 0;
         loop {
@@ -1244,12 +1249,27 @@ impl Join {
             };
             let Some(block) = due else { break };
             count += self.release_block(&block, now, &mut out);
+            self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
         }
         for s in &self.shards {
             self.expire(&mut lock(s), now);
         }
         self.expire_parked(now);
-        self.finish(out, count)
+        self.cut(&mut batches, &mut out, &mut count, 0);
+        batches
+    }
+
+    /// Moves what `out` gathered into `batches` as one batch, once it has `at_least` spans.
+    fn cut(
+        &self,
+        batches: &mut Vec<TracesBatch>,
+        out: &mut Vec<ResourceSpansRaw>,
+        count: &mut usize,
+        at_least: usize,
+    ) {
+        if *count >= at_least {
+            batches.extend(self.finish(std::mem::take(out), std::mem::take(count)));
+        }
     }
 
     /// Forgets released spans after `wait` and counts trace samples that waited too long.
@@ -1326,6 +1346,7 @@ impl Join {
     /// Releases everything (shutdown): every held span leaves with what it has, and samples
     /// still waiting are counted unjoined.
     pub fn drain(&self, now: Instant) -> Vec<TracesBatch> {
+        let mut batches = Vec::new();
         let mut out = Vec::new();
         let mut count = 0;
         while let Some(block) = {
@@ -1333,6 +1354,7 @@ impl Join {
             next
         } {
             count += self.release_block(&block, now, &mut out);
+            self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
         }
         for s in &self.shards {
             let waiting: Vec<u64> = lock(s)
@@ -1344,7 +1366,8 @@ impl Join {
             self.count_expired(&waiting);
         }
         self.expire_parked(now + self.config.wait + Duration::from_secs(1));
-        self.finish(out, count)
+        self.cut(&mut batches, &mut out, &mut count, 0);
+        batches
     }
 
     /// Spans held right now.

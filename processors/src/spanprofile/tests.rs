@@ -714,6 +714,33 @@ fn released_spans_are_remembered_for_wait_then_forgotten() {
 }
 
 #[test]
+fn a_backlog_leaves_in_batches_of_bounded_size() {
+    let join = Join::new(config());
+    let now = Instant::now();
+    // 40 requests of 512 spans, all due at once.
+    for r in 0..40u64 {
+        let spans = (0..512u64)
+            .map(|i| span_in(1000 + r as u128, r * 1000 + i + 1, None, 0, 5))
+            .collect();
+        join.add_spans(traces("shop", spans), now);
+    }
+    for out in [join.release_due(now + Duration::from_secs(11)), {
+        for r in 40..80u64 {
+            let spans = (0..512u64)
+                .map(|i| span_in(1000 + r as u128, r * 1000 + i + 1, None, 0, 5))
+                .collect();
+            join.add_spans(traces("shop", spans), now);
+        }
+        join.drain(now)
+    }] {
+        let sizes: Vec<usize> = out.iter().map(TracesBatch::span_count).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 40 * 512, "{sizes:?}");
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        assert!(sizes.iter().all(|n| *n <= 8192 + 512), "{sizes:?}");
+    }
+}
+
+#[test]
 fn one_service_in_many_requests_leaves_under_one_resource() {
     let join = Join::new(config());
     let now = Instant::now();
