@@ -68,6 +68,16 @@ measure() {
     [ "$now" = "$last" ] && [ "$now" -gt 0 ] && break
     last=$now; sleep 0.5
   done
+  # The join's own counters, read before it stops: how many samples it joined, and how many
+  # spans left early (past its bounds) rather than after `wait`.
+  [ -n "${METRICS:-}" ] && python3 - "$METRICS" > "$work/$name.join" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+def total(name):
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+print(int(total("hotspan_spanprofile_joined_samples")), int(total("hotspan_spanprofile_late_samples")),
+      int(total("hotspan_spanprofile_unjoined_samples")), int(total("hotspan_spanprofile_spans_released_early")))
+PY
   kill -TERM "$collector"; wait "$collector" 2>/dev/null || true
   sleep 1.5
   local received; received=$(tail -n 1 "$work/$name.sink" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["spans"])')
@@ -94,7 +104,7 @@ YAML
 }
 
 hotspan_join() {
-  local in=$1 sink=$2 cfg="$work/hotspan-join.yaml"
+  local in=$1 sink=$2 metrics=$3 cfg="$work/hotspan-join.yaml"
   cat > "$cfg" <<YAML
 receivers:
   otlp: {protocols: {grpc: {endpoint: "127.0.0.1:$in", max_recv_msg_size_mib: 16}}}
@@ -105,7 +115,7 @@ processors:
 exporters:
   otlp: {endpoint: "127.0.0.1:$sink", tls: {insecure: true}, compression: gzip, sending_queue: {block_on_overflow: true}}
 service:
-  telemetry: {metrics: {level: none}, logs: {level: warn}}
+  telemetry: {metrics: {address: "127.0.0.1:$metrics"}, logs: {level: warn}}
   pipelines:
     traces/in: {receivers: [otlp], exporters: [spanprofile]}
     profiles/in: {receivers: [otlp], exporters: [spanprofile]}
@@ -125,8 +135,10 @@ for round in $(seq 1 "$ROUNDS"); do
     --pid-file "$work/rotel.pid" --log-file "$work/rotel-agent.log")" >> "$work/results"
   s=$(free_port); i=$(free_port)
   echo "hotspan $(measure hotspan "$s" "$i" "$HOTSPAN" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
-  s=$(free_port); i=$(free_port)
-  echo "join $(PROFILES=0.1 measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s")")" >> "$work/results"
+  s=$(free_port); i=$(free_port); m=$(free_port)
+  echo "join $(PROFILES=0.1 METRICS=$m measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m")")" >> "$work/results"
+  read -r joined late unjoined early < "$work/join.join"
+  echo "$round $joined $late $unjoined $early $(awk '{print $4}' < <(tail -n 1 "$work/results"))" >> "$work/joins"
   echo "round $round done"
 done
 median() { python3 - "$work/results" "$1" "$2" <<'PY'
@@ -173,6 +185,11 @@ cat <<TABLE
 $per_round
 TABLE
 fail=0
+# The join must have joined what was sent, or (b) measured a join doing less than its work.
+while read -r r joined late unjoined early accepted; do
+  echo "round $r, (b): $joined samples joined, $late late, $unjoined unjoined; $early of $accepted spans left early (the join past its bounds), the rest after \`wait\`"
+  if [ "$joined" -eq 0 ] || [ $((late + unjoined)) -gt $((joined / 100)) ]; then echo "round $r: the join left samples unjoined"; fail=1; fi
+done < "$work/joins"
 while read -r n _ _ _ want got; do
   if [ "${got%.*}" -lt "${want%.*}" ]; then echo "$n: the sink received $got of $want accepted spans"; fail=1; fi
 done < "$work/results"
