@@ -103,13 +103,15 @@ YAML
   echo "$cfg"
 }
 
+# The join's bounds are sized for this rate (spans/s x wait, with room), so spans leave after
+# `wait`, not early at the defaults (100k spans, 64 MiB).
 hotspan_join() {
   local in=$1 sink=$2 metrics=$3 cfg="$work/hotspan-join.yaml"
   cat > "$cfg" <<YAML
 receivers:
   otlp: {protocols: {grpc: {endpoint: "127.0.0.1:$in", max_recv_msg_size_mib: 16}}}
 connectors:
-  spanprofile: {wait: 2s}
+  spanprofile: {wait: 2s, max_buffered_spans: 2000000, max_buffered_bytes: 2147483648}
 processors:
   batch: {send_batch_size: 8192, timeout: 200ms}
 exporters:
@@ -138,7 +140,7 @@ for round in $(seq 1 "$ROUNDS"); do
   s=$(free_port); i=$(free_port); m=$(free_port)
   echo "join $(PROFILES=0.1 METRICS=$m measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m")")" >> "$work/results"
   read -r joined late unjoined early < "$work/join.join"
-  echo "$round $joined $late $unjoined $early $(awk '{print $4}' < <(tail -n 1 "$work/results"))" >> "$work/joins"
+  echo "$round $joined $late $unjoined $early $(awk '{print $5}' < <(tail -n 1 "$work/results"))" >> "$work/joins"
   echo "round $round done"
 done
 median() { python3 - "$work/results" "$1" "$2" <<'PY'
