@@ -535,11 +535,9 @@ struct Leaving<'a> {
     block: &'a Arc<Block>,
     /// Positions in `block` that left in this release.
     done: Vec<bool>,
-    /// Spans that left the index.
-    count: usize,
     accs: Vec<(u32, Gathered)>,
     loose: Vec<Loose>,
-    /// Ids of the spans that left, in order.
+    /// Ids of the spans that left the index, in order.
     released: Vec<SpanId>,
 }
 
@@ -548,7 +546,6 @@ impl<'a> Leaving<'a> {
         Leaving {
             block,
             done: vec![false; block.len()],
-            count: 0,
             accs: Vec::new(),
             loose: Vec::new(),
             released: Vec::new(),
@@ -558,7 +555,6 @@ impl<'a> Leaving<'a> {
     /// A span that left its trace's index, from `block`: it goes out with its block when
     /// that is the block leaving, else on its own.
     fn add(&mut self, e: Entry, block: &Arc<Block>) {
-        self.count += 1;
         self.released.push(e.id);
         let gathered = Entry::gathered(e.acc, e.children_cpu);
         if Arc::ptr_eq(self.block, block) {
@@ -718,11 +714,7 @@ impl Join {
                 let state = shard.traces.entry(trace).or_default();
                 state.held.reserve(run);
                 let slot = state.block_slot(&block);
-                while let Some(&at) = positions
-                    .get(k)
-                    .filter(|&&at| block.index[at as usize].trace_id == trace)
-                {
-                    k += 1;
+                for &at in &positions[k..k + run] {
                     let ix = &block.index[at as usize];
                     if state.find(ix.span_id).is_some() {
                         // The same span twice: the first keeps its place and its samples; the
@@ -740,6 +732,7 @@ impl Join {
                     });
                     added.push((trace, ix.span_id));
                 }
+                k += run;
             }
             // Counted before the lock goes: an older block's release may take one of these.
             self.held.fetch_add(added.len(), Ordering::AcqRel);
@@ -1034,10 +1027,10 @@ impl Join {
         let Leaving {
             mut accs,
             loose,
-            count,
+            released,
             ..
         } = leaving;
-        self.held.fetch_sub(count, Ordering::AcqRel);
+        self.held.fetch_sub(released.len(), Ordering::AcqRel);
         accs.sort_unstable_by_key(|(at, _)| *at);
         let mut scratch = Vec::new();
         let annotations = accs
