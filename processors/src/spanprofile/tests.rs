@@ -401,14 +401,19 @@ fn thread_rule_joins_by_thread_and_time() {
     assert_eq!(seen(&out[&9]).hot_path, "main.other");
 }
 
+/// Holds `tree()` from `t0` and releases it at 11 s (`wait` is 10 s): all four spans leave.
+fn tree_released(join: &Join, t0: Instant) {
+    join.add_spans(traces("shop", tree()), t0);
+    let released = join.release_due(t0 + Duration::from_secs(11));
+    assert_eq!(released.iter().map(TracesBatch::span_count).sum::<usize>(), 4);
+}
+
 #[test]
 fn late_and_unjoined_samples_are_counted() {
     use std::sync::atomic::Ordering::Relaxed;
     let join = Join::new(config());
     let now = Instant::now();
-    join.add_spans(traces("shop", tree()), now);
-    let released = join.release_due(now + Duration::from_secs(11));
-    assert_eq!(released.iter().map(TracesBatch::span_count).sum::<usize>(), 4);
+    tree_released(&join, now);
     // After the spans left: late. For a span never seen: unjoined once it waited `wait`.
     join.add_profiles(
         &profiles(
@@ -684,10 +689,7 @@ fn released_spans_are_remembered_for_wait_then_forgotten() {
     use std::sync::atomic::Ordering::Relaxed;
     let join = Join::new(config());
     let t0 = Instant::now();
-    join.add_spans(traces("shop", tree()), t0);
-    // Released at 11 s; `wait` is 10 s.
-    let out = join.release_due(t0 + Duration::from_secs(11));
-    assert_eq!(out.iter().map(TracesBatch::span_count).sum::<usize>(), 4);
+    tree_released(&join, t0);
     let only_span = |span| Plant {
         stack: vec!["main.x"],
         count: 1,
