@@ -3,12 +3,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hotspan_config::Signal;
 use hotspan_proto::Batch;
 use thiserror::Error;
+use tracing::warn;
+
+use crate::retry::{Attempt, GaveUp, Retrier, RetryConfig};
 
 /// Why a consumer did not take a batch. Receivers map this to the protocol's status.
 #[derive(Debug, Error, PartialEq)]
@@ -124,6 +127,58 @@ impl Consumer for Fanout {
             }
         })
     }
+}
+
+/// Hands `batch` to `next` for a stage that already acknowledged it upstream: a retryable
+/// refusal that hands the batch back is retried (holding the caller, which is the
+/// backpressure) until taken, refused for good, or shutdown's `deadline` passes. The error
+/// says why the batch was dropped.
+pub async fn hand_on(
+    component: &str,
+    next: &SharedConsumer,
+    batch: Batch,
+    deadline: &OnceLock<Instant>,
+) -> Result<(), String> {
+    let policy = RetryConfig::until_shutdown();
+    let retrier = Retrier {
+        policy: &policy,
+        deadline,
+        stopping: None,
+        stop_at_shutdown: false,
+    };
+    let attempt = |batch: Batch| async move {
+        match next.consume(batch).await {
+            Ok(()) => Attempt::Done,
+            Err(ConsumeError::Retryable {
+                reason,
+                retry_after,
+                batch: Some(back),
+            }) => Attempt::Retry {
+                reason,
+                after: retry_after,
+                item: *back,
+            },
+            Err(ConsumeError::Retryable {
+                reason, batch: None, ..
+            }) => Attempt::Fail(format!(
+                "downstream refused data and kept none to retry: {reason}"
+            )),
+            Err(ConsumeError::Permanent(reason)) => {
+                Attempt::Fail(format!("downstream refused data for good: {reason}"))
+            }
+        }
+    };
+    let on_retry = |reason: &str, wait: Duration| {
+        warn!(component, error = %reason, retry_in = ?wait, "downstream busy, retrying");
+    };
+    retrier
+        .run(batch, attempt, on_retry)
+        .await
+        .map_err(|gave_up| match gave_up {
+            GaveUp::Failed(reason) | GaveUp::Exhausted { reason, .. } | GaveUp::Stopped { reason, .. } => {
+                reason
+            }
+        })
 }
 
 /// The next consumer for each signal a component emits.

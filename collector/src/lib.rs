@@ -5,6 +5,7 @@
 pub mod component;
 pub mod connectors;
 pub mod consumer;
+pub mod exporterhelper;
 pub mod exporters;
 pub mod extensions;
 pub mod grpc;
@@ -13,15 +14,12 @@ pub mod processors;
 pub mod receivers;
 pub mod registry;
 pub mod report;
+pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod tls;
 
 use std::path::Path;
-
-/// jemalloc returns memory to the OS after a spike and counts live bytes for memory_limiter.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use hotspan_config::{Config, ConfigError};
 

@@ -6,8 +6,14 @@ use clap::{Parser, Subcommand};
 use hotspan::registry::Registry;
 use hotspan::service::Service;
 use hotspan::telemetry::init_logging;
-use hotspan_config::{Config, ConfigError};
+use hotspan_config::{ComponentInfo, Config, ConfigError};
 use tracing::{error, info, warn};
+
+/// jemalloc returns memory to the OS after a spike and counts the live bytes memory_limiter
+/// and the process metrics read. The binary's choice: tests and tools linking the library keep
+/// their own allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// An OTLP collector that annotates spans with the code that burned their CPU.
 #[derive(Parser)]
@@ -87,56 +93,30 @@ fn validate(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn components() -> ExitCode {
-    let r = Registry::default();
-    let signals =
-        |s: &[hotspan_config::Signal]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
-    let aliases = |a: &[&str]| {
-        if a.is_empty() {
-            String::new()
-        } else {
-            format!(" (alias {})", a.join(", "))
+    let registry = Registry::default();
+    let mut section = None;
+    for (kind, f) in registry.all() {
+        if section != Some(kind) {
+            println!("{}:", kind.section());
+            section = Some(kind);
         }
-    };
-    println!("receivers:");
-    for f in &r.receivers {
-        println!(
-            "  {}{}: {}",
-            f.type_name(),
-            aliases(f.aliases()),
-            signals(f.signals())
-        );
-    }
-    println!("processors:");
-    for f in &r.processors {
-        println!(
-            "  {}{}: {}",
-            f.type_name(),
-            aliases(f.aliases()),
-            signals(f.signals())
-        );
-    }
-    println!("exporters:");
-    for f in &r.exporters {
-        println!(
-            "  {}{}: {}",
-            f.type_name(),
-            aliases(f.aliases()),
-            signals(f.signals())
-        );
-    }
-    println!("connectors:");
-    for f in &r.connectors {
-        let pairs: Vec<String> = f.pairs().iter().map(|(a, b)| format!("{a} -> {b}")).collect();
-        println!(
-            "  {}{}: {}",
-            f.type_name(),
-            aliases(f.aliases()),
-            pairs.join(", ")
-        );
-    }
-    println!("extensions:");
-    for f in &r.extensions {
-        println!("  {}", f.type_name());
+        let aliases = match f.aliases() {
+            [] => String::new(),
+            a => format!(" (alias {})", a.join(", ")),
+        };
+        let what = match f.info() {
+            ComponentInfo::Signals(s) => s.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+            ComponentInfo::Connector(pairs) => pairs
+                .iter()
+                .map(|(a, b)| format!("{a} -> {b}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ComponentInfo::Extension => {
+                println!("  {}", f.type_name());
+                continue;
+            }
+        };
+        println!("  {}{aliases}: {what}", f.type_name());
     }
     ExitCode::SUCCESS
 }

@@ -1,14 +1,152 @@
-//! Helpers for the crates that own component config structs.
+//! What a component's config is to this crate: YAML behind [`ComponentValue`], parsed and
+//! validated once into the component's own struct ([`Parsed`]), plus the extensions it names.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use crate::model::FieldError;
 
+/// A component's YAML after env expansion (null normalized to an empty mapping). The YAML
+/// library stays behind this type: components see only their own parsed config struct.
+#[derive(Clone, PartialEq, Default)]
+pub struct ComponentValue(pub(crate) Value);
+
+impl ComponentValue {
+    /// Parses YAML text, for tests and tools that build a component without a whole file.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let value: Value = yaml_serde::from_str(text).map_err(|e| strip_location(&e.to_string()))?;
+        Ok(ComponentValue::normalized(value))
+    }
+
+    pub(crate) fn normalized(value: Value) -> Self {
+        match value {
+            Value::Null => ComponentValue(Value::Mapping(Default::default())),
+            v => ComponentValue(v),
+        }
+    }
+
+    /// Deserializes and validates this as `T`: every problem, with paths relative to the
+    /// component.
+    pub fn parse<T: ComponentConfig>(&self) -> Result<T, Vec<FieldError>> {
+        let parsed: T = parse_component(&self.0).map_err(|e| vec![e])?;
+        let mut errs = Vec::new();
+        parsed.validate(&mut errs);
+        if errs.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+impl fmt::Debug for ComponentValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match yaml_serde::to_string(&self.0) {
+            Ok(text) => f.write_str(text.trim_end()),
+            Err(_) => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// A component's config after parsing and validation: its own struct, behind `Any` so the
+/// config crate can hold every component type's. Built from once, never parsed twice.
+#[derive(Clone)]
+pub struct Parsed(Arc<dyn Any + Send + Sync>);
+
+impl Parsed {
+    pub fn new<T: Any + Send + Sync>(config: T) -> Self {
+        Parsed(Arc::new(config))
+    }
+
+    /// The config as `T`, if that is what it is.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl Default for Parsed {
+    /// Stands in for a component whose config did not parse; such a config never runs.
+    fn default() -> Self {
+        Parsed::new(())
+    }
+}
+
+impl fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Parsed")
+    }
+}
+
+/// An extension a component's config names (`auth.authenticator`, `sending_queue.storage`):
+/// validation checks it is defined, of the right type and started, as running would.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtensionRef {
+    /// Relative to the component, e.g. `sending_queue.storage`.
+    pub path: String,
+    /// The id as written.
+    pub id: String,
+    /// The extension type it must be, e.g. `file_storage`.
+    pub type_name: &'static str,
+}
+
+/// A component's config as loading left it: what was written, and what it parsed into.
+#[derive(Clone, Debug, Default)]
+pub struct ComponentSettings {
+    pub value: ComponentValue,
+    pub parsed: Parsed,
+}
+
+impl PartialEq for ComponentSettings {
+    /// Equal when written the same: the parsed form follows from the text.
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+/// What a successful check hands the config: the parsed struct and the extensions it names.
+pub struct Checked {
+    pub parsed: Parsed,
+    pub extensions: Vec<ExtensionRef>,
+}
+
+/// Parses and validates YAML text as a component config `T`: the config, or every problem.
+/// For tests and tools; a YAML syntax error comes back as one problem at the root.
+pub fn parse_yaml<T: ComponentConfig>(text: &str) -> Result<T, Vec<FieldError>> {
+    ComponentValue::from_yaml(text)
+        .map_err(|e| vec![FieldError::new("", e)])?
+        .parse()
+}
+
+/// Deserializes YAML text as any `T` (a part of a component's config), for tests.
+pub fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    yaml_serde::from_str(text).map_err(|e| strip_location(&e.to_string()))
+}
+
+/// The problems [`parse_yaml`] finds; empty when `text` is a good `T`.
+pub fn yaml_errors<T: ComponentConfig>(text: &str) -> Vec<FieldError> {
+    parse_yaml::<T>(text).err().unwrap_or_default()
+}
+
+/// Parses, validates and wraps a component's config; the catalog's `check` for one type.
+pub fn check_component<T: ComponentConfig + Send + Sync + 'static>(
+    value: &ComponentValue,
+) -> Result<Checked, Vec<FieldError>> {
+    let parsed: T = value.parse()?;
+    let extensions = parsed.extensions();
+    Ok(Checked {
+        parsed: Parsed::new(parsed),
+        extensions,
+    })
+}
+
 /// Deserializes a component's config, with the error located by a path relative to the
 /// component (`protocols.grpc.endpoint`), ready to be returned from `Catalog::check`.
-pub fn parse_component<T: DeserializeOwned>(config: &Value) -> Result<T, FieldError> {
+fn parse_component<T: DeserializeOwned>(config: &Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(config).map_err(|err| {
         let path = dotted(err.path());
         FieldError {
@@ -37,7 +175,7 @@ fn dotted(path: &serde_path_to_error::Path) -> String {
     out
 }
 
-/// Drops serde_yaml's " at line N column M" (and " at position N"): positions within a value
+/// Drops yaml_serde's " at line N column M" (and " at position N"): positions within a value
 /// are meaningless here, and the caller supplies the file's line instead.
 pub(crate) fn strip_location(message: &str) -> String {
     let mut out = message.to_owned();
@@ -65,17 +203,9 @@ pub(crate) fn strip_location(message: &str) -> String {
 pub trait ComponentConfig: DeserializeOwned {
     /// Problems beyond the shape serde already checked, with paths relative to the component.
     fn validate(&self, _errs: &mut Vec<FieldError>) {}
-}
-
-/// Parses and validates a component config, for `Catalog::check`: empty means fine.
-pub fn check_component<T: ComponentConfig>(config: &Value) -> Vec<FieldError> {
-    match parse_component::<T>(config) {
-        Err(e) => vec![e],
-        Ok(parsed) => {
-            let mut errs = Vec::new();
-            parsed.validate(&mut errs);
-            errs
-        }
+    /// The extensions it uses at run time.
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        Vec::new()
     }
 }
 
@@ -105,7 +235,7 @@ mod tests {
     }
 
     fn value(yaml: &str) -> Value {
-        serde_yaml::from_str(yaml).unwrap()
+        yaml_serde::from_str(yaml).unwrap()
     }
 
     #[test]

@@ -298,7 +298,7 @@ mod tests {
     }
 
     fn cfg(yaml: &str) -> Result<Cfg, String> {
-        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+        yaml_serde::from_str(yaml).map_err(|e| e.to_string())
     }
 
     #[test]

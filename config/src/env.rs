@@ -1,6 +1,6 @@
 //! `${env:VAR}` expansion, applied to string values after parsing so lines still match the file.
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use crate::lines::join_key;
 
@@ -68,7 +68,7 @@ fn retype(text: &str) -> Option<Value> {
     if text.trim().is_empty() {
         return None;
     }
-    match serde_yaml::from_str::<Value>(text) {
+    match yaml_serde::from_str::<Value>(text) {
         Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::Null)) => Some(v),
         _ => None,
     }
@@ -268,14 +268,14 @@ mod tests {
 
     #[test]
     fn tree_expands_values_not_keys() {
-        let mut v: Value = serde_yaml::from_str(
+        let mut v: Value = yaml_serde::from_str(
             "${env:HOST}: ${env:HOST}\nlist: [\"${env:PORT}\", plain, 7]\nbad: ${env:}\n",
         )
         .unwrap();
         let mut errs = Vec::new();
         expand_tree(&mut v, "", &env, &mut errs);
         let expected: Value =
-            serde_yaml::from_str("${env:HOST}: example.com\nlist: [4317, plain, 7]\nbad: ${env:}\n").unwrap();
+            yaml_serde::from_str("${env:HOST}: example.com\nlist: [4317, plain, 7]\nbad: ${env:}\n").unwrap();
         assert_eq!(v, expected);
         assert_eq!(
             errs,

@@ -15,7 +15,10 @@ mod model;
 pub mod present;
 mod validate;
 
-pub use component::{check_component, parse_component, ComponentConfig};
+pub use component::{
+    check_component, from_yaml, parse_yaml, yaml_errors, Checked, ComponentConfig, ComponentSettings,
+    ComponentValue, ExtensionRef, Parsed,
+};
 pub use id::{ComponentId, Kind, ParseIdError, ParseSignalError, PipelineId, Signal};
 pub use model::{
     Catalog, ComponentInfo, Config, ConfigError, FieldError, LogEncoding, LogLevel, LogsTelemetry,
@@ -30,11 +33,11 @@ pub fn load(
     catalog: &dyn Catalog,
 ) -> Result<Config, Vec<ConfigError>> {
     let lines = lines::LineIndex::build(text);
-    let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
+    let mut root: yaml_serde::Value = match yaml_serde::from_str(text) {
         Ok(root) => root,
         Err(e) => return Err(syntax_errors(&e, &lines)),
     };
-    // otelcol's YAML library applies `<<: *anchor` merge keys; serde_yaml leaves them as keys.
+    // otelcol's YAML library applies `<<: *anchor` merge keys; yaml_serde leaves them as keys.
     if let Err(e) = root.apply_merge() {
         return Err(vec![ConfigError {
             path: String::new(),
@@ -80,9 +83,9 @@ pub fn load_file(path: &Path, catalog: &dyn Catalog) -> Result<Config, Vec<Confi
     load(&text, &|name| std::env::var(name).ok(), catalog)
 }
 
-/// serde_yaml stops at the first repeated key and points at its mapping; the index knows every
+/// yaml_serde stops at the first repeated key and points at its mapping; the index knows every
 /// repeat and its own line, so those are reported instead when there are any.
-fn syntax_errors(e: &serde_yaml::Error, lines: &lines::LineIndex) -> Vec<ConfigError> {
+fn syntax_errors(e: &yaml_serde::Error, lines: &lines::LineIndex) -> Vec<ConfigError> {
     let message = component::strip_location(&e.to_string());
     if message.contains("duplicate entry") && !lines.duplicates().is_empty() {
         return lines

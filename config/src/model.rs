@@ -4,25 +4,24 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde_yaml::Value;
-
+use crate::component::{Checked, ComponentSettings, ComponentValue};
 use crate::id::{ComponentId, Kind, PipelineId, Signal};
 
 /// A whole config file after env expansion and validation.
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct Config {
-    /// Each component's own YAML (null normalized to `{}`), already checked by the catalog.
-    pub receivers: BTreeMap<ComponentId, Value>,
-    pub processors: BTreeMap<ComponentId, Value>,
-    pub exporters: BTreeMap<ComponentId, Value>,
-    pub connectors: BTreeMap<ComponentId, Value>,
-    pub extensions: BTreeMap<ComponentId, Value>,
+    /// Each component's config as written and as parsed, already checked by the catalog.
+    pub receivers: BTreeMap<ComponentId, ComponentSettings>,
+    pub processors: BTreeMap<ComponentId, ComponentSettings>,
+    pub exporters: BTreeMap<ComponentId, ComponentSettings>,
+    pub connectors: BTreeMap<ComponentId, ComponentSettings>,
+    pub extensions: BTreeMap<ComponentId, ComponentSettings>,
     pub service: Service,
 }
 
 impl Config {
     /// The components of one kind, so callers can loop over kinds instead of naming fields.
-    pub fn section(&self, kind: Kind) -> &BTreeMap<ComponentId, Value> {
+    pub fn section(&self, kind: Kind) -> &BTreeMap<ComponentId, ComponentSettings> {
         match kind {
             Kind::Receiver => &self.receivers,
             Kind::Processor => &self.processors,
@@ -32,7 +31,7 @@ impl Config {
         }
     }
 
-    pub(crate) fn section_mut(&mut self, kind: Kind) -> &mut BTreeMap<ComponentId, Value> {
+    pub(crate) fn section_mut(&mut self, kind: Kind) -> &mut BTreeMap<ComponentId, ComponentSettings> {
         match kind {
             Kind::Receiver => &mut self.receivers,
             Kind::Processor => &mut self.processors,
@@ -241,7 +240,9 @@ pub trait Catalog {
     /// are the catalog's business.
     fn component(&self, kind: Kind, type_name: &str) -> Option<ComponentInfo>;
 
-    /// Deserializes and validates the component's own config; empty means fine. `config` is the
-    /// component's value after env expansion, with null normalized to an empty mapping.
-    fn check(&self, kind: Kind, type_name: &str, config: &Value) -> Vec<FieldError>;
+    /// Deserializes and validates the component's own config, once: what it parsed into and
+    /// the extensions it names, or every problem. `config` is the component's value after env
+    /// expansion, with null normalized to an empty mapping.
+    fn check(&self, kind: Kind, type_name: &str, config: &ComponentValue)
+        -> Result<Checked, Vec<FieldError>>;
 }

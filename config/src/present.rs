@@ -12,9 +12,9 @@
 //!     grpc: Option<Grpc>,
 //! }
 //!
-//! let p: Protocols = serde_yaml::from_str("grpc:").unwrap();
+//! let p: Protocols = yaml_serde::from_str("grpc:").unwrap();
 //! assert_eq!(p.grpc, Some(Grpc::default()));
-//! let p: Protocols = serde_yaml::from_str("{}").unwrap();
+//! let p: Protocols = yaml_serde::from_str("{}").unwrap();
 //! assert_eq!(p.grpc, None);
 //! ```
 
@@ -50,7 +50,7 @@ mod tests {
     }
 
     fn parse(yaml: &str) -> Result<Protocols, String> {
-        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+        yaml_serde::from_str(yaml).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -88,8 +88,8 @@ mod tests {
 
     #[test]
     fn works_from_a_value() {
-        let v: serde_yaml::Value = serde_yaml::from_str("grpc:\n").unwrap();
-        let p: Protocols = serde_yaml::from_value(v).unwrap();
+        let v: yaml_serde::Value = yaml_serde::from_str("grpc:\n").unwrap();
+        let p: Protocols = yaml_serde::from_value(v).unwrap();
         assert_eq!(p.grpc, Some(Grpc::default()));
     }
 }

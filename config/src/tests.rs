@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_yaml::Value;
-
 use crate::*;
+use serde::Deserialize;
 
 /// Stands in for the collector's registry: a few types with real config structs.
 struct FakeCatalog;
@@ -50,14 +48,9 @@ struct Debug {
 #[serde(default, deny_unknown_fields)]
 struct Empty {}
 
-impl FakeCatalog {
-    fn otlp(config: &Value) -> Vec<FieldError> {
-        let cfg: OtlpReceiver = match parse_component(config) {
-            Ok(cfg) => cfg,
-            Err(e) => return vec![e],
-        };
-        let mut errs = Vec::new();
-        for (name, p) in [("grpc", &cfg.protocols.grpc), ("http", &cfg.protocols.http)] {
+impl ComponentConfig for OtlpReceiver {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        for (name, p) in [("grpc", &self.protocols.grpc), ("http", &self.protocols.http)] {
             if let Some(Endpoint {
                 endpoint: Some(ep), ..
             }) = p
@@ -70,14 +63,38 @@ impl FakeCatalog {
                 }
             }
         }
-        if cfg.protocols.grpc.is_none() && cfg.protocols.http.is_none() {
+        if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
             errs.push(FieldError::new("", "at least one protocol must be enabled"));
         }
-        errs
     }
+}
 
-    fn parse<T: serde::de::DeserializeOwned>(config: &Value) -> Vec<FieldError> {
-        parse_component::<T>(config).err().into_iter().collect()
+impl ComponentConfig for Batch {}
+impl ComponentConfig for Debug {}
+impl ComponentConfig for Empty {}
+
+/// An exporter whose queue may live in a `file_storage` extension.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default, deny_unknown_fields)]
+struct Queued {
+    storage: Option<String>,
+}
+
+impl ComponentConfig for Queued {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        if let Some(Err(e)) = self.storage.as_deref().map(str::parse::<ComponentId>) {
+            errs.push(FieldError::new("storage", e.to_string()));
+        }
+    }
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        self.storage
+            .iter()
+            .map(|id| ExtensionRef {
+                path: "storage".into(),
+                id: id.clone(),
+                type_name: "file_storage",
+            })
+            .collect()
     }
 }
 
@@ -91,24 +108,30 @@ impl Catalog for FakeCatalog {
             (Kind::Receiver | Kind::Exporter, "forward") => ComponentInfo::Signals(vec![Traces]),
             (Kind::Processor, "batch") => ComponentInfo::Signals(Signal::ALL.to_vec()),
             (Kind::Processor, "sampler") => ComponentInfo::Signals(vec![Traces]),
-            (Kind::Exporter, "debug") => ComponentInfo::Signals(Signal::ALL.to_vec()),
+            (Kind::Exporter, "debug" | "queued") => ComponentInfo::Signals(Signal::ALL.to_vec()),
             (Kind::Connector, "forward") => {
                 ComponentInfo::Connector(vec![(Traces, Traces), (Profiles, Profiles)])
             }
             (Kind::Connector, "spanprofile") => {
                 ComponentInfo::Connector(vec![(Traces, Traces), (Profiles, Traces)])
             }
-            (Kind::Extension, "health_check") => ComponentInfo::Extension,
+            (Kind::Extension, "health_check" | "file_storage") => ComponentInfo::Extension,
             _ => return None,
         })
     }
 
-    fn check(&self, kind: Kind, type_name: &str, config: &Value) -> Vec<FieldError> {
+    fn check(
+        &self,
+        kind: Kind,
+        type_name: &str,
+        config: &ComponentValue,
+    ) -> Result<Checked, Vec<FieldError>> {
         match (kind, type_name) {
-            (Kind::Receiver, "otlp") => Self::otlp(config),
-            (Kind::Processor, "batch") => Self::parse::<Batch>(config),
-            (Kind::Exporter, "debug") => Self::parse::<Debug>(config),
-            _ => Self::parse::<Empty>(config),
+            (Kind::Receiver, "otlp") => check_component::<OtlpReceiver>(config),
+            (Kind::Processor, "batch") => check_component::<Batch>(config),
+            (Kind::Exporter, "debug") => check_component::<Debug>(config),
+            (Kind::Exporter, "queued") => check_component::<Queued>(config),
+            _ => check_component::<Empty>(config),
         }
     }
 }
@@ -154,8 +177,12 @@ fn pid(s: &str) -> PipelineId {
     s.parse().unwrap()
 }
 
-fn yaml(s: &str) -> Value {
-    serde_yaml::from_str(s).unwrap()
+/// A component's settings as a test expects them (compared by what was written).
+fn yaml(s: &str) -> ComponentSettings {
+    ComponentSettings {
+        value: ComponentValue::from_yaml(s).unwrap(),
+        parsed: Parsed::default(),
+    }
 }
 
 /// A valid head for configs whose tail (service section) a test varies.
@@ -904,4 +931,65 @@ fn load_file_reads_and_reports_io_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
     let config = loaded.unwrap();
     assert_eq!(config.service.pipelines.len(), 1);
+}
+
+/// A config whose exporter names `storage`; `extensions` and `started` vary.
+fn with_storage(storage: &str, extensions: &str, started: &str) -> String {
+    format!(
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  queued:
+    storage: {storage}
+  queued/idle:
+    storage: nowhere
+extensions:
+{extensions}
+service:
+  extensions: [{started}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [queued]
+"
+    )
+}
+
+#[test]
+fn an_extension_a_running_component_names_must_exist_be_of_its_type_and_be_started() {
+    let file_storage = "  file_storage/q:\n  health_check:";
+    // queued/idle names an undefined extension but runs in no pipeline: not reported.
+    load(
+        &with_storage("file_storage/q", file_storage, "file_storage/q"),
+        &no_env,
+        &FakeCatalog,
+    )
+    .map_err(|e| render(&e))
+    .unwrap();
+    assert_eq!(
+        render(&load_err(&with_storage("file_storage/x", file_storage, "file_storage/q"))),
+        "line 7: exporters.queued.storage: extension \"file_storage/x\" is not defined (a file_storage extension is needed)\n"
+    );
+    assert_eq!(
+        render(&load_err(&with_storage("health_check", file_storage, "health_check"))),
+        "line 7: exporters.queued.storage: extension \"health_check\" is a health_check, not a file_storage\n"
+    );
+    assert_eq!(
+        render(&load_err(&with_storage("file_storage/q", file_storage, "health_check"))),
+        "line 7: exporters.queued.storage: extension \"file_storage/q\" is defined but not started: list it in service.extensions\n"
+    );
+    assert_eq!(
+        render(&load_err(&with_storage(
+            "\"bad id/\"",
+            file_storage,
+            "health_check"
+        ))),
+        format!(
+            "line 7: exporters.queued.storage: {}\n",
+            "bad id/".parse::<ComponentId>().unwrap_err()
+        )
+    );
 }

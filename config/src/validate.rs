@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
+use crate::component::{ComponentSettings, ComponentValue, ExtensionRef, Parsed};
 use crate::env::key_text;
 use crate::id::{ComponentId, Kind, PipelineId, Signal};
 use crate::lines::join_key;
@@ -47,6 +48,8 @@ struct Validator<'a> {
     infos: HashMap<(Kind, ComponentId), Option<ComponentInfo>>,
     /// The key each component was written under, for paths.
     keys: HashMap<(Kind, ComponentId), String>,
+    /// The extensions each component's config names, checked once pipelines say what runs.
+    extension_refs: Vec<(Kind, ComponentId, ExtensionRef)>,
     config: Config,
 }
 
@@ -57,6 +60,7 @@ pub(crate) fn validate(root: Value, catalog: &dyn Catalog) -> (Config, Vec<(Stri
         errs: Vec::new(),
         infos: HashMap::new(),
         keys: HashMap::new(),
+        extension_refs: Vec::new(),
         config: Config::default(),
     };
     v.root(root);
@@ -89,6 +93,7 @@ impl Validator<'_> {
         }
         self.ambiguous_connectors();
         self.service(sections.remove("service"));
+        self.extension_refs();
     }
 
     /// Reads a mapping; null is empty; anything else is reported and gives None.
@@ -133,30 +138,79 @@ impl Validator<'_> {
                 continue;
             }
             // `batch:` alone (or `batch: {}`) means "all defaults".
-            let value = if value.is_null() {
-                Value::Mapping(Mapping::new())
-            } else {
-                value
-            };
+            let value = ComponentValue::normalized(value);
             let info = self.catalog.component(kind, &id.type_name);
+            let mut parsed = Parsed::default();
             if info.is_some() {
-                for fe in self.catalog.check(kind, &id.type_name, &value) {
-                    let at = if fe.path.is_empty() {
-                        path.clone()
-                    } else if fe.path.starts_with('[') {
-                        format!("{path}{}", fe.path)
-                    } else {
-                        join_key(&path, &fe.path)
-                    };
-                    self.err(at, fe.message);
+                match self.catalog.check(kind, &id.type_name, &value) {
+                    Ok(checked) => {
+                        parsed = checked.parsed;
+                        self.extension_refs
+                            .extend(checked.extensions.into_iter().map(|r| (kind, id.clone(), r)));
+                    }
+                    Err(errs) => {
+                        for fe in errs {
+                            let at = if fe.path.is_empty() {
+                                path.clone()
+                            } else if fe.path.starts_with('[') {
+                                format!("{path}{}", fe.path)
+                            } else {
+                                join_key(&path, &fe.path)
+                            };
+                            self.err(at, fe.message);
+                        }
+                    }
                 }
             } else {
                 self.err(&path, format!("unknown {kind} type {:?}", id.type_name));
             }
             self.infos.insert((kind, id.clone()), info);
             self.keys.insert((kind, id.clone()), key);
-            self.config.section_mut(kind).insert(id, value);
+            self.config
+                .section_mut(kind)
+                .insert(id, ComponentSettings { value, parsed });
         }
+    }
+
+    /// Each extension a running component names must be defined, of the type it needs and
+    /// started under `service.extensions`: building would fail otherwise, so `validate` says
+    /// so first.
+    fn extension_refs(&mut self) {
+        let in_use: HashSet<&ComponentId> = self
+            .config
+            .service
+            .pipelines
+            .values()
+            .flat_map(|p| p.receivers.iter().chain(&p.processors).chain(&p.exporters))
+            .collect();
+        let mut found = Vec::new();
+        for (kind, id, r) in &self.extension_refs {
+            if !in_use.contains(id) {
+                continue;
+            }
+            let key = self.keys.get(&(*kind, id.clone())).cloned().unwrap_or_default();
+            let path = join_key(&join_key(kind.section(), &key), &r.path);
+            // An id that does not parse is the component's own validate's to report.
+            let message = match r.id.parse::<ComponentId>() {
+                Err(_) => continue,
+                Ok(ext) => match self.config.extensions.get(&ext) {
+                    None => format!(
+                        "extension \"{ext}\" is not defined (a {} extension is needed)",
+                        r.type_name
+                    ),
+                    Some(_) if ext.type_name != r.type_name => format!(
+                        "extension \"{ext}\" is a {}, not a {}",
+                        ext.type_name, r.type_name
+                    ),
+                    Some(_) if !self.config.service.extensions.contains(&ext) => format!(
+                        "extension \"{ext}\" is defined but not started: list it in service.extensions"
+                    ),
+                    Some(_) => continue,
+                },
+            };
+            found.push((path, message));
+        }
+        self.errs.extend(found);
     }
 
     /// A connector id that is also a receiver or exporter id would make pipeline lists

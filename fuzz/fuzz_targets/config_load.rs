@@ -1,7 +1,7 @@
 //! Any text as a config file: a list of problems, never a panic or a hang.
 #![no_main]
 
-use hotspan_config::{Catalog, ComponentInfo, FieldError, Kind, Signal};
+use hotspan_config::{Catalog, Checked, ComponentInfo, ComponentValue, FieldError, Kind, Parsed, Signal};
 use libfuzzer_sys::fuzz_target;
 
 /// Knows every type and accepts every component config, so the fuzzer reaches the rules
@@ -16,8 +16,11 @@ impl Catalog for AnyCatalog {
             _ => ComponentInfo::Signals(Signal::ALL.to_vec()),
         })
     }
-    fn check(&self, _kind: Kind, _type_name: &str, _config: &serde_yaml::Value) -> Vec<FieldError> {
-        Vec::new()
+    fn check(&self, _kind: Kind, _type_name: &str, _config: &ComponentValue) -> Result<Checked, Vec<FieldError>> {
+        Ok(Checked {
+            parsed: Parsed::default(),
+            extensions: Vec::new(),
+        })
     }
 }
 

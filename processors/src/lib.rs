@@ -1,5 +1,6 @@
-//! Processors: pure data transformations with their config, no sockets and no runtime.
-//! The collector runs each instance in a stage task that owns it, so `&mut self` is lock free.
+//! Processors: pure data transformations with their config, no sockets and no runtime. The
+//! collector registers them (`collector/src/processors/`) and runs each instance in a stage
+//! task that owns it; the join (`spanprofile`) is shared by many tasks and locks inside.
 #![forbid(unsafe_code)]
 
 pub mod batch;
@@ -8,7 +9,6 @@ pub mod spanprofile;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hotspan_config::{FieldError, Signal};
 use hotspan_proto::Batch;
 
 /// A processor owns what it is given and pushes zero or more batches on.
@@ -33,16 +33,4 @@ pub trait Processor: Send + 'static {
 /// Whether a request of `bytes` may come in now. A refusal is retryable and says why.
 pub trait Admission: Send + Sync {
     fn admit(&self, bytes: usize) -> Result<(), String>;
-}
-
-/// How the collector finds, checks and builds one processor type.
-pub trait ProcessorFactory: Sync {
-    fn type_name(&self) -> &'static str;
-    fn aliases(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn signals(&self) -> &'static [Signal];
-    /// Parses and validates a config without building anything.
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError>;
-    fn build(&self, config: &serde_yaml::Value) -> Result<Box<dyn Processor>, FieldError>;
 }

@@ -1,7 +1,5 @@
+use crate::{DecodeError, Encoding, LogsBatch, MetricsBatch, ProfilesBatch, Signal, TracesBatch};
 use bytes::Bytes;
-use hotspan_config::Signal;
-
-use crate::{DecodeError, Encoding, LogsBatch, MetricsBatch, ProfilesBatch, TracesBatch};
 
 /// One signal's data as it moves between components. A consumer owns the batch it is given.
 #[derive(Clone, Debug, PartialEq)]

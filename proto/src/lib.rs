@@ -12,6 +12,7 @@ pub mod pprof;
 mod profiles;
 pub mod profiles_json;
 pub mod rpc;
+mod signal;
 mod traces;
 #[doc(hidden)]
 pub mod tree;
@@ -21,6 +22,7 @@ pub use error::DecodeError;
 pub use opentelemetry_proto::tonic as otlp;
 pub use otlp_batch::{LogsBatch, MetricsBatch, OtlpBatch, TreeRequest};
 pub use profiles::{ProfilesBatch, ProfilesRejected};
+pub use signal::{ParseSignalError, Signal};
 pub use traces::{raw, TracesBatch, TracesSplit};
 
 /// Wire encodings OTLP defines for request and response bodies.

@@ -47,13 +47,8 @@ struct ExportResponse {
 }
 
 /// Encodes an `Export<Signal>ServiceResponse`; `rejected` 0 with no message is full success.
-pub fn export_response(
-    signal: hotspan_config::Signal,
-    rejected: usize,
-    message: &str,
-    encoding: Encoding,
-) -> Vec<u8> {
-    use hotspan_config::Signal;
+pub fn export_response(signal: crate::Signal, rejected: usize, message: &str, encoding: Encoding) -> Vec<u8> {
+    use crate::Signal;
     let partial = (rejected > 0 || !message.is_empty()).then(|| PartialSuccess {
         rejected: rejected as i64,
         error_message: message.to_string(),

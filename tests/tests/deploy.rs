@@ -43,8 +43,8 @@ fn kubernetes_sidecar_config_validates() -> Result<()> {
     let text = std::fs::read_to_string(repo().join("deploy/kubernetes.yaml"))?;
     let mut config = None;
     let mut containers = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(doc)?;
+    for doc in yaml_serde::Deserializer::from_str(&text) {
+        let value = yaml_serde::Value::deserialize(doc)?;
         match value["kind"].as_str() {
             Some("ConfigMap") => config = value["data"]["config.yaml"].as_str().map(str::to_string),
             Some("Deployment") => {

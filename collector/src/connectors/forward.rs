@@ -2,47 +2,42 @@
 
 use std::sync::Arc;
 
-use hotspan_config::{check_component, FieldError, Signal};
+use hotspan_config::Signal;
 use hotspan_proto::Batch;
 
-use crate::component::{BoxError, BuildContext, ConnectorFactory, ConsumerComponent, Lifecycle};
+use crate::component::{BoxError, BuildContext, ComponentType, ConnectorType, ConsumerComponent, Lifecycle};
 use crate::consumer::{BoxFuture, ConsumeError, Consumer, SignalConsumers};
 
 /// It has no settings; the empty struct still refuses unknown keys.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {}
 
 impl hotspan_config::ComponentConfig for ForwardConfig {}
 
-pub struct Factory;
+impl ComponentType for Forward {
+    const TYPE_NAME: &'static str = "forward";
+    type Config = ForwardConfig;
+}
 
-impl ConnectorFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "forward"
-    }
-    fn pairs(&self) -> &'static [(Signal, Signal)] {
-        &[
-            (Signal::Traces, Signal::Traces),
-            (Signal::Metrics, Signal::Metrics),
-            (Signal::Logs, Signal::Logs),
-            (Signal::Profiles, Signal::Profiles),
-        ]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<ForwardConfig>(config)
-    }
+impl ConnectorType for Forward {
+    const PAIRS: &'static [(Signal, Signal)] = &[
+        (Signal::Traces, Signal::Traces),
+        (Signal::Metrics, Signal::Metrics),
+        (Signal::Logs, Signal::Logs),
+        (Signal::Profiles, Signal::Profiles),
+    ];
+
     fn build(
-        &self,
         _ctx: &BuildContext,
-        _config: &serde_yaml::Value,
+        _config: ForwardConfig,
         next: SignalConsumers,
     ) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
         Ok(Arc::new(Forward { next }))
     }
 }
 
-struct Forward {
+pub struct Forward {
     next: SignalConsumers,
 }
 

@@ -3,50 +3,44 @@
 //! The join itself lives in `hotspan_processors::spanprofile`; this is its runtime.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, FieldError, Signal};
+use hotspan_config::Signal;
 use hotspan_processors::spanprofile::{Join, SpanProfileConfig};
 use hotspan_proto::{Batch, TracesBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn, Instrument};
+use tracing::{error, Instrument};
 
-use crate::component::{BoxError, BuildContext, ConnectorFactory, ConsumerComponent, Lifecycle};
-use crate::consumer::{BoxFuture, ConsumeError, Consumer, SharedConsumer, SignalConsumers};
+use crate::component::{BoxError, BuildContext, ComponentType, ConnectorType, ConsumerComponent, Lifecycle};
+use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer, SignalConsumers};
 use crate::telemetry::{Counter, Gauge, Telemetry};
 
 /// Released batches waiting for traces/out. Small: when downstream is slow this fills and
 /// the connector's consumers wait, which is the backpressure.
 const OUTPUT_CAPACITY: usize = 16;
 
-pub struct Factory;
+impl ComponentType for SpanProfile {
+    const TYPE_NAME: &'static str = "spanprofile";
+    type Config = SpanProfileConfig;
+}
 
-impl ConnectorFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "spanprofile"
-    }
-    fn pairs(&self) -> &'static [(Signal, Signal)] {
-        &[
-            (Signal::Traces, Signal::Traces),
-            (Signal::Profiles, Signal::Traces),
-            (Signal::Traces, Signal::Profiles),
-            (Signal::Profiles, Signal::Profiles),
-        ]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<SpanProfileConfig>(config)
-    }
+impl ConnectorType for SpanProfile {
+    const PAIRS: &'static [(Signal, Signal)] = &[
+        (Signal::Traces, Signal::Traces),
+        (Signal::Profiles, Signal::Traces),
+        (Signal::Traces, Signal::Profiles),
+        (Signal::Profiles, Signal::Profiles),
+    ];
+
     fn build(
-        &self,
         ctx: &BuildContext,
-        config: &serde_yaml::Value,
+        config: SpanProfileConfig,
         next: SignalConsumers,
     ) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
-        let config: SpanProfileConfig = parse_component(config)?;
         let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
         Ok(Arc::new(SpanProfile {
             name: ctx.name(),
@@ -126,7 +120,7 @@ impl JoinMetrics {
     }
 }
 
-struct SpanProfile {
+pub struct SpanProfile {
     name: String,
     join: Arc<Join>,
     traces_out: Option<SharedConsumer>,
@@ -193,34 +187,11 @@ impl Consumer for SpanProfile {
 }
 
 /// Hands released spans to traces/out, retrying refusals: the connector acknowledged these
-/// spans upstream, so they are never dropped for a busy downstream.
-async fn deliver(name: &str, next: &SharedConsumer, mut batch: TracesBatch, deadline: Option<Instant>) {
-    let mut wait = Duration::from_millis(50);
-    loop {
-        match next.consume(Batch::Traces(batch)).await {
-            Ok(()) => return,
-            Err(ConsumeError::Retryable {
-                batch: Some(back),
-                reason,
-                ..
-            }) => {
-                if deadline.is_some_and(|d| Instant::now() + wait > d) {
-                    error!(connector = name, error = %reason, "shutdown deadline passed with annotated spans undelivered");
-                    return;
-                }
-                warn!(connector = name, error = %reason, "traces/out busy, retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-                match *back {
-                    Batch::Traces(t) => batch = t,
-                    _ => return,
-                }
-            }
-            Err(e) => {
-                error!(connector = name, error = %e, "traces/out refused annotated spans");
-                return;
-            }
-        }
+/// spans upstream, so they are never dropped for a busy downstream, only at shutdown's
+/// deadline.
+async fn deliver(name: &str, next: &SharedConsumer, batch: TracesBatch, deadline: &OnceLock<Instant>) {
+    if let Err(reason) = hand_on(name, next, Batch::Traces(batch), deadline).await {
+        error!(connector = name, error = %reason, "annotated spans undelivered");
     }
 }
 
@@ -235,15 +206,16 @@ impl Lifecycle for SpanProfile {
             )
             .into());
         };
-        let span = || tracing::info_span!("component", kind = "connector", id = %self.name);
         let name = self.name.clone();
         let output = tokio::spawn(
             async move {
+                // Never set: while running, refused spans are retried until taken.
+                let no_deadline = OnceLock::new();
                 while let Some(batch) = rx.recv().await {
-                    deliver(&name, &next, batch, None).await;
+                    deliver(&name, &next, batch, &no_deadline).await;
                 }
             }
-            .instrument(span()),
+            .in_current_span(),
         );
         // The wait is in seconds; releasing a few times a second keeps latency a small fraction.
         let tick =
@@ -270,7 +242,7 @@ impl Lifecycle for SpanProfile {
                     }
                 }
             }
-            .instrument(span()),
+            .in_current_span(),
         );
         self.tasks
             .lock()
@@ -301,8 +273,9 @@ impl Lifecycle for SpanProfile {
                     abort.abort();
                 }
             }
+            let until = OnceLock::from(deadline);
             for batch in drained.into_iter().filter(|b| !b.is_empty()) {
-                deliver(&self.name, next, batch, Some(deadline)).await;
+                deliver(&self.name, next, batch, &until).await;
             }
         }
         self.metrics.update(&self.join);

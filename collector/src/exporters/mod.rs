@@ -1,24 +1,20 @@
-//! Exporters: where data leaves. Each is one module registered in `registry.rs`; the runtime
-//! gives every exporter its sending queue and retries.
+//! Exporters: where data leaves. Each is one module registered in `registry.rs`;
+//! `exporterhelper` gives every exporter its sending queue and retries.
 
 pub mod debug;
 pub mod file;
-mod file_queue;
+pub mod hotspan_ui;
 pub mod load_balancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
-pub mod queue;
-pub mod retry;
-pub mod runtime;
-mod tls;
 
 use std::time::Duration;
 
 use thiserror::Error;
 
-pub use queue::QueueConfig;
-pub use retry::RetryConfig;
-pub use tls::TlsClientConfig;
+pub use crate::exporterhelper::QueueConfig;
+pub use crate::retry::RetryConfig;
+pub use crate::tls::TlsClientConfig;
 
 /// One failed attempt to send, and whether another attempt could succeed.
 #[derive(Debug, Error)]

@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hotspan_config::{check_component, parse_component, ComponentConfig, ComponentId, FieldError};
+use hotspan_config::{ComponentConfig, ComponentId, ExtensionRef, FieldError};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-use crate::component::{BoxError, BuildContext, BuiltExtension, ExtensionFactory, Lifecycle};
+use crate::component::{BoxError, BuildContext, BuiltExtension, ComponentType, ExtensionType, Lifecycle};
 use crate::telemetry::{Counter, Telemetry};
 
 #[derive(Clone, Deserialize, PartialEq)]
@@ -100,17 +100,13 @@ fn header_text(scheme: &str, token: &str) -> String {
     }
 }
 
-pub struct Factory;
+impl ComponentType for BearerTokenAuth {
+    const TYPE_NAME: &'static str = "bearertokenauth";
+    type Config = BearerTokenAuthConfig;
+}
 
-impl ExtensionFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "bearertokenauth"
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<BearerTokenAuthConfig>(config)
-    }
-    fn build(&self, _ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExtension, BoxError> {
-        let config: BearerTokenAuthConfig = parse_component(config)?;
+impl ExtensionType for BearerTokenAuth {
+    fn build(_ctx: &BuildContext, config: BearerTokenAuthConfig) -> Result<BuiltExtension, BoxError> {
         Ok(BuiltExtension::of(Arc::new(BearerTokenAuth::new(config)?)))
     }
 }
@@ -299,6 +295,15 @@ impl AuthConfig {
         }
     }
 
+    /// The `bearertokenauth` extension this needs, for validation.
+    pub fn extension_ref(&self, path: &str) -> ExtensionRef {
+        ExtensionRef {
+            path: format!("{path}.authenticator"),
+            id: self.authenticator.clone(),
+            type_name: "bearertokenauth",
+        }
+    }
+
     /// The extension this names, from those built before this component.
     pub fn find(&self, ctx: &BuildContext, path: &str) -> Result<Arc<BearerTokenAuth>, BoxError> {
         let id: ComponentId = self
@@ -386,10 +391,6 @@ async fn require_token(State(auth): State<ServerAuth>, request: Request, next: N
 mod tests {
     use super::*;
 
-    fn yaml(s: &str) -> serde_yaml::Value {
-        serde_yaml::from_str(s).expect("yaml")
-    }
-
     #[test]
     fn constant_time_eq_is_equality() {
         assert!(constant_time_eq(b"Bearer abc", b"Bearer abc"));
@@ -401,7 +402,7 @@ mod tests {
 
     #[test]
     fn config_defaults_and_validation() {
-        let c: BearerTokenAuthConfig = parse_component(&yaml("token: s3cret")).expect("parses");
+        let c: BearerTokenAuthConfig = hotspan_config::parse_yaml("token: s3cret").expect("parses");
         assert_eq!(
             (c.scheme.as_str(), c.header.as_str()),
             ("Bearer", "authorization")
@@ -411,7 +412,7 @@ mod tests {
             "Debug must not print the token"
         );
         let paths = |s: &str| -> Vec<String> {
-            check_component::<BearerTokenAuthConfig>(&yaml(s))
+            hotspan_config::yaml_errors::<BearerTokenAuthConfig>(s)
                 .into_iter()
                 .map(|e| e.path)
                 .collect()

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Kind};
+use hotspan_config::{ComponentConfig, FieldError, Kind};
 use serde::Deserialize;
 
-use crate::component::{BoxError, BuildContext, BuiltExtension, ExtensionFactory, Lifecycle};
+use crate::component::{BoxError, BuildContext, BuiltExtension, ComponentType, ExtensionType, Lifecycle};
 
 /// otelcol's `file_storage` keys (the ones that apply to files hotspan writes itself).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -62,17 +62,13 @@ impl ComponentConfig for FileStorageConfig {
     }
 }
 
-pub struct Factory;
+impl ComponentType for FileStorage {
+    const TYPE_NAME: &'static str = "file_storage";
+    type Config = FileStorageConfig;
+}
 
-impl ExtensionFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "file_storage"
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<FileStorageConfig>(config)
-    }
-    fn build(&self, _ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExtension, BoxError> {
-        let config: FileStorageConfig = parse_component(config)?;
+impl ExtensionType for FileStorage {
+    fn build(_ctx: &BuildContext, config: FileStorageConfig) -> Result<BuiltExtension, BoxError> {
         Ok(BuiltExtension::of(Arc::new(FileStorage::open(config)?)))
     }
 }
@@ -173,16 +169,18 @@ mod tests {
 
     #[test]
     fn config_defaults_and_validation() {
-        let c: FileStorageConfig = serde_yaml::from_str("directory: /tmp/x\nfsync: true").unwrap();
+        let c: FileStorageConfig = hotspan_config::parse_yaml(
+            "directory: /tmp/x
+fsync: true",
+        )
+        .unwrap();
         assert_eq!(c.timeout, Duration::from_secs(1));
         assert!(c.fsync && !c.create_directory);
-        assert!(
-            check_component::<FileStorageConfig>(&serde_yaml::from_str("directory: /x").unwrap()).is_empty()
-        );
-        let errs = check_component::<FileStorageConfig>(&serde_yaml::from_str("timeout: 0s").unwrap());
+        assert!(hotspan_config::yaml_errors::<FileStorageConfig>("directory: /x").is_empty());
+        let errs = hotspan_config::yaml_errors::<FileStorageConfig>("timeout: 0s");
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["directory", "timeout"]);
-        let errs = check_component::<FileStorageConfig>(&serde_yaml::from_str("directry: /x").unwrap());
+        let errs = hotspan_config::yaml_errors::<FileStorageConfig>("directry: /x");
         assert_eq!(errs.len(), 1, "unknown keys are refused: {errs:?}");
     }
 

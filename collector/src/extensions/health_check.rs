@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError};
+use hotspan_config::{ComponentConfig, FieldError};
 use serde::Deserialize;
 use tracing::info;
 
-use crate::component::{BoxError, BuildContext, BuiltExtension, ExtensionFactory, Lifecycle};
+use crate::component::{BoxError, BuildContext, BuiltExtension, ComponentType, ExtensionType, Lifecycle};
 use crate::net::{bind, serve_http, ServerHandle};
 use crate::receivers::otlp::check_endpoint;
 use crate::telemetry::{Status, Telemetry};
@@ -44,26 +44,23 @@ impl ComponentConfig for HealthCheckConfig {
     }
 }
 
-pub struct Factory;
+impl ComponentType for HealthCheck {
+    const TYPE_NAME: &'static str = "health_check";
+    type Config = HealthCheckConfig;
+}
 
-impl ExtensionFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "health_check"
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<HealthCheckConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExtension, BoxError> {
+impl ExtensionType for HealthCheck {
+    fn build(ctx: &BuildContext, config: HealthCheckConfig) -> Result<BuiltExtension, BoxError> {
         Ok(BuiltExtension::of(Arc::new(HealthCheck {
             name: ctx.name(),
-            config: parse_component(config)?,
+            config,
             telemetry: ctx.telemetry.clone(),
             server: Mutex::new(None),
         })))
     }
 }
 
-struct HealthCheck {
+pub struct HealthCheck {
     name: String,
     config: HealthCheckConfig,
     telemetry: Arc<Telemetry>,
@@ -90,8 +87,11 @@ impl Lifecycle for HealthCheck {
         let router = axum::Router::new()
             .route(&self.config.path, axum::routing::get(health))
             .with_state(self.telemetry.clone());
-        let span = tracing::info_span!("component", kind = "extension", id = %self.name);
-        let server = serve_http(bind(&self.config.endpoint).await?, router, span)?;
+        let server = serve_http(
+            bind(&self.config.endpoint).await?,
+            router,
+            tracing::Span::current(),
+        )?;
         info!(extension = %self.name, address = %server.addr, "health check listening");
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         Ok(())

@@ -17,16 +17,12 @@ use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use hotspan_config::{check_component, parse_component, ComponentConfig, ComponentId, FieldError, Signal};
-use hotspan_proto::{Batch, TracesBatch};
+use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_proto::TracesBatch;
 use serde::Deserialize;
 use tracing::info;
 
-use crate::component::{
-    BoxError, BuildContext, BuiltExporter, BuiltExtension, Exporter, ExporterFactory, ExtensionFactory,
-    Lifecycle,
-};
-use crate::exporters::ExportError;
+use crate::component::{BoxError, BuildContext, BuiltExtension, ComponentType, ExtensionType, Lifecycle};
 use crate::net::{bind, serve_http, ServerHandle};
 use crate::receivers::otlp::check_endpoint;
 use crate::report::flame::{self, duration, escape, leaf_frames};
@@ -128,17 +124,13 @@ impl SpanSink {
     }
 }
 
-pub struct Factory;
+impl ComponentType for HotspanUi {
+    const TYPE_NAME: &'static str = "hotspan_ui";
+    type Config = HotspanUiConfig;
+}
 
-impl ExtensionFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "hotspan_ui"
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<HotspanUiConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExtension, BoxError> {
-        let config: HotspanUiConfig = parse_component(config)?;
+impl ExtensionType for HotspanUi {
+    fn build(ctx: &BuildContext, config: HotspanUiConfig) -> Result<BuiltExtension, BoxError> {
         Ok(BuiltExtension::of(Arc::new(HotspanUi {
             name: ctx.name(),
             sink: Arc::new(SpanSink::new(config.capacity, &config.attribute_prefix)),
@@ -181,8 +173,11 @@ impl Lifecycle for HotspanUi {
             .route("/span/{id}", axum::routing::get(span_page))
             .route("/span/{id}/flame.svg", axum::routing::get(span_svg))
             .with_state(page);
-        let span = tracing::info_span!("component", kind = "extension", id = %self.name);
-        let server = serve_http(bind(&self.config.endpoint).await?, router, span)?;
+        let server = serve_http(
+            bind(&self.config.endpoint).await?,
+            router,
+            tracing::Span::current(),
+        )?;
         info!(extension = %self.name, address = %server.addr, "hotspan_ui listening");
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         Ok(())
@@ -369,70 +364,10 @@ async fn span_svg(State(page): State<Page>, Path(id): Path<String>) -> Response 
     }
 }
 
-/// The `hotspan_ui` exporter's config: which extension gets the spans.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HotspanUiExporterConfig {
-    pub extension: String,
-}
-
-impl Default for HotspanUiExporterConfig {
-    fn default() -> Self {
-        HotspanUiExporterConfig {
-            extension: "hotspan_ui".into(),
-        }
-    }
-}
-
-impl ComponentConfig for HotspanUiExporterConfig {
-    fn validate(&self, errs: &mut Vec<FieldError>) {
-        if let Err(e) = self.extension.parse::<ComponentId>() {
-            errs.push(FieldError {
-                path: "extension".into(),
-                message: e.to_string(),
-            });
-        }
-    }
-}
-
-/// The exporter that feeds the page.
-pub struct UiExporterFactory;
-
-impl ExporterFactory for UiExporterFactory {
-    fn type_name(&self) -> &'static str {
-        "hotspan_ui"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<HotspanUiExporterConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
-        let config: HotspanUiExporterConfig = parse_component(config)?;
-        let id: ComponentId = config.extension.parse()?;
-        let ui = ctx.extensions.get::<HotspanUi>(&id, "hotspan_ui extension")?;
-        Ok(BuiltExporter::direct(UiExporter { sink: ui.sink() }))
-    }
-}
-
-struct UiExporter {
-    sink: Arc<SpanSink>,
-}
-
-#[async_trait]
-impl Exporter for UiExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        if let Batch::Traces(traces) = batch {
-            self.sink.record(traces);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hotspan_config::ComponentValue;
     use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
     use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
@@ -471,12 +406,15 @@ mod tests {
 
     #[test]
     fn config_defaults_and_problems() {
-        let c: HotspanUiConfig = parse_component(&serde_yaml::Value::Null).unwrap_or_default();
+        let parse = |text: &str| {
+            ComponentValue::from_yaml(text)
+                .unwrap()
+                .parse::<HotspanUiConfig>()
+        };
+        let c = parse("{}").unwrap();
         assert_eq!(c.endpoint, "127.0.0.1:55680");
         assert_eq!(c.capacity, 1000);
-        let bad: serde_yaml::Value = serde_yaml::from_str("{capacity: 0, window: 0s}").unwrap_or_default();
-        assert_eq!(Factory.check(&bad).len(), 2);
-        let unknown: serde_yaml::Value = serde_yaml::from_str("{nope: 1}").unwrap_or_default();
-        assert!(!Factory.check(&unknown).is_empty());
+        assert_eq!(parse("{capacity: 0, window: 0s}").unwrap_err().len(), 2);
+        assert!(parse("{nope: 1}").is_err());
     }
 }

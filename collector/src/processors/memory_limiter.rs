@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
-use hotspan_processors::{Admission, Processor, ProcessorFactory};
+use hotspan_config::{ComponentConfig, FieldError, Signal};
+use hotspan_processors::{Admission, Processor};
+
+use crate::component::{BoxError, ComponentType, ProcessorType};
 use hotspan_proto::Batch;
 use serde::Deserialize;
 use tracing::warn;
@@ -190,32 +192,29 @@ impl Admission for Limiter {
     }
 }
 
-pub struct Factory;
+pub struct MemoryLimiter;
 
-impl ProcessorFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "memory_limiter"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Metrics, Signal::Logs, Signal::Profiles]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<MemoryLimiterConfig>(config)
-    }
-    fn build(&self, config: &serde_yaml::Value) -> Result<Box<dyn Processor>, FieldError> {
-        let config: MemoryLimiterConfig = parse_component(config)?;
-        Ok(Box::new(MemoryLimiter {
+impl ComponentType for MemoryLimiter {
+    const TYPE_NAME: &'static str = "memory_limiter";
+    type Config = MemoryLimiterConfig;
+}
+
+impl ProcessorType for MemoryLimiter {
+    const SIGNALS: &'static [Signal] = &Signal::ALL;
+
+    fn build(config: MemoryLimiterConfig) -> Result<Box<dyn Processor>, BoxError> {
+        Ok(Box::new(AtAdmission {
             limiter: Arc::new(Limiter::new(&config, heap_bytes)),
         }))
     }
 }
 
 /// In the pipeline it passes data through; its work is done at admission.
-struct MemoryLimiter {
+struct AtAdmission {
     limiter: Arc<Limiter>,
 }
 
-impl Processor for MemoryLimiter {
+impl Processor for AtAdmission {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         out.push(batch);
     }
@@ -262,7 +261,7 @@ mod tests {
 
     #[test]
     fn config_rules() {
-        let check = |y: &str| check_component::<MemoryLimiterConfig>(&serde_yaml::from_str(y).expect("yaml"));
+        let check = |y: &str| hotspan_config::yaml_errors::<MemoryLimiterConfig>(y);
         assert_eq!(check("{limit_mib: 512, spike_limit_mib: 128}"), vec![]);
         assert_eq!(check("{}")[0].path, "limit_mib");
         assert_eq!(

@@ -1,3 +1,5 @@
-//! Processors that need the process itself (its memory); the rest live in hotspan-processors.
+//! Processors, one module each; their logic may live in hotspan-processors (socket-free) or
+//! here (memory_limiter reads the process's own memory).
 
+pub mod batch;
 pub mod memory_limiter;

@@ -9,7 +9,7 @@ use hotspan_proto::{Batch, Encoding};
 use tracing::debug;
 
 use crate::consumer::{ConsumeError, SignalConsumers};
-use crate::exporters::runtime::item_unit;
+use crate::exporterhelper::item_unit;
 use crate::telemetry::{Counter, Telemetry};
 
 /// How long a receiver waits for a full pipeline before telling the client to retry.

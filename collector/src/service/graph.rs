@@ -9,7 +9,7 @@ use super::stage::Stage;
 use super::Node;
 use crate::component::{BoxError, BuildContext, ConsumerComponent, Extensions, Lifecycle};
 use crate::consumer::{Fanout, SharedConsumer, SignalConsumers};
-use crate::exporters::runtime::ExporterRuntime;
+use crate::exporterhelper::ExporterRuntime;
 use crate::registry::Registry;
 use crate::telemetry::Telemetry;
 
@@ -51,10 +51,10 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
             extensions: &services,
         };
         let built = factory
-            .build(&ctx, &config.extensions[id])
+            .build(&ctx, &config.extensions[id].parsed)
             .map_err(|e| format!("extensions.{id}: {e}"))?;
         services.insert(id.clone(), built.service);
-        extensions.push((id.to_string(), built.lifecycle));
+        extensions.push(Node::new("extension", id.to_string(), built.lifecycle));
     }
     let mut b = Builder {
         config,
@@ -86,9 +86,9 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
             extensions: &services,
         };
         let receiver = factory
-            .build(&ctx, &config.receivers[id], next)
+            .build(&ctx, &config.receivers[id].parsed, next)
             .map_err(|e| format!("receivers.{id}: {e}"))?;
-        receivers.push((id.to_string(), receiver));
+        receivers.push(Node::new("receiver", id.to_string(), receiver));
     }
     // Pipelines fed only by connectors were built on the way; any left over have no input.
     for pid in config.service.pipelines.keys() {
@@ -97,7 +97,7 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
     let exporters = b
         .exporters
         .iter()
-        .map(|(id, e)| (id.to_string(), e.clone() as Arc<dyn Lifecycle>))
+        .map(|(id, e)| Node::new("exporter", id.to_string(), e.clone() as Arc<dyn Lifecycle>))
         .collect();
     let mut middle = b.created;
     middle.reverse();
@@ -154,8 +154,8 @@ impl Builder<'_> {
                 .processor(&id.type_name)
                 .ok_or_else(|| unknown(Kind::Processor, id))?;
             let processor = factory
-                .build(&self.config.processors[id])
-                .map_err(|e| format!("processors.{id}.{}: {}", e.path, e.message))?;
+                .build(&self.config.processors[id].parsed)
+                .map_err(|e| format!("processors.{id}: {e}"))?;
             let name = format!("{id} in {pid}");
             let dropped = self.telemetry.metrics.counter(
                 "hotspan_processor_dropped_items",
@@ -163,7 +163,7 @@ impl Builder<'_> {
                 &[("processor", &id.to_string()), ("pipeline", &pid.to_string())],
             );
             let stage = Arc::new(Stage::new(name.clone(), processor, next, dropped));
-            self.created.push((name, stage.clone()));
+            self.created.push(Node::new("processor", name, stage.clone()));
             next = stage;
         }
         self.heads.insert(pid.clone(), next.clone());
@@ -193,7 +193,7 @@ impl Builder<'_> {
             extensions: self.extensions,
         };
         let built = factory
-            .build(&ctx, &self.config.exporters[id])
+            .build(&ctx, &self.config.exporters[id].parsed)
             .map_err(|e| format!("exporters.{id}: {e}"))?;
         let signals: Vec<Signal> = signals.into_iter().collect();
         let runtime = Arc::new(
@@ -220,10 +220,13 @@ impl Builder<'_> {
             extensions: self.extensions,
         };
         let connector = factory
-            .build(&ctx, &self.config.connectors[id], next)
+            .build(&ctx, &self.config.connectors[id].parsed, next)
             .map_err(|e| format!("connectors.{id}: {e}"))?;
-        self.created
-            .push((id.to_string(), connector.clone() as Arc<dyn Lifecycle>));
+        self.created.push(Node::new(
+            "connector",
+            id.to_string(),
+            connector.clone() as Arc<dyn Lifecycle>,
+        ));
         self.connectors.insert(id.clone(), connector.clone());
         Ok(connector)
     }

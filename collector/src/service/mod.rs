@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hotspan_config::{Config, MetricsLevel};
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use crate::component::{BoxError, Lifecycle};
 use crate::net::{bind, serve_http, ServerHandle};
@@ -18,8 +18,23 @@ use crate::telemetry::{Status, Telemetry};
 /// Where self metrics are served when the config does not say.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:8888";
 
-/// A built component and the name logs use for it.
-type Node = (String, Arc<dyn Lifecycle>);
+/// A built component, the name logs use for it, and the tracing span it runs in: made once
+/// here, so every component's logs carry its kind and id without each making its own.
+struct Node {
+    name: String,
+    span: tracing::Span,
+    component: Arc<dyn Lifecycle>,
+}
+
+impl Node {
+    fn new(kind: &str, name: String, component: Arc<dyn Lifecycle>) -> Self {
+        Node {
+            span: tracing::info_span!("component", kind, id = %name),
+            name,
+            component,
+        }
+    }
+}
 
 pub struct Service {
     pub telemetry: Arc<Telemetry>,
@@ -81,8 +96,13 @@ impl Service {
             .chain(&self.exporters)
             .chain(self.middle.iter().rev())
             .chain(&self.receivers);
-        for (name, component) in downstream_first {
-            component.start().await.map_err(|e| format!("{name}: {e}"))?;
+        for node in downstream_first {
+            // Tasks the component spawns inside `start` keep its span (`in_current_span`).
+            node.component
+                .start()
+                .instrument(node.span.clone())
+                .await
+                .map_err(|e| format!("{}: {e}", node.name))?;
         }
         self.telemetry.set_status(Status::Running);
         Ok(())
@@ -97,10 +117,13 @@ impl Service {
             .chain(&self.middle)
             .chain(&self.exporters)
             .chain(&self.extensions);
-        for (name, component) in upstream_first {
-            component.shutdown(deadline).await;
+        for node in upstream_first {
+            node.component
+                .shutdown(deadline)
+                .instrument(node.span.clone())
+                .await;
             if Instant::now() > deadline {
-                error!(component = %name, "shutdown deadline passed");
+                error!(component = %node.name, "shutdown deadline passed");
             }
         }
         if let Some(server) = self.metrics_server.take() {

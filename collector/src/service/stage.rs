@@ -8,10 +8,10 @@ use hotspan_processors::{Admission, Processor};
 use hotspan_proto::Batch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{error, warn, Instrument};
+use tracing::{error, Instrument};
 
 use crate::component::{BoxError, Lifecycle};
-use crate::consumer::{BoxFuture, ConsumeError, Consumer, SharedConsumer};
+use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
 use crate::telemetry::Counter;
 
 /// Batches a stage holds before `consume` makes its caller wait. Small: a full stage is
@@ -79,9 +79,7 @@ impl Consumer for Stage {
     }
 }
 
-/// Hands a processor's output on. What the stage took was acknowledged upstream, so a
-/// retryable refusal is retried (holding the stage, which is the backpressure) until it
-/// succeeds or shutdown's deadline passes.
+/// Hands a processor's output on; what cannot be handed on is counted and logged.
 async fn forward(
     name: &str,
     out: &mut Vec<Batch>,
@@ -89,37 +87,11 @@ async fn forward(
     deadline: &OnceLock<Instant>,
     dropped: &Counter,
 ) {
-    for mut batch in out.drain(..) {
-        let mut wait = Duration::from_millis(50);
+    for batch in out.drain(..) {
         let items = batch.item_count() as u64;
-        loop {
-            let give_up = |why: &str, reason: &str| {
-                dropped.add(items);
-                error!(stage = name, items, error = %reason, "{why}; dropped");
-            };
-            match next.consume(batch).await {
-                Ok(()) => break,
-                Err(ConsumeError::Permanent(reason)) => {
-                    break give_up("downstream refused data for good", &reason)
-                }
-                Err(ConsumeError::Retryable {
-                    reason, batch: None, ..
-                }) => break give_up("downstream refused data and kept none to retry", &reason),
-                Err(ConsumeError::Retryable {
-                    reason,
-                    retry_after,
-                    batch: Some(returned),
-                }) => {
-                    let wait_now = retry_after.unwrap_or(wait);
-                    if deadline.get().is_some_and(|d| Instant::now() + wait_now > *d) {
-                        break give_up("shutdown deadline passed", &reason);
-                    }
-                    warn!(stage = name, error = %reason, "downstream busy, retrying");
-                    tokio::time::sleep(wait_now).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                    batch = *returned;
-                }
-            }
+        if let Err(reason) = hand_on(name, next, batch, deadline).await {
+            dropped.add(items);
+            error!(stage = name, items, error = %reason, "dropped");
         }
     }
 }
@@ -137,7 +109,6 @@ impl Lifecycle for Stage {
             self.deadline.clone(),
             self.dropped.clone(),
         );
-        let span = tracing::info_span!("component", kind = "processor", id = %self.name);
         let task = tokio::spawn(
             async move {
                 let mut out = Vec::new();
@@ -157,7 +128,7 @@ impl Lifecycle for Stage {
                     forward(&name, &mut out, &next, &deadline, &dropped).await;
                 }
             }
-            .instrument(span),
+            .in_current_span(),
         );
         *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(())

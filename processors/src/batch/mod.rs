@@ -6,30 +6,11 @@ mod tests;
 
 use std::time::Instant;
 
-use hotspan_config::{check_component, parse_component, FieldError, Signal};
 use hotspan_proto::Batch;
 
 pub use config::BatchConfig;
 
-use crate::{Processor, ProcessorFactory};
-
-pub struct Factory;
-
-impl ProcessorFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "batch"
-    }
-    // Profiles carry a per-request dictionary, so merging them is not a concatenation.
-    fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Metrics, Signal::Logs]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<BatchConfig>(config)
-    }
-    fn build(&self, config: &serde_yaml::Value) -> Result<Box<dyn Processor>, FieldError> {
-        Ok(Box::new(BatchProcessor::new(parse_component(config)?)))
-    }
-}
+use crate::Processor;
 
 pub struct BatchProcessor {
     config: BatchConfig,

@@ -3,6 +3,8 @@ use std::time::Duration;
 use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use hotspan_proto::{Batch, TracesBatch};
 
+use hotspan_config::ComponentValue;
+
 use super::*;
 
 fn spans(n: usize) -> Batch {
@@ -81,15 +83,11 @@ fn zero_timeout_sends_every_batch_at_once() {
 
 #[test]
 fn config_defaults_and_validation() {
-    let cfg: BatchConfig = hotspan_config::parse_component(&serde_yaml::from_str("{}").unwrap()).unwrap();
-    assert_eq!(cfg, BatchConfig::default());
-    let bad = serde_yaml::from_str("{send_batch_size: 100, send_batch_max_size: 10}").unwrap();
-    let errs = Factory.check(&bad);
+    let parse = |text: &str| ComponentValue::from_yaml(text).unwrap().parse::<BatchConfig>();
+    assert_eq!(parse("{}").unwrap(), BatchConfig::default());
+    let errs = parse("{send_batch_size: 100, send_batch_max_size: 10}").unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].path, "send_batch_max_size");
-    let unknown = serde_yaml::from_str("{send_batch_sise: 100}").unwrap();
-    assert_eq!(Factory.check(&unknown).len(), 1);
-    let timed = serde_yaml::from_str("{timeout: 1s}").unwrap();
-    let cfg: BatchConfig = hotspan_config::parse_component(&timed).unwrap();
-    assert_eq!(cfg.timeout, Duration::from_secs(1));
+    assert_eq!(parse("{send_batch_sise: 100}").unwrap_err().len(), 1);
+    assert_eq!(parse("{timeout: 1s}").unwrap().timeout, Duration::from_secs(1));
 }

@@ -4,7 +4,8 @@
 mod annotate;
 mod config;
 mod extract;
-#[doc(hidden)]
+/// Planted spans and samples with known answers, for tests and benches only.
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 mod join;
 mod model;

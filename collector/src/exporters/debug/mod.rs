@@ -3,13 +3,13 @@
 use std::fmt::Write;
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_config::{ComponentConfig, Signal};
 use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hotspan_proto::Batch;
 use serde::Deserialize;
 use tracing::info;
 
-use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
+use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::ExportError;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -32,20 +32,15 @@ pub struct DebugConfig {
 
 impl ComponentConfig for DebugConfig {}
 
-pub struct Factory;
+impl ComponentType for DebugExporter {
+    const TYPE_NAME: &'static str = "debug";
+    type Config = DebugConfig;
+}
 
-impl ExporterFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "debug"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<DebugConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
-        let config: DebugConfig = parse_component(config)?;
+impl ExporterType for DebugExporter {
+    const SIGNALS: &'static [Signal] = &Signal::ALL;
+
+    fn build(ctx: &BuildContext, config: DebugConfig) -> Result<BuiltExporter, BoxError> {
         Ok(BuiltExporter::direct(DebugExporter {
             name: ctx.name(),
             verbosity: config.verbosity,
@@ -53,7 +48,7 @@ impl ExporterFactory for Factory {
     }
 }
 
-struct DebugExporter {
+pub struct DebugExporter {
     name: String,
     verbosity: Verbosity,
 }

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_config::{ComponentConfig, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
+use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::ExportError;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -60,20 +60,15 @@ impl ComponentConfig for FileConfig {
     }
 }
 
-pub struct Factory;
+impl ComponentType for FileExporter {
+    const TYPE_NAME: &'static str = "file";
+    type Config = FileConfig;
+}
 
-impl ExporterFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "file"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<FileConfig>(config)
-    }
-    fn build(&self, _ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
-        let config: FileConfig = parse_component(config)?;
+impl ExporterType for FileExporter {
+    const SIGNALS: &'static [Signal] = &Signal::ALL;
+
+    fn build(_ctx: &BuildContext, config: FileConfig) -> Result<BuiltExporter, BoxError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,7 +82,7 @@ impl ExporterFactory for Factory {
     }
 }
 
-struct FileExporter {
+pub struct FileExporter {
     /// Lines are written whole under the lock, so concurrent exports never interleave.
     writer: Arc<Mutex<BufWriter<File>>>,
     flush_interval: Duration,

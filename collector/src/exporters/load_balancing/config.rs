@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{ComponentConfig, ExtensionRef, FieldError};
 use serde::Deserialize;
 
 use crate::exporters::otlp_grpc::OtlpGrpcConfig;
@@ -81,6 +81,14 @@ pub struct ProtocolConfig {
 }
 
 impl ComponentConfig for LoadBalancingConfig {
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        let otlp = &self.protocol.otlp;
+        let auth = otlp.auth.as_ref().map(|a| a.extension_ref("protocol.otlp.auth"));
+        auth.into_iter()
+            .chain(otlp.sending_queue.extension_ref("protocol.otlp.sending_queue"))
+            .collect()
+    }
+
     fn validate(&self, errs: &mut Vec<FieldError>) {
         let r = &self.resolver;
         match (&r.static_list, &r.dns) {

@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, FieldError, Signal};
+use hotspan_config::Signal;
 use hotspan_proto::Batch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -73,31 +73,24 @@ pub use config::{
 };
 pub use ring::Ring;
 
-use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
-use crate::exporters::retry::Backoff;
+use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::{otlp_grpc, ExportError, RetryConfig};
 use crate::extensions::bearertokenauth::BearerTokenAuth;
+use crate::retry::Backoff;
 
 /// How long a backend that failed an export stays out of the ring before it is tried again.
 pub const DOWN_FOR: Duration = Duration::from_secs(15);
 
-pub struct Factory;
+impl ComponentType for LoadBalancingExporter {
+    const TYPE_NAME: &'static str = "load_balancing";
+    const ALIASES: &'static [&'static str] = &["loadbalancing"];
+    type Config = LoadBalancingConfig;
+}
 
-impl ExporterFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "load_balancing"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["loadbalancing"]
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Profiles]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<LoadBalancingConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
-        let config: LoadBalancingConfig = parse_component(config)?;
+impl ExporterType for LoadBalancingExporter {
+    const SIGNALS: &'static [Signal] = &[Signal::Traces, Signal::Profiles];
+
+    fn build(ctx: &BuildContext, config: LoadBalancingConfig) -> Result<BuiltExporter, BoxError> {
         let auth = config
             .protocol
             .otlp
@@ -303,7 +296,7 @@ async fn send_parts(backend: Arc<Backend>, parts: Vec<Batch>) -> Outcome {
 }
 
 /// The exporter the runtime holds: the shared state, which the DNS task also holds.
-struct LoadBalancingExporter(Arc<LoadBalancer>);
+pub struct LoadBalancingExporter(Arc<LoadBalancer>);
 
 #[async_trait]
 impl Exporter for LoadBalancingExporter {
@@ -314,7 +307,6 @@ impl Exporter for LoadBalancingExporter {
         // One lookup before data flows; a failure leaves the ring empty and exports waiting.
         self.0.refresh(&dns).await;
         let lb = self.0.clone();
-        let span = tracing::info_span!("component", kind = "exporter", id = %lb.name);
         tokio::spawn(
             async move {
                 let mut tick = tokio::time::interval(dns.interval);
@@ -327,7 +319,7 @@ impl Exporter for LoadBalancingExporter {
                     }
                 }
             }
-            .instrument(span),
+            .in_current_span(),
         );
         Ok(())
     }

@@ -207,14 +207,8 @@ fn batch_dict(b: &Batch) -> Option<&ProfilesDictionary> {
     }
 }
 
-fn config(yaml: &str) -> Result<LoadBalancingConfig, Vec<FieldError>> {
-    let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
-    let errs = check_component::<LoadBalancingConfig>(&value);
-    if errs.is_empty() {
-        Ok(parse_component(&value).expect("parses"))
-    } else {
-        Err(errs)
-    }
+fn config(yaml: &str) -> Result<LoadBalancingConfig, Vec<hotspan_config::FieldError>> {
+    hotspan_config::parse_yaml(yaml)
 }
 
 #[test]

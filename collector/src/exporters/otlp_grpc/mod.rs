@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_config::{ComponentConfig, ExtensionRef, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
 use serde::Deserialize;
 use tonic::codec::CompressionEncoding;
@@ -14,7 +14,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
+use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::{export_path, RawCodec};
@@ -60,6 +60,13 @@ impl Default for OtlpGrpcConfig {
 }
 
 impl ComponentConfig for OtlpGrpcConfig {
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        let auth = self.auth.as_ref().map(|a| a.extension_ref("auth"));
+        auth.into_iter()
+            .chain(self.sending_queue.extension_ref("sending_queue"))
+            .collect()
+    }
+
     fn validate(&self, errs: &mut Vec<FieldError>) {
         if self.endpoint.is_empty() {
             errs.push(FieldError {
@@ -114,23 +121,16 @@ fn channel(config: &OtlpGrpcConfig) -> Result<Channel, BoxError> {
         .connect_with_connector_lazy(connector))
 }
 
-pub struct Factory;
+impl ComponentType for OtlpGrpcExporter {
+    const TYPE_NAME: &'static str = "otlp_grpc";
+    const ALIASES: &'static [&'static str] = &["otlp"];
+    type Config = OtlpGrpcConfig;
+}
 
-impl ExporterFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "otlp_grpc"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["otlp"]
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<OtlpGrpcConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
-        let config: OtlpGrpcConfig = parse_component(config)?;
+impl ExporterType for OtlpGrpcExporter {
+    const SIGNALS: &'static [Signal] = &Signal::ALL;
+
+    fn build(ctx: &BuildContext, config: OtlpGrpcConfig) -> Result<BuiltExporter, BoxError> {
         let auth = config.auth.as_ref().map(|a| a.find(ctx, "auth")).transpose()?;
         Ok(BuiltExporter {
             exporter: exporter(&config, auth)?,
@@ -164,7 +164,7 @@ pub(crate) fn exporter(
     }))
 }
 
-struct OtlpGrpcExporter {
+pub struct OtlpGrpcExporter {
     /// Cheap to clone; multiplexes every worker's calls over one HTTP/2 connection.
     channel: Channel,
     headers: MetadataMap,

@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_config::{ComponentConfig, ExtensionRef, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 
-use crate::component::{BoxError, BuildContext, BuiltExporter, Exporter, ExporterFactory};
+use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::otlp_grpc::{log_partial_success, Compression};
-use crate::exporters::tls::Connector;
 use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::http_path;
+use crate::tls::Connector;
 
 /// The most of a response body read: enough for a partial success or an error message.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -81,6 +81,13 @@ impl OtlpHttpConfig {
 }
 
 impl ComponentConfig for OtlpHttpConfig {
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        let auth = self.auth.as_ref().map(|a| a.extension_ref("auth"));
+        auth.into_iter()
+            .chain(self.sending_queue.extension_ref("sending_queue"))
+            .collect()
+    }
+
     fn validate(&self, errs: &mut Vec<FieldError>) {
         let mut urls = vec![("endpoint", self.endpoint.as_str())];
         if let Some(t) = &self.traces_endpoint {
@@ -125,23 +132,16 @@ impl ComponentConfig for OtlpHttpConfig {
     }
 }
 
-pub struct Factory;
+impl ComponentType for OtlpHttpExporter {
+    const TYPE_NAME: &'static str = "otlp_http";
+    const ALIASES: &'static [&'static str] = &["otlphttp"];
+    type Config = OtlpHttpConfig;
+}
 
-impl ExporterFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "otlp_http"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["otlphttp"]
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<OtlpHttpConfig>(config)
-    }
-    fn build(&self, ctx: &BuildContext, config: &serde_yaml::Value) -> Result<BuiltExporter, BoxError> {
-        let config: OtlpHttpConfig = parse_component(config)?;
+impl ExporterType for OtlpHttpExporter {
+    const SIGNALS: &'static [Signal] = &Signal::ALL;
+
+    fn build(ctx: &BuildContext, config: OtlpHttpConfig) -> Result<BuiltExporter, BoxError> {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             headers.insert(
@@ -182,7 +182,7 @@ impl ExporterFactory for Factory {
     }
 }
 
-struct OtlpHttpExporter {
+pub struct OtlpHttpExporter {
     /// Pools connections (HTTP/1.1, or h2 when TLS negotiates it).
     client: Client<Connector, Full<Bytes>>,
     /// Whether the connector speaks TLS; URLs must then be https://.
@@ -289,8 +289,7 @@ mod tests {
     use super::*;
 
     fn paths(yaml: &str) -> Vec<String> {
-        let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
-        check_component::<OtlpHttpConfig>(&value)
+        hotspan_config::yaml_errors::<OtlpHttpConfig>(yaml)
             .into_iter()
             .map(|e| e.path)
             .collect()

@@ -1,4 +1,4 @@
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{ComponentConfig, ExtensionRef, FieldError};
 use serde::Deserialize;
 
 use crate::extensions::bearertokenauth::AuthConfig;
@@ -90,6 +90,16 @@ pub(crate) fn check_endpoint(endpoint: &str, path: &str, errs: &mut Vec<FieldErr
 }
 
 impl ComponentConfig for OtlpReceiverConfig {
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        let p = &self.protocols;
+        let grpc = p.grpc.as_ref().and_then(|g| g.auth.as_ref());
+        let http = p.http.as_ref().and_then(|h| h.auth.as_ref());
+        let grpc = grpc.map(|a| a.extension_ref("protocols.grpc.auth"));
+        grpc.into_iter()
+            .chain(http.map(|a| a.extension_ref("protocols.http.auth")))
+            .collect()
+    }
+
     fn validate(&self, errs: &mut Vec<FieldError>) {
         let p = &self.protocols;
         if p.grpc.is_none() && p.http.is_none() {

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, FieldError, Signal};
+use hotspan_config::Signal;
 use tracing::info;
 
 pub(crate) use config::check_endpoint;
 pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig};
 
-use crate::component::{BoxError, BuildContext, Lifecycle, ReceiverFactory};
+use crate::component::{BoxError, BuildContext, ComponentType, Lifecycle, ReceiverType};
 use crate::consumer::SignalConsumers;
 use crate::extensions::bearertokenauth::{Protocol, ServerAuth};
 use crate::net::{bind, serve_grpc, serve_http_tls, ServerHandle};
@@ -24,25 +24,19 @@ use crate::receivers::ingest::Ingest;
 use crate::telemetry::Telemetry;
 use crate::tls::{load_server, ALPN_GRPC, ALPN_HTTP};
 
-pub struct Factory;
+impl ComponentType for OtlpReceiver {
+    const TYPE_NAME: &'static str = "otlp";
+    type Config = OtlpReceiverConfig;
+}
 
-impl ReceiverFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "otlp"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<OtlpReceiverConfig>(config)
-    }
+impl ReceiverType for OtlpReceiver {
+    const SIGNALS: &'static [Signal] = &Signal::ALL;
+
     fn build(
-        &self,
         ctx: &BuildContext,
-        config: &serde_yaml::Value,
+        config: OtlpReceiverConfig,
         next: SignalConsumers,
     ) -> Result<Arc<dyn Lifecycle>, BoxError> {
-        let config: OtlpReceiverConfig = parse_component(config)?;
         let (grpc, http) = (&config.protocols.grpc, &config.protocols.http);
         let grpc_security = match grpc {
             None => Security::default(),
@@ -91,7 +85,7 @@ pub struct OtlpReceiver {
 #[async_trait]
 impl Lifecycle for OtlpReceiver {
     async fn start(&self) -> Result<(), BoxError> {
-        let span = || tracing::info_span!("component", kind = "receiver", id = %self.name);
+        let span = tracing::Span::current;
         // Each server is recorded as soon as it runs, so a later failure still stops it.
         let record = |server: ServerHandle| {
             self.servers

@@ -1,23 +1,19 @@
-use hotspan_config::{check_component, parse_component};
+use hotspan_config::{parse_yaml, yaml_errors};
 
 use super::*;
 
-fn yaml(s: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(s).expect("test yaml")
-}
-
 #[test]
 fn present_protocol_with_no_settings_gets_defaults() {
-    let cfg: OtlpReceiverConfig = parse_component(&yaml("protocols: {grpc: null}")).expect("parses");
+    let cfg: OtlpReceiverConfig = parse_yaml("protocols: {grpc: null}").expect("parses");
     assert_eq!(cfg.protocols.grpc, Some(GrpcConfig::default()));
     assert_eq!(cfg.protocols.http, None);
 }
 
 #[test]
 fn config_round_trips_known_keys_and_refuses_others() {
-    let cfg: OtlpReceiverConfig = parse_component(&yaml(
+    let cfg: OtlpReceiverConfig = parse_yaml(
         "protocols: {grpc: {endpoint: '0.0.0.0:5317', max_recv_msg_size_mib: 8}, http: {endpoint: 'localhost:5318', max_request_body_size: 1000}}",
-    ))
+    )
     .expect("parses");
     let g = cfg.protocols.grpc.expect("grpc");
     assert_eq!(
@@ -26,16 +22,16 @@ fn config_round_trips_known_keys_and_refuses_others() {
     );
     assert_eq!(cfg.protocols.http.expect("http").max_request_body_size, 1000);
 
-    let errs = check_component::<OtlpReceiverConfig>(&yaml("protocols: {grpc: {endpont: x}}"));
+    let errs = yaml_errors::<OtlpReceiverConfig>("protocols: {grpc: {endpont: x}}");
     assert_eq!(errs.len(), 1);
     assert!(errs[0].path.starts_with("protocols.grpc"), "{errs:?}");
 }
 
 #[test]
 fn validation_reports_each_problem_with_its_path() {
-    let errs = check_component::<OtlpReceiverConfig>(&yaml(
+    let errs = yaml_errors::<OtlpReceiverConfig>(
         "protocols: {grpc: {endpoint: 'nohost', max_recv_msg_size_mib: 0}, http: {traces_url_path: 'v1/traces'}}",
-    ));
+    );
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -45,6 +41,6 @@ fn validation_reports_each_problem_with_its_path() {
             "protocols.http.traces_url_path"
         ]
     );
-    let none = check_component::<OtlpReceiverConfig>(&yaml("protocols: {}"));
+    let none = yaml_errors::<OtlpReceiverConfig>("protocols: {}");
     assert_eq!(none[0].path, "protocols");
 }

@@ -16,13 +16,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use hotspan_config::{check_component, parse_component, ComponentConfig, FieldError, Signal};
+use hotspan_config::{ComponentConfig, ExtensionRef, FieldError, Signal};
 use hotspan_proto::otlp::common::v1::KeyValue;
 use serde::Deserialize;
 use tracing::info;
 
 use super::pprof_common::{attributes, convert, string_attribute, CorrelationLabels};
-use crate::component::{BoxError, BuildContext, Lifecycle, ReceiverFactory};
+use crate::component::{BoxError, BuildContext, ComponentType, Lifecycle, ReceiverType};
 use crate::consumer::{ConsumeError, SignalConsumers};
 use crate::extensions::bearertokenauth::{AuthConfig, Protocol, ServerAuth};
 use crate::net::{bind, serve_http_tls, ServerHandle};
@@ -64,6 +64,10 @@ impl Default for PprofConfig {
 }
 
 impl ComponentConfig for PprofConfig {
+    fn extensions(&self) -> Vec<ExtensionRef> {
+        self.auth.iter().map(|a| a.extension_ref("auth")).collect()
+    }
+
     fn validate(&self, errs: &mut Vec<FieldError>) {
         check_endpoint(&self.endpoint, "endpoint", errs);
         if self.max_request_body_size == 0 {
@@ -78,25 +82,19 @@ impl ComponentConfig for PprofConfig {
     }
 }
 
-pub struct Factory;
+impl ComponentType for PprofReceiver {
+    const TYPE_NAME: &'static str = "pprof";
+    type Config = PprofConfig;
+}
 
-impl ReceiverFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "pprof"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &[Signal::Profiles]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<PprofConfig>(config)
-    }
+impl ReceiverType for PprofReceiver {
+    const SIGNALS: &'static [Signal] = &[Signal::Profiles];
+
     fn build(
-        &self,
         ctx: &BuildContext,
-        config: &serde_yaml::Value,
+        config: PprofConfig,
         next: SignalConsumers,
     ) -> Result<Arc<dyn Lifecycle>, BoxError> {
-        let config: PprofConfig = parse_component(config)?;
         Ok(Arc::new(PprofReceiver {
             name: ctx.name(),
             tls: load_server(&config.tls, ALPN_HTTP, "tls")?,
@@ -109,7 +107,7 @@ impl ReceiverFactory for Factory {
     }
 }
 
-struct PprofReceiver {
+pub struct PprofReceiver {
     name: String,
     config: PprofConfig,
     /// Loaded when built, so a bad certificate fails the build, not the start.
@@ -145,9 +143,13 @@ impl Lifecycle for PprofReceiver {
                 self.config.max_request_body_size,
             ))
             .with_state(shared);
-        let span = tracing::info_span!("component", kind = "receiver", id = %self.name);
         let router = ServerAuth::guard(self.auth.clone(), router);
-        let server = serve_http_tls(bind(&self.config.endpoint).await?, router, self.tls.clone(), span)?;
+        let server = serve_http_tls(
+            bind(&self.config.endpoint).await?,
+            router,
+            self.tls.clone(),
+            tracing::Span::current(),
+        )?;
         info!(receiver = %self.name, address = %server.addr, tls = self.tls.is_some(), "pprof push listening on /ingest and /v1/pprof");
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         Ok(())

@@ -35,11 +35,10 @@ fn times_are_told_apart_by_digit_count() {
 
 #[test]
 fn config_defaults_and_checks() {
-    let cfg: PprofConfig = parse_component(&serde_yaml::from_str("{}").expect("yaml")).expect("parses");
+    let cfg: PprofConfig = hotspan_config::parse_yaml("{}").expect("parses");
     assert_eq!(cfg, PprofConfig::default());
-    let errs = check_component::<PprofConfig>(
-        &serde_yaml::from_str("{endpoint: nope, correlation: {span_id_labels: [sid]}}").expect("yaml"),
-    );
+    let errs =
+        hotspan_config::yaml_errors::<PprofConfig>("{endpoint: nope, correlation: {span_id_labels: [sid]}}");
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].path, "endpoint");
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hotspan_config::{check_component, parse_component, FieldError, Signal};
+use hotspan_config::Signal;
 use hotspan_proto::Batch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,30 +20,24 @@ use tracing::{debug, info, warn, Instrument};
 pub use config::{PprofScrapeConfig, ProfileKind, Target};
 
 use super::pprof_common::{attributes, convert, string_attribute};
-use crate::component::{BoxError, BuildContext, Lifecycle, ReceiverFactory};
+use crate::component::{BoxError, BuildContext, ComponentType, Lifecycle, ReceiverType};
 use crate::consumer::{ConsumeError, SignalConsumers};
 use crate::receivers::ingest::{Ingest, IngestError};
 use crate::telemetry::{Counter, Telemetry};
 
-pub struct Factory;
+impl ComponentType for PprofScrape {
+    const TYPE_NAME: &'static str = "pprof_scrape";
+    type Config = PprofScrapeConfig;
+}
 
-impl ReceiverFactory for Factory {
-    fn type_name(&self) -> &'static str {
-        "pprof_scrape"
-    }
-    fn signals(&self) -> &'static [Signal] {
-        &[Signal::Profiles]
-    }
-    fn check(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        check_component::<PprofScrapeConfig>(config)
-    }
+impl ReceiverType for PprofScrape {
+    const SIGNALS: &'static [Signal] = &[Signal::Profiles];
+
     fn build(
-        &self,
         ctx: &BuildContext,
-        config: &serde_yaml::Value,
+        config: PprofScrapeConfig,
         next: SignalConsumers,
     ) -> Result<Arc<dyn Lifecycle>, BoxError> {
-        let config: PprofScrapeConfig = parse_component(config)?;
         let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
         Ok(Arc::new(PprofScrape {
             name: ctx.name(),
@@ -57,7 +51,7 @@ impl ReceiverFactory for Factory {
     }
 }
 
-struct PprofScrape {
+pub struct PprofScrape {
     name: String,
     config: PprofScrapeConfig,
     ingest: Arc<Ingest>,
@@ -263,8 +257,7 @@ impl Lifecycle for PprofScrape {
                     stop: self.stop.clone(),
                     outcomes: Outcomes::new(&self.telemetry, &self.name, &target.endpoint, kind.path()),
                 };
-                let span = tracing::info_span!("component", kind = "receiver", id = %self.name);
-                tasks.push(tokio::spawn(scraper.run().instrument(span)));
+                tasks.push(tokio::spawn(scraper.run().in_current_span()));
             }
         }
         info!(receiver = %self.name, targets = self.config.targets.len(), interval = ?self.config.scrape_interval, "scraping pprof");

@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::{check_min_version, protocol_versions, provider, read_certs, read_key, read_roots};
 use crate::component::BoxError;
-use crate::tls::{check_min_version, protocol_versions, provider, read_certs, read_key, read_roots};
 
 /// otelcol's client `tls` block. TLS is on for `https://` endpoints, and for endpoints with no
 /// scheme unless `insecure`.

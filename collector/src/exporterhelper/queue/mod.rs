@@ -1,13 +1,16 @@
-//! The sending queue between an exporter's consumers and its workers. One interface, so a
-//! file-backed queue can stand where the in-memory one does.
+//! The sending queue between an exporter's consumers and its workers. One interface, two
+//! implementations: in memory, and in files (`sending_queue.storage`).
 
-use std::sync::{Arc, Mutex};
+mod file;
+mod memory;
+
+pub use file::{FileQueue, FileQueueOptions};
+pub use memory::MemoryQueue;
 
 use async_trait::async_trait;
-use hotspan_config::{ComponentId, FieldError};
+use hotspan_config::{ComponentId, ExtensionRef, FieldError};
 use hotspan_proto::Batch;
 use serde::Deserialize;
-use tokio::sync::{mpsc, Semaphore};
 
 use crate::consumer::ConsumeError;
 
@@ -78,6 +81,15 @@ impl QueueConfig {
         }
     }
 
+    /// The `file_storage` extension a persistent queue needs, for validation.
+    pub fn extension_ref(&self, path: &str) -> Option<ExtensionRef> {
+        self.storage.as_ref().map(|id| ExtensionRef {
+            path: format!("{path}.storage"),
+            id: id.clone(),
+            type_name: "file_storage",
+        })
+    }
+
     /// The storage extension's id, when the queue is to be persistent.
     pub fn storage_id(&self) -> Option<Result<ComponentId, hotspan_config::ParseIdError>> {
         self.storage.as_deref().map(str::parse)
@@ -132,82 +144,13 @@ pub trait SendingQueue: Send + Sync {
     fn capacity(&self) -> usize;
 }
 
-pub struct MemoryQueue {
-    config: QueueConfig,
-    /// Capacity left; a batch holds its permits until it leaves the queue for good.
-    space: Arc<Semaphore>,
-    /// Unbounded on its own: `space` is what bounds it.
-    tx: Mutex<Option<mpsc::UnboundedSender<QueueItem>>>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<QueueItem>>,
-}
-
-impl MemoryQueue {
-    pub fn new(config: QueueConfig) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        MemoryQueue {
-            space: Arc::new(Semaphore::new(config.queue_size)),
-            config,
-            tx: Mutex::new(Some(tx)),
-            rx: tokio::sync::Mutex::new(rx),
-        }
-    }
-}
-
-#[async_trait]
-impl SendingQueue for MemoryQueue {
-    async fn push(&self, batch: Batch) -> Result<(), ConsumeError> {
-        // A batch bigger than the whole queue would never fit: let it take all of it.
-        let need = self.config.size_of(&batch).clamp(1, self.config.queue_size) as u32;
-        let permit = if self.config.block_on_overflow {
-            self.space.clone().acquire_many_owned(need).await.ok()
-        } else {
-            self.space.clone().try_acquire_many_owned(need).ok()
-        };
-        let Some(permit) = permit else {
-            let reason = if self.space.is_closed() {
-                "exporter is shutting down"
-            } else {
-                "sending queue is full"
-            };
-            return Err(ConsumeError::refused(reason, batch));
-        };
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match tx {
-            Some(tx) => tx
-                // The permit goes with the item: freed on done or drop alike.
-                .send(QueueItem::new(batch, move || drop(permit)))
-                .map_err(|e| ConsumeError::refused("exporter is shutting down", e.0.batch)),
-            None => Err(ConsumeError::refused("exporter is shutting down", batch)),
-        }
-    }
-
-    async fn pop(&self) -> Option<QueueItem> {
-        self.rx.lock().await.recv().await
-    }
-
-    fn close(&self) {
-        self.space.close();
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    fn size(&self) -> usize {
-        self.config
-            .queue_size
-            .saturating_sub(self.space.available_permits())
-    }
-
-    fn capacity(&self) -> usize {
-        self.config.queue_size
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn storage_is_an_extension_id() {
-        let q: QueueConfig = serde_yaml::from_str("storage: file_storage/queue").unwrap();
+        let q: QueueConfig = hotspan_config::from_yaml("storage: file_storage/queue").unwrap();
         assert_eq!(
             q.storage_id().map(|r| r.map(|id| id.to_string())),
             Some(Ok("file_storage/queue".into()))
@@ -215,7 +158,7 @@ mod tests {
         let mut errs = Vec::new();
         q.validate("sending_queue", &mut errs);
         assert!(errs.is_empty(), "{errs:?}");
-        let bad: QueueConfig = serde_yaml::from_str("storage: \"not an/id/at all\"").unwrap();
+        let bad: QueueConfig = hotspan_config::from_yaml("storage: \"not an/id/at all\"").unwrap();
         bad.validate("sending_queue", &mut errs);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "sending_queue.storage");

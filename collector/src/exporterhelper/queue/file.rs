@@ -33,7 +33,7 @@ use hotspan_proto::{Batch, Encoding};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use super::queue::{QueueConfig, QueueItem, SendingQueue, Sizer};
+use super::{QueueConfig, QueueItem, SendingQueue, Sizer};
 use crate::consumer::ConsumeError;
 use crate::telemetry::Counter;
 

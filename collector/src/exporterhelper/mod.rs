@@ -2,7 +2,7 @@
 //! exporterhelper does: consumers enqueue and return; workers send, retry and count.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hotspan_config::{Kind, Signal};
@@ -11,14 +11,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use super::file_queue::{FileQueue, FileQueueOptions};
-use super::queue::{MemoryQueue, SendingQueue};
-use super::retry::{Backoff, RetryConfig};
-use super::ExportError;
+pub mod queue;
+
+pub use queue::QueueConfig;
+
 use crate::component::{BoxError, BuiltExporter, Exporter, Extensions, Lifecycle};
 use crate::consumer::{BoxFuture, ConsumeError, Consumer};
+use crate::exporters::ExportError;
 use crate::extensions::file_storage::FileStorage;
+use crate::retry::{Attempt, GaveUp, Retrier, RetryConfig};
 use crate::telemetry::{Counter, Gauge, Telemetry};
+use queue::{FileQueue, FileQueueOptions, MemoryQueue, SendingQueue};
 
 /// Per-signal item counters, named as otelcol names them.
 struct SignalCounters {
@@ -63,76 +66,46 @@ impl Sender {
     /// once shutdown has started stops at once and leaves the batch for the next start instead
     /// of dropping it.
     async fn deliver(&self, batch: &Batch, keep: bool) -> Delivery {
-        let started = Instant::now();
-        let mut backoff = Backoff::new(&self.retry);
         let items = batch.item_count() as u64;
         let counters = self.counters(batch.signal());
-        loop {
-            let err = match self.exporter.export(batch).await {
-                Ok(()) => {
-                    counters.inspect(|c| c.sent.add(items));
-                    return Delivery::Sent;
-                }
-                Err(e) => e,
-            };
-            let give_up = |reason: String, err: ConsumeError| {
-                counters.inspect(|c| c.failed.add(items));
-                error!(exporter = %self.name, items, error = %reason, "dropping data");
-                Delivery::Dropped(err)
-            };
-            let hint = match &err {
-                ExportError::Permanent(reason) => {
-                    return give_up(
-                        format!("permanent error: {reason}"),
-                        ConsumeError::Permanent(reason.clone()),
-                    )
-                }
-                ExportError::Retryable { retry_after, .. } => *retry_after,
-            };
-            if !self.retry.enabled {
-                return give_up(
-                    format!("{err} (retry disabled)"),
-                    ConsumeError::retryable(err.to_string()),
-                );
+        let retrier = Retrier {
+            policy: &self.retry,
+            deadline: &self.deadline,
+            stopping: Some(&self.stopping),
+            stop_at_shutdown: keep,
+        };
+        let attempt = |()| async {
+            match self.exporter.export(batch).await {
+                Ok(()) => Attempt::Done,
+                Err(ExportError::Permanent(reason)) => Attempt::Fail(reason),
+                Err(ExportError::Retryable { reason, retry_after }) => Attempt::Retry {
+                    reason,
+                    after: retry_after,
+                    item: (),
+                },
             }
-            let keep_it = || {
-                info!(exporter = %self.name, items, error = %err, "shutting down: batch stays in the persistent queue for the next start");
-                Delivery::Kept(ConsumeError::retryable(err.to_string()))
-            };
-            if keep && self.stopping.is_cancelled() {
-                return keep_it();
+        };
+        let on_retry = |reason: &str, wait: Duration| {
+            warn!(exporter = %self.name, error = %reason, retry_in = ?wait, "export failed, will retry");
+        };
+        let (reason, outcome) = match retrier.run((), attempt, on_retry).await {
+            Ok(()) => {
+                counters.inspect(|c| c.sent.add(items));
+                return Delivery::Sent;
             }
-            let wait = backoff.next(hint);
-            let elapsed = started.elapsed();
-            if !self.retry.max_elapsed_time.is_zero() && elapsed + wait > self.retry.max_elapsed_time {
-                return give_up(
-                    format!("{err}; no more retries after {elapsed:?}"),
-                    ConsumeError::retryable(err.to_string()),
-                );
+            Err(GaveUp::Stopped { reason, .. }) => {
+                info!(exporter = %self.name, items, error = %reason, "shutting down: batch stays in the persistent queue for the next start");
+                return Delivery::Kept(ConsumeError::retryable(reason));
             }
-            let wake = Instant::now() + wait;
-            if let Some(deadline) = self.deadline.get() {
-                if wake > *deadline {
-                    return give_up(
-                        format!("{err}; shutdown deadline reached"),
-                        ConsumeError::retryable(err.to_string()),
-                    );
-                }
-            }
-            warn!(exporter = %self.name, error = %err, retry_in = ?wait, "export failed, will retry");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                // Shutdown started: re-check the wait against its deadline.
-                _ = self.stopping.cancelled(), if !self.stopping.is_cancelled() => {
-                    if keep {
-                        return keep_it();
-                    }
-                    if let Some(deadline) = self.deadline.get() {
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(wake.min(*deadline))).await;
-                    }
-                }
-            }
-        }
+            Err(GaveUp::Failed(reason)) => (
+                format!("permanent error: {reason}"),
+                ConsumeError::Permanent(reason),
+            ),
+            Err(GaveUp::Exhausted { reason, .. }) => (reason.clone(), ConsumeError::retryable(reason)),
+        };
+        counters.inspect(|c| c.failed.add(items));
+        error!(exporter = %self.name, items, error = %reason, "dropping data");
+        Delivery::Dropped(outcome)
     }
 }
 
@@ -306,7 +279,6 @@ impl Lifecycle for ExporterRuntime {
         for _ in 0..self.num_consumers {
             let (queue, sender, gauge) = (queue.clone(), self.sender.clone(), self.queue_size.clone());
             let persistent = self.persistent;
-            let span = tracing::info_span!("component", kind = "exporter", id = %sender.name);
             workers.push(tokio::spawn(
                 async move {
                     while let Some(item) = queue.pop().await {
@@ -321,7 +293,7 @@ impl Lifecycle for ExporterRuntime {
                         gauge.update(queue.as_ref());
                     }
                 }
-                .instrument(span),
+                .in_current_span(),
             ));
         }
         Ok(())
