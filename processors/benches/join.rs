@@ -124,6 +124,26 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // One trace of `n` spans (a root, a chain of 64 and a fan of the rest): releasing it walks
+    // the tree once, so the cost per span should stay flat as `n` grows (it was quadratic).
+    for n in [512u64, 8192] {
+        g.throughput(Throughput::Elements(n));
+        g.bench_function(format!("release_one_trace_of_{n}"), |b| {
+            b.iter_batched(
+                || {
+                    let join = Join::new(config());
+                    let mut spans = vec![span_in(1, 1, None, 0, 1_000_000)];
+                    spans.extend((2..=64).map(|id| span_in(1, id, Some(id - 1), id, 1_000_000 - id)));
+                    spans.extend((65..=n).map(|id| span_in(1, id, Some(1 + id % 64), id, id + 1)));
+                    join.add_spans(traces("shop", spans), Instant::now());
+                    join
+                },
+                |join| join.drain(Instant::now()),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.throughput(Throughput::Elements(512));
     // Steady state at the default bound: 100k spans held,
     // each new batch pushing the oldest out. Maps this big miss the cache on every lookup,
     // which the small benches above never show.

@@ -2,13 +2,16 @@
 //! (DESIGN.md, "The join"). Pure logic; the `spanprofile` connector in the collector feeds it.
 
 mod annotate;
+mod block;
 mod config;
 mod extract;
 /// Planted spans and samples with known answers, for tests and benches only.
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+mod index;
 mod join;
 mod model;
+mod release;
 #[cfg(test)]
 mod tests;
 

@@ -648,7 +648,7 @@ fn big_traces_find_every_span() {
     // Past BIG_TRACE held spans a trace looks spans up through a map; spans leave one by one
     // (swap_remove reorders), duplicates are still caught, samples reach the right span and
     // CPU still rolls up to the root.
-    let n = 3 * super::join::BIG_TRACE as u64;
+    let n = 3 * super::index::BIG_TRACE as u64;
     let mut spans = vec![span(1, None, 0, 10_000)];
     spans.extend((2..=n).map(|id| span(id, Some(1), id, id + 1)));
     let plants: Vec<Plant> = (2..=n)

@@ -1,0 +1,512 @@
+//! Releasing held spans: a block leaves after its wait, each span after its held
+//! descendants so their CPU rolls up into it first, with the samples still waiting on its
+//! trace or thread given to it or left for others; then expiry of what waited too long.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotspan_proto::raw::{ResourceSpansRaw, ScopeSpansRaw, SpanIndex};
+use hotspan_proto::TracesBatch;
+
+use super::annotate::{annotate, annotate_rollup};
+use super::block::{merge, Block, Gathered, Loose};
+use super::index::{lock, shard_of, Entry, Generation, Shard, TraceState, Waiting, MAX_DEPTH_WALK, SHARDS};
+use super::join::Join;
+use super::model::{Event, Rule, SpanId, TraceId};
+
+/// A trace's held spans by parent, as (parent, child) sorted by parent: built once per
+/// release of the trace, so finding a span's children is a binary search, not a scan.
+#[derive(Default)]
+pub(super) struct Children {
+    pairs: Vec<(SpanId, SpanId)>,
+}
+
+impl Children {
+    /// Indexes `state`'s held spans, reusing the buffer.
+    fn index(&mut self, state: &TraceState) {
+        self.pairs.clear();
+        self.pairs.extend(
+            state
+                .held
+                .iter()
+                .filter(|e| e.parent != 0)
+                .map(|e| (e.parent, e.id)),
+        );
+        self.pairs.sort_unstable();
+    }
+
+    fn of(&self, parent: SpanId) -> impl Iterator<Item = &SpanId> {
+        let from = self.pairs.partition_point(|p| p.0 < parent);
+        self.pairs[from..]
+            .iter()
+            .take_while(move |p| p.0 == parent)
+            .map(|p| &p.1)
+    }
+}
+
+/// Released spans leave in batches of about this many (whole requests each): a backlog
+/// released at once must not become one message too big for whoever receives it.
+const RELEASE_BATCH_SPANS: usize = 8192;
+
+/// What one release gathers: the annotations of the leaving block's spans, and spans of
+/// other blocks that leave with it (descendants of its spans, held in younger blocks).
+pub(super) struct Leaving<'a> {
+    pub(super) block: &'a Arc<Block>,
+    /// Positions in `block` that left in this release.
+    pub(super) done: Vec<bool>,
+    pub(super) accs: Vec<(u32, Gathered)>,
+    pub(super) loose: Vec<Loose>,
+    /// Ids of the spans that left the index, in order.
+    pub(super) released: Vec<SpanId>,
+}
+
+impl<'a> Leaving<'a> {
+    pub(super) fn new(block: &'a Arc<Block>) -> Self {
+        Leaving {
+            block,
+            done: vec![false; block.len()],
+            accs: Vec::new(),
+            loose: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// A span that left its trace's index, from `block`: it goes out with its block when
+    /// that is the block leaving, else on its own.
+    pub(super) fn add(&mut self, e: Entry, block: &Arc<Block>) {
+        self.released.push(e.id);
+        let gathered = Entry::gathered(e.acc, e.children_cpu);
+        if Arc::ptr_eq(self.block, block) {
+            self.done[e.at as usize] = true;
+            self.accs.extend(gathered.map(|g| (e.at, g)));
+        } else {
+            self.loose.extend(block.take_loose(e.at, gathered));
+        }
+    }
+}
+
+impl Join {
+    /// Releases a block: each span after its held descendants (some of which may be in
+    /// younger blocks: they leave now too), so their CPU rolls up into it first. Adds what
+    /// leaves to `out`; returns how many spans left.
+    pub(super) fn release_block(
+        &self,
+        block: &Arc<Block>,
+        now: Instant,
+        out: &mut Vec<ResourceSpansRaw>,
+    ) -> usize {
+        let mut by_shard: Vec<Vec<u32>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for (at, ix) in block.index.iter().enumerate() {
+            if !block.is_gone(at) {
+                by_shard[shard_of(&ix.trace_id)].push(at as u32);
+            }
+        }
+        let mut leaving = Leaving::new(block);
+        let mut children = Children::default();
+        let stretch = self.generation_stretch();
+        for (i, positions) in by_shard.iter().enumerate() {
+            if positions.is_empty() {
+                continue;
+            }
+            let mut guard = lock(&self.shards[i]);
+            let shard = &mut *guard;
+            let mut k = 0;
+            while k < positions.len() {
+                // A trace's spans mostly come together: one look-up for each run of them.
+                let trace = block.index[positions[k] as usize].trace_id;
+                let from = k;
+                while positions
+                    .get(k)
+                    .is_some_and(|&at| block.index[at as usize].trace_id == trace)
+                {
+                    k += 1;
+                }
+                let Some(state) = shard.traces.get_mut(&trace) else {
+                    continue;
+                };
+                let before = leaving.released.len();
+                // Built once for the trace, so walking its tree is linear in its held spans.
+                children.index(state);
+                for &at in &positions[from..k] {
+                    if leaving.done[at as usize] {
+                        continue;
+                    }
+                    let id = block.index[at as usize].span_id;
+                    // Still held, as this very span (not a copy held from another block)?
+                    let held = state
+                        .find(id)
+                        .is_some_and(|h| std::ptr::eq(h.block, &**block) && h.e.at == at);
+                    if held {
+                        self.release_tree(state, trace, id, &mut leaving, &children, 0);
+                    }
+                }
+                if state.held.is_empty() {
+                    state.blocks.clear();
+                }
+                // Gone from the index in the same look-up as its release, once nothing is
+                // held or waits on it: what is remembered of it is in the generations.
+                if state.is_empty() {
+                    shard.traces.remove(&trace);
+                }
+                if leaving.released.len() > before {
+                    shard.remember(trace, &leaving.released[before..], now, stretch);
+                }
+            }
+            // Remembering released spans only serves to call late samples late: bounded like
+            // the held spans, the oldest generation forgotten first.
+            let cap = (self.config.max_buffered_spans / SHARDS).max(1);
+            while shard.released_spans > cap {
+                let Some(g) = shard.forget_oldest() else {
+                    break;
+                };
+                self.forget_owners(&g);
+            }
+        }
+        let Leaving {
+            mut accs,
+            loose,
+            released,
+            ..
+        } = leaving;
+        self.held.fetch_sub(released.len(), Ordering::AcqRel);
+        accs.sort_unstable_by_key(|(at, _)| *at);
+        let mut scratch = Vec::new();
+        let annotations = accs
+            .into_iter()
+            .map(|(at, g)| (at, self.annotation(&block.index[at as usize], &g, &mut scratch)))
+            .collect();
+        self.held_bytes.fetch_sub(block.bytes, Ordering::AcqRel);
+        let mut spans = 0;
+        for r in block.take_spans(annotations) {
+            spans += r.span_count();
+            merge(out, r);
+        }
+        spans + self.put_loose(out, loose)
+    }
+
+    /// Adds spans leaving apart from their blocks to `out`; returns how many.
+    pub(super) fn put_loose(&self, out: &mut Vec<ResourceSpansRaw>, loose: Vec<Loose>) -> usize {
+        let n = loose.len();
+        let mut scratch = Vec::new();
+        for mut l in loose {
+            if let Some(g) = &l.gathered {
+                let annotation = self.annotation(&l.span.index, g, &mut scratch);
+                l.span.append(annotation);
+            }
+            let span = l.span;
+            merge(
+                out,
+                ResourceSpansRaw::new(l.resource, vec![ScopeSpansRaw::new(l.scope, vec![span])]),
+            );
+        }
+        n
+    }
+
+    /// A span's annotation, written in `scratch` (reused, so it grows once) and copied out
+    /// at its size.
+    pub(super) fn annotation(
+        &self,
+        index: &SpanIndex,
+        gathered: &Gathered,
+        scratch: &mut Vec<u8>,
+    ) -> Box<[u8]> {
+        scratch.clear();
+        match gathered {
+            Gathered::Samples(acc) => annotate(index, acc, &self.config, scratch),
+            Gathered::Rollup(cpu) => annotate_rollup(*cpu, &self.config, scratch),
+        }
+        Box::from(&scratch[..])
+    }
+
+    /// What leaves as one batch, counted.
+    pub(super) fn finish(&self, out: Vec<ResourceSpansRaw>, spans: usize) -> Vec<TracesBatch> {
+        if out.is_empty() {
+            return Vec::new();
+        }
+        self.stats.spans_out.fetch_add(spans as u64, Ordering::Relaxed);
+        vec![TracesBatch::from_raw(out)]
+    }
+
+    /// Releases a span after its held descendants, so their CPU rolls up into it first.
+    pub(super) fn release_tree(
+        &self,
+        state: &mut TraceState,
+        trace: TraceId,
+        id: SpanId,
+        leaving: &mut Leaving,
+        children: &Children,
+        depth: usize,
+    ) {
+        if depth < MAX_DEPTH_WALK {
+            for &child in children.of(id) {
+                // Gone already: released in an earlier walk (or, in a parent cycle, this one).
+                if state.position(child).is_some() {
+                    self.release_tree(state, trace, child, leaving, children, depth + 1);
+                }
+            }
+        }
+        if let Some(e) = self.release(state, trace, id) {
+            let block = e.block as usize;
+            leaving.add(e, &state.blocks[block]);
+        }
+    }
+
+    /// Takes a span out of the index after giving it every waiting sample it can claim.
+    pub(super) fn release(&self, state: &mut TraceState, trace: TraceId, id: SpanId) -> Option<Entry> {
+        let h = state.find(id)?;
+        // Most spans leave with nothing waiting on their trace or thread: straight out.
+        if state.waiting.is_empty() && h.thread().is_none() {
+            return Self::leave(state, id, Vec::new());
+        }
+        let skew = self.skew();
+        let (start, end, key, thread) = (h.start(), h.end(), h.key().clone(), h.thread());
+        // Samples waiting on the trace whose answer may be this span or one below it.
+        let waiting = std::mem::take(&mut state.waiting);
+        // Looking up the parent costs a cache miss per span: only when a sample needs it.
+        let is_root = !waiting.is_empty() && state.find(id).is_some_and(|h| state.is_local_root(h));
+        let mut keep = Vec::new();
+        let mut done = 0;
+        for (why, event) in waiting {
+            let target = match (why, event.time) {
+                (Waiting::Descend(root), Some(t))
+                    if root == id
+                        || (state.descends_from(id, root)
+                            && t >= start.saturating_sub(skew)
+                            && t <= end.saturating_add(skew)) =>
+                {
+                    let chosen = state
+                        .deepest_at(t, &event.resource, Some(root), skew)
+                        .unwrap_or(root);
+                    Some((chosen, if chosen == root { Rule::Span } else { Rule::Trace }))
+                }
+                (Waiting::Trace, Some(t))
+                    if t >= start.saturating_sub(skew)
+                        && t <= end.saturating_add(skew)
+                        && key.matches(&event.resource) =>
+                {
+                    state
+                        .deepest_at(t, &event.resource, None, skew)
+                        .map(|c| (c, Rule::Trace))
+                }
+                (Waiting::Trace, None) if is_root && key.matches(&event.resource) => Some((id, Rule::Trace)),
+                _ => None,
+            };
+            match target.and_then(|(c, rule)| state.find_mut(c).map(|e| (e, rule))) {
+                Some((e, rule)) => {
+                    self.attach(e, &event, rule);
+                    done += 1;
+                }
+                None => keep.push((why, event)),
+            }
+        }
+        // Samples on this span's thread taken while it ran, unless a deeper span ran then.
+        if let Some(thread) = thread {
+            let tk = (key.clone(), thread);
+            let mut threads = lock(&self.threads[shard_of(&tk)]);
+            if let Some(bucket) = threads.get_mut(&tk) {
+                let spans = bucket.spans.clone();
+                let (mine, others): (Vec<Event>, Vec<Event>) =
+                    std::mem::take(&mut bucket.waiting).into_iter().partition(|e| {
+                        let Some(t) = e.time else { return false };
+                        let running = spans
+                            .iter()
+                            .filter(|s| s.2.saturating_sub(skew) <= t && t <= s.3.saturating_add(skew));
+                        running
+                            .max_by_key(|s| (s.2, s.1))
+                            .is_some_and(|s| s.0 == trace && s.1 == id)
+                    });
+                bucket.waiting = others;
+                bucket.spans.retain(|s| !(s.0 == trace && s.1 == id));
+                if bucket.spans.is_empty() && bucket.waiting.is_empty() {
+                    threads.remove(&tk);
+                }
+                drop(threads);
+                if let Some(e) = state.find_mut(id) {
+                    for event in &mine {
+                        self.attach(e, event, Rule::Thread);
+                    }
+                }
+                done += mine.len();
+            }
+        }
+        self.release_pending(done);
+        Self::leave(state, id, keep)
+    }
+
+    /// Takes a span out, puts back the samples it did not claim, rolls its CPU up, and
+    /// remembers it left.
+    pub(super) fn leave(state: &mut TraceState, id: SpanId, keep: Vec<(Waiting, Event)>) -> Option<Entry> {
+        let e = state.remove(id)?;
+        state.waiting.extend(keep);
+        // Descendants' CPU rolls up into ancestors still held.
+        let cpu = e
+            .acc
+            .as_ref()
+            .map_or(0, |a| a.own.cpu_ns)
+            .saturating_add(e.children_cpu);
+        if let Some(parent) = e.parent().filter(|_| cpu > 0).and_then(|p| state.find_mut(p)) {
+            parent.children_cpu = parent.children_cpu.saturating_add(cpu);
+        }
+        Some(e)
+    }
+
+    /// A generation of released spans is this long: each is remembered for `wait` to
+    /// `wait` and this.
+    pub(super) fn generation_stretch(&self) -> Duration {
+        (self.config.wait / 2).max(Duration::from_millis(50))
+    }
+
+    /// Takes forgotten spans out of `owners`, when it is kept.
+    pub(super) fn forget_owners(&self, g: &Generation) {
+        if !self.track_owners.load(Ordering::Acquire) {
+            return;
+        }
+        for run in &g.runs {
+            for id in &g.ids[run.start as usize..run.end as usize] {
+                let mut owners = lock(&self.owners[shard_of(id)]);
+                if owners.get(id) == Some(&run.trace) {
+                    owners.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Releases every block whose wait is over, with its annotations, and expires samples
+    /// that waited as long as a span would.
+    pub fn release_due(&self, now: Instant) -> Vec<TracesBatch> {
+        let now_ns = self.nanos(now);
+        let mut batches = Vec::new();
+        let mut out = Vec::new();
+        let mut count = 0;
+        loop {
+            let due = {
+                let mut blocks = lock(&self.blocks);
+                match blocks.front() {
+                    Some(b) if b.deadline <= now_ns => blocks.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(block) = due else { break };
+            count += self.release_block(&block, now, &mut out);
+            self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
+        }
+        for s in &self.shards {
+            self.expire(&mut lock(s), now);
+        }
+        self.expire_parked(now);
+        self.cut(&mut batches, &mut out, &mut count, 0);
+        batches
+    }
+
+    /// Moves what `out` gathered into `batches` as one batch, once it has `at_least` spans.
+    pub(super) fn cut(
+        &self,
+        batches: &mut Vec<TracesBatch>,
+        out: &mut Vec<ResourceSpansRaw>,
+        count: &mut usize,
+        at_least: usize,
+    ) {
+        if *count >= at_least {
+            batches.extend(self.finish(std::mem::take(out), std::mem::take(count)));
+        }
+    }
+
+    /// Forgets released spans after `wait` and counts trace samples that waited too long.
+    pub(super) fn expire(&self, shard: &mut Shard, now: Instant) {
+        let remembered = self.generation_stretch() + self.config.wait;
+        while shard
+            .released
+            .front()
+            .is_some_and(|g| g.since + remembered <= now)
+        {
+            if let Some(g) = shard.forget_oldest() {
+                self.forget_owners(&g);
+            }
+        }
+        if !shard.waiting {
+            return;
+        }
+        let wait = self.config.wait;
+        let mut expired = Vec::new();
+        let mut waiting = false;
+        shard.traces.retain(|_, state| {
+            state.waiting.retain(|(_, e)| {
+                let keep = e.arrived + wait > now;
+                if !keep {
+                    expired.push(e.samples);
+                }
+                keep
+            });
+            waiting |= !state.waiting.is_empty();
+            !state.is_empty()
+        });
+        shard.waiting = waiting;
+        self.count_expired(&expired);
+    }
+
+    pub(super) fn expire_parked(&self, now: Instant) {
+        let wait = self.config.wait;
+        let mut expired = Vec::new();
+        for o in &self.orphans {
+            lock(o).retain(|_, events| {
+                events.retain(|e| {
+                    let keep = e.arrived + wait > now;
+                    if !keep {
+                        expired.push(e.samples);
+                    }
+                    keep
+                });
+                !events.is_empty()
+            });
+        }
+        self.orphans_parked.fetch_sub(expired.len(), Ordering::AcqRel);
+        for t in &self.threads {
+            lock(t).retain(|_, bucket| {
+                bucket.waiting.retain(|e| {
+                    let keep = e.arrived + wait > now;
+                    if !keep {
+                        expired.push(e.samples);
+                    }
+                    keep
+                });
+                !(bucket.spans.is_empty() && bucket.waiting.is_empty())
+            });
+        }
+        self.count_expired(&expired);
+    }
+
+    pub(super) fn count_expired(&self, samples: &[u64]) {
+        self.release_pending(samples.len());
+        self.stats
+            .unjoined
+            .fetch_add(samples.iter().sum(), Ordering::Relaxed);
+    }
+
+    /// Releases everything (shutdown): every held span leaves with what it has, and samples
+    /// still waiting are counted unjoined.
+    pub fn drain(&self, now: Instant) -> Vec<TracesBatch> {
+        let mut batches = Vec::new();
+        let mut out = Vec::new();
+        let mut count = 0;
+        while let Some(block) = {
+            let next = lock(&self.blocks).pop_front();
+            next
+        } {
+            count += self.release_block(&block, now, &mut out);
+            self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
+        }
+        for s in &self.shards {
+            let waiting: Vec<u64> = lock(s)
+                .traces
+                .drain()
+                .flat_map(|(_, t)| t.waiting)
+                .map(|(_, e)| e.samples)
+                .collect();
+            self.count_expired(&waiting);
+        }
+        self.expire_parked(now + self.config.wait + Duration::from_secs(1));
+        self.cut(&mut batches, &mut out, &mut count, 0);
+        batches
+    }
+}
