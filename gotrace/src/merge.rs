@@ -67,7 +67,7 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
 
         frontier.clear();
         for ms in 0..g.ms.len() {
-            let mut c = Cursor::new(ms, &g);
+            let mut c = Cursor::new(ms, &g, &mut order);
             if c.next(&g, freq)? {
                 heap_insert(&mut frontier, c);
             }
@@ -155,7 +155,7 @@ fn try_advance(
     sink: &mut Sink,
 ) -> Result<bool, TraceError> {
     let c = &mut frontier[i];
-    if !order.advance(&c.ev, g.ms[c.ms].m, g, sink)? {
+    if !order.advance(&c.ev, g.ms[c.ms].m, c.slot, g, sink)? {
         return Ok(false);
     }
     if c.next(g, freq)? {
@@ -171,6 +171,8 @@ fn try_advance(
 struct Cursor {
     /// Index of the M in the generation.
     ms: usize,
+    /// The M's state slot in the ordering.
+    slot: Option<usize>,
     batch: usize,
     /// Next byte in the generation's data.
     pos: usize,
@@ -181,10 +183,11 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(ms: usize, g: &Generation) -> Self {
+    fn new(ms: usize, g: &Generation, order: &mut Ordering) -> Self {
         let pos = g.ms[ms].batches.first().map_or(0, |b| b.start);
         Cursor {
             ms,
+            slot: order.thread_slot(g.ms[ms].m),
             batch: 0,
             pos,
             last: None,
@@ -319,6 +322,7 @@ mod tests {
     fn cursor(id: usize, time: i64) -> Cursor {
         Cursor {
             ms: id,
+            slot: None,
             batch: 0,
             pos: 0,
             last: None,

@@ -92,7 +92,16 @@ struct PState {
 struct MState {
     g: u64,
     p: u64,
+    /// An event of this M has been offered (or a status named it): before that Go has no
+    /// state for it, which some checks tell apart from an M holding nothing.
+    seen: bool,
 }
+
+const NO_M_STATE: MState = MState {
+    g: NO_GOROUTINE,
+    p: NO_PROC,
+    seen: false,
+};
 
 /// What an event runs on: thread, proc, goroutine (each may be absent).
 #[derive(Clone, Copy, Debug)]
@@ -190,7 +199,10 @@ pub struct Ordering {
     initial_gen: u64,
     gs: HashMap<u64, GState>,
     ps: HashMap<u64, PState>,
-    ms: HashMap<u64, MState>,
+    /// Thread states, by slot: the merge looks a cursor's slot up once per generation, not
+    /// once per event.
+    ms: Vec<MState>,
+    m_slots: HashMap<u64, usize>,
     tasks: HashSet<u64>,
     gc_seq: u64,
     gc_state: GcState,
@@ -202,7 +214,8 @@ impl Default for Ordering {
             initial_gen: 0,
             gs: HashMap::default(),
             ps: HashMap::default(),
-            ms: HashMap::default(),
+            ms: Vec::new(),
+            m_slots: HashMap::default(),
             tasks: HashSet::default(),
             gc_seq: 0,
             gc_state: GcState::Undetermined,
@@ -240,30 +253,54 @@ impl Ordering {
         self.gs.len() + self.ps.len() + self.ms.len() + self.tasks.len()
     }
 
-    /// Offers `ev`, read from thread `m`'s stream of generation `g`. On `Ok(true)` the event
-    /// (and any it stands for) was emitted into `sink`; on `Ok(false)` it cannot happen yet.
-    pub fn advance(&mut self, ev: &Ev, m: u64, g: &Generation, sink: &mut Sink) -> Result<bool, TraceError> {
+    /// The state slot of thread `m` (`None` for events on no thread).
+    pub fn thread_slot(&mut self, m: u64) -> Option<usize> {
+        if m == NO_THREAD {
+            return None;
+        }
+        Some(*self.m_slots.entry(m).or_insert_with(|| {
+            self.ms.push(NO_M_STATE);
+            self.ms.len() - 1
+        }))
+    }
+
+    /// Thread `m`'s state, if Go would have one.
+    fn thread(&mut self, m: u64) -> Option<&mut MState> {
+        let slot = *self.m_slots.get(&m)?;
+        self.ms.get_mut(slot).filter(|s| s.seen)
+    }
+
+    /// Offers `ev`, read from the stream of thread `m` (whose slot is `slot`) in generation
+    /// `g`. On `Ok(true)` the event (and any it stands for) was emitted into `sink`; on
+    /// `Ok(false)` it cannot happen yet.
+    pub fn advance(
+        &mut self,
+        ev: &Ev,
+        m: u64,
+        slot: Option<usize>,
+        g: &Generation,
+        sink: &mut Sink,
+    ) -> Result<bool, TraceError> {
         if self.initial_gen == 0 {
             self.initial_gen = g.gen;
         }
-        let cur = if m == NO_THREAD {
-            Ctx {
-                m,
-                p: NO_PROC,
-                g: NO_GOROUTINE,
+        let cur = match slot.and_then(|s| self.ms.get_mut(s)) {
+            Some(ms) => {
+                ms.seen = true;
+                Ctx { m, p: ms.p, g: ms.g }
             }
-        } else {
-            let ms = self.ms.entry(m).or_insert(MState {
-                g: NO_GOROUTINE,
+            None => Ctx {
+                m: NO_THREAD,
                 p: NO_PROC,
-            });
-            Ctx { m, p: ms.p, g: ms.g }
+                g: NO_GOROUTINE,
+            },
         };
         let step = self.dispatch(ev, cur, g, sink);
         match step {
             Ok(Some(new)) => {
-                if m != NO_THREAD {
-                    self.ms.insert(m, MState { g: new.g, p: new.p });
+                if let Some(ms) = slot.and_then(|s| self.ms.get_mut(s)) {
+                    ms.g = new.g;
+                    ms.p = new.p;
                 }
                 Ok(true)
             }
@@ -583,7 +620,7 @@ impl Ordering {
         if status == PROC_RUNNING || status == PROC_SYSCALL {
             new.p = pid;
         }
-        if find_holder && !self.ms.values().any(|ms| ms.p == pid) {
+        if find_holder && !self.ms.iter().any(|ms| ms.seen && ms.p == pid) {
             return Err(format!("no thread holds proc {pid}, which is about to be stolen").into());
         }
         sink.emit(ev.time)?;
@@ -647,8 +684,7 @@ impl Ordering {
             return Ok(Some(Ctx { p: NO_PROC, ..cur }));
         }
         let victim = self
-            .ms
-            .get_mut(&from)
+            .thread(from)
             .ok_or_else(|| format!("proc stolen from unknown thread {from}"))?;
         if victim.p != pid {
             return Err(format!(
@@ -693,13 +729,19 @@ impl Ordering {
                     new.g = gid;
                 } else {
                     // A goroutine sitting in a syscall on another thread the whole time.
-                    match self.ms.get(&mid) {
+                    match self.thread(mid) {
                         Some(ms) if ms.g != gid => {
                             return Err(format!("thread {mid} has goroutine {}, not {gid}", ms.g).into())
                         }
                         Some(_) => {}
                         None => {
-                            self.ms.insert(mid, MState { g: gid, p: NO_PROC });
+                            if let Some(slot) = self.thread_slot(mid) {
+                                self.ms[slot] = MState {
+                                    g: gid,
+                                    p: NO_PROC,
+                                    seen: true,
+                                };
+                            }
                         }
                     }
                 }
