@@ -83,7 +83,7 @@ impl<R: Read> Input<R> {
         self.len = n;
         if self.base + n as u64 > self.max_bytes {
             return Err(TraceError::TooLarge {
-                what: "trace size in bytes",
+                what: "bytes read",
                 limit: self.max_bytes,
             });
         }

@@ -168,7 +168,7 @@ pub struct ClockSnapshot {
 pub enum TraceError {
     #[error("unsupported Go execution trace version go 1.{minor}: {why}")]
     UnsupportedVersion { minor: u32, why: &'static str },
-    #[error("Go execution trace too large: more {what} than the limit of {limit}")]
+    #[error("Go execution trace too large: {what} over the limit of {limit}")]
     TooLarge { what: &'static str, limit: u64 },
     #[error("malformed Go execution trace at byte {offset}: {what}")]
     Malformed { offset: u64, what: String },

@@ -16,6 +16,10 @@ use crate::order::{Ev, Ordering, Sink};
 use crate::spec::{name, TIMED_ARGS};
 use crate::{read_header, ClockSnapshot, Limits, Summary, TraceError};
 
+/// Retries of out-of-order events allowed: a fixed allowance plus some per input byte.
+const RETRY_BUDGET_BASE: u64 = 10_000_000;
+const RETRY_BUDGET_PER_BYTE: u64 = 16;
+
 pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> {
     let mut input = Input::new(input, limits.max_bytes);
     let version = read_header(&mut input)?;
@@ -26,6 +30,7 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
     let mut frontier: Vec<Cursor> = Vec::new();
     let mut generations = 0u64;
     let mut ticks_per_sec = None;
+    let mut retry_work = 0u64;
 
     while let Some(g) = gens.next()? {
         generations += 1;
@@ -85,6 +90,18 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
                 _ => {}
             }
             if !try_advance(&mut frontier, 0, &g, freq, &mut order, &mut sink)? {
+                // Real traces almost never get here (their clocks agree with their order),
+                // but a hostile one could make every event do so, at a cost of the number of
+                // Ms each time: bound the total to a multiple of the input.
+                retry_work += frontier.len() as u64;
+                if retry_work > RETRY_BUDGET_BASE + RETRY_BUDGET_PER_BYTE * gens.bytes_read() {
+                    return Err(bad(
+                        frontier[0].ev.offset,
+                        format!(
+                            "events too far out of time order: gave up after {retry_work} out-of-order retries"
+                        ),
+                    ));
+                }
                 sort_by_time(&mut frontier);
                 let mut advanced = false;
                 for i in 1..frontier.len() {

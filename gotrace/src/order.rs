@@ -119,7 +119,9 @@ enum Req {
 }
 use Req::*;
 
+#[inline]
 fn check(ctx: Ctx, m: Req, p: Req, g: Req) -> Result<(), String> {
+    #[inline]
     fn one(have: bool, req: Req, what: &str) -> Result<(), String> {
         match (req, have) {
             (Must, false) => Err(format!("expected a {what} but had none")),
@@ -133,6 +135,7 @@ fn check(ctx: Ctx, m: Req, p: Req, g: Req) -> Result<(), String> {
 }
 
 /// Goroutine events that run user code need all three.
+#[inline]
 fn check_user(ctx: Ctx) -> Result<(), String> {
     check(ctx, Must, Must, Must)
 }

@@ -246,14 +246,40 @@ pub fn text_to_binary(text: &str) -> Result<GoTextTest> {
         .filter_map(|t| spec::spec(t).map(|s| (s.name, t)))
         .collect();
     let mut out = format!("go 1.{version} trace\0\0\0").into_bytes();
+    // The batch being written: its header, then its events. Sizes are recomputed, so
+    // hand-written traces need not count bytes (Go's tests' sizes are right anyway).
+    let mut batch: Option<(Vec<u8>, Vec<u8>)> = None;
+    let flush = |batch: &mut Option<(Vec<u8>, Vec<u8>)>, out: &mut Vec<u8>| {
+        if let Some((header, data)) = batch.take() {
+            out.extend_from_slice(&header);
+            put_uvarint(out, data.len() as u64);
+            out.extend_from_slice(&data);
+        }
+    };
     while let Some(line) = lines.next() {
         let mut toks = line.split_whitespace();
         let name = toks.next().context("empty line")?;
         let &typ = names.get(name).with_context(|| format!("unknown event {name}"))?;
-        out.push(typ);
         let args: Vec<u64> = toks.map(arg_value).collect::<Result<_>>()?;
+        if name == "EventBatch" {
+            flush(&mut batch, &mut out);
+            let mut header = vec![typ];
+            for &a in args.iter().take(3) {
+                put_uvarint(&mut header, a);
+            }
+            batch = Some((header, Vec::new()));
+            continue;
+        }
+        if name == "ExperimentalBatch" || name == "EndOfGeneration" {
+            flush(&mut batch, &mut out);
+        }
+        let w = match &mut batch {
+            Some((_, data)) => data,
+            None => &mut out,
+        };
+        w.push(typ);
         for &a in &args {
-            put_uvarint(&mut out, a);
+            put_uvarint(w, a);
         }
         match name {
             "Stack" => {
@@ -261,7 +287,7 @@ pub fn text_to_binary(text: &str) -> Result<GoTextTest> {
                 for _ in 0..frames {
                     let frame = lines.next().context("missing frame")?;
                     for v in frame.split_whitespace().map(arg_value) {
-                        put_uvarint(&mut out, v?);
+                        put_uvarint(w, v?);
                     }
                 }
             }
@@ -269,12 +295,13 @@ pub fn text_to_binary(text: &str) -> Result<GoTextTest> {
                 let data = lines.next().context("missing data")?;
                 let quoted = data.trim().strip_prefix("data=").context("bad data line")?;
                 let bytes = go_unquote(quoted)?;
-                put_uvarint(&mut out, bytes.len() as u64);
-                out.extend_from_slice(&bytes);
+                put_uvarint(w, bytes.len() as u64);
+                w.extend_from_slice(&bytes);
             }
             _ => {}
         }
     }
+    flush(&mut batch, &mut out);
     Ok(GoTextTest {
         version,
         binary: out,
