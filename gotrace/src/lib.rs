@@ -10,7 +10,10 @@
 //! `CLOCK_MONOTONIC` nanoseconds divided by 64, so a trace time is that clock's reading,
 //! rounded down to 64 ns, plus at most a few nanoseconds of Go's nudging. On Windows it counts
 //! CPU ticks at an estimated frequency. From Go 1.25 every generation (about one a second)
-//! carries a [`ClockSnapshot`]: trace, monotonic and wall clock read together.
+//! carries a [`ClockSnapshot`]: trace, monotonic and wall clock read together, which
+//! [`Summary::unix_ns`] uses. Go 1.22 to 1.24 traces carry none: on Linux their times are
+//! still `CLOCK_MONOTONIC`, so a reader on the same host (and time namespace) can align them
+//! with its own pair of `CLOCK_MONOTONIC` and `CLOCK_REALTIME` readings.
 //!
 //! ```no_run
 //! let file = std::fs::File::open("trace.out")?;
@@ -126,6 +129,27 @@ pub struct Summary {
     pub events: u64,
     /// Bytes read, header included.
     pub bytes: u64,
+}
+
+impl Summary {
+    /// Trace time `trace_ns` on the Unix wall clock, by the nearest clock snapshot: `None`
+    /// when the trace has none (before Go 1.25).
+    ///
+    /// The snapshot's three clocks are read back to back (wall and monotonic together, the
+    /// trace clock right after), so the error is the trace clock's 64 ns rounding, the few
+    /// nanoseconds Go's parser nudges equal times apart, the gap between the reads (tens of
+    /// nanoseconds unless the thread was descheduled right there), and whatever the wall
+    /// clock was slewed by between the snapshot and `trace_ns` (NTP slews at most 500 ppm;
+    /// snapshots come about once a second). A step of the wall clock shows as a change of
+    /// `wall_unix_ns - trace_ns` between snapshots.
+    pub fn unix_ns(&self, trace_ns: u64) -> Option<u64> {
+        let s = self
+            .clock_snapshots
+            .iter()
+            .min_by_key(|s| s.trace_ns.abs_diff(trace_ns))?;
+        let unix = s.wall_unix_ns as i128 + trace_ns as i128 - s.trace_ns as i128;
+        u64::try_from(unix).ok()
+    }
 }
 
 /// A stop-the-world pause: every goroutine stopped.
