@@ -23,24 +23,53 @@ fn target_profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A `go` command with its caches under the target dir (HOME may be unwritable), no network,
-/// no cgo (no C compiler needed) and no toolchain switching.
+/// Where Go is on the project's machines, also when it is not on PATH (CI's PATH).
+const GO_FALLBACK: &str = "/usr/local/go/bin/go";
+
+/// The `go` program: the one on PATH, else [`GO_FALLBACK`]. Panics when there is neither: the
+/// tests need it and must not be skipped quietly.
+fn go_program() -> PathBuf {
+    static GO: OnceLock<PathBuf> = OnceLock::new();
+    GO.get_or_init(|| {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("go"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.is_file());
+        on_path
+            .or_else(|| Some(PathBuf::from(GO_FALLBACK)).filter(|p| p.is_file()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `go` on PATH nor at {GO_FALLBACK}: install Go 1.26 or newer (the project's \
+                     machines have it at /usr/local/go), then run scripts/go-modules.sh"
+                )
+            })
+    })
+    .clone()
+}
+
+/// A `go` command that builds offline: modules only from Go's module cache (filled by
+/// `scripts/go-modules.sh`, GOPROXY=off so a missing one is an error, not a download in the
+/// middle of a test), go.mod and go.sum as committed (`-mod=readonly`), the build cache under
+/// the target dir, no cgo (no C compiler needed), no workspace and no toolchain switching.
 fn go_command() -> Command {
-    let target = target_profile_dir();
-    let mut cmd = Command::new("go");
-    cmd.env("GOCACHE", target.join("go-cache"))
-        .env("GOPATH", target.join("go-path"))
-        .env("GOENV", "off")
+    let mut cmd = Command::new(go_program());
+    cmd.env("GOCACHE", target_profile_dir().join("go-cache"))
         .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
         .env("GOPROXY", "off")
+        .env("GOWORK", "off")
         .env("GO111MODULE", "on")
         .env("CGO_ENABLED", "0");
     cmd
 }
 
 /// Builds the Go service once per test process (`target/<profile>/goservice`) and returns its
-/// path. Panics when `go` is missing: the tests need it and must not be skipped quietly.
+/// path. Panics when it does not build: the tests need it and must not be skipped quietly.
 pub fn go_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -49,25 +78,24 @@ pub fn go_binary() -> PathBuf {
         // Other test processes may build at the same time: build to a private name, then
         // rename, which replaces the file atomically.
         let tmp = out.with_file_name(format!("goservice.{}.tmp", std::process::id()));
-        let output = match go_command()
+        let output = go_command()
             .args(["build", "-o"])
             .arg(&tmp)
             .arg(".")
             .current_dir(&src)
             .output()
-        {
-            Ok(output) => output,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                panic!("`go` is not installed: run scripts/test.sh, which installs golang-go")
-            }
-            Err(e) => panic!("running `go build` in {}: {e}", src.display()),
+            .unwrap_or_else(|e| panic!("running `go build` in {}: {e}", src.display()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint = if stderr.contains("GOPROXY=off") || stderr.contains("missing go.sum entry") {
+            "\na Go module is not in the module cache: run scripts/go-modules.sh (scripts/test.sh does)"
+        } else {
+            ""
         };
         assert!(
             output.status.success(),
-            "go build in {} failed ({}):\n{}",
+            "go build in {} failed ({}):\n{stderr}{hint}",
             src.display(),
             output.status,
-            String::from_utf8_lossy(&output.stderr)
         );
         std::fs::rename(&tmp, &out).expect("moving the built goservice into place");
         out
@@ -81,8 +109,8 @@ pub enum LabelStyle {
     /// Every span runs inside `pprof.Do` with its own trace_id, span_id, span_name, domain,
     /// stage labels.
     All,
-    /// Only the local root ("checkout") sets labels (trace_id, span_id, span_name); children
-    /// run under the root's labels, like otel-profiling-go does by default.
+    /// The tracer provider wrapped by otel-profiling-go with its defaults: the local root sets
+    /// trace_id, span_id and span_name; children run under the root's labels.
     Root,
 }
 
@@ -95,11 +123,34 @@ impl LabelStyle {
     }
 }
 
+/// How the Go SDK's OTLP exporter sends spans (`-otlp-protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `otlptracegrpc`.
+    Grpc,
+    /// `otlptracehttp`, protobuf bodies.
+    HttpProtobuf,
+    /// `otlptracehttp` with `EncodingJSON`.
+    HttpJson,
+}
+
+impl OtlpProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::HttpJson => "http/json",
+        }
+    }
+}
+
 /// How to run the Go service.
 #[derive(Clone, Debug)]
 pub struct GoOptions {
-    /// OTLP/HTTP traces URL (`http://127.0.0.1:PORT/v1/traces`); `None`: no export.
+    /// OTLP endpoint URL (`http://127.0.0.1:PORT`; for HTTP a URL without a path gets
+    /// `/v1/traces`); `None`: no export.
     pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
     /// `service.name` of the exported spans.
     pub service_name: String,
     pub label_style: LabelStyle,
@@ -119,6 +170,7 @@ impl Default for GoOptions {
     fn default() -> Self {
         GoOptions {
             otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
             service_name: "shop".into(),
             label_style: LabelStyle::All,
             workers: 2,
@@ -177,7 +229,10 @@ impl GoService {
             .arg("-workers")
             .arg(opts.workers.to_string());
         if let Some(endpoint) = &opts.otlp_endpoint {
-            cmd.arg("-otlp-endpoint").arg(endpoint);
+            cmd.arg("-otlp-endpoint")
+                .arg(endpoint)
+                .arg("-otlp-protocol")
+                .arg(opts.otlp_protocol.as_str());
         }
         if let Some(d) = opts.duration {
             cmd.arg("-duration").arg(format!("{}ms", d.as_millis()));
