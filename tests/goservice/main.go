@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grafana/pyroscope-go"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -38,7 +39,10 @@ func main() {
 	protocol := flag.String("otlp-protocol", "http/protobuf", "OTLP protocol: grpc, http/protobuf or http/json")
 	batchTimeout := flag.Duration("otlp-batch-timeout", 200*time.Millisecond, "the batch span processor's export interval")
 	serviceName := flag.String("service-name", "shop", "service.name resource attribute")
-	labelStyle := flag.String("label-style", "all", "pprof labels: all (every span, with pprof.Do) or root (otel-profiling-go's default: the local root span's)")
+	labelStyle := flag.String("label-style", "all", "pprof labels: all (every span, with pprof.Do), root (otel-profiling-go's default: the local root span's) or otelprof-all (otel-profiling-go, span ids and names of all spans)")
+	pushEndpoint := flag.String("pyroscope-endpoint", "", "push profiles with pyroscope-go to this server URL (it POSTs to URL/ingest), e.g. http://127.0.0.1:4040; none: no push")
+	pushRate := flag.Duration("pyroscope-upload-rate", 15*time.Second, "how often pyroscope-go pushes")
+	pushTypes := flag.String("pyroscope-profiles", "cpu", "comma-separated profile types pyroscope-go pushes (cpu, goroutine, alloc_space, ...)")
 	truthPath := flag.String("truth", "", "write every finished span as a JSON line to this file")
 	workers := flag.Int("workers", 2, "goroutines running requests")
 	duration := flag.Duration("duration", 0, "run this long, then exit (0: until SIGTERM/SIGINT)")
@@ -55,6 +59,10 @@ func main() {
 	}
 	if *workers < 1 {
 		log.Fatalf("-workers must be at least 1")
+	}
+	if *pushEndpoint != "" && *cpuProfile != "" {
+		// Both would run the one CPU profiler Go has.
+		log.Fatalf("-cpu-profile and -pyroscope-endpoint exclude each other")
 	}
 
 	calibrate()
@@ -112,6 +120,12 @@ func main() {
 	}
 	tp := newTracerProvider(res, truth, exp, *batchTimeout)
 	tracer := tracerFor(tp, *labelStyle)
+	var profiler *pyroscope.Profiler
+	if *pushEndpoint != "" {
+		if profiler, err = startPush(*pushEndpoint, *serviceName, *pushRate, *pushTypes); err != nil {
+			log.Fatalf("pyroscope: %v", err)
+		}
+	}
 
 	started := time.Now()
 	mux := http.NewServeMux()
@@ -160,6 +174,11 @@ func main() {
 	wg.Wait()
 	stopProfile()
 	code := 0
+	if profiler != nil {
+		// Push what the last window holds and wait for every upload, then stop.
+		profiler.Flush(true)
+		profiler.Stop()
+	}
 	// Shutdown exports what the batch span processor holds and flushes the truth file.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -182,6 +201,9 @@ func main() {
 	if n := sdkErrors.Load(); n > 0 {
 		log.Printf("the OpenTelemetry SDK reported %d errors", n)
 	}
+	if n := pushErrors.Load(); n > 0 {
+		log.Printf("pyroscope-go reported %d errors", n)
+	}
 	s := stats(started, spans)
 	log.Printf("stopped after %d spans, %d requests in %.1fs (%.1f requests/s)", spans, s.Requests, s.UptimeSeconds, s.RequestsPerSecond)
 	os.Exit(code)
@@ -194,6 +216,7 @@ type serviceStats struct {
 	UptimeSeconds     float64 `json:"uptime_seconds"`
 	RequestsPerSecond float64 `json:"requests_per_second"`
 	SDKErrors         int64   `json:"sdk_errors"`
+	PushErrors        int64   `json:"push_errors"`
 }
 
 func stats(started time.Time, spans int64) serviceStats {
@@ -203,5 +226,5 @@ func stats(started time.Time, spans int64) serviceStats {
 	if up > 0 {
 		rate = float64(n) / up
 	}
-	return serviceStats{Requests: n, Spans: spans, UptimeSeconds: up, RequestsPerSecond: rate, SDKErrors: sdkErrors.Load()}
+	return serviceStats{Requests: n, Spans: spans, UptimeSeconds: up, RequestsPerSecond: rate, SDKErrors: sdkErrors.Load(), PushErrors: pushErrors.Load()}
 }

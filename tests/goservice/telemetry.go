@@ -68,14 +68,19 @@ func newResource(ctx context.Context, serviceName string) (*resource.Resource, e
 }
 
 // labelStyles are the values of -label-style.
-var labelStyles = []string{"all", "root"}
+var labelStyles = []string{"all", "root", "otelprof-all"}
 
 // tracerFor wraps tp the way the label style asks: "root" is otel-profiling-go with its
-// defaults (labels of the local root span only); "all" labels spans itself with pprof.Do (see inSpan) and uses tp as is.
+// defaults (labels of the local root span only), "otelprof-all" its all-spans scope for span
+// ids and names; "all" labels spans itself with pprof.Do (see inSpan) and uses tp as is.
 func tracerFor(tp trace.TracerProvider, style string) trace.Tracer {
 	switch style {
 	case "root":
 		tp = otelpyroscope.NewTracerProvider(tp)
+	case "otelprof-all":
+		tp = otelpyroscope.NewTracerProvider(tp,
+			otelpyroscope.WithSpanIDLabelScope(otelpyroscope.ScopeAllSpans),
+			otelpyroscope.WithSpanNameLabelScope(otelpyroscope.ScopeAllSpans))
 	}
 	return tp.Tracer("hotspan.test/goservice", trace.WithInstrumentationVersion("0.2.0"))
 }

@@ -112,6 +112,9 @@ pub enum LabelStyle {
     /// The tracer provider wrapped by otel-profiling-go with its defaults: the local root sets
     /// trace_id, span_id and span_name; children run under the root's labels.
     Root,
+    /// otel-profiling-go with its all-spans scope for span ids and names: every span sets its
+    /// own span_id and span_name; trace_id comes from the local root; no domain or stage.
+    OtelprofAll,
 }
 
 impl LabelStyle {
@@ -119,6 +122,7 @@ impl LabelStyle {
         match self {
             LabelStyle::All => "all",
             LabelStyle::Root => "root",
+            LabelStyle::OtelprofAll => "otelprof-all",
         }
     }
 }
@@ -164,6 +168,11 @@ pub struct GoOptions {
     pub cpu_profile_seconds: Option<u32>,
     /// Port for `/debug/pprof` (a free one when `None`), for scrapers configured before it runs.
     pub listen_port: Option<u16>,
+    /// Push CPU profiles with pyroscope-go to this server URL (it POSTs to `URL/ingest`).
+    /// Excludes `cpu_profile_seconds` (one CPU profiler per process).
+    pub pyroscope_endpoint: Option<String>,
+    /// How often pyroscope-go pushes (its default, 15 s, when `None`).
+    pub pyroscope_upload_rate: Option<Duration>,
 }
 
 impl Default for GoOptions {
@@ -178,6 +187,8 @@ impl Default for GoOptions {
             truth: true,
             cpu_profile_seconds: None,
             listen_port: None,
+            pyroscope_endpoint: None,
+            pyroscope_upload_rate: None,
         }
     }
 }
@@ -236,6 +247,13 @@ impl GoService {
         }
         if let Some(d) = opts.duration {
             cmd.arg("-duration").arg(format!("{}ms", d.as_millis()));
+        }
+        if let Some(endpoint) = &opts.pyroscope_endpoint {
+            cmd.arg("-pyroscope-endpoint").arg(endpoint);
+        }
+        if let Some(rate) = opts.pyroscope_upload_rate {
+            cmd.arg("-pyroscope-upload-rate")
+                .arg(format!("{}ms", rate.as_millis()));
         }
         if opts.truth {
             cmd.arg("-truth").arg(dir.path().join("truth.jsonl"));
@@ -485,8 +503,10 @@ pub fn go_tool_pprof_raw_with(profile: &Path, options: &[&str]) -> Result<RawPro
 /// bracket content is taken as one value (Go's `pprof.Do` labels have one value per key). A
 /// location line is `id: addr M=mapping [F] function file:line s=startline[(system name)]`,
 /// continued by lines of 13 spaces for frames inlined into it (innermost first); a frame with
-/// no function prints `??`. Function names are taken as the text up to the first space (Go
-/// names have none). Any other line is an error.
+/// no function prints `??`. A function name is the text before the ` file:line s=N` that
+/// follows it: names of generic instantiations hold spaces
+/// (`pkg.F[go.shape.func(*T, reflect.Value)]`), file paths are taken to have none. Any other
+/// line is an error.
 pub fn parse_raw(text: &str) -> Result<RawProfile> {
     #[derive(PartialEq)]
     enum Section {
@@ -689,16 +709,22 @@ fn add(sum: &mut [i64], values: &[i64]) {
     }
 }
 
-/// The function of `name file:line s=N[(system name)]`, or of `??`.
+/// The function of `name file:line s=N[(system name)]`, or of `??`. The name may hold spaces
+/// and so may the system name; the first ` s=<digits>` ending the text or followed by `(`
+/// marks the end of `file:line`.
 fn frame_function(frame: &str) -> Option<String> {
     if frame == "??" {
         return Some("??".into());
     }
-    let (name, rest) = frame.split_once(' ')?;
-    let (_, s) = rest.rsplit_once(" s=")?;
-    let digits = s.split('(').next()?;
-    digits.parse::<i64>().ok()?;
-    Some(name.to_string())
+    let (at, _) = frame.match_indices(" s=").find(|(i, _)| {
+        let rest = &frame[i + 3..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && (rest.len() == digits || rest[digits..].starts_with('('))
+    })?;
+    let (name, file_line) = frame[..at].rsplit_once(' ')?;
+    let (_, line) = file_line.rsplit_once(':')?;
+    line.parse::<u64>().ok()?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// `a:[x] b:[y z] c:[1 bytes]` -> pairs; values are the bracket contents.
@@ -734,26 +760,75 @@ fn parse_labels(text: &str) -> std::result::Result<Vec<(String, String)>, String
     Ok(out)
 }
 
-/// The real Go service joined by one hotspan: its OTLP/HTTP spans and its scraped CPU profiles
-/// (original payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl`
-/// in the hotspan's directory. Both processes have stopped, hotspan gracefully, once three
-/// scrapes were written.
+/// Where a joined run's CPU profiles come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// hotspan's `pprof_scrape` takes the service's `/debug/pprof/profile` back to back, 1 s each.
+    Scrape,
+    /// The service's pyroscope-go pushes a CPU profile every second to hotspan's `pprof`
+    /// receiver (`POST /ingest`, multipart).
+    Push,
+}
+
+/// How a joined run is wired.
+#[derive(Clone, Copy, Debug)]
+pub struct JoinSetup {
+    pub label_style: LabelStyle,
+    /// How the Go SDK sends spans to hotspan's `otlp` receiver.
+    pub protocol: OtlpProtocol,
+    pub profiles: ProfileSource,
+}
+
+/// The real Go service joined by one hotspan: its OTLP spans and its CPU profiles (original
+/// payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl` in the
+/// hotspan's directory. Both processes have stopped, hotspan gracefully, once three profiles
+/// were written.
 pub struct JoinedRun {
     pub hotspan: crate::Hotspan,
     pub truth: Vec<TruthSpan>,
 }
 
+/// [`joined_run_with`] over OTLP/HTTP protobuf with scraped profiles.
 pub fn joined_run(label_style: LabelStyle) -> Result<JoinedRun> {
-    let http = crate::free_port();
+    joined_run_with(JoinSetup {
+        label_style,
+        protocol: OtlpProtocol::HttpProtobuf,
+        profiles: ProfileSource::Scrape,
+    })
+}
+
+pub fn joined_run_with(setup: JoinSetup) -> Result<JoinedRun> {
+    // The first build can take a while on a busy machine: not while hotspan waits.
+    go_binary();
+    let otlp = crate::free_port();
     let go_port = crate::free_port();
+    let push = crate::free_port();
+    let otlp_receiver = match setup.protocol {
+        OtlpProtocol::Grpc => format!(r#"{{protocols: {{grpc: {{endpoint: "127.0.0.1:{otlp}"}}}}}}"#),
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+            format!(r#"{{protocols: {{http: {{endpoint: "127.0.0.1:{otlp}"}}}}}}"#)
+        }
+    };
+    let (profile_receiver, receiver_name) = match setup.profiles {
+        ProfileSource::Scrape => (
+            format!(
+                r#"pprof_scrape:
+    scrape_interval: 1s
+    include_original_payload: true
+    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]"#
+            ),
+            "pprof_scrape",
+        ),
+        ProfileSource::Push => (
+            format!(r#"pprof: {{endpoint: "127.0.0.1:{push}", include_original_payload: true}}"#),
+            "pprof",
+        ),
+    };
     let mut hotspan = crate::Hotspan::start(&format!(
         r#"
 receivers:
-  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
-  pprof_scrape:
-    scrape_interval: 1s
-    include_original_payload: true
-    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]
+  otlp: {otlp_receiver}
+  {profile_receiver}
 connectors:
   spanprofile: {{wait: 4s}}
 exporters:
@@ -765,26 +840,43 @@ service:
   extensions: [health_check]
   pipelines:
     traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
-    profiles/in: {{receivers: [pprof_scrape], exporters: [spanprofile]}}
+    profiles/in: {{receivers: [{receiver_name}], exporters: [spanprofile]}}
     traces/out: {{receivers: [spanprofile], exporters: [file/traces]}}
     profiles/out: {{receivers: [spanprofile], exporters: [file/profiles]}}
 "#
     ))?;
+    let pushing = setup.profiles == ProfileSource::Push;
     let mut go = GoService::start(GoOptions {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{http}/v1/traces")),
-        label_style,
+        otlp_endpoint: Some(format!("http://127.0.0.1:{otlp}")),
+        otlp_protocol: setup.protocol,
+        label_style: setup.label_style,
         workers: 2,
         listen_port: Some(go_port),
+        pyroscope_endpoint: pushing.then(|| format!("http://127.0.0.1:{push}")),
+        pyroscope_upload_rate: pushing.then_some(Duration::from_secs(1)),
         ..Default::default()
     })?;
     let profiles = hotspan.path("profiles.jsonl");
-    wait_for(Duration::from_secs(40), "three scraped profiles", || {
+    wait_for(Duration::from_secs(40), "three CPU profiles", || {
         (crate::profiles::read_profiles(&profiles).ok()?.len() >= 3).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "--- goservice log ---\n{}\n--- hotspan log ---\n{}",
+            go.log(),
+            hotspan.log()
+        )
     })?;
+    // A pushing service sends its last profile and waits for it before it exits.
     ensure!(go.stop()?.success(), "go service exit\n{}", go.log());
     // A graceful stop ends the scrapes and flushes every held span; whatever profile made it
     // in was joined and written, so both files describe the same input.
     ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
+    let log = go.log();
+    ensure!(
+        !log.contains("errors"),
+        "the service saw export or push errors:\n{log}"
+    );
     Ok(JoinedRun {
         truth: go.truth()?,
         hotspan,
@@ -808,6 +900,7 @@ samples/count cpu/nanoseconds[dflt]
           2   20000000: 5 
                 span_id:[b]
                 bytes:[1024 bytes]
+          1   10000000: 6 3 
 Locations
      1: 0x6bcb24 M=1 main.validateCart /src/work.go:22 s=0
      2: 0x6bb724 M=1 main.inlined /src/a.go:9 s=0
@@ -815,6 +908,7 @@ Locations
      3: 0x6bb725 M=1 main.main /src/main.go:1 s=0
      4: 0x6bb726 M=1 [F] ??
      5: 0x6bb727 
+     6: 0x6bb728 M=1 encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3 /go/src/sync/oncefunc.go:95 s=0(encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3)
 Mappings
 1: 0x400000/0x6be000/0x0 /tmp/goservice  [FN]
 ";
@@ -823,7 +917,7 @@ Mappings
     fn parses_samples_stacks_and_labels() {
         let p = parse_raw(RAW).unwrap();
         assert_eq!(p.sample_types, ["samples/count", "cpu/nanoseconds"]);
-        assert_eq!(p.total, [6, 60_000_000]);
+        assert_eq!(p.total, [7, 70_000_000]);
         assert_eq!(
             p.samples[0].stack,
             ["main.validateCart", "main.inlined", "main.caller", "main.main"]
@@ -833,10 +927,15 @@ Mappings
         assert_eq!(p.samples[2].stack, ["??"]);
         assert_eq!(p.samples[2].labels["bytes"], "1024 bytes");
         assert_eq!(p.flat("main.validateCart", "samples"), 3);
-        assert_eq!(p.cum("main.main", "samples"), 4);
+        assert_eq!(p.cum("main.main", "samples"), 5);
         assert_eq!(p.flat("main.main", "cpu"), 0);
         assert_eq!(p.label("domain", "cart", "cpu/nanoseconds"), 30_000_000);
         assert_eq!(p.label("span_id", "b", "samples"), 2);
+        // A generic instantiation's name holds spaces.
+        let generic = "encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, \
+                       reflect.Value, encoding/json.encOpts)].func3";
+        assert_eq!(p.samples[3].stack, [generic, "main.main"]);
+        assert_eq!(p.flat(generic, "samples"), 1);
     }
 
     #[test]

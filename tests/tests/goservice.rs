@@ -133,7 +133,7 @@ fn check_truth(truth: &[TruthSpan], style: LabelStyle) -> Result<()> {
         }
         // The labels the runtime had while the span ran.
         let labelled = match style {
-            LabelStyle::All => s,
+            LabelStyle::All | LabelStyle::OtelprofAll => s,
             LabelStyle::Root => {
                 let mut root = s;
                 while !root.parent_span_id.is_empty() {
@@ -142,6 +142,7 @@ fn check_truth(truth: &[TruthSpan], style: LabelStyle) -> Result<()> {
                 root
             }
         };
+        // otel-profiling-go sets trace_id on the local root; children inherit it, same value.
         let mut want = BTreeMap::from([
             ("trace_id".to_string(), labelled.trace_id.clone()),
             ("span_id".to_string(), labelled.span_id.clone()),
@@ -531,7 +532,18 @@ fn profiled_run(style: LabelStyle) -> Result<(RawProfile, Vec<TruthSpan>)> {
 
 #[test]
 fn cpu_profile_puts_each_spans_samples_in_its_hot_function() -> Result<()> {
-    let (profile, truth) = profiled_run(LabelStyle::All)?;
+    samples_in_each_spans_hot_function(LabelStyle::All)
+}
+
+#[test]
+fn otel_profiling_go_all_spans_scope_labels_each_spans_own_samples() -> Result<()> {
+    samples_in_each_spans_hot_function(LabelStyle::OtelprofAll)
+}
+
+/// Every labelled sample names a span of the truth file, carries exactly that span's labels,
+/// and was taken (nearly always) in that span's own function.
+fn samples_in_each_spans_hot_function(style: LabelStyle) -> Result<()> {
+    let (profile, truth) = profiled_run(style)?;
     let spans = by_id(&truth);
     let hot = hot_functions();
     let (mut labelled, mut in_hot) = (0, 0);
