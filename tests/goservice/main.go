@@ -1,9 +1,13 @@
 // goservice is a small Go service used as ground truth by hotspan's tests. Its workers run
-// requests whose spans each burn CPU in their own function under pprof labels. Spans go
-// through the OpenTelemetry Go SDK (a real TracerProvider with a batch span processor) to the
-// SDK's OTLP exporters; it serves net/http/pprof, and can write every span (with its hot
-// function and the labels it really ran under) to a truth file, and a CPU profile written by
-// the Go runtime.
+// requests whose spans each burn CPU (or block) in their own function under pprof labels.
+// Spans go through the OpenTelemetry Go SDK (a real TracerProvider with a batch span
+// processor) to the SDK's OTLP exporters (-otlp-protocol grpc, http/protobuf, http/json).
+// Labels come from pprof.Do on every span (-label-style all) or from otel-profiling-go (root:
+// its default, the local root's; otelprof-all: its all-spans scope). It serves net/http/pprof
+// and /stats, can push profiles with pyroscope-go (-pyroscope-endpoint), and writes every span
+// (with its hot function, the labels it really ran under and what the scenario knows about
+// it) to a truth file, and a CPU profile written by the Go runtime. -scenario picks what
+// requests do (see scenarios.go).
 package main
 
 import (
@@ -49,6 +53,10 @@ func main() {
 	cpuProfile := flag.String("cpu-profile", "", "write a CPU profile of the first -cpu-profile-seconds to this file")
 	cpuSeconds := flag.Int("cpu-profile-seconds", 2, "length of the -cpu-profile")
 	seed := flag.Int64("seed", 1, "seed for what the workers draw (ids are always random)")
+	scenario := flag.String("scenario", "checkout", "what requests do: checkout, wait, alloc, slowpath or sleep")
+	slowFraction := flag.Float64("slow-fraction", 0.1, "slowpath: the fraction of charges that take main.slowPath (exactly, per worker)")
+	slowMs := flag.Int("slow-path-ms", 60, "slowpath: CPU milliseconds main.slowPath burns")
+	idleGoroutines := flag.Int("idle-goroutines", 0, "park this many extra goroutines, blocked on a channel in main.idle")
 	flag.Parse()
 	log.SetPrefix("goservice: ")
 	if !slices.Contains(labelStyles, *labelStyle) {
@@ -59,6 +67,15 @@ func main() {
 	}
 	if *workers < 1 {
 		log.Fatalf("-workers must be at least 1")
+	}
+	if !slices.Contains(scenarios, *scenario) {
+		log.Fatalf("-scenario must be one of %v, not %q", scenarios, *scenario)
+	}
+	if *slowFraction < 0 || *slowFraction > 1 || *slowMs < 1 {
+		log.Fatalf("-slow-fraction must be in [0, 1] and -slow-path-ms at least 1")
+	}
+	if *idleGoroutines < 0 {
+		log.Fatalf("-idle-goroutines must not be negative")
 	}
 	if *pushEndpoint != "" && *cpuProfile != "" {
 		// Both would run the one CPU profiler Go has.
@@ -151,20 +168,41 @@ func main() {
 		}
 	}()
 
+	idleDone := make(chan struct{})
+	parkIdle(*idleGoroutines, idleDone)
+	var slowPeer net.Listener
+	if *scenario == "wait" {
+		if slowPeer, err = startSlowPeer(); err != nil {
+			log.Fatalf("the slow TCP peer: %v", err)
+		}
+	}
+
 	var wg sync.WaitGroup
+	var peers []*waitPeers
 	for i := 0; i < *workers; i++ {
 		w := &worker{
 			rng:        mrand.New(mrand.NewSource(*seed + int64(i))),
 			labelStyle: *labelStyle,
 			tracer:     tracer,
 			truth:      truth,
+			scenario:   *scenario,
+		}
+		if *scenario == "slowpath" {
+			w.slowFraction = *slowFraction
+			w.slowRounds = uint64(*slowMs) * roundsPerMs
+		}
+		if slowPeer != nil {
+			if w.peers, err = startWaitPeers(slowPeer.Addr().String()); err != nil {
+				log.Fatal(err)
+			}
+			peers = append(peers, w.peers)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				// The request runs on a context that is never cancelled: a stop lets it finish.
-				w.checkoutRequest(context.Background())
+				w.request(context.Background())
 				requests.Add(1)
 			}
 		}()
@@ -173,7 +211,18 @@ func main() {
 	<-ctx.Done()
 	wg.Wait()
 	stopProfile()
+	close(idleDone)
+	for _, p := range peers {
+		p.close()
+	}
+	if slowPeer != nil {
+		slowPeer.Close()
+	}
 	code := 0
+	if n := scenarioErrors.Load(); n > 0 {
+		log.Printf("%d requests did not run as the scenario says", n)
+		code = 1
+	}
 	if profiler != nil {
 		// Push what the last window holds and wait for every upload, then stop.
 		profiler.Flush(true)

@@ -32,6 +32,13 @@ type worker struct {
 	labelStyle string
 	tracer     trace.Tracer
 	truth      *truthProcessor
+	scenario   string
+	// slowpath: the fraction of charges that take main.slowPath, and how long it burns.
+	slowFraction float64
+	slowRounds   uint64
+	charges      int64
+	// wait: what its requests block on.
+	peers *waitPeers
 }
 
 // burn draws how much CPU the next span burns: 5 to 30 ms worth of rounds.
@@ -51,7 +58,16 @@ func (w *worker) checkoutRequest(ctx context.Context) {
 				w.inSpan(ctx, kindDiscounts, func(context.Context, *spanTruth) { applyDiscounts(dd) })
 			})
 		})
-		w.inSpan(ctx, kindCharge, func(context.Context, *spanTruth) { chargeCard(w.burn()) })
+		w.inSpan(ctx, kindCharge, func(_ context.Context, t *spanTruth) {
+			rounds := w.burn()
+			if w.takeSlowPath() {
+				t.hot = "main.slowPath" // it burns more than chargeCard itself
+				t.extra.SlowPath = true
+				chargeCard(rounds, w.slowRounds)
+			} else {
+				chargeCard(rounds, 0)
+			}
+		})
 	})
 }
 

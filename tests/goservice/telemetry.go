@@ -101,6 +101,31 @@ func countSDKErrors() {
 type spanTruth struct {
 	hot    string
 	labels map[string]string
+	wait   waitTruth
+	extra  extraTruth
+}
+
+// waitTruth is what a span blocked on, measured around the blocking call (so it includes the
+// moment between being woken and running again). Empty for spans that do not block.
+type waitTruth struct {
+	// Wall time inside the blocking call, in ns.
+	WaitNs int64 `json:"wait_ns,omitempty"`
+	// The goroutine's wait reason as Go prints it in goroutine dumps (debug=2):
+	// "sync.Mutex.Lock", "chan receive", "IO wait", "sleep".
+	WaitReason string `json:"wait_reason,omitempty"`
+	// The function of this program on the blocked stack, leaf-most, as pprof names it.
+	WaitFunction string `json:"wait_function,omitempty"`
+}
+
+// extraTruth is what the other scenarios know about a span.
+type extraTruth struct {
+	// slowpath: this span took main.slowPath.
+	SlowPath bool `json:"slow_path,omitempty"`
+	// alloc: bytes the span allocated on purpose.
+	AllocBytes int64 `json:"alloc_bytes,omitempty"`
+	// alloc: GC cycles the runtime completed while the span ran (by any goroutine: a GC
+	// stops and slows them all).
+	GCCycles int64 `json:"gc_cycles,omitempty"`
 }
 
 // truthSpan is one line of the truth file.
@@ -113,6 +138,8 @@ type truthSpan struct {
 	EndUnixNano   int64             `json:"end_unix_nano"`
 	HotFunction   string            `json:"hot_function"`
 	Labels        map[string]string `json:"labels"`
+	waitTruth
+	extraTruth
 }
 
 // truthProcessor is a span processor beside the batch span processor: it sees every span the
@@ -167,6 +194,8 @@ func (t *truthProcessor) OnEnd(s sdktrace.ReadOnlySpan) {
 		EndUnixNano:   s.EndTime().UnixNano(),
 		HotFunction:   known.hot,
 		Labels:        known.labels,
+		waitTruth:     known.wait,
+		extraTruth:    known.extra,
 	})
 	if err == nil {
 		_, err = t.out.Write(append(line, '\n'))

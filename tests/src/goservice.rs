@@ -148,9 +148,48 @@ impl OtlpProtocol {
     }
 }
 
+/// What the service's requests do (`-scenario`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// checkout -> validate cart, price items (-> apply discounts), charge card: each burns CPU
+    /// in its own function.
+    Checkout,
+    /// handle order -> lock inventory (`sync.Mutex`), await quote (channel receive), call
+    /// warehouse (slow TCP peer), back off (`time.Sleep`), each blocking 20-60 ms in its own
+    /// function, and total order, which only burns CPU.
+    Wait,
+    /// build report -> 3 x render rows, each allocating 8-32 MiB in small objects (many GC
+    /// cycles and stop-the-world pauses).
+    Alloc,
+    /// Checkout, where `slow_fraction` of each worker's "charge card" spans also run
+    /// `main.slowPath` (60 ms of CPU by default).
+    Slowpath,
+    /// run job -> 3 x job step, each sleeping 10 ms in `main.napStep`, then burning 5-30 ms in
+    /// `main.crunchStep`.
+    Sleep,
+}
+
+impl Scenario {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Checkout => "checkout",
+            Scenario::Wait => "wait",
+            Scenario::Alloc => "alloc",
+            Scenario::Slowpath => "slowpath",
+            Scenario::Sleep => "sleep",
+        }
+    }
+}
+
 /// How to run the Go service.
 #[derive(Clone, Debug)]
 pub struct GoOptions {
+    pub scenario: Scenario,
+    /// Slowpath: the fraction of charges that take `main.slowPath` (the service's 0.1 when
+    /// `None`).
+    pub slow_fraction: Option<f64>,
+    /// Extra goroutines parked on a channel in `main.idle`.
+    pub idle_goroutines: u32,
     /// OTLP endpoint URL (`http://127.0.0.1:PORT`; for HTTP a URL without a path gets
     /// `/v1/traces`); `None`: no export.
     pub otlp_endpoint: Option<String>,
@@ -178,6 +217,9 @@ pub struct GoOptions {
 impl Default for GoOptions {
     fn default() -> Self {
         GoOptions {
+            scenario: Scenario::Checkout,
+            slow_fraction: None,
+            idle_goroutines: 0,
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
             service_name: "shop".into(),
@@ -210,6 +252,47 @@ pub struct TruthSpan {
     pub hot_function: String,
     /// The pprof labels the runtime had on the goroutine while the span ran.
     pub labels: BTreeMap<String, String>,
+    /// Wait scenarios: wall time inside the blocking call, in ns (0: the span does not block).
+    #[serde(default)]
+    pub wait_ns: u64,
+    /// The goroutine's wait reason as Go names it in goroutine dumps: `sync.Mutex.Lock`,
+    /// `chan receive`, `IO wait`, `sleep`.
+    #[serde(default)]
+    pub wait_reason: String,
+    /// The service's function on the blocked stack (`main.lockInventory`).
+    #[serde(default)]
+    pub wait_function: String,
+    /// Slowpath: the span ran `main.slowPath`.
+    #[serde(default)]
+    pub slow_path: bool,
+    /// Alloc: bytes the span allocated on purpose.
+    #[serde(default)]
+    pub alloc_bytes: u64,
+    /// Alloc: GC cycles the runtime completed while the span ran.
+    #[serde(default)]
+    pub gc_cycles: u64,
+}
+
+impl TruthSpan {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano)
+    }
+}
+
+/// What the service's `/stats` serves.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStats {
+    /// Requests completed since start.
+    pub requests: u64,
+    /// Spans finished since start.
+    pub spans: u64,
+    pub uptime_seconds: f64,
+    pub requests_per_second: f64,
+    /// Errors the OpenTelemetry SDK reported (failed exports).
+    pub sdk_errors: u64,
+    /// Errors pyroscope-go reported (failed pushes).
+    pub push_errors: u64,
 }
 
 /// A running Go service. Killed on drop if still running.
@@ -247,6 +330,13 @@ impl GoService {
         }
         if let Some(d) = opts.duration {
             cmd.arg("-duration").arg(format!("{}ms", d.as_millis()));
+        }
+        cmd.arg("-scenario")
+            .arg(opts.scenario.as_str())
+            .arg("-idle-goroutines")
+            .arg(opts.idle_goroutines.to_string());
+        if let Some(f) = opts.slow_fraction {
+            cmd.arg("-slow-fraction").arg(f.to_string());
         }
         if let Some(endpoint) = &opts.pyroscope_endpoint {
             cmd.arg("-pyroscope-endpoint").arg(endpoint);
@@ -330,6 +420,18 @@ impl GoService {
         .with_context(|| format!("--- goservice log ---\n{}", self.log()))?;
         self.status = Some(status);
         Ok(status)
+    }
+
+    /// Its `/stats`: requests and spans completed, requests per second.
+    pub fn stats(&self) -> Result<ServiceStats> {
+        let body = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?
+            .get(self.url("/stats"))
+            .send()?
+            .error_for_status()?
+            .text()?;
+        serde_json::from_str(&body).with_context(|| format!("/stats answered {body:?}"))
     }
 
     pub fn truth_path(&self) -> PathBuf {
@@ -475,6 +577,27 @@ pub fn go_tool_pprof_raw_with(profile: &Path, options: &[&str]) -> Result<RawPro
     );
     let text = String::from_utf8(output.stdout).context("go tool pprof output is not UTF-8")?;
     parse_raw(&text).with_context(|| format!("parsing `go tool pprof -raw {}`", profile.display()))
+}
+
+/// `go tool trace -d=parsed <trace>`: the events of a Go execution trace as Go's own reader
+/// parses them, one per line (e.g. `... RangeBegin Time=... Name="stop-the-world (GC mark
+/// termination)" ...`).
+pub fn go_tool_trace_parsed(trace: &Path) -> Result<String> {
+    go_binary(); // panics with the install hint when `go` is missing
+    let output = go_command()
+        .args(["tool", "trace", "-d=parsed"])
+        .arg(trace)
+        .stdin(Stdio::null())
+        .output()
+        .context("running go tool trace")?;
+    ensure!(
+        output.status.success(),
+        "go tool trace -d=parsed {} failed ({}): {}",
+        trace.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).context("go tool trace output is not UTF-8")
 }
 
 /// Parses `go tool pprof -raw` output: google/pprof's `Profile.String()`, which looks like
