@@ -5,8 +5,6 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v kill >/dev/null 2>&1 || need_apt+=(procps)
-# The Go ground-truth service (tests/goservice) is built and profiled with the Go toolchain.
-command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 # deploy/hotspan.service is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # tests/tests/ui.rs opens the hotspan_ui page in headless Chromium.
@@ -17,4 +15,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The Go programs (tests/goservice) need Go 1.26, at /usr/local/go/bin on the project's machines
+# but not always on PATH (CI's); Debian's golang-go is too old to stand in.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  export PATH="/usr/local/go/bin:$PATH"
+fi
+./scripts/go-modules.sh # their modules, so the tests build them offline
 cargo test --workspace "$@"

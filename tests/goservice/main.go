@@ -1,17 +1,21 @@
 // goservice is a small Go service used as ground truth by hotspan's tests. Its workers run
-// "checkout" requests whose spans each burn CPU in their own function under pprof labels,
-// export the spans over OTLP/HTTP JSON, serve net/http/pprof, and can write every span (with
-// its hot function and labels) to a truth file and a CPU profile written by the Go runtime.
+// requests whose spans each burn CPU (or block) in their own function under pprof labels.
+// Spans go through the OpenTelemetry Go SDK (a real TracerProvider with a batch span
+// processor) to the SDK's OTLP exporters (-otlp-protocol grpc, http/protobuf, http/json).
+// Labels come from pprof.Do on every span (-label-style all) or from otel-profiling-go (root:
+// its default, the local root's; otelprof-all: its all-spans scope). It serves net/http/pprof
+// and /stats, can push profiles with pyroscope-go (-pyroscope-endpoint), and writes every span
+// (with its hot function, the labels it really ran under and what the scenario knows about
+// it) to a truth file, and a CPU profile written by the Go runtime. -scenario picks what
+// requests do (see scenarios.go).
 package main
 
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"log"
 	mrand "math/rand"
 	"net"
@@ -20,80 +24,66 @@ import (
 	"os"
 	"os/signal"
 	rpprof "runtime/pprof"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/grafana/pyroscope-go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
-// truthSpan is one line of the truth file.
-type truthSpan struct {
-	TraceID       string            `json:"trace_id"`
-	SpanID        string            `json:"span_id"`
-	ParentSpanID  string            `json:"parent_span_id"`
-	Name          string            `json:"name"`
-	StartUnixNano int64             `json:"start_unix_nano"`
-	EndUnixNano   int64             `json:"end_unix_nano"`
-	HotFunction   string            `json:"hot_function"`
-	Labels        map[string]string `json:"labels"`
-}
-
-// sinks takes finished spans from every worker.
-type sinks struct {
-	mu       sync.Mutex
-	exporter *exporter     // nil without -otlp-endpoint
-	truth    *bufio.Writer // nil without -truth
-	spans    int
-}
-
-func (k *sinks) finished(s *span) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.spans++
-	if k.exporter != nil {
-		k.exporter.add(s)
-	}
-	if k.truth != nil {
-		parent := ""
-		if !s.isRoot() {
-			parent = hex.EncodeToString(s.parentID[:])
-		}
-		line, err := json.Marshal(truthSpan{
-			TraceID:       hex.EncodeToString(s.traceID[:]),
-			SpanID:        hex.EncodeToString(s.spanID[:]),
-			ParentSpanID:  parent,
-			Name:          s.name,
-			StartUnixNano: s.start.UnixNano(),
-			EndUnixNano:   s.end.UnixNano(),
-			HotFunction:   s.hot,
-			Labels:        s.labels,
-		})
-		if err == nil {
-			k.truth.Write(append(line, '\n'))
-		}
-	}
-}
+// requests counts requests completed, for /stats and the exit line.
+var requests atomic.Int64
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:6060", "address for /debug/pprof/*")
-	endpoint := flag.String("otlp-endpoint", "", "OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces (none: no export)")
+	listen := flag.String("listen", "127.0.0.1:6060", "address for /debug/pprof/* and /stats")
+	endpoint := flag.String("otlp-endpoint", "", "OTLP traces endpoint URL, e.g. http://127.0.0.1:4318 (HTTP: /v1/traces is added to a URL without a path) or http://127.0.0.1:4317 (gRPC); none: no export")
+	protocol := flag.String("otlp-protocol", "http/protobuf", "OTLP protocol: grpc, http/protobuf or http/json")
+	batchTimeout := flag.Duration("otlp-batch-timeout", 200*time.Millisecond, "the batch span processor's export interval")
 	serviceName := flag.String("service-name", "shop", "service.name resource attribute")
-	labelStyle := flag.String("label-style", "all", "pprof labels: all (every span) or root (local root span only, like otel-profiling-go)")
+	labelStyle := flag.String("label-style", "all", "pprof labels: all (every span, with pprof.Do), root (otel-profiling-go's default: the local root span's) or otelprof-all (otel-profiling-go, span ids and names of all spans)")
+	pushEndpoint := flag.String("pyroscope-endpoint", "", "push profiles with pyroscope-go to this server URL (it POSTs to URL/ingest), e.g. http://127.0.0.1:4040; none: no push")
+	pushRate := flag.Duration("pyroscope-upload-rate", 15*time.Second, "how often pyroscope-go pushes")
+	pushTypes := flag.String("pyroscope-profiles", "cpu", "comma-separated profile types pyroscope-go pushes (cpu, goroutine, alloc_space, ...)")
 	truthPath := flag.String("truth", "", "write every finished span as a JSON line to this file")
 	workers := flag.Int("workers", 2, "goroutines running requests")
 	duration := flag.Duration("duration", 0, "run this long, then exit (0: until SIGTERM/SIGINT)")
 	cpuProfile := flag.String("cpu-profile", "", "write a CPU profile of the first -cpu-profile-seconds to this file")
 	cpuSeconds := flag.Int("cpu-profile-seconds", 2, "length of the -cpu-profile")
-	seed := flag.Int64("seed", 1, "seed for the burn times (ids are always random)")
+	seed := flag.Int64("seed", 1, "seed for what the workers draw (ids are always random)")
+	scenario := flag.String("scenario", "checkout", "what requests do: checkout, wait, alloc, slowpath or sleep")
+	slowFraction := flag.Float64("slow-fraction", 0.1, "slowpath: the fraction of charges that take main.slowPath (exactly, per worker)")
+	slowMs := flag.Int("slow-path-ms", 60, "slowpath: CPU milliseconds main.slowPath burns")
+	idleGoroutines := flag.Int("idle-goroutines", 0, "park this many extra goroutines, blocked on a channel in main.idle")
 	flag.Parse()
 	log.SetPrefix("goservice: ")
-	if *labelStyle != "all" && *labelStyle != "root" {
-		log.Fatalf("-label-style must be all or root, not %q", *labelStyle)
+	if !slices.Contains(labelStyles, *labelStyle) {
+		log.Fatalf("-label-style must be one of %v, not %q", labelStyles, *labelStyle)
+	}
+	if !slices.Contains(otlpProtocols, *protocol) {
+		log.Fatalf("-otlp-protocol must be one of %v, not %q", otlpProtocols, *protocol)
 	}
 	if *workers < 1 {
 		log.Fatalf("-workers must be at least 1")
 	}
+	if !slices.Contains(scenarios, *scenario) {
+		log.Fatalf("-scenario must be one of %v, not %q", scenarios, *scenario)
+	}
+	if *slowFraction < 0 || *slowFraction > 1 || *slowMs < 1 {
+		log.Fatalf("-slow-fraction must be in [0, 1] and -slow-path-ms at least 1")
+	}
+	if *idleGoroutines < 0 {
+		log.Fatalf("-idle-goroutines must not be negative")
+	}
+	if *pushEndpoint != "" && *cpuProfile != "" {
+		// Both would run the one CPU profiler Go has.
+		log.Fatalf("-cpu-profile and -pyroscope-endpoint exclude each other")
+	}
 
 	calibrate()
+	countSDKErrors()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *duration > 0 {
@@ -125,12 +115,48 @@ func main() {
 		defer timer.Stop()
 	}
 
+	var truthFile *os.File
+	var truthOut *bufio.Writer
+	if *truthPath != "" {
+		var err error
+		if truthFile, err = os.Create(*truthPath); err != nil {
+			log.Fatal(err)
+		}
+		truthOut = bufio.NewWriter(truthFile)
+	}
+	truth := newTruthProcessor(truthOut)
+	res, err := newResource(ctx, *serviceName)
+	if err != nil {
+		log.Fatalf("resource: %v", err)
+	}
+	var exp sdktrace.SpanExporter // nil: no export
+	if *endpoint != "" {
+		if exp, err = newExporter(ctx, *protocol, *endpoint); err != nil {
+			log.Fatal(err)
+		}
+	}
+	tp := newTracerProvider(res, truth, exp, *batchTimeout)
+	tracer := tracerFor(tp, *labelStyle)
+	var profiler *pyroscope.Profiler
+	if *pushEndpoint != "" {
+		if profiler, err = startPush(*pushEndpoint, *serviceName, *pushRate, *pushTypes); err != nil {
+			log.Fatalf("pyroscope: %v", err)
+		}
+	}
+
+	started := time.Now()
 	mux := http.NewServeMux()
+	// pprof.Index also serves the named profiles: /debug/pprof/goroutine, heap, ...
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
+		spans, _ := truth.counts()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(stats(started, spans))
+	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
@@ -142,31 +168,34 @@ func main() {
 		}
 	}()
 
-	out := &sinks{}
-	var truthFile *os.File
-	if *truthPath != "" {
-		truthFile, err = os.Create(*truthPath)
-		if err != nil {
-			log.Fatal(err)
+	idleDone := make(chan struct{})
+	parkIdle(*idleGoroutines, idleDone)
+	var slowPeer net.Listener
+	if *scenario == "wait" {
+		if slowPeer, err = startSlowPeer(); err != nil {
+			log.Fatalf("the slow TCP peer: %v", err)
 		}
-		out.truth = bufio.NewWriter(truthFile)
-	}
-	if *endpoint != "" {
-		host, _ := os.Hostname()
-		out.exporter = newExporter(*endpoint, []otlpKeyValue{
-			stringKV("service.name", *serviceName),
-			stringKV("service.instance.id", fmt.Sprintf("%s-%d", host, os.Getpid())),
-			intKV("process.pid", int64(os.Getpid())),
-			stringKV("telemetry.sdk.language", "go"),
-		})
 	}
 
 	var wg sync.WaitGroup
+	var peers []*waitPeers
 	for i := 0; i < *workers; i++ {
 		w := &worker{
 			rng:        mrand.New(mrand.NewSource(*seed + int64(i))),
 			labelStyle: *labelStyle,
-			finished:   out.finished,
+			tracer:     tracer,
+			truth:      truth,
+			scenario:   *scenario,
+		}
+		if *scenario == "slowpath" {
+			w.slowFraction = *slowFraction
+			w.slowRounds = uint64(*slowMs) * roundsPerMs
+		}
+		if slowPeer != nil {
+			if w.peers, err = startWaitPeers(slowPeer.Addr().String()); err != nil {
+				log.Fatal(err)
+			}
+			peers = append(peers, w.peers)
 		}
 		wg.Add(1)
 		go func() {
@@ -174,6 +203,7 @@ func main() {
 			for ctx.Err() == nil {
 				// The request runs on a context that is never cancelled: a stop lets it finish.
 				w.request(context.Background())
+				requests.Add(1)
 			}
 		}()
 	}
@@ -181,28 +211,69 @@ func main() {
 	<-ctx.Done()
 	wg.Wait()
 	stopProfile()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	server.Shutdown(shutdownCtx)
-
-	code := 0
-	if out.exporter != nil {
-		out.exporter.close()
-		e := out.exporter
-		if e.failed > 0 || e.dropped > 0 {
-			log.Printf("%d spans exported, %d failed, %d dropped (queue full)", e.exported, e.failed, e.dropped)
-		}
+	close(idleDone)
+	for _, p := range peers {
+		p.close()
 	}
-	if out.truth != nil {
-		if err := out.truth.Flush(); err != nil {
-			log.Printf("writing %s: %v", *truthPath, err)
-			code = 1
-		}
+	if slowPeer != nil {
+		slowPeer.Close()
+	}
+	code := 0
+	if n := scenarioErrors.Load(); n > 0 {
+		log.Printf("%d requests did not run as the scenario says", n)
+		code = 1
+	}
+	if profiler != nil {
+		// Push what the last window holds and wait for every upload, then stop.
+		profiler.Flush(true)
+		profiler.Stop()
+	}
+	// Shutdown exports what the batch span processor holds and flushes the truth file.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tp.Shutdown(shutdownCtx); err != nil {
+		log.Printf("shutting the tracer provider down: %v", err)
+		code = 1
+	}
+	server.Shutdown(shutdownCtx)
+	if truthFile != nil {
 		if err := truthFile.Close(); err != nil {
 			log.Printf("closing %s: %v", *truthPath, err)
 			code = 1
 		}
 	}
-	log.Printf("stopped after %d spans", out.spans)
+	spans, missing := truth.counts()
+	if missing > 0 {
+		log.Printf("%d spans ended without their truth", missing)
+		code = 1
+	}
+	if n := sdkErrors.Load(); n > 0 {
+		log.Printf("the OpenTelemetry SDK reported %d errors", n)
+	}
+	if n := pushErrors.Load(); n > 0 {
+		log.Printf("pyroscope-go reported %d errors", n)
+	}
+	s := stats(started, spans)
+	log.Printf("stopped after %d spans, %d requests in %.1fs (%.1f requests/s)", spans, s.Requests, s.UptimeSeconds, s.RequestsPerSecond)
 	os.Exit(code)
+}
+
+// serviceStats is what /stats serves: the service's own throughput.
+type serviceStats struct {
+	Requests          int64   `json:"requests"`
+	Spans             int64   `json:"spans"`
+	UptimeSeconds     float64 `json:"uptime_seconds"`
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	SDKErrors         int64   `json:"sdk_errors"`
+	PushErrors        int64   `json:"push_errors"`
+}
+
+func stats(started time.Time, spans int64) serviceStats {
+	up := time.Since(started).Seconds()
+	n := requests.Load()
+	rate := 0.0
+	if up > 0 {
+		rate = float64(n) / up
+	}
+	return serviceStats{Requests: n, Spans: spans, UptimeSeconds: up, RequestsPerSecond: rate, SDKErrors: sdkErrors.Load(), PushErrors: pushErrors.Load()}
 }

@@ -2,35 +2,19 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	mrand "math/rand"
 	"runtime/pprof"
-	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
-
-// A finished span, as exported over OTLP and written to the truth file.
-type span struct {
-	traceID  [16]byte
-	spanID   [8]byte
-	parentID [8]byte // all zero for a root span
-	name     string
-	kind     int // OTLP SpanKind: 2 server (root), 1 internal
-	start    time.Time
-	end      time.Time
-	attrs    [][2]string // domain, stage where they apply
-	hot      string      // the function that burned CPU in this span, as pprof names it
-	labels   map[string]string
-}
-
-func (s *span) isRoot() bool { return s.parentID == [8]byte{} }
 
 // kindOf describes one span kind of a request.
 type kindOf struct {
 	name   string
 	domain string // "" for the root
 	stage  string
-	hot    string
+	hot    string // the function that burns this span's CPU, as pprof names it
 }
 
 var (
@@ -41,12 +25,20 @@ var (
 	kindCharge    = kindOf{"charge card", "payment", "charge", "main.chargeCard"}
 )
 
-// worker runs requests one after another. Each has its own RNG, so the burn times it
-// draws are deterministic for a given seed and worker index.
+// worker runs requests one after another. Each has its own RNG, so what it draws is
+// deterministic for a given seed and worker index.
 type worker struct {
 	rng        *mrand.Rand
 	labelStyle string
-	finished   func(*span)
+	tracer     trace.Tracer
+	truth      *truthProcessor
+	scenario   string
+	// slowpath: the fraction of charges that take main.slowPath, and how long it burns.
+	slowFraction float64
+	slowRounds   uint64
+	charges      int64
+	// wait: what its requests block on.
+	peers *waitPeers
 }
 
 // burn draws how much CPU the next span burns: 5 to 30 ms worth of rounds.
@@ -54,86 +46,64 @@ func (w *worker) burn() uint64 {
 	return uint64(5+w.rng.Intn(26)) * roundsPerMs
 }
 
-// request runs one trace: checkout -> validate cart, price items (-> apply discounts), charge card.
-func (w *worker) request(ctx context.Context) {
-	w.inSpan(ctx, nil, kindCheckout, func(ctx context.Context, root *span) {
+// checkoutRequest runs one trace: checkout -> validate cart, price items (-> apply
+// discounts), charge card.
+func (w *worker) checkoutRequest(ctx context.Context) {
+	w.inSpan(ctx, kindCheckout, func(ctx context.Context, _ *spanTruth) {
 		checkout(w.burn())
-		w.inSpan(ctx, root, kindValidate, func(context.Context, *span) { validateCart(w.burn()) })
-		w.inSpan(ctx, root, kindPrice, func(ctx context.Context, price *span) {
+		w.inSpan(ctx, kindValidate, func(context.Context, *spanTruth) { validateCart(w.burn()) })
+		w.inSpan(ctx, kindPrice, func(ctx context.Context, _ *spanTruth) {
 			d, dd := w.burn(), w.burn()
 			computePrices(d, func() {
-				w.inSpan(ctx, price, kindDiscounts, func(context.Context, *span) { applyDiscounts(dd) })
+				w.inSpan(ctx, kindDiscounts, func(context.Context, *spanTruth) { applyDiscounts(dd) })
 			})
 		})
-		w.inSpan(ctx, root, kindCharge, func(context.Context, *span) { chargeCard(w.burn()) })
+		w.inSpan(ctx, kindCharge, func(_ context.Context, t *spanTruth) {
+			rounds := w.burn()
+			if w.takeSlowPath() {
+				t.hot = "main.slowPath" // it burns more than chargeCard itself
+				t.extra.SlowPath = true
+				chargeCard(rounds, w.slowRounds)
+			} else {
+				chargeCard(rounds, 0)
+			}
+		})
 	})
 }
 
-// inSpan starts a span (a child of parent, or a new trace's root), runs body inside the
-// pprof labels the label style gives it, and hands the finished span on.
-func (w *worker) inSpan(ctx context.Context, parent *span, k kindOf, body func(context.Context, *span)) {
-	s := &span{name: k.name, kind: 1, hot: k.hot}
-	if parent == nil {
-		s.traceID = randomID16()
-		s.kind = 2
-	} else {
-		s.traceID = parent.traceID
-		s.parentID = parent.spanID
+// inSpan runs body in a new span: a child of the span in ctx, or a new trace's root (kind
+// server). With the "all" label style body runs inside pprof.Do with the span's own ids, name,
+// domain and stage; with the otel-profiling-go styles the wrapped tracer has set the labels
+// already. The truth notes the labels the goroutine really carries while body runs.
+func (w *worker) inSpan(ctx context.Context, k kindOf, body func(context.Context, *spanTruth)) {
+	root := !trace.SpanContextFromContext(ctx).IsValid()
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+	if root {
+		opts[0] = trace.WithSpanKind(trace.SpanKindServer)
 	}
-	s.spanID = randomID8()
 	if k.domain != "" {
-		s.attrs = append(s.attrs, [2]string{"domain", k.domain})
+		opts = append(opts, trace.WithAttributes(attribute.String("domain", k.domain), attribute.String("stage", k.stage)))
 	}
-	if k.stage != "" {
-		s.attrs = append(s.attrs, [2]string{"stage", k.stage})
+	ctx, span := w.tracer.Start(ctx, k.name, opts...)
+	sc := span.SpanContext()
+	truth := spanTruth{hot: k.hot}
+	run := func(ctx context.Context) {
+		truth.labels = map[string]string{}
+		pprof.ForLabels(ctx, func(key, value string) bool {
+			truth.labels[key] = value
+			return true
+		})
+		body(ctx, &truth)
 	}
-
-	var labels []string
-	switch {
-	case w.labelStyle == "all":
-		labels = []string{"trace_id", hex.EncodeToString(s.traceID[:]), "span_id", hex.EncodeToString(s.spanID[:]), "span_name", k.name}
+	if w.labelStyle == "all" {
+		labels := []string{"trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String(), "span_name", k.name}
 		if k.domain != "" {
 			labels = append(labels, "domain", k.domain, "stage", k.stage)
 		}
-	case parent == nil: // "root": only the local root labels, like otel-profiling-go
-		labels = []string{"trace_id", hex.EncodeToString(s.traceID[:]), "span_id", hex.EncodeToString(s.spanID[:]), "span_name", k.name}
-	}
-
-	s.start = time.Now()
-	run := func(ctx context.Context) {
-		// Record the labels the runtime really has on this goroutine now, inherited ones too.
-		s.labels = map[string]string{}
-		pprof.ForLabels(ctx, func(key, value string) bool {
-			s.labels[key] = value
-			return true
-		})
-		body(ctx, s)
-	}
-	if labels != nil {
 		pprof.Do(ctx, pprof.Labels(labels...), run)
 	} else {
 		run(ctx)
 	}
-	s.end = time.Now()
-	w.finished(s)
-}
-
-func randomID16() (id [16]byte) {
-	for id == [16]byte{} {
-		mustRead(id[:])
-	}
-	return id
-}
-
-func randomID8() (id [8]byte) {
-	for id == [8]byte{} {
-		mustRead(id[:])
-	}
-	return id
-}
-
-func mustRead(b []byte) {
-	if _, err := rand.Read(b); err != nil {
-		panic("crypto/rand: " + err.Error())
-	}
+	w.truth.note(sc.SpanID(), truth)
+	span.End()
 }

@@ -93,13 +93,83 @@ func applyDiscounts(rounds uint64) {
 	sink.Add(h)
 }
 
-// chargeCard is the work of "charge card".
+// chargeCard is the work of "charge card"; with slow > 0 (the slowpath scenario) it then runs
+// main.slowPath for that many rounds.
 //
 //go:noinline
-func chargeCard(rounds uint64) {
+func chargeCard(rounds, slow uint64) {
 	h := uint64(14695981039346656037)
 	for i := uint64(0); i < rounds; i++ {
 		h = (h ^ (i << 4)) * 1099511628211
+	}
+	sink.Add(h)
+	if slow > 0 {
+		slowPath(slow)
+	}
+}
+
+// slowPath is the extra work a slow "charge card" does.
+//
+//go:noinline
+func slowPath(rounds uint64) {
+	h := uint64(14695981039346656037)
+	for i := uint64(0); i < rounds; i++ {
+		h = (h ^ (i << 5)) * 1099511628211
+	}
+	sink.Add(h)
+}
+
+// handleOrder is the root's own work in the wait scenario ("handle order").
+//
+//go:noinline
+func handleOrder(rounds uint64) {
+	h := uint64(14695981039346656037)
+	for i := uint64(0); i < rounds; i++ {
+		h = (h ^ (i << 6)) * 1099511628211
+	}
+	sink.Add(h)
+}
+
+// totalOrder is the work of "total order", the wait scenario's span that does not wait.
+//
+//go:noinline
+func totalOrder(rounds uint64) {
+	h := uint64(14695981039346656037)
+	for i := uint64(0); i < rounds; i++ {
+		h = (h ^ (i << 7)) * 1099511628211
+	}
+	sink.Add(h)
+}
+
+// buildReport is the root's own work in the alloc scenario ("build report").
+//
+//go:noinline
+func buildReport(rounds uint64) {
+	h := uint64(14695981039346656037)
+	for i := uint64(0); i < rounds; i++ {
+		h = (h ^ (i << 8)) * 1099511628211
+	}
+	sink.Add(h)
+}
+
+// runJob is the root's own work in the sleep scenario ("run job").
+//
+//go:noinline
+func runJob(rounds uint64) {
+	h := uint64(14695981039346656037)
+	for i := uint64(0); i < rounds; i++ {
+		h = (h ^ (i << 9)) * 1099511628211
+	}
+	sink.Add(h)
+}
+
+// crunchStep is the work of "job step" after its sleep.
+//
+//go:noinline
+func crunchStep(rounds uint64) {
+	h := uint64(14695981039346656037)
+	for i := uint64(0); i < rounds; i++ {
+		h = (h ^ (i << 10)) * 1099511628211
 	}
 	sink.Add(h)
 }

@@ -23,24 +23,53 @@ fn target_profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A `go` command with its caches under the target dir (HOME may be unwritable), no network,
-/// no cgo (no C compiler needed) and no toolchain switching.
+/// Where Go is on the project's machines, also when it is not on PATH (CI's PATH).
+const GO_FALLBACK: &str = "/usr/local/go/bin/go";
+
+/// The `go` program: the one on PATH, else [`GO_FALLBACK`]. Panics when there is neither: the
+/// tests need it and must not be skipped quietly.
+fn go_program() -> PathBuf {
+    static GO: OnceLock<PathBuf> = OnceLock::new();
+    GO.get_or_init(|| {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("go"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.is_file());
+        on_path
+            .or_else(|| Some(PathBuf::from(GO_FALLBACK)).filter(|p| p.is_file()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `go` on PATH nor at {GO_FALLBACK}: install Go 1.26 or newer (the project's \
+                     machines have it at /usr/local/go), then run scripts/go-modules.sh"
+                )
+            })
+    })
+    .clone()
+}
+
+/// A `go` command that builds offline: modules only from Go's module cache (filled by
+/// `scripts/go-modules.sh`, GOPROXY=off so a missing one is an error, not a download in the
+/// middle of a test), go.mod and go.sum as committed (`-mod=readonly`), the build cache under
+/// the target dir, no cgo (no C compiler needed), no workspace and no toolchain switching.
 fn go_command() -> Command {
-    let target = target_profile_dir();
-    let mut cmd = Command::new("go");
-    cmd.env("GOCACHE", target.join("go-cache"))
-        .env("GOPATH", target.join("go-path"))
-        .env("GOENV", "off")
+    let mut cmd = Command::new(go_program());
+    cmd.env("GOCACHE", target_profile_dir().join("go-cache"))
         .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
         .env("GOPROXY", "off")
+        .env("GOWORK", "off")
         .env("GO111MODULE", "on")
         .env("CGO_ENABLED", "0");
     cmd
 }
 
 /// Builds the Go service once per test process (`target/<profile>/goservice`) and returns its
-/// path. Panics when `go` is missing: the tests need it and must not be skipped quietly.
+/// path. Panics when it does not build: the tests need it and must not be skipped quietly.
 pub fn go_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -49,25 +78,24 @@ pub fn go_binary() -> PathBuf {
         // Other test processes may build at the same time: build to a private name, then
         // rename, which replaces the file atomically.
         let tmp = out.with_file_name(format!("goservice.{}.tmp", std::process::id()));
-        let output = match go_command()
+        let output = go_command()
             .args(["build", "-o"])
             .arg(&tmp)
             .arg(".")
             .current_dir(&src)
             .output()
-        {
-            Ok(output) => output,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                panic!("`go` is not installed: run scripts/test.sh, which installs golang-go")
-            }
-            Err(e) => panic!("running `go build` in {}: {e}", src.display()),
+            .unwrap_or_else(|e| panic!("running `go build` in {}: {e}", src.display()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint = if stderr.contains("GOPROXY=off") || stderr.contains("missing go.sum entry") {
+            "\na Go module is not in the module cache: run scripts/go-modules.sh (scripts/test.sh does)"
+        } else {
+            ""
         };
         assert!(
             output.status.success(),
-            "go build in {} failed ({}):\n{}",
+            "go build in {} failed ({}):\n{stderr}{hint}",
             src.display(),
             output.status,
-            String::from_utf8_lossy(&output.stderr)
         );
         std::fs::rename(&tmp, &out).expect("moving the built goservice into place");
         out
@@ -81,9 +109,12 @@ pub enum LabelStyle {
     /// Every span runs inside `pprof.Do` with its own trace_id, span_id, span_name, domain,
     /// stage labels.
     All,
-    /// Only the local root ("checkout") sets labels (trace_id, span_id, span_name); children
-    /// run under the root's labels, like otel-profiling-go does by default.
+    /// The tracer provider wrapped by otel-profiling-go with its defaults: the local root sets
+    /// trace_id, span_id and span_name; children run under the root's labels.
     Root,
+    /// otel-profiling-go with its all-spans scope for span ids and names: every span sets its
+    /// own span_id and span_name; trace_id comes from the local root; no domain or stage.
+    OtelprofAll,
 }
 
 impl LabelStyle {
@@ -91,6 +122,61 @@ impl LabelStyle {
         match self {
             LabelStyle::All => "all",
             LabelStyle::Root => "root",
+            LabelStyle::OtelprofAll => "otelprof-all",
+        }
+    }
+}
+
+/// How the Go SDK's OTLP exporter sends spans (`-otlp-protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `otlptracegrpc`.
+    Grpc,
+    /// `otlptracehttp`, protobuf bodies.
+    HttpProtobuf,
+    /// `otlptracehttp` with `EncodingJSON`.
+    HttpJson,
+}
+
+impl OtlpProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::HttpJson => "http/json",
+        }
+    }
+}
+
+/// What the service's requests do (`-scenario`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// checkout -> validate cart, price items (-> apply discounts), charge card: each burns CPU
+    /// in its own function.
+    Checkout,
+    /// handle order -> lock inventory (`sync.Mutex`), await quote (channel receive), call
+    /// warehouse (slow TCP peer), back off (`time.Sleep`), each blocking 20-60 ms in its own
+    /// function, and total order, which only burns CPU.
+    Wait,
+    /// build report -> 3 x render rows, each allocating 8-32 MiB in small objects (many GC
+    /// cycles and stop-the-world pauses).
+    Alloc,
+    /// Checkout, where `slow_fraction` of each worker's "charge card" spans also run
+    /// `main.slowPath` (60 ms of CPU by default).
+    Slowpath,
+    /// run job -> 3 x job step, each sleeping 10 ms in `main.napStep`, then burning 5-30 ms in
+    /// `main.crunchStep`.
+    Sleep,
+}
+
+impl Scenario {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Checkout => "checkout",
+            Scenario::Wait => "wait",
+            Scenario::Alloc => "alloc",
+            Scenario::Slowpath => "slowpath",
+            Scenario::Sleep => "sleep",
         }
     }
 }
@@ -98,8 +184,16 @@ impl LabelStyle {
 /// How to run the Go service.
 #[derive(Clone, Debug)]
 pub struct GoOptions {
-    /// OTLP/HTTP traces URL (`http://127.0.0.1:PORT/v1/traces`); `None`: no export.
+    pub scenario: Scenario,
+    /// Slowpath: the fraction of charges that take `main.slowPath` (the service's 0.1 when
+    /// `None`).
+    pub slow_fraction: Option<f64>,
+    /// Extra goroutines parked on a channel in `main.idle`.
+    pub idle_goroutines: u32,
+    /// OTLP endpoint URL (`http://127.0.0.1:PORT`; for HTTP a URL without a path gets
+    /// `/v1/traces`); `None`: no export.
     pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
     /// `service.name` of the exported spans.
     pub service_name: String,
     pub label_style: LabelStyle,
@@ -113,12 +207,21 @@ pub struct GoOptions {
     pub cpu_profile_seconds: Option<u32>,
     /// Port for `/debug/pprof` (a free one when `None`), for scrapers configured before it runs.
     pub listen_port: Option<u16>,
+    /// Push CPU profiles with pyroscope-go to this server URL (it POSTs to `URL/ingest`).
+    /// Excludes `cpu_profile_seconds` (one CPU profiler per process).
+    pub pyroscope_endpoint: Option<String>,
+    /// How often pyroscope-go pushes (its default, 15 s, when `None`).
+    pub pyroscope_upload_rate: Option<Duration>,
 }
 
 impl Default for GoOptions {
     fn default() -> Self {
         GoOptions {
+            scenario: Scenario::Checkout,
+            slow_fraction: None,
+            idle_goroutines: 0,
             otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
             service_name: "shop".into(),
             label_style: LabelStyle::All,
             workers: 2,
@@ -126,6 +229,8 @@ impl Default for GoOptions {
             truth: true,
             cpu_profile_seconds: None,
             listen_port: None,
+            pyroscope_endpoint: None,
+            pyroscope_upload_rate: None,
         }
     }
 }
@@ -147,6 +252,47 @@ pub struct TruthSpan {
     pub hot_function: String,
     /// The pprof labels the runtime had on the goroutine while the span ran.
     pub labels: BTreeMap<String, String>,
+    /// Wait scenarios: wall time inside the blocking call, in ns (0: the span does not block).
+    #[serde(default)]
+    pub wait_ns: u64,
+    /// The goroutine's wait reason as Go names it in goroutine dumps: `sync.Mutex.Lock`,
+    /// `chan receive`, `IO wait`, `sleep`.
+    #[serde(default)]
+    pub wait_reason: String,
+    /// The service's function on the blocked stack (`main.lockInventory`).
+    #[serde(default)]
+    pub wait_function: String,
+    /// Slowpath: the span ran `main.slowPath`.
+    #[serde(default)]
+    pub slow_path: bool,
+    /// Alloc: bytes the span allocated on purpose.
+    #[serde(default)]
+    pub alloc_bytes: u64,
+    /// Alloc: GC cycles the runtime completed while the span ran.
+    #[serde(default)]
+    pub gc_cycles: u64,
+}
+
+impl TruthSpan {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano)
+    }
+}
+
+/// What the service's `/stats` serves.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStats {
+    /// Requests completed since start.
+    pub requests: u64,
+    /// Spans finished since start.
+    pub spans: u64,
+    pub uptime_seconds: f64,
+    pub requests_per_second: f64,
+    /// Errors the OpenTelemetry SDK reported (failed exports).
+    pub sdk_errors: u64,
+    /// Errors pyroscope-go reported (failed pushes).
+    pub push_errors: u64,
 }
 
 /// A running Go service. Killed on drop if still running.
@@ -177,10 +323,27 @@ impl GoService {
             .arg("-workers")
             .arg(opts.workers.to_string());
         if let Some(endpoint) = &opts.otlp_endpoint {
-            cmd.arg("-otlp-endpoint").arg(endpoint);
+            cmd.arg("-otlp-endpoint")
+                .arg(endpoint)
+                .arg("-otlp-protocol")
+                .arg(opts.otlp_protocol.as_str());
         }
         if let Some(d) = opts.duration {
             cmd.arg("-duration").arg(format!("{}ms", d.as_millis()));
+        }
+        cmd.arg("-scenario")
+            .arg(opts.scenario.as_str())
+            .arg("-idle-goroutines")
+            .arg(opts.idle_goroutines.to_string());
+        if let Some(f) = opts.slow_fraction {
+            cmd.arg("-slow-fraction").arg(f.to_string());
+        }
+        if let Some(endpoint) = &opts.pyroscope_endpoint {
+            cmd.arg("-pyroscope-endpoint").arg(endpoint);
+        }
+        if let Some(rate) = opts.pyroscope_upload_rate {
+            cmd.arg("-pyroscope-upload-rate")
+                .arg(format!("{}ms", rate.as_millis()));
         }
         if opts.truth {
             cmd.arg("-truth").arg(dir.path().join("truth.jsonl"));
@@ -257,6 +420,18 @@ impl GoService {
         .with_context(|| format!("--- goservice log ---\n{}", self.log()))?;
         self.status = Some(status);
         Ok(status)
+    }
+
+    /// Its `/stats`: requests and spans completed, requests per second.
+    pub fn stats(&self) -> Result<ServiceStats> {
+        let body = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?
+            .get(self.url("/stats"))
+            .send()?
+            .error_for_status()?
+            .text()?;
+        serde_json::from_str(&body).with_context(|| format!("/stats answered {body:?}"))
     }
 
     pub fn truth_path(&self) -> PathBuf {
@@ -404,6 +579,27 @@ pub fn go_tool_pprof_raw_with(profile: &Path, options: &[&str]) -> Result<RawPro
     parse_raw(&text).with_context(|| format!("parsing `go tool pprof -raw {}`", profile.display()))
 }
 
+/// `go tool trace -d=parsed <trace>`: the events of a Go execution trace as Go's own reader
+/// parses them, one per line (e.g. `... RangeBegin Time=... Name="stop-the-world (GC mark
+/// termination)" ...`).
+pub fn go_tool_trace_parsed(trace: &Path) -> Result<String> {
+    go_binary(); // panics with the install hint when `go` is missing
+    let output = go_command()
+        .args(["tool", "trace", "-d=parsed"])
+        .arg(trace)
+        .stdin(Stdio::null())
+        .output()
+        .context("running go tool trace")?;
+    ensure!(
+        output.status.success(),
+        "go tool trace -d=parsed {} failed ({}): {}",
+        trace.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).context("go tool trace output is not UTF-8")
+}
+
 /// Parses `go tool pprof -raw` output: google/pprof's `Profile.String()`, which looks like
 ///
 /// ```text
@@ -430,8 +626,10 @@ pub fn go_tool_pprof_raw_with(profile: &Path, options: &[&str]) -> Result<RawPro
 /// bracket content is taken as one value (Go's `pprof.Do` labels have one value per key). A
 /// location line is `id: addr M=mapping [F] function file:line s=startline[(system name)]`,
 /// continued by lines of 13 spaces for frames inlined into it (innermost first); a frame with
-/// no function prints `??`. Function names are taken as the text up to the first space (Go
-/// names have none). Any other line is an error.
+/// no function prints `??`. A function name is the text before the ` file:line s=N` that
+/// follows it: names of generic instantiations hold spaces
+/// (`pkg.F[go.shape.func(*T, reflect.Value)]`), file paths are taken to have none. Any other
+/// line is an error.
 pub fn parse_raw(text: &str) -> Result<RawProfile> {
     #[derive(PartialEq)]
     enum Section {
@@ -634,16 +832,22 @@ fn add(sum: &mut [i64], values: &[i64]) {
     }
 }
 
-/// The function of `name file:line s=N[(system name)]`, or of `??`.
+/// The function of `name file:line s=N[(system name)]`, or of `??`. The name may hold spaces
+/// and so may the system name; the first ` s=<digits>` ending the text or followed by `(`
+/// marks the end of `file:line`.
 fn frame_function(frame: &str) -> Option<String> {
     if frame == "??" {
         return Some("??".into());
     }
-    let (name, rest) = frame.split_once(' ')?;
-    let (_, s) = rest.rsplit_once(" s=")?;
-    let digits = s.split('(').next()?;
-    digits.parse::<i64>().ok()?;
-    Some(name.to_string())
+    let (at, _) = frame.match_indices(" s=").find(|(i, _)| {
+        let rest = &frame[i + 3..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && (rest.len() == digits || rest[digits..].starts_with('('))
+    })?;
+    let (name, file_line) = frame[..at].rsplit_once(' ')?;
+    let (_, line) = file_line.rsplit_once(':')?;
+    line.parse::<u64>().ok()?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// `a:[x] b:[y z] c:[1 bytes]` -> pairs; values are the bracket contents.
@@ -679,26 +883,75 @@ fn parse_labels(text: &str) -> std::result::Result<Vec<(String, String)>, String
     Ok(out)
 }
 
-/// The real Go service joined by one hotspan: its OTLP/HTTP spans and its scraped CPU profiles
-/// (original payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl`
-/// in the hotspan's directory. Both processes have stopped, hotspan gracefully, once three
-/// scrapes were written.
+/// Where a joined run's CPU profiles come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// hotspan's `pprof_scrape` takes the service's `/debug/pprof/profile` back to back, 1 s each.
+    Scrape,
+    /// The service's pyroscope-go pushes a CPU profile every second to hotspan's `pprof`
+    /// receiver (`POST /ingest`, multipart).
+    Push,
+}
+
+/// How a joined run is wired.
+#[derive(Clone, Copy, Debug)]
+pub struct JoinSetup {
+    pub label_style: LabelStyle,
+    /// How the Go SDK sends spans to hotspan's `otlp` receiver.
+    pub protocol: OtlpProtocol,
+    pub profiles: ProfileSource,
+}
+
+/// The real Go service joined by one hotspan: its OTLP spans and its CPU profiles (original
+/// payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl` in the
+/// hotspan's directory. Both processes have stopped, hotspan gracefully, once three profiles
+/// were written.
 pub struct JoinedRun {
     pub hotspan: crate::Hotspan,
     pub truth: Vec<TruthSpan>,
 }
 
+/// [`joined_run_with`] over OTLP/HTTP protobuf with scraped profiles.
 pub fn joined_run(label_style: LabelStyle) -> Result<JoinedRun> {
-    let http = crate::free_port();
+    joined_run_with(JoinSetup {
+        label_style,
+        protocol: OtlpProtocol::HttpProtobuf,
+        profiles: ProfileSource::Scrape,
+    })
+}
+
+pub fn joined_run_with(setup: JoinSetup) -> Result<JoinedRun> {
+    // The first build can take a while on a busy machine: not while hotspan waits.
+    go_binary();
+    let otlp = crate::free_port();
     let go_port = crate::free_port();
+    let push = crate::free_port();
+    let otlp_receiver = match setup.protocol {
+        OtlpProtocol::Grpc => format!(r#"{{protocols: {{grpc: {{endpoint: "127.0.0.1:{otlp}"}}}}}}"#),
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+            format!(r#"{{protocols: {{http: {{endpoint: "127.0.0.1:{otlp}"}}}}}}"#)
+        }
+    };
+    let (profile_receiver, receiver_name) = match setup.profiles {
+        ProfileSource::Scrape => (
+            format!(
+                r#"pprof_scrape:
+    scrape_interval: 1s
+    include_original_payload: true
+    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]"#
+            ),
+            "pprof_scrape",
+        ),
+        ProfileSource::Push => (
+            format!(r#"pprof: {{endpoint: "127.0.0.1:{push}", include_original_payload: true}}"#),
+            "pprof",
+        ),
+    };
     let mut hotspan = crate::Hotspan::start(&format!(
         r#"
 receivers:
-  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
-  pprof_scrape:
-    scrape_interval: 1s
-    include_original_payload: true
-    targets: [{{endpoint: "http://127.0.0.1:{go_port}", service_name: shop}}]
+  otlp: {otlp_receiver}
+  {profile_receiver}
 connectors:
   spanprofile: {{wait: 4s}}
 exporters:
@@ -710,26 +963,43 @@ service:
   extensions: [health_check]
   pipelines:
     traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
-    profiles/in: {{receivers: [pprof_scrape], exporters: [spanprofile]}}
+    profiles/in: {{receivers: [{receiver_name}], exporters: [spanprofile]}}
     traces/out: {{receivers: [spanprofile], exporters: [file/traces]}}
     profiles/out: {{receivers: [spanprofile], exporters: [file/profiles]}}
 "#
     ))?;
+    let pushing = setup.profiles == ProfileSource::Push;
     let mut go = GoService::start(GoOptions {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{http}/v1/traces")),
-        label_style,
+        otlp_endpoint: Some(format!("http://127.0.0.1:{otlp}")),
+        otlp_protocol: setup.protocol,
+        label_style: setup.label_style,
         workers: 2,
         listen_port: Some(go_port),
+        pyroscope_endpoint: pushing.then(|| format!("http://127.0.0.1:{push}")),
+        pyroscope_upload_rate: pushing.then_some(Duration::from_secs(1)),
         ..Default::default()
     })?;
     let profiles = hotspan.path("profiles.jsonl");
-    wait_for(Duration::from_secs(40), "three scraped profiles", || {
+    wait_for(Duration::from_secs(40), "three CPU profiles", || {
         (crate::profiles::read_profiles(&profiles).ok()?.len() >= 3).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "--- goservice log ---\n{}\n--- hotspan log ---\n{}",
+            go.log(),
+            hotspan.log()
+        )
     })?;
+    // A pushing service sends its last profile and waits for it before it exits.
     ensure!(go.stop()?.success(), "go service exit\n{}", go.log());
     // A graceful stop ends the scrapes and flushes every held span; whatever profile made it
     // in was joined and written, so both files describe the same input.
     ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
+    let log = go.log();
+    ensure!(
+        !log.contains("errors"),
+        "the service saw export or push errors:\n{log}"
+    );
     Ok(JoinedRun {
         truth: go.truth()?,
         hotspan,
@@ -753,6 +1023,7 @@ samples/count cpu/nanoseconds[dflt]
           2   20000000: 5 
                 span_id:[b]
                 bytes:[1024 bytes]
+          1   10000000: 6 3 
 Locations
      1: 0x6bcb24 M=1 main.validateCart /src/work.go:22 s=0
      2: 0x6bb724 M=1 main.inlined /src/a.go:9 s=0
@@ -760,6 +1031,7 @@ Locations
      3: 0x6bb725 M=1 main.main /src/main.go:1 s=0
      4: 0x6bb726 M=1 [F] ??
      5: 0x6bb727 
+     6: 0x6bb728 M=1 encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3 /go/src/sync/oncefunc.go:95 s=0(encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3)
 Mappings
 1: 0x400000/0x6be000/0x0 /tmp/goservice  [FN]
 ";
@@ -768,7 +1040,7 @@ Mappings
     fn parses_samples_stacks_and_labels() {
         let p = parse_raw(RAW).unwrap();
         assert_eq!(p.sample_types, ["samples/count", "cpu/nanoseconds"]);
-        assert_eq!(p.total, [6, 60_000_000]);
+        assert_eq!(p.total, [7, 70_000_000]);
         assert_eq!(
             p.samples[0].stack,
             ["main.validateCart", "main.inlined", "main.caller", "main.main"]
@@ -778,10 +1050,15 @@ Mappings
         assert_eq!(p.samples[2].stack, ["??"]);
         assert_eq!(p.samples[2].labels["bytes"], "1024 bytes");
         assert_eq!(p.flat("main.validateCart", "samples"), 3);
-        assert_eq!(p.cum("main.main", "samples"), 4);
+        assert_eq!(p.cum("main.main", "samples"), 5);
         assert_eq!(p.flat("main.main", "cpu"), 0);
         assert_eq!(p.label("domain", "cart", "cpu/nanoseconds"), 30_000_000);
         assert_eq!(p.label("span_id", "b", "samples"), 2);
+        // A generic instantiation's name holds spaces.
+        let generic = "encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, \
+                       reflect.Value, encoding/json.encOpts)].func3";
+        assert_eq!(p.samples[3].stack, [generic, "main.main"]);
+        assert_eq!(p.flat(generic, "samples"), 1);
     }
 
     #[test]

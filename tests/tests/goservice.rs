@@ -15,7 +15,9 @@ use anyhow::{bail, ensure, Context, Result};
 use hotspan_proto::otlp::common::v1::any_value::Value;
 use hotspan_proto::otlp::common::v1::KeyValue;
 use hotspan_proto::{Encoding, TracesBatch};
-use hotspan_tests::goservice::{go_tool_pprof_raw, GoOptions, GoService, LabelStyle, RawProfile, TruthSpan};
+use hotspan_tests::goservice::{
+    go_binary, go_tool_pprof_raw, GoOptions, GoService, LabelStyle, OtlpProtocol, RawProfile, TruthSpan,
+};
 use hotspan_tests::{hex, wait_for};
 
 /// What a span of one name must look like.
@@ -131,7 +133,7 @@ fn check_truth(truth: &[TruthSpan], style: LabelStyle) -> Result<()> {
         }
         // The labels the runtime had while the span ran.
         let labelled = match style {
-            LabelStyle::All => s,
+            LabelStyle::All | LabelStyle::OtelprofAll => s,
             LabelStyle::Root => {
                 let mut root = s;
                 while !root.parent_span_id.is_empty() {
@@ -140,6 +142,7 @@ fn check_truth(truth: &[TruthSpan], style: LabelStyle) -> Result<()> {
                 root
             }
         };
+        // otel-profiling-go sets trace_id on the local root; children inherit it, same value.
         let mut want = BTreeMap::from([
             ("trace_id".to_string(), labelled.trace_id.clone()),
             ("span_id".to_string(), labelled.span_id.clone()),
@@ -372,11 +375,21 @@ fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     }
 }
 
-#[test]
-fn exports_exactly_the_truth_over_otlp_json() -> Result<()> {
+/// Runs the service against the sink with the SDK's OTLP/HTTP exporter and checks that what
+/// arrived is exactly the truth file: every span once, with the SDK's resource.
+fn exports_exactly_the_truth(protocol: OtlpProtocol) -> Result<()> {
+    let (content_type, encoding) = match protocol {
+        OtlpProtocol::HttpJson => ("application/json", Encoding::Json),
+        OtlpProtocol::HttpProtobuf => ("application/x-protobuf", Encoding::Protobuf),
+        OtlpProtocol::Grpc => bail!("the sink speaks HTTP only"),
+    };
+    // The first build can take a minute on a busy machine, longer than the sink waits.
+    go_binary();
     let sink = Sink::start()?;
     let mut service = GoService::start(GoOptions {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{}/v1/traces", sink.port)),
+        // No path: the exporter adds /v1/traces.
+        otlp_endpoint: Some(format!("http://127.0.0.1:{}", sink.port)),
+        otlp_protocol: protocol,
         service_name: "shop-otlp".into(),
         ..GoOptions::default()
     })?;
@@ -394,34 +407,43 @@ fn exports_exactly_the_truth_over_otlp_json() -> Result<()> {
     let mut exported = BTreeMap::new();
     for r in &received {
         ensure!(r.path == "/v1/traces", "POST to {}", r.path);
-        ensure!(
-            r.content_type == "application/json",
-            "content-type {}",
-            r.content_type
-        );
-        let batch = TracesBatch::decode(&r.body, Encoding::Json)
+        ensure!(r.content_type == content_type, "content-type {}", r.content_type);
+        let batch = TracesBatch::decode(&r.body, encoding)
             .with_context(|| format!("decoding {}", String::from_utf8_lossy(&r.body)))?;
+        // The batch span processor's default largest batch.
         ensure!(
-            batch.span_count() <= 100,
+            batch.span_count() <= 512,
             "a batch of {} spans",
             batch.span_count()
         );
         for rs in batch.resource_spans() {
             let attrs = &rs.resource.as_ref().context("no resource")?.attributes;
             ensure!(string_attr(attrs, "service.name").as_deref() == Some("shop-otlp"));
+            // The real SDK says so itself.
             ensure!(string_attr(attrs, "telemetry.sdk.language").as_deref() == Some("go"));
+            ensure!(string_attr(attrs, "telemetry.sdk.name").as_deref() == Some("opentelemetry"));
+            ensure!(
+                string_attr(attrs, "telemetry.sdk.version").as_deref() == Some("1.47.0"),
+                "telemetry.sdk.version {:?}",
+                string_attr(attrs, "telemetry.sdk.version")
+            );
+            ensure!(string_attr(attrs, "host.name").is_some_and(|h| !h.is_empty()));
             ensure!(matches!(attr(attrs, "process.pid"), Some(Value::IntValue(p)) if *p == pid));
             let instance = string_attr(attrs, "service.instance.id").context("no service.instance.id")?;
             ensure!(
                 instance.ends_with(&format!("-{pid}")),
                 "service.instance.id {instance}"
             );
-            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                ensure!(
-                    exported.insert(hex(&span.span_id), span.clone()).is_none(),
-                    "span {} exported twice",
-                    hex(&span.span_id)
-                );
+            for ss in &rs.scope_spans {
+                let scope = ss.scope.as_ref().context("no scope")?;
+                ensure!(scope.name == "hotspan.test/goservice", "scope {}", scope.name);
+                for span in &ss.spans {
+                    ensure!(
+                        exported.insert(hex(&span.span_id), span.clone()).is_none(),
+                        "span {} exported twice",
+                        hex(&span.span_id)
+                    );
+                }
             }
         }
     }
@@ -457,6 +479,16 @@ fn exports_exactly_the_truth_over_otlp_json() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[test]
+fn exports_exactly_the_truth_over_otlp_http_protobuf() -> Result<()> {
+    exports_exactly_the_truth(OtlpProtocol::HttpProtobuf)
+}
+
+#[test]
+fn exports_exactly_the_truth_over_otlp_http_json() -> Result<()> {
+    exports_exactly_the_truth(OtlpProtocol::HttpJson)
 }
 
 /// Runs the service with a 2 s CPU profile and returns it with the truth.
@@ -500,7 +532,18 @@ fn profiled_run(style: LabelStyle) -> Result<(RawProfile, Vec<TruthSpan>)> {
 
 #[test]
 fn cpu_profile_puts_each_spans_samples_in_its_hot_function() -> Result<()> {
-    let (profile, truth) = profiled_run(LabelStyle::All)?;
+    samples_in_each_spans_hot_function(LabelStyle::All)
+}
+
+#[test]
+fn otel_profiling_go_all_spans_scope_labels_each_spans_own_samples() -> Result<()> {
+    samples_in_each_spans_hot_function(LabelStyle::OtelprofAll)
+}
+
+/// Every labelled sample names a span of the truth file, carries exactly that span's labels,
+/// and was taken (nearly always) in that span's own function.
+fn samples_in_each_spans_hot_function(style: LabelStyle) -> Result<()> {
+    let (profile, truth) = profiled_run(style)?;
     let spans = by_id(&truth);
     let hot = hot_functions();
     let (mut labelled, mut in_hot) = (0, 0);

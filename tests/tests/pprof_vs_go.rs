@@ -108,3 +108,8 @@ fn every_span_labelled() -> Result<()> {
 fn only_the_local_root_labelled() -> Result<()> {
     check(LabelStyle::Root)
 }
+
+#[test]
+fn otel_profiling_go_all_spans_scope() -> Result<()> {
+    check(LabelStyle::OtelprofAll)
+}
