@@ -294,11 +294,8 @@ fn show(span: &Span) -> String {
 }
 
 /// otel-profiling-go already sets `pyroscope.profile.id` on the spans it labels; hotspan adds
-/// its own to every span that got samples, so such a span leaves with the key twice (OTLP wants
-/// attribute keys unique). The join's annotation (processors/src/spanprofile/annotate.rs)
-/// should keep the key once.
+/// its own only to spans that have none, so the key appears once (OTLP wants keys unique).
 #[test]
-#[ignore = "hotspan bug: the join appends pyroscope.profile.id to spans that already carry it"]
 fn otel_profiling_go_spans_keep_one_pyroscope_profile_id() -> Result<()> {
     let run = run(LabelStyle::Root, OtlpProtocol::Grpc, ProfileSource::Scrape)?;
     let mut roots_with_samples = 0;

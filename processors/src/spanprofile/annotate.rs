@@ -202,6 +202,9 @@ fn share(part: u64, whole: u64) -> f64 {
 }
 
 /// Appends to `out` the attribute of a span whose only CPU is its descendants': `cpu_ns_total`.
+/// The attribute Grafana's "traces to profiles" reads (not prefixed).
+pub const PYROSCOPE_PROFILE_ID: &str = "pyroscope.profile.id";
+
 pub fn annotate_rollup(children_cpu_ns: u64, config: &SpanProfileConfig, out: &mut Vec<u8>) {
     if children_cpu_ns > 0 {
         let p = config.attribute_prefix.as_str();
@@ -216,7 +219,13 @@ pub fn annotate_rollup(children_cpu_ns: u64, config: &SpanProfileConfig, out: &m
 /// Appends to `out` the join's attributes and events for the span `index` describes, encoded
 /// as fields of a `Span`: appended to the span's bytes, they add to the span. Spans that got
 /// no samples of their own only get `cpu_ns_total` when descendants had some.
-pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig, out: &mut Vec<u8>) {
+pub fn annotate(
+    index: &SpanIndex,
+    acc: &Accumulator,
+    config: &SpanProfileConfig,
+    profile_id: bool,
+    out: &mut Vec<u8>,
+) {
     let p = config.attribute_prefix.as_str();
     if acc.is_empty() {
         return annotate_rollup(acc.children_cpu_ns, config, out);
@@ -321,14 +330,16 @@ pub fn annotate(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig
         put(out, [p, "profile_ids", ""], Value::Strs(ids));
     }
     // Grafana's "traces to profiles" opens the span's own flame graph by this id.
-    let own_id = |o: &mut Vec<u8>| {
-        o.extend(
-            (0..16)
-                .rev()
-                .map(|i| b"0123456789abcdef"[(index.span_id >> (4 * i)) as usize & 0xf]),
-        );
-    };
-    put(out, ["pyroscope.profile.id", "", ""], Value::Text(&own_id));
+    if profile_id {
+        let own_id = |o: &mut Vec<u8>| {
+            o.extend(
+                (0..16)
+                    .rev()
+                    .map(|i| b"0123456789abcdef"[(index.span_id >> (4 * i)) as usize & 0xf]),
+            );
+        };
+        put(out, [PYROSCOPE_PROFILE_ID, "", ""], Value::Text(&own_id));
+    }
 
     if config.emit_events {
         for (frames_of, w) in stacks.iter().take(config.hot_paths) {

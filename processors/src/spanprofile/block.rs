@@ -122,16 +122,20 @@ impl Block {
         })
     }
 
-    /// The block's spans as they leave: without those gone already, with annotations
-    /// (`(position, bytes)` in position order) appended. Unchanged containers keep their
-    /// bytes as received.
-    pub(super) fn take_spans(&self, annotations: Vec<(u32, Box<[u8]>)>) -> Vec<ResourceSpansRaw> {
+    /// The block's spans as they leave: without those gone already, with the annotation
+    /// `annotate` writes for each of `gathered` (`(position, what)` in position order)
+    /// appended. Unchanged containers keep their bytes as received.
+    pub(super) fn take_spans(
+        &self,
+        gathered: Vec<(u32, Gathered)>,
+        annotate: &mut dyn FnMut(&RawSpan, &Gathered) -> Box<[u8]>,
+    ) -> Vec<ResourceSpansRaw> {
         let mut resources = std::mem::take(&mut *lock(&self.resources));
         let any_gone = self.gone.iter().any(|w| w.load(Ordering::Acquire) != 0);
-        if annotations.is_empty() && !any_gone {
+        if gathered.is_empty() && !any_gone {
             return resources;
         }
-        let mut annotations = annotations.into_iter().peekable();
+        let mut annotations = gathered.into_iter().peekable();
         let mut at = 0usize;
         for rs in &mut resources {
             let from = at;
@@ -142,8 +146,11 @@ impl Block {
                     at += ss.spans().len();
                     if annotations.peek().is_some_and(|a| (a.0 as usize) < at) {
                         let spans = ss.spans_mut();
-                        while let Some((i, extra)) = annotations.next_if(|a| (a.0 as usize) < at) {
-                            spans[i as usize - base].append(extra);
+                        while let Some((i, g)) = annotations.next_if(|a| (a.0 as usize) < at) {
+                            if let Some(span) = spans.get_mut(i as usize - base) {
+                                let extra = annotate(span, &g);
+                                span.append(extra);
+                            }
                         }
                     }
                 }

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotspan_proto::raw::{ResourceSpansRaw, ScopeSpansRaw, SpanIndex};
+use hotspan_proto::raw::{RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::TracesBatch;
 
-use super::annotate::{annotate, annotate_rollup};
+use super::annotate::{annotate, annotate_rollup, PYROSCOPE_PROFILE_ID};
 use super::block::{merge, Block, Gathered, Loose};
 use super::index::{lock, shard_of, Entry, Generation, Shard, TraceState, Waiting, MAX_DEPTH_WALK, SHARDS};
 use super::join::Join;
@@ -172,13 +172,10 @@ impl Join {
         self.held.fetch_sub(released.len(), Ordering::AcqRel);
         accs.sort_unstable_by_key(|(at, _)| *at);
         let mut scratch = Vec::new();
-        let annotations = accs
-            .into_iter()
-            .map(|(at, g)| (at, self.annotation(&block.index[at as usize], &g, &mut scratch)))
-            .collect();
         self.held_bytes.fetch_sub(block.bytes, Ordering::AcqRel);
         let mut spans = 0;
-        for r in block.take_spans(annotations) {
+        let mut annotate = |span: &RawSpan, g: &Gathered| self.annotation(span, g, &mut scratch);
+        for r in block.take_spans(accs, &mut annotate) {
             spans += r.span_count();
             merge(out, r);
         }
@@ -191,7 +188,7 @@ impl Join {
         let mut scratch = Vec::new();
         for mut l in loose {
             if let Some(g) = &l.gathered {
-                let annotation = self.annotation(&l.span.index, g, &mut scratch);
+                let annotation = self.annotation(&l.span, g, &mut scratch);
                 l.span.append(annotation);
             }
             let span = l.span;
@@ -205,15 +202,14 @@ impl Join {
 
     /// A span's annotation, written in `scratch` (reused, so it grows once) and copied out
     /// at its size.
-    pub(super) fn annotation(
-        &self,
-        index: &SpanIndex,
-        gathered: &Gathered,
-        scratch: &mut Vec<u8>,
-    ) -> Box<[u8]> {
+    pub(super) fn annotation(&self, span: &RawSpan, gathered: &Gathered, scratch: &mut Vec<u8>) -> Box<[u8]> {
         scratch.clear();
         match gathered {
-            Gathered::Samples(acc) => annotate(index, acc, &self.config, scratch),
+            Gathered::Samples(acc) => {
+                // otel-profiling-go sets it already on the spans it labels; a key appears once.
+                let has_profile_id = span.attribute(PYROSCOPE_PROFILE_ID).is_some();
+                annotate(&span.index, acc, &self.config, !has_profile_id, scratch)
+            }
             Gathered::Rollup(cpu) => annotate_rollup(*cpu, &self.config, scratch),
         }
         Box::from(&scratch[..])

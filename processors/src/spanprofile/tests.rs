@@ -776,3 +776,40 @@ fn spans_in_parent_cycles_each_leave_once() {
     let out = run(&join, vec![Step::Spans(traces("shop", spans))]);
     assert_eq!(out.keys().copied().collect::<Vec<_>>(), [7, 8, 9]);
 }
+
+#[test]
+fn a_span_that_has_a_pyroscope_profile_id_keeps_its_own_and_gets_no_second() {
+    use hotspan_proto::otlp::common::v1::{AnyValue, KeyValue};
+    // otel-profiling-go puts the id on the root span it labels; span 2 has none.
+    let mut spans = tree();
+    spans[0].attributes.push(KeyValue {
+        key: "pyroscope.profile.id".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("0000000000000001".into())),
+        }),
+        ..Default::default()
+    });
+    let plants = vec![plant(&["main.root"], 2, 1), plant(&["main.child"], 1, 2)];
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", spans)),
+            Step::Profiles(profiles("shop", &plants, false)),
+        ],
+    );
+    let ids = |id: u64| -> Vec<String> {
+        out[&id]
+            .attributes
+            .iter()
+            .filter(|a| a.key == "pyroscope.profile.id")
+            .filter_map(|a| match a.value.as_ref().and_then(|v| v.value.clone()) {
+                Some(any_value::Value::StringValue(s)) => Some(s),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(seen(&out[&1]).samples, 2, "the root was joined");
+    assert_eq!(ids(1), ["0000000000000001"]);
+    assert_eq!(ids(2), ["0000000000000002"]);
+}
