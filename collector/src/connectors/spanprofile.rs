@@ -32,6 +32,9 @@ impl ConnectorType for SpanProfile {
     const PAIRS: &'static [(Signal, Signal)] = &[
         (Signal::Traces, Signal::Traces),
         (Signal::Profiles, Signal::Traces),
+        // Stop-the-world pauses (logs) and cgroup throttling (metrics) go on the spans.
+        (Signal::Logs, Signal::Traces),
+        (Signal::Metrics, Signal::Traces),
         (Signal::Traces, Signal::Profiles),
         (Signal::Profiles, Signal::Profiles),
     ];
@@ -62,6 +65,8 @@ struct JoinMetrics {
     unjoined: Counter,
     late: Counter,
     released_early: Counter,
+    pauses: Counter,
+    cpu_readings: Counter,
     held: Gauge,
     pending: Gauge,
 }
@@ -93,6 +98,16 @@ impl JoinMetrics {
                 "Spans that left before their wait was over, to keep the buffer bounded.",
                 &[("connector", name)],
             ),
+            pauses: m.counter(
+                "hotspan_spanprofile_pauses",
+                "Stop-the-world pauses taken in from logs, to put on the spans they overlapped.",
+                &[("connector", name)],
+            ),
+            cpu_readings: m.counter(
+                "hotspan_spanprofile_cpu_readings",
+                "cgroup CPU data points (throttling, quota) taken in from metrics.",
+                &[("connector", name)],
+            ),
             held: m.gauge(
                 "hotspan_spanprofile_held_spans",
                 "Spans held waiting for samples.",
@@ -115,6 +130,9 @@ impl JoinMetrics {
         self.late.set_total(join.stats.late.load(Ordering::Relaxed));
         self.released_early
             .set_total(join.stats.released_early.load(Ordering::Relaxed));
+        self.pauses.set_total(join.stats.pauses.load(Ordering::Relaxed));
+        self.cpu_readings
+            .set_total(join.stats.cpu_readings.load(Ordering::Relaxed));
         self.held.set(join.held_spans() as i64);
         self.pending.set(join.pending_samples() as i64);
     }
@@ -164,11 +182,14 @@ impl Consumer for SpanProfile {
                     let early = self.join.add_spans(traces, Instant::now());
                     self.send(early).await
                 }
-                // The connector only takes traces and profiles; config validation keeps the rest away.
-                other @ (Batch::Metrics(_) | Batch::Logs(_)) => Err(ConsumeError::Permanent(format!(
-                    "spanprofile does not take {}",
-                    other.signal()
-                ))),
+                Batch::Logs(logs) => {
+                    self.join.add_logs(&logs);
+                    Ok(())
+                }
+                Batch::Metrics(metrics) => {
+                    self.join.add_metrics(&metrics);
+                    Ok(())
+                }
                 Batch::Profiles(profiles) => {
                     // profiles/out first: if it refuses, the sender retries and the join must
                     // not have counted these samples yet.

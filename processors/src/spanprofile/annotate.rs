@@ -10,6 +10,7 @@ use hotspan_proto::raw::SpanIndex;
 
 use super::config::SpanProfileConfig;
 use super::model::{Accumulator, Frames, Weights};
+use super::timeline::Overlap;
 
 /// Field numbers of `Span`, `Span.Event`, `KeyValue`, `AnyValue` and `ArrayValue` written here.
 const SPAN_ATTRIBUTES: u32 = 9;
@@ -222,18 +223,19 @@ pub fn annotate_rollup(children_cpu_ns: u64, config: &SpanProfileConfig, out: &m
 pub fn annotate(
     index: &SpanIndex,
     acc: &Accumulator,
+    children_cpu_ns: u64,
     config: &SpanProfileConfig,
     profile_id: bool,
     out: &mut Vec<u8>,
 ) {
     let p = config.attribute_prefix.as_str();
     if acc.is_empty() {
-        return annotate_rollup(acc.children_cpu_ns, config, out);
+        return annotate_rollup(children_cpu_ns, config, out);
     }
     let put =
         |out: &mut Vec<u8>, key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
     let attr = |out: &mut Vec<u8>, name: &str, value: Value| put(out, [p, name, ""], value);
-    let total = acc.own.cpu_ns.saturating_add(acc.children_cpu_ns);
+    let total = acc.own.cpu_ns.saturating_add(children_cpu_ns);
     let by_cpu = acc.own.cpu_ns > 0;
     let whole = rank(&acc.own, by_cpu);
     // Heaviest first; ties broken by the stack text so output is deterministic.
@@ -355,6 +357,46 @@ pub fn annotate(
                 value,
             });
             write_event(out, index.start, [p, "hot_path"], &attrs);
+        }
+    }
+}
+
+/// Appends what the process went through while the span ran: stop-the-world pauses (with an
+/// event for each, up to a few) and CPU throttling, prorated. Only what is there is written:
+/// a span no pause or throttling touched gets nothing.
+pub fn annotate_overlap(o: &Overlap, config: &SpanProfileConfig, out: &mut Vec<u8>) {
+    let p = config.attribute_prefix.as_str();
+    let attr = |out: &mut Vec<u8>, name: &str, value: Value| {
+        Attr {
+            key: [p, name, ""],
+            value,
+        }
+        .write(SPAN_ATTRIBUTES, out)
+    };
+    if o.pause_count > 0 {
+        attr(out, "gc.pause_ns", Value::Int(o.pause_ns));
+        attr(out, "gc.pauses", Value::Int(o.pause_count));
+        attr(out, "gc.clock_error_ns", Value::Int(o.clock_error));
+    }
+    if o.throttled_ns > 0 || o.throttled_periods > 0 {
+        attr(out, "cpu.throttled_ns", Value::Int(o.throttled_ns));
+        attr(out, "cpu.throttled_periods", Value::Int(o.throttled_periods));
+        if let Some(q) = o.quota {
+            attr(out, "cpu.quota", Value::Double(q));
+        }
+    }
+    if config.emit_events {
+        for pause in &o.pauses {
+            let attrs = [
+                ("duration_ns", Value::Int(pause.end.saturating_sub(pause.start))),
+                ("reason", Value::Str(&pause.reason)),
+                ("gc", Value::Str(if pause.gc { "true" } else { "false" })),
+            ]
+            .map(|(key, value)| Attr {
+                key: [key, "", ""],
+                value,
+            });
+            write_event(out, pause.start, ["gc.pause", ""], &attrs);
         }
     }
 }

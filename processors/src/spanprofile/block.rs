@@ -9,6 +9,7 @@ use hotspan_proto::TracesBatch;
 
 use super::index::lock;
 use super::model::{Accumulator, ResourceKey};
+use super::timeline::Matching;
 
 /// What a held span costs besides its bytes: its index entry, its copy of the span's index
 /// and its place in the block.
@@ -47,11 +48,28 @@ pub(super) struct Loose {
     pub(super) gathered: Option<Gathered>,
 }
 
-/// What a span leaves with: samples of its own (and its descendants' CPU), or only its
-/// descendants' CPU.
-pub(super) enum Gathered {
-    Samples(Box<Accumulator>),
-    Rollup(u64),
+/// What a span leaves with: samples of its own, its descendants' CPU, and the process-wide
+/// timelines (pauses, throttling) of its resource. Most spans have none of these.
+pub(super) struct Gathered {
+    pub(super) acc: Option<Box<Accumulator>>,
+    /// CPU of descendants that left before it, rolled up.
+    pub(super) children_cpu: u64,
+    pub(super) timelines: Matching,
+}
+
+impl Gathered {
+    /// What a span with these leaves with, if anything.
+    pub(super) fn of(
+        acc: Option<Box<Accumulator>>,
+        children_cpu: u64,
+        timelines: &Matching,
+    ) -> Option<Gathered> {
+        (acc.is_some() || children_cpu > 0 || !timelines.is_empty()).then(|| Gathered {
+            acc,
+            children_cpu,
+            timelines: timelines.clone(),
+        })
+    }
 }
 
 impl Block {

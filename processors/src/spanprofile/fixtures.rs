@@ -235,3 +235,89 @@ pub fn profiles(service: &str, plants: &[Plant], ebpf: bool) -> ProfilesBatch {
         dictionary: Some(d),
     })
 }
+
+/// Stop-the-world pauses of `service` as `pprof_scrape` writes them: `(start ms, duration
+/// µs, reason, gc)` each a `go.stw` log record.
+pub fn pauses(service: &str, pauses: &[(u64, u64, &str, bool)]) -> hotspan_proto::LogsBatch {
+    use hotspan_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let records = pauses
+        .iter()
+        .map(|&(start_ms, micros, reason, gc)| LogRecord {
+            time_unix_nano: T0 + start_ms * MS,
+            event_name: "go.stw".into(),
+            attributes: vec![
+                kv("go.stw.reason", s(reason)),
+                kv("go.stw.gc", any_value::Value::BoolValue(gc)),
+                kv(
+                    "go.stw.duration_ns",
+                    any_value::Value::IntValue(micros as i64 * 1000),
+                ),
+                kv("go.trace.clock_error_ns", any_value::Value::IntValue(64)),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    hotspan_proto::LogsBatch::from_resources(vec![ResourceLogs {
+        resource: resource(service),
+        scope_logs: vec![ScopeLogs {
+            log_records: records,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+/// cgroup readings of `service` as the `cgroup` receiver writes them: `(at ms, cumulative
+/// throttled ms, cumulative throttled periods)`, and the quota in cores.
+pub fn cpu_stats(
+    service: &str,
+    readings: &[(u64, u64, u64)],
+    quota: Option<f64>,
+) -> hotspan_proto::MetricsBatch {
+    use hotspan_proto::otlp::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+    let sum = |name: &str, value: &dyn Fn(&(u64, u64, u64)) -> i64| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: readings
+                .iter()
+                .map(|r| NumberDataPoint {
+                    time_unix_nano: T0 + r.0 * MS,
+                    value: Some(number_data_point::Value::AsInt(value(r))),
+                    ..Default::default()
+                })
+                .collect(),
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let mut metrics = vec![
+        sum("container.cpu.throttling_data.throttled_time", &|r| {
+            (r.1 * MS) as i64
+        }),
+        sum("container.cpu.throttling_data.throttled_periods", &|r| r.2 as i64),
+    ];
+    if let Some(q) = quota {
+        metrics.push(Metric {
+            name: "container.cpu.limit".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint {
+                    time_unix_nano: T0,
+                    value: Some(number_data_point::Value::AsDouble(q)),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        });
+    }
+    hotspan_proto::MetricsBatch::from_resources(vec![ResourceMetrics {
+        resource: resource(service),
+        scope_metrics: vec![ScopeMetrics {
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use foldhash::HashMap;
 use hotspan_proto::raw::SpanIndex;
 
-use super::block::{Block, Gathered};
+use super::block::Block;
 use super::model::{Accumulator, Event, ResourceKey, SpanId, TraceId};
 
 pub(super) const SHARDS: usize = 16;
@@ -50,17 +50,6 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// What it leaves with, if anything.
-    pub(super) fn gathered(acc: Option<Box<Accumulator>>, children_cpu: u64) -> Option<Gathered> {
-        match acc {
-            Some(mut acc) => {
-                acc.children_cpu_ns = children_cpu;
-                Some(Gathered::Samples(acc))
-            }
-            None => (children_cpu > 0).then_some(Gathered::Rollup(children_cpu)),
-        }
-    }
-
     pub(super) fn parent(&self) -> Option<SpanId> {
         (self.parent != 0).then_some(self.parent)
     }

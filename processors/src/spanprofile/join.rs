@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
-use hotspan_proto::{ProfilesBatch, TracesBatch};
+use hotspan_proto::{LogsBatch, MetricsBatch, ProfilesBatch, TracesBatch};
 
 use super::block::{Block, Loose};
 use super::config::SpanProfileConfig;
 use super::extract;
 use super::index::{lock, shard_of, sharded, Entry, Shard, ThreadBucket, ThreadKey, Waiting, SHARDS};
 use super::model::{Event, Rule, SpanId, TraceId};
+use super::timeline::Timelines;
 
 /// Counters the collector exports; all in samples except the span counts.
 #[derive(Default)]
@@ -25,6 +26,10 @@ pub struct JoinStats {
     pub released_early: AtomicU64,
     pub spans_in: AtomicU64,
     pub spans_out: AtomicU64,
+    /// Stop-the-world pauses taken from logs.
+    pub pauses: AtomicU64,
+    /// cgroup CPU data points taken from metrics.
+    pub cpu_readings: AtomicU64,
 }
 
 /// The join of spans and profile samples (DESIGN.md, "The join").
@@ -46,6 +51,8 @@ pub struct Join {
     pub(super) orphans_parked: AtomicUsize,
     pub(super) threads: Vec<Mutex<HashMap<ThreadKey, ThreadBucket>>>,
     pub(super) pending: AtomicUsize,
+    /// Pauses and throttling per resource, read by every span of that resource as it leaves.
+    pub(super) timelines: Timelines,
     /// Deadlines count from here.
     pub(super) epoch: Instant,
     pub stats: JoinStats,
@@ -53,6 +60,8 @@ pub struct Join {
 
 impl Join {
     pub fn new(config: SpanProfileConfig) -> Self {
+        // Spans leave `wait` after they arrive and may have started well before.
+        let timelines = Timelines::new(config.wait * 2 + Duration::from_secs(600));
         Join {
             config,
             blocks: Mutex::new(VecDeque::new()),
@@ -66,6 +75,7 @@ impl Join {
             orphans_parked: AtomicUsize::new(0),
             threads: sharded(),
             pending: AtomicUsize::new(0),
+            timelines,
             // Well before any instant a caller will pass, so none saturates to it.
             epoch: Instant::now()
                 .checked_sub(Duration::from_secs(3600))
@@ -285,6 +295,18 @@ impl Join {
         for event in extract::events(batch, &self.config, now) {
             self.place(event);
         }
+    }
+
+    /// Takes stop-the-world pauses (`go.stw` log records) for the spans of their resource.
+    pub fn add_logs(&self, batch: &LogsBatch) {
+        let n = self.timelines.add_logs(batch);
+        self.stats.pauses.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Takes cgroup CPU readings (throttling, quota) for the spans of their resource.
+    pub fn add_metrics(&self, batch: &MetricsBatch) {
+        let n = self.timelines.add_metrics(batch);
+        self.stats.cpu_readings.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The batch with Links filled in from correlation labels, for the profiles/out pipeline.

@@ -14,6 +14,7 @@ mod model;
 mod release;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 pub use annotate::collapsed;
 pub use config::SpanProfileConfig;

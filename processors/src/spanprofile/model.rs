@@ -121,8 +121,6 @@ pub const MAX_PROFILE_IDS: usize = 16;
 pub struct Accumulator {
     pub stacks: HashMap<Frames, Weights>,
     pub own: Weights,
-    /// CPU of descendants that left before this span, rolled up.
-    pub children_cpu_ns: u64,
     pub rules: [Weights; 3],
     pub labels: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
     pub profile_ids: BTreeSet<Arc<str>>,

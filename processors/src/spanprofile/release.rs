@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use hotspan_proto::raw::{RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::TracesBatch;
 
-use super::annotate::{annotate, annotate_rollup, PYROSCOPE_PROFILE_ID};
+use super::annotate::{annotate, annotate_overlap, annotate_rollup, PYROSCOPE_PROFILE_ID};
 use super::block::{merge, Block, Gathered, Loose};
 use super::index::{lock, shard_of, Entry, Generation, Shard, TraceState, Waiting, MAX_DEPTH_WALK, SHARDS};
 use super::join::Join;
 use super::model::{Event, Rule, SpanId, TraceId};
+use super::timeline::{Matching, Timelines};
 
 /// A trace's held spans by parent, as (parent, child) sorted by parent: built once per
 /// release of the trace, so finding a span's children is a binary search, not a scan.
@@ -59,16 +60,22 @@ pub(super) struct Leaving<'a> {
     pub(super) loose: Vec<Loose>,
     /// Ids of the spans that left the index, in order.
     pub(super) released: Vec<SpanId>,
+    /// The timelines each of the leaving block's resources reads; others' looked up in
+    /// `all` as needed.
+    timelines: Vec<Matching>,
+    all: &'a Timelines,
 }
 
 impl<'a> Leaving<'a> {
-    pub(super) fn new(block: &'a Arc<Block>) -> Self {
+    pub(super) fn new(block: &'a Arc<Block>, all: &'a Timelines) -> Self {
         Leaving {
             block,
             done: vec![false; block.len()],
             accs: Vec::new(),
             loose: Vec::new(),
             released: Vec::new(),
+            timelines: block.keys.iter().map(|k| all.matching(k)).collect(),
+            all,
         }
     }
 
@@ -76,11 +83,15 @@ impl<'a> Leaving<'a> {
     /// that is the block leaving, else on its own.
     pub(super) fn add(&mut self, e: Entry, block: &Arc<Block>) {
         self.released.push(e.id);
-        let gathered = Entry::gathered(e.acc, e.children_cpu);
         if Arc::ptr_eq(self.block, block) {
             self.done[e.at as usize] = true;
-            self.accs.extend(gathered.map(|g| (e.at, g)));
+            let resource = block.locs.get(e.at as usize).map_or(0, |l| l.resource as usize);
+            let timelines = self.timelines.get(resource).cloned().unwrap_or_default();
+            self.accs
+                .extend(Gathered::of(e.acc, e.children_cpu, &timelines).map(|g| (e.at, g)));
         } else {
+            let timelines = self.all.matching(block.key(e.at));
+            let gathered = Gathered::of(e.acc, e.children_cpu, &timelines);
             self.loose.extend(block.take_loose(e.at, gathered));
         }
     }
@@ -102,7 +113,7 @@ impl Join {
                 by_shard[shard_of(&ix.trace_id)].push(at as u32);
             }
         }
-        let mut leaving = Leaving::new(block);
+        let mut leaving = Leaving::new(block, &self.timelines);
         let mut children = Children::default();
         let stretch = self.generation_stretch();
         for (i, positions) in by_shard.iter().enumerate() {
@@ -204,13 +215,27 @@ impl Join {
     /// at its size.
     pub(super) fn annotation(&self, span: &RawSpan, gathered: &Gathered, scratch: &mut Vec<u8>) -> Box<[u8]> {
         scratch.clear();
-        match gathered {
-            Gathered::Samples(acc) => {
+        match &gathered.acc {
+            Some(acc) => {
                 // otel-profiling-go sets it already on the spans it labels; a key appears once.
                 let has_profile_id = span.attribute(PYROSCOPE_PROFILE_ID).is_some();
-                annotate(&span.index, acc, &self.config, !has_profile_id, scratch)
+                annotate(
+                    &span.index,
+                    acc,
+                    gathered.children_cpu,
+                    &self.config,
+                    !has_profile_id,
+                    scratch,
+                )
             }
-            Gathered::Rollup(cpu) => annotate_rollup(*cpu, &self.config, scratch),
+            None => annotate_rollup(gathered.children_cpu, &self.config, scratch),
+        }
+        if !gathered.timelines.is_empty() {
+            let (start, end) = (span.index.start, span.index.end.max(span.index.start));
+            let overlap = gathered.timelines.overlap(start, end);
+            if !overlap.is_empty() {
+                annotate_overlap(&overlap, &self.config, scratch);
+            }
         }
         Box::from(&scratch[..])
     }

@@ -813,3 +813,104 @@ fn a_span_that_has_a_pyroscope_profile_id_keeps_its_own_and_gets_no_second() {
     assert_eq!(ids(1), ["0000000000000001"]);
     assert_eq!(ids(2), ["0000000000000002"]);
 }
+
+/// An int attribute of a span, if it has it.
+fn int_of(span: &Span, key: &str) -> Option<i64> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::IntValue(i) => Some(*i),
+            _ => None,
+        })
+}
+
+#[test]
+fn pauses_go_on_every_span_they_overlapped_and_no_further() {
+    // tree(): 1 = 0-100 ms, 2 = 10-40, 3 = 50-90, 4 = 60-70 (under 3).
+    let join = Join::new(config());
+    join.add_logs(&pauses(
+        "shop",
+        &[
+            (20, 500, "GC mark termination", true),   // inside 1 and 2
+            (39, 2000, "GC sweep termination", true), // 39-41: 1 ms in 2, 2 ms in 1
+            (65, 300, "read mem stats", false),       // inside 1, 3 and 4
+            (150, 1000, "GC mark termination", true), // after everything
+        ],
+    ));
+    join.add_logs(&pauses("other", &[(30, 5000, "GC mark termination", true)]));
+    let out = run(&join, vec![Step::Spans(traces("shop", tree()))]);
+    let pause_ns = |id: u64| int_of(&out[&id], "profile.gc.pause_ns");
+    let count = |id: u64| int_of(&out[&id], "profile.gc.pauses");
+    assert_eq!((pause_ns(1), count(1)), (Some(2_800_000), Some(3)));
+    assert_eq!((pause_ns(2), count(2)), (Some(1_500_000), Some(2)));
+    assert_eq!((pause_ns(3), count(3)), (Some(300_000), Some(1)));
+    assert_eq!((pause_ns(4), count(4)), (Some(300_000), Some(1)));
+    assert_eq!(int_of(&out[&4], "profile.gc.clock_error_ns"), Some(64));
+    let events: Vec<(u64, String)> = out[&2]
+        .events
+        .iter()
+        .filter(|e| e.name == "gc.pause")
+        .map(|e| {
+            let reason = e.attributes.iter().find(|a| a.key == "reason").and_then(|a| {
+                match a.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                }
+            });
+            (e.time_unix_nano, reason.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (T0 + 20 * MS, "GC mark termination".to_string()),
+            (T0 + 39 * MS, "GC sweep termination".to_string())
+        ]
+    );
+    // A span of a service with no pauses in its time gets nothing.
+    let quiet = Join::new(config());
+    quiet.add_logs(&pauses("shop", &[(500, 100, "GC mark termination", true)]));
+    let out = run(&quiet, vec![Step::Spans(traces("shop", tree()))]);
+    assert!(out
+        .values()
+        .all(|s| s.attributes.iter().all(|a| !a.key.starts_with("profile."))));
+}
+
+#[test]
+fn throttling_is_prorated_over_the_intervals_a_span_covered() {
+    // Readings every 20 ms: 4 ms throttled (2 periods) in 0-20, nothing in 20-40, 10 ms
+    // (5 periods) in 40-60, 20 ms (10 periods) in 60-80, nothing after.
+    let readings = [
+        (0, 0, 0),
+        (20, 4, 2),
+        (40, 4, 2),
+        (60, 14, 7),
+        (80, 34, 17),
+        (100, 34, 17),
+    ];
+    let join = Join::new(config());
+    join.add_metrics(&cpu_stats("shop", &readings, Some(0.2)));
+    let out = run(&join, vec![Step::Spans(traces("shop", tree()))]);
+    let throttled = |id: u64| int_of(&out[&id], "profile.cpu.throttled_ns");
+    let periods = |id: u64| int_of(&out[&id], "profile.cpu.throttled_periods");
+    // 1 (0-100) covers it all; 2 (10-40) half of the first interval; 3 (50-90) half of
+    // 40-60 and all of 60-80; 4 (60-70) half of 60-80.
+    assert_eq!((throttled(1), periods(1)), (Some(34 * MS as i64), Some(17)));
+    assert_eq!((throttled(2), periods(2)), (Some(2 * MS as i64), Some(1)));
+    assert_eq!(throttled(3), Some(25 * MS as i64));
+    assert_eq!(throttled(4), Some(10 * MS as i64));
+    let quota = out[&4].attributes.iter().find(|a| a.key == "profile.cpu.quota");
+    assert_eq!(
+        quota.and_then(|a| a.value.clone()?.value),
+        Some(any_value::Value::DoubleValue(0.2))
+    );
+    // Never more than the span lasted: 40 ms over 59-61 (as a counter could jump after a
+    // missed poll) gives 4 (60-70) half of it, 20 ms, capped at its 10 ms.
+    let join = Join::new(config());
+    join.add_metrics(&cpu_stats("shop", &[(59, 0, 0), (61, 40, 20)], None));
+    let out = run(&join, vec![Step::Spans(traces("shop", tree()))]);
+    assert_eq!(int_of(&out[&4], "profile.cpu.throttled_ns"), Some(10 * MS as i64));
+    assert_eq!(int_of(&out[&4], "profile.cpu.throttled_periods"), Some(10));
+    assert!(out[&4].attributes.iter().all(|a| a.key != "profile.cpu.quota"));
+}
