@@ -35,7 +35,10 @@ enum Command {
     /// Run the collector (the default).
     Run,
     /// Check a config file without running it; prints every problem and exits non-zero.
-    Validate,
+    Validate {
+        /// The file (or give it with --config).
+        file: Option<PathBuf>,
+    },
     /// List every component type with its signals.
     Components,
     /// Summarise what the file exporter wrote: per span name and per label set, with
@@ -50,7 +53,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Validate => validate(cli.config),
+        Command::Validate { file } => validate(file.or(cli.config)),
         Command::Components => components(),
         Command::Report(args) => hotspan::report::main(&args),
         Command::Run => run(cli.config, cli.shutdown_timeout),
@@ -80,7 +83,7 @@ fn load(path: &Option<PathBuf>) -> Result<(Config, String), ExitCode> {
 
 fn validate(path: Option<PathBuf>) -> ExitCode {
     let Some(path) = path else {
-        eprintln!("validate needs --config FILE");
+        eprintln!("validate needs a config file: hotspan validate FILE");
         return ExitCode::from(2);
     };
     match load(&Some(path)) {

@@ -11,13 +11,26 @@ pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 const OTHER_PROVIDERS: &[&str] = &["file", "http", "https", "yaml"];
 
 /// Expands every string value under `value` (keys are left alone). Problems come back as
-/// (path, message) pairs; the offending string is left unexpanded.
-pub(crate) fn expand_tree(value: &mut Value, path: &str, env: Lookup<'_>, errs: &mut Vec<(String, String)>) {
+/// (path, message) pairs; the offending string is left unexpanded. Each value that used a
+/// variable which is not set (with no default) is noted in `unset` as (path, variable), so a
+/// later complaint about that value can say why it is empty.
+pub(crate) fn expand_tree(
+    value: &mut Value,
+    path: &str,
+    env: Lookup<'_>,
+    errs: &mut Vec<(String, String)>,
+    unset: &mut Vec<(String, String)>,
+) {
     match value {
         Value::String(s) => {
             if !s.contains('$') {
                 return;
             }
+            unset.extend(
+                unset_variables(s, env)
+                    .into_iter()
+                    .map(|name| (path.to_owned(), name)),
+            );
             match expand_scalar(s, env) {
                 Ok(expanded) => *value = expanded,
                 Err(msg) => errs.push((path.to_owned(), msg)),
@@ -25,17 +38,38 @@ pub(crate) fn expand_tree(value: &mut Value, path: &str, env: Lookup<'_>, errs: 
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &format!("{path}[{i}]"), env, errs);
+                expand_tree(item, &format!("{path}[{i}]"), env, errs, unset);
             }
         }
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
-                expand_tree(item, &join_key(path, &key_text(key)), env, errs);
+                expand_tree(item, &join_key(path, &key_text(key)), env, errs, unset);
             }
         }
-        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, env, errs),
+        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, env, errs, unset),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
+}
+
+/// The variables `s` names without a default (`${env:X}`, `${X}`) that are not set.
+fn unset_variables(s: &str, env: Lookup<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find("${") {
+        let body = &rest[at + 2..];
+        let Some(close) = matching_brace(body) else { break };
+        let inner = &body[..close];
+        let name = match inner.split_once(':') {
+            None => Some(inner),
+            Some(("env", var)) if !var.contains(":-") => Some(var),
+            _ => None,
+        };
+        if let Some(name) = name.filter(|n| env(n).is_none()) {
+            names.push(name.to_owned());
+        }
+        rest = &body[close + 1..];
+    }
+    names
 }
 
 /// How a mapping key is written in a path.
@@ -273,7 +307,7 @@ mod tests {
         )
         .unwrap();
         let mut errs = Vec::new();
-        expand_tree(&mut v, "", &env, &mut errs);
+        expand_tree(&mut v, "", &env, &mut errs, &mut Vec::new());
         let expected: Value =
             yaml_serde::from_str("${env:HOST}: example.com\nlist: [4317, plain, 7]\nbad: ${env:}\n").unwrap();
         assert_eq!(v, expected);

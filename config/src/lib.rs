@@ -49,8 +49,25 @@ pub fn load(
         }]);
     }
     let mut env_errs = Vec::new();
-    env::expand_tree(&mut root, "", env, &mut env_errs);
+    let mut unset = Vec::new();
+    env::expand_tree(&mut root, "", env, &mut env_errs, &mut unset);
     let (config, mut errs) = validate::validate(root, catalog);
+    // A value that is wrong because a variable was not set says so.
+    for (path, message) in &mut errs {
+        let names: Vec<&str> = unset
+            .iter()
+            .filter(|(at, _)| at == path)
+            .map(|(_, name)| name.as_str())
+            .collect();
+        if !names.is_empty() {
+            let vars: Vec<String> = names.iter().map(|n| format!("${{env:{n}}}")).collect();
+            let verb = if names.len() == 1 { "is" } else { "are" };
+            message.push_str(&format!(
+                " (it comes from {}, which {verb} not set)",
+                vars.join(" and ")
+            ));
+        }
+    }
     // A value that failed to expand was left as written; anything else said about it (or
     // under it) would only repeat the problem.
     errs.retain(|(path, _)| !env_errs.iter().any(|(bad, _)| is_at_or_under(path, bad)));

@@ -993,3 +993,32 @@ fn an_extension_a_running_component_names_must_exist_be_of_its_type_and_be_start
         )
     );
 }
+
+#[test]
+fn a_value_from_an_unset_variable_says_the_variable_is_not_set() {
+    let text = "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: ${env:NOT_SET_ANYWHERE}
+      http:
+        endpoint: ${env:ALSO_UNSET:-127.0.0.1:4318}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+exporters:
+  otlp:
+";
+    let errs = render(&load_err(text));
+    assert!(
+        errs.contains(
+            "protocols.grpc.endpoint: must be host:port (it comes from ${env:NOT_SET_ANYWHERE}, which is not set)"
+        ),
+        "{errs}"
+    );
+    // A default applied: nothing to say about the variable.
+    assert!(!errs.contains("ALSO_UNSET"), "{errs}");
+}

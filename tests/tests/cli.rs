@@ -48,7 +48,7 @@ fn every_example_config_validates() -> Result<()> {
 }
 
 /// Each file under tests/configs/broken starts with `# expect:` lines; validate must fail and
-/// print each of them.
+/// print each of them, and so must `run`, before it starts anything: one checker for both.
 #[test]
 fn broken_configs_print_every_expected_problem() -> Result<()> {
     let broken = yaml_files(&repo().join("tests/configs/broken"))?;
@@ -60,18 +60,22 @@ fn broken_configs_print_every_expected_problem() -> Result<()> {
             .filter_map(|l| l.strip_prefix("# expect: "))
             .collect();
         ensure!(!expected.is_empty(), "{} has no # expect: lines", file.display());
-        let out = Command::new(hotspan_bin())
-            .args(["validate", "--config"])
-            .arg(&file)
-            .output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        ensure!(!out.status.success(), "{} validated", file.display());
-        for want in expected {
-            ensure!(
-                stderr.contains(want),
-                "{}: missing {want:?} in:\n{stderr}",
-                file.display()
-            );
+        // `validate FILE`, `validate --config FILE` and `run --config FILE` all refuse it.
+        let runs = [
+            vec!["validate".as_ref(), file.as_os_str()],
+            vec!["validate".as_ref(), "--config".as_ref(), file.as_os_str()],
+            vec!["run".as_ref(), "--config".as_ref(), file.as_os_str()],
+        ];
+        for args in runs {
+            let out = Command::new(hotspan_bin())
+                .args(&args)
+                .env_remove("HOTSPAN_TEST_UNSET_BACKEND")
+                .output()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            ensure!(!out.status.success(), "{args:?} accepted it");
+            for want in &expected {
+                ensure!(stderr.contains(want), "{args:?}: missing {want:?} in:\n{stderr}");
+            }
         }
     }
     Ok(())
