@@ -17,4 +17,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The OpenTelemetry Collector and Jaeger the peer tests run against, built once per version.
+./scripts/peers.sh
 cargo test --workspace "$@"
