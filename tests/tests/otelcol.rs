@@ -186,7 +186,7 @@ fn send_http(port: u16, path: &str, body: Vec<u8>) -> Result<()> {
 // ---- (a) otelcol -> hotspan ----
 
 #[test]
-fn otelcol_forwards_spans_and_profiles_into_the_join_over_grpc_and_http() -> Result<()> {
+fn otelcol_forwards_spans_and_profiles_into_the_join_over_grpc_http_and_json() -> Result<()> {
     let mut hotspan = Hotspan::start(
         r#"
 receivers:
@@ -219,11 +219,15 @@ receivers:
   otlp/http:
     protocols:
       http: {{endpoint: "127.0.0.1:{{port:in_http}}"}}
+  otlp/json:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{{port:in_json}}"}}
 processors:
   batch: {{timeout: 100ms}}
 exporters:
   otlp_grpc: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}}}
   otlp_http: {{endpoint: "http://127.0.0.1:{}"}}
+  otlp_http/json: {{endpoint: "http://127.0.0.1:{}", encoding: json}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
 service:
@@ -233,82 +237,83 @@ service:
     profiles/grpc: {{receivers: [otlp/grpc], exporters: [otlp_grpc]}}
     traces/http: {{receivers: [otlp/http], processors: [batch], exporters: [otlp_http]}}
     profiles/http: {{receivers: [otlp/http], exporters: [otlp_http]}}
+    traces/json: {{receivers: [otlp/json], processors: [batch], exporters: [otlp_http/json]}}
+    profiles/json: {{receivers: [otlp/json], exporters: [otlp_http/json]}}
 "#,
         hotspan.port("grpc"),
         hotspan.port("http"),
+        hotspan.port("http"),
     ))?;
 
-    // One trace through otelcol's gRPC exporter, another through its HTTP exporter.
-    let (trace_a, trace_b) = (
-        0x0af7651916cd43dd8448eb211c80319c_u128,
-        0x5b8efff798038103d269b633813fc60c_u128,
-    );
-    let (spans_a, profiles_a, answer_a) = planted(trace_a, 0x100);
-    let (spans_b, profiles_b, answer_b) = planted(trace_b, 0x200);
+    // One trace through each of otelcol's exporters: OTLP/gRPC, OTLP/HTTP with protobuf, and
+    // with OTLP/JSON (otelcol's own JSON encoder against hotspan's decoder).
+    let routes = [
+        (
+            "otlp_grpc",
+            "in_grpc",
+            0x0af7651916cd43dd8448eb211c80319c_u128,
+            0x100,
+        ),
+        (
+            "otlp_http",
+            "in_http",
+            0x5b8efff798038103d269b633813fc60c_u128,
+            0x200,
+        ),
+        (
+            "otlp_http/json",
+            "in_json",
+            0x9c1a4d7e2b3f40a18e6d5c4b3a291807_u128,
+            0x300,
+        ),
+    ];
+    let send = |input: &str, signal: Signal, body: Vec<u8>| {
+        let port = otelcol.port(input);
+        match (input, signal) {
+            ("in_grpc", _) => send_grpc(port, signal, body),
+            (_, Signal::Traces) => send_http(port, "/v1/traces", body),
+            _ => send_http(port, "/v1development/profiles", body),
+        }
+    };
+    let mut answers = Vec::new();
+    let mut profiles = Vec::new();
+    for (exporter, input, trace, first_id) in routes {
+        let (spans, planted_profiles, answer) = planted(trace, first_id);
+        send(input, Signal::Traces, spans.encode(Encoding::Protobuf))?;
+        answers.push((exporter, answer));
+        profiles.push((input, planted_profiles, other_service(trace)));
+    }
     // Profiles go once hotspan holds the spans: otelcol's batch processor delays spans and
     // takes no profiles, so they would overtake the spans, and a trace-rule sample that comes
     // before its trace's spans expires `wait` after it came (see the report).
-    let held = |n: f64| {
-        wait_for(
-            Duration::from_secs(20),
-            &format!("hotspan to hold {n} spans"),
-            || {
-                let m = scrape(hotspan.port("metrics")).ok()?;
-                metric(&m, r#"hotspan_spanprofile_held_spans{connector="spanprofile"}"#).filter(|h| *h >= n)
-            },
-        )
-    };
-    send_grpc(
-        otelcol.port("in_grpc"),
-        Signal::Traces,
-        spans_a.encode(Encoding::Protobuf),
-    )?;
-    send_http(
-        otelcol.port("in_http"),
-        "/v1/traces",
-        spans_b.encode(Encoding::Protobuf),
-    )?;
-    held(6.0)?;
-    send_grpc(
-        otelcol.port("in_grpc"),
-        Signal::Profiles,
-        profiles_a.encode(Encoding::Protobuf),
-    )?;
-    send_grpc(
-        otelcol.port("in_grpc"),
-        Signal::Profiles,
-        other_service(trace_a).encode(Encoding::Protobuf),
-    )?;
-    send_http(
-        otelcol.port("in_http"),
-        "/v1development/profiles",
-        profiles_b.encode(Encoding::Protobuf),
-    )?;
-    send_http(
-        otelcol.port("in_http"),
-        "/v1development/profiles",
-        other_service(trace_b).encode(Encoding::Protobuf),
-    )?;
+    wait_for(Duration::from_secs(20), "hotspan to hold 9 spans", || {
+        let m = scrape(hotspan.port("metrics")).ok()?;
+        metric(&m, r#"hotspan_spanprofile_held_spans{connector="spanprofile"}"#).filter(|h| *h >= 9.0)
+    })?;
+    for (input, shop, other) in profiles {
+        send(input, Signal::Profiles, shop.encode(Encoding::Protobuf))?;
+        send(input, Signal::Profiles, other.encode(Encoding::Protobuf))?;
+    }
 
     let out =
-        wait_for_spans(&hotspan.path("spans.jsonl"), 6, Duration::from_secs(30)).with_context(|| {
+        wait_for_spans(&hotspan.path("spans.jsonl"), 9, Duration::from_secs(30)).with_context(|| {
             format!(
                 "--- otelcol log ---\n{}\n--- hotspan log ---\n{}",
                 otelcol.log(),
                 hotspan.log()
             )
         })?;
-    ensure!(out.len() == 6, "{} spans came out, 6 went in", out.len());
+    ensure!(out.len() == 9, "{} spans came out, 9 went in", out.len());
     let received_text = || std::fs::read_to_string(hotspan.path("profiles.jsonl")).unwrap_or_default();
-    check_answer(&out, &answer_a, "otelcol's otlp_grpc exporter").with_context(|| {
-        format!(
-            "profiles hotspan received:\n{}\n{}",
-            received_text(),
-            hotspan.log()
-        )
-    })?;
-    check_answer(&out, &answer_b, "otelcol's otlp_http exporter")
-        .with_context(|| format!("profiles hotspan received:\n{}", received_text()))?;
+    for (exporter, answer) in &answers {
+        check_answer(&out, answer, &format!("otelcol's {exporter} exporter")).with_context(|| {
+            format!(
+                "profiles hotspan received:\n{}\n{}",
+                received_text(),
+                hotspan.log()
+            )
+        })?;
+    }
     for found in out.values() {
         let service = found.resource.iter().find(|kv| kv.key == "service.name");
         ensure!(
@@ -321,10 +326,10 @@ service:
     }
 
     // What made the resource rules above work: otelcol sent the profiles' resources as
-    // string-table references, not inline, over both transports.
+    // string-table references, not inline, by each exporter.
     let received = read_profiles(&hotspan.path("profiles.jsonl"))?;
     ensure!(
-        received.len() >= 2,
+        received.len() >= 3,
         "{} profile requests were written",
         received.len()
     );
@@ -341,7 +346,7 @@ service:
     }
     services.sort();
     ensure!(
-        services == ["other", "other", "shop", "shop"],
+        services == ["other", "other", "other", "shop", "shop", "shop"],
         "services of the profiles hotspan got: {services:?}"
     );
     ensure!(hotspan.terminate()?.success());
