@@ -38,14 +38,21 @@ build() {
   tmp=$(mktemp -d "$cache/.$name-$version.XXXXXX")
   echo "$name $version: building from tests/peers/$dir (a few minutes the first time)" >&2
   local start=$SECONDS
-  if ! go build -C "tests/peers/$dir" -trimpath -ldflags='-s -w' -o "$tmp/$name" "$package"; then
+  if ! go build -C "tests/peers/$dir" -buildvcs=false -trimpath -ldflags='-s -w' -o "$tmp/$name" "$package"; then
     rm -rf "$tmp"
     echo "peers.sh: building $name $version failed" >&2
     exit 1
   fi
   echo "$stamp" >"$tmp/stamp"
   echo "$name $version: built in $((SECONDS - start))s" >&2
-  # Whoever renames first wins; a stale build is moved aside first, then removed.
+  chmod 755 "$tmp"
+  # Whoever renames first wins. Another run's build of the same sources stays (tests may be
+  # using it); a stale build is moved aside first, then removed.
+  if [ -x "$target/$name" ] && [ "$(cat "$target/stamp" 2>/dev/null)" = "$stamp" ]; then
+    rm -rf "$tmp"
+    echo "$name $version: $target/$name"
+    return
+  fi
   if [ -e "$target" ]; then
     local old
     old=$(mktemp -d "$cache/.$name-$version.old.XXXXXX")
