@@ -21,4 +21,6 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   export PATH="/usr/local/go/bin:$PATH"
 fi
 ./scripts/go-modules.sh # their modules, so the tests build them offline
+# The OpenTelemetry Collector and Jaeger the peer tests run against, built once per version.
+./scripts/peers.sh
 cargo test --workspace "$@"

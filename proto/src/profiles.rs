@@ -1,4 +1,8 @@
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, ProfilesDictionary, ResourceProfiles};
 use prost::Message;
 
@@ -74,6 +78,33 @@ impl ProfilesBatch {
         self.request.dictionary.as_ref()
     }
 
+    /// The dictionary's string table (empty without a dictionary).
+    pub fn string_table(&self) -> &[String] {
+        self.request
+            .dictionary
+            .as_ref()
+            .map_or(&[][..], |d| &d.string_table)
+    }
+
+    /// Resource or scope attributes of this batch with every key and string value inline.
+    ///
+    /// OTLP profiles (proto v1.10 on) may write them as string-table references
+    /// (`key_strindex`, `string_value_strindex`), as the OpenTelemetry Collector's exporters
+    /// do; readers that look for `service.name` and the like must see both forms alike.
+    /// Borrows when nothing refers to the table; a reference outside it reads as `""`.
+    pub fn resolved_attributes<'a>(&'a self, attributes: &'a [KeyValue]) -> Cow<'a, [KeyValue]> {
+        if !attributes.iter().any(has_reference) {
+            return Cow::Borrowed(attributes);
+        }
+        let strings = self.string_table();
+        Cow::Owned(
+            attributes
+                .iter()
+                .map(|kv| resolve_key_value(kv, strings))
+                .collect(),
+        )
+    }
+
     pub fn request(&self) -> &ExportProfilesServiceRequest {
         &self.request
     }
@@ -118,15 +149,31 @@ impl ProfilesBatch {
             return rejected;
         }
         let mut rejected = ProfilesRejected::default();
+        let strings = dict.string_table.len();
         for rp in &mut self.request.resource_profiles {
+            let resource_ok = rp
+                .resource
+                .as_ref()
+                .is_none_or(|r| references_in_range(&r.attributes, strings));
             for sp in &mut rp.scope_profiles {
-                sp.profiles.retain(|p| match profile_problem(p, dict) {
-                    None => true,
-                    Some(problem) => {
-                        rejected.profiles += 1;
-                        rejected.samples += p.samples.len();
-                        rejected.reason.get_or_insert(problem);
-                        false
+                let scope_ok = sp
+                    .scope
+                    .as_ref()
+                    .is_none_or(|s| references_in_range(&s.attributes, strings));
+                let problem = match (resource_ok, scope_ok) {
+                    (false, _) => Some("resource attribute: string index out of range"),
+                    (_, false) => Some("scope attribute: string index out of range"),
+                    _ => None,
+                };
+                sp.profiles.retain(|p| {
+                    match problem.map(String::from).or_else(|| profile_problem(p, dict)) {
+                        None => true,
+                        Some(problem) => {
+                            rejected.profiles += 1;
+                            rejected.samples += p.samples.len();
+                            rejected.reason.get_or_insert(problem);
+                            false
+                        }
                     }
                 });
             }
@@ -134,6 +181,73 @@ impl ProfilesBatch {
         self.samples -= rejected.samples;
         rejected
     }
+}
+
+fn has_reference(kv: &KeyValue) -> bool {
+    kv.key_strindex != 0 || kv.value.as_ref().is_some_and(value_has_reference)
+}
+
+fn value_has_reference(v: &AnyValue) -> bool {
+    match &v.value {
+        Some(Value::StringValueStrindex(_)) => true,
+        Some(Value::ArrayValue(a)) => a.values.iter().any(value_has_reference),
+        Some(Value::KvlistValue(l)) => l.values.iter().any(has_reference),
+        _ => false,
+    }
+}
+
+fn table_string(strings: &[String], index: i32) -> String {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| strings.get(i))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn resolve_key_value(kv: &KeyValue, strings: &[String]) -> KeyValue {
+    KeyValue {
+        // An inline key wins: the spec forbids setting both.
+        key: if kv.key.is_empty() {
+            table_string(strings, kv.key_strindex)
+        } else {
+            kv.key.clone()
+        },
+        value: kv.value.as_ref().map(|v| resolve_value(v, strings)),
+        key_strindex: 0,
+    }
+}
+
+fn resolve_value(v: &AnyValue, strings: &[String]) -> AnyValue {
+    let value = match &v.value {
+        Some(Value::StringValueStrindex(i)) => Some(Value::StringValue(table_string(strings, *i))),
+        Some(Value::ArrayValue(a)) => {
+            let mut a = a.clone();
+            a.values = a.values.iter().map(|x| resolve_value(x, strings)).collect();
+            Some(Value::ArrayValue(a))
+        }
+        Some(Value::KvlistValue(l)) => {
+            let mut l = l.clone();
+            l.values = l.values.iter().map(|kv| resolve_key_value(kv, strings)).collect();
+            Some(Value::KvlistValue(l))
+        }
+        other => other.clone(),
+    };
+    AnyValue { value }
+}
+
+/// Whether every string-table reference in `attributes` (nested ones too) is in the table.
+fn references_in_range(attributes: &[KeyValue], strings: usize) -> bool {
+    fn value_ok(v: &AnyValue, strings: usize) -> bool {
+        match &v.value {
+            Some(Value::StringValueStrindex(i)) => in_range(*i, strings),
+            Some(Value::ArrayValue(a)) => a.values.iter().all(|x| value_ok(x, strings)),
+            Some(Value::KvlistValue(l)) => references_in_range(&l.values, strings),
+            _ => true,
+        }
+    }
+    attributes.iter().all(|kv| {
+        in_range(kv.key_strindex, strings) && kv.value.as_ref().is_none_or(|v| value_ok(v, strings))
+    })
 }
 
 fn in_range(index: i32, len: usize) -> bool {
@@ -327,5 +441,113 @@ mod tests {
         let rejected = b.remove_invalid_profiles();
         assert_eq!((rejected.profiles, rejected.samples), (1, 2));
         assert!(b.is_empty());
+    }
+
+    fn kv_ref(key: i32, value: i32) -> KeyValue {
+        KeyValue {
+            key: String::new(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValueStrindex(value)),
+            }),
+            key_strindex: key,
+        }
+    }
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            key_strindex: 0,
+        }
+    }
+
+    #[test]
+    fn attributes_by_reference_read_as_inline_ones() {
+        use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+        let mut b = batch(vec![Sample::default()], 1);
+        let strings = &mut b.request.dictionary.as_mut().expect("dict").string_table;
+        strings.extend(["service.name", "shop", "tags", "a"].map(String::from));
+        let nested = KeyValue {
+            key: String::new(),
+            value: Some(AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        value: Some(AnyValue {
+                            value: Some(Value::ArrayValue(ArrayValue {
+                                values: vec![AnyValue {
+                                    value: Some(Value::StringValueStrindex(4)),
+                                }],
+                            })),
+                        }),
+                        ..kv_ref(4, 0)
+                    }],
+                })),
+            }),
+            key_strindex: 3,
+        };
+        let by_reference = vec![kv_ref(1, 2), kv("host.name", "h1"), nested];
+        let resolved = b.resolved_attributes(&by_reference);
+        assert!(matches!(resolved, Cow::Owned(_)));
+        let mut want_nested = kv("tags", "");
+        want_nested.value = Some(AnyValue {
+            value: Some(Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    value: Some(AnyValue {
+                        value: Some(Value::ArrayValue(ArrayValue {
+                            values: vec![AnyValue {
+                                value: Some(Value::StringValue("a".into())),
+                            }],
+                        })),
+                    }),
+                    ..kv("a", "")
+                }],
+            })),
+        });
+        assert_eq!(
+            resolved.as_ref(),
+            &[kv("service.name", "shop"), kv("host.name", "h1"), want_nested]
+        );
+
+        let inline = vec![kv("service.name", "shop")];
+        let same = b.resolved_attributes(&inline);
+        assert!(
+            matches!(same, Cow::Borrowed(_)),
+            "inline attributes are not copied"
+        );
+        assert_eq!(same.as_ref(), &inline[..]);
+    }
+
+    #[test]
+    fn a_resource_reference_outside_the_string_table_rejects_its_profiles() {
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let mut b = batch(vec![Sample::default(); 2], 1);
+        b.request
+            .dictionary
+            .as_mut()
+            .expect("dict")
+            .string_table
+            .push("service.name".into());
+        b.request.resource_profiles[0].resource = Some(Resource {
+            attributes: vec![kv_ref(1, 9)],
+            ..Default::default()
+        });
+        let rejected = b.remove_invalid_profiles();
+        assert_eq!((rejected.profiles, rejected.samples), (1, 2));
+        assert!(rejected.reason.expect("a reason").contains("resource attribute"));
+
+        let mut ok = batch(vec![Sample::default(); 2], 1);
+        ok.request
+            .dictionary
+            .as_mut()
+            .expect("dict")
+            .string_table
+            .push("service.name".into());
+        ok.request.resource_profiles[0].resource = Some(Resource {
+            attributes: vec![kv_ref(1, 1)],
+            ..Default::default()
+        });
+        assert_eq!(ok.remove_invalid_profiles(), ProfilesRejected::default());
     }
 }

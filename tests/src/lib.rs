@@ -367,4 +367,5 @@ pub fn grpc_export(
             .map(|r| r.into_inner()))
     })
 }
+pub mod peers;
 pub mod wire;

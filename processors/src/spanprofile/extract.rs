@@ -190,10 +190,12 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
     };
     let mut out = Vec::new();
     for rp in batch.resource_profiles() {
+        // The OpenTelemetry Collector's exporters write resource attributes of profiles as
+        // string-table references: resolve them, or `service.name` would never match.
         let resource = Arc::new(
             rp.resource
                 .as_ref()
-                .map(|r| ResourceKey::from_attributes(&r.attributes))
+                .map(|r| ResourceKey::from_attributes(&batch.resolved_attributes(&r.attributes)))
                 .unwrap_or_default(),
         );
         for sp in &rp.scope_profiles {
@@ -352,4 +354,123 @@ pub fn fill_links(batch: &ProfilesBatch, config: &SpanProfileConfig) -> Profiles
         }
     }
     ProfilesBatch::from_request(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use hotspan_proto::otlp::common::v1::KeyValue;
+
+    use super::super::fixtures::{profiles, Plant};
+    use super::*;
+
+    /// `batch` as the OpenTelemetry Collector writes it: resource attribute keys and string
+    /// values, and the string values of sample attributes, as string-table references.
+    fn by_reference(batch: &ProfilesBatch) -> ProfilesBatch {
+        let mut request = batch.request().clone();
+        let dict = request.dictionary.as_mut().expect("a dictionary");
+        let mut intern = |s: &str| -> i32 {
+            match dict.string_table.iter().position(|x| x == s) {
+                Some(i) => i as i32,
+                None => {
+                    dict.string_table.push(s.into());
+                    dict.string_table.len() as i32 - 1
+                }
+            }
+        };
+        let mut refer = |kv: &mut KeyValue| {
+            kv.key_strindex = intern(&std::mem::take(&mut kv.key));
+            if let Some(any_value::Value::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                let i = intern(&v.clone());
+                kv.value = Some(AnyValue {
+                    value: Some(any_value::Value::StringValueStrindex(i)),
+                });
+            }
+        };
+        for rp in &mut request.resource_profiles {
+            for kv in rp.resource.iter_mut().flat_map(|r| &mut r.attributes) {
+                refer(kv);
+            }
+        }
+        let mut attribute_table = std::mem::take(&mut dict.attribute_table);
+        for a in &mut attribute_table {
+            if let Some(any_value::Value::StringValue(v)) = a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                let i = intern(&v.clone());
+                a.value = Some(AnyValue {
+                    value: Some(any_value::Value::StringValueStrindex(i)),
+                });
+            }
+        }
+        dict.attribute_table = attribute_table;
+        ProfilesBatch::from_request(request)
+    }
+
+    /// What the join reads of an event: service, trace, span, labels, CPU.
+    type Summary = (
+        Option<Arc<str>>,
+        Option<u128>,
+        Option<u64>,
+        Vec<(String, String)>,
+        u64,
+    );
+
+    fn summary(events: &[Event]) -> Vec<Summary> {
+        events
+            .iter()
+            .map(|e| {
+                let labels = e
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (e.resource.service.clone(), e.trace, e.span, labels, e.cpu_ns)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resources_and_labels_by_reference_read_as_inline_ones() {
+        let plants = [
+            Plant {
+                stack: vec!["main.work"],
+                count: 3,
+                span: Some(0x11),
+                trace: Some(0xabc),
+                as_labels: true,
+                labels: vec![("stage", "pricing")],
+                ..Default::default()
+            },
+            Plant {
+                stack: vec!["main.other"],
+                count: 2,
+                span: Some(0x22),
+                ..Default::default()
+            },
+        ];
+        let inline = profiles("shop", &plants, false);
+        let referenced = by_reference(&inline);
+        let resource = &referenced.resource_profiles()[0]
+            .resource
+            .as_ref()
+            .expect("resource")
+            .attributes;
+        assert!(resource.iter().all(|kv| kv.key.is_empty() && kv.key_strindex > 0));
+
+        let config = SpanProfileConfig::default();
+        let now = Instant::now();
+        let want = summary(&events(&inline, &config, now));
+        assert_eq!(
+            want,
+            vec![
+                (
+                    Some("shop".into()),
+                    Some(0xabc),
+                    Some(0x11),
+                    vec![("stage".into(), "pricing".into())],
+                    30_000_000
+                ),
+                (Some("shop".into()), None, Some(0x22), vec![], 20_000_000),
+            ]
+        );
+        assert_eq!(summary(&events(&referenced, &config, now)), want);
+    }
 }

@@ -33,6 +33,8 @@ fn both_or_either<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
 }
 
 impl ResourceKey {
+    /// From attributes with inline keys and values: a profile's resource must be resolved
+    /// first (`ProfilesBatch::resolved_attributes`), as it may refer to the string table.
     pub fn from_attributes(attrs: &[KeyValue]) -> Self {
         let mut key = ResourceKey::default();
         for kv in attrs {

@@ -812,3 +812,56 @@ fn long_bad_strings_are_not_copied_into_the_error() {
     let err = decode(doc.as_bytes()).expect_err("bad hex");
     assert!(err.to_string().len() < 200, "{err}");
 }
+
+/// A profiles request in the shape the OpenTelemetry Collector (v0.165) writes it: resource
+/// attributes as string-table references, `"scope":{}`, `"value":{}` on the zero attribute.
+/// Both forms decode, resolve to the same attributes, and survive a round trip unchanged.
+#[test]
+fn resource_attributes_by_reference_as_otelcol_writes_them() {
+    let referenced = r#"{"resourceProfiles":[{"resource":{"attributes":[{"value":{"stringValueStrindex":3},"keyStrindex":2}]},
+      "scopeProfiles":[{"scope":{},"profiles":[{"sampleType":{"typeStrindex":4,"unitStrindex":5},
+      "samples":[{"stackIndex":1,"linkIndex":1,"values":["7"]}],"timeUnixNano":"1700000000000000000"}]}]}],
+      "dictionary":{"mappingTable":[{}],"locationTable":[{},{"lines":[{"functionIndex":1}]}],
+      "functionTable":[{},{"nameStrindex":1}],
+      "linkTable":[{},{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"0000000000000301"}],
+      "stringTable":["","main.work","service.name","shop","samples","count"],
+      "attributeTable":[{"value":{}}],"stackTable":[{},{"locationIndices":[1]}]}}"#;
+    let inline = referenced.replace(
+        r#"{"value":{"stringValueStrindex":3},"keyStrindex":2}"#,
+        r#"{"key":"service.name","value":{"stringValue":"shop"}}"#,
+    );
+    let by_reference = decode(referenced.as_bytes()).expect("decodes");
+    let by_value = decode(inline.as_bytes()).expect("decodes");
+    let attrs = |r: &ExportProfilesServiceRequest| {
+        r.resource_profiles[0]
+            .resource
+            .clone()
+            .expect("resource")
+            .attributes
+    };
+    assert_eq!(
+        attrs(&by_reference),
+        [KeyValue {
+            key: String::new(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValueStrindex(3))
+            }),
+            key_strindex: 2,
+        }]
+    );
+    assert_eq!(
+        attrs(&by_value),
+        [kv("service.name", Value::StringValue(s("shop")))]
+    );
+    let (a, b) = (
+        crate::ProfilesBatch::from_request(by_reference.clone()),
+        crate::ProfilesBatch::from_request(by_value.clone()),
+    );
+    assert_eq!(
+        a.resolved_attributes(&attrs(&by_reference)),
+        b.resolved_attributes(&attrs(&by_value))
+    );
+    for request in [by_reference, by_value] {
+        assert_eq!(decode(&encode(&request)).expect("round trip"), request);
+    }
+}

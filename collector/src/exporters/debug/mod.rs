@@ -163,10 +163,11 @@ fn describe_profiles(profiles: &hotspan_proto::ProfilesBatch, detailed: bool) ->
     };
     let mut out = String::new();
     for (ri, rp) in profiles.resource_profiles().iter().enumerate() {
+        // Resource attributes of profiles may be string-table references (otelcol sends them so).
         let attrs = rp
             .resource
             .as_ref()
-            .map(|r| attributes(&r.attributes))
+            .map(|r| attributes(&profiles.resolved_attributes(&r.attributes)))
             .unwrap_or_default();
         let _ = writeln!(out, "ResourceProfiles #{ri} {attrs}");
         for sp in &rp.scope_profiles {
@@ -246,5 +247,38 @@ fn value(v: Option<&AnyValue>) -> String {
         Some(any_value::Value::KvlistValue(l)) => format!("{{{}}}", attributes(&l.values)),
         Some(any_value::Value::StringValueStrindex(i)) => format!("strindex:{i}"),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hotspan_proto::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
+    use hotspan_proto::otlp::profiles::v1development::{ProfilesDictionary, ResourceProfiles};
+    use hotspan_proto::otlp::resource::v1::Resource;
+
+    use super::*;
+
+    #[test]
+    fn profile_resources_by_reference_print_like_inline_ones() {
+        let batch = hotspan_proto::ProfilesBatch::from_request(ExportProfilesServiceRequest {
+            resource_profiles: vec![ResourceProfiles {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key_strindex: 1,
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValueStrindex(2)),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            dictionary: Some(ProfilesDictionary {
+                string_table: vec![String::new(), "service.name".into(), "shop".into()],
+                ..Default::default()
+            }),
+        });
+        assert!(describe_profiles(&batch, false).starts_with("ResourceProfiles #0 service.name=shop\n"));
     }
 }

@@ -160,7 +160,9 @@ fn split_profiles(batch: &ProfilesBatch, key: RoutingKey, ring: &Ring) -> BTreeM
     let mut owners = Vec::with_capacity(batch.sample_count());
     let mut backends = std::collections::BTreeSet::new();
     for rp in batch.resource_profiles() {
-        let service = service_name(rp.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+        // Profiles may name their service by string-table reference (otelcol's exporters do).
+        let resource = batch.resolved_attributes(rp.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+        let service = service_name(&resource);
         let by_service = ring.owner(service.as_bytes()).unwrap_or(0);
         for p in rp.scope_profiles.iter().flat_map(|sp| &sp.profiles) {
             if p.samples.is_empty() {

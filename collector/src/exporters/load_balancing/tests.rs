@@ -415,3 +415,71 @@ async fn the_dns_resolver_makes_every_address_a_backend_and_follows_changes() {
     lb.refresh(&broken).await;
     assert_eq!(lb.view().ring.backends(), first.as_slice());
 }
+
+/// otelcol's exporters write a profile's resource attributes as string-table references:
+/// routing by service must read them as it reads inline ones.
+#[test]
+fn profiles_go_by_service_whether_it_is_inline_or_a_string_reference() {
+    let ring = Ring::new(backends(3));
+    let mut dict = ProfilesDictionary {
+        string_table: vec![String::new(), "service.name".into()],
+        ..Default::default()
+    };
+    let mut resource_profiles = Vec::new();
+    let mut want = BTreeSet::new();
+    for i in 0..30i64 {
+        let name = format!("svc-{i}");
+        let resource = if i % 2 == 0 {
+            service(&name)
+        } else {
+            dict.string_table.push(name.clone());
+            Some(Resource {
+                attributes: vec![KeyValue {
+                    key_strindex: 1,
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValueStrindex(
+                            dict.string_table.len() as i32 - 1,
+                        )),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        };
+        want.insert((i, ring.owner(name.as_bytes()).expect("owner")));
+        resource_profiles.push(ResourceProfiles {
+            resource,
+            scope_profiles: vec![ScopeProfiles {
+                profiles: vec![Profile {
+                    samples: vec![Sample {
+                        values: vec![i],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    let batch = Batch::Profiles(ProfilesBatch::from_request(ExportProfilesServiceRequest {
+        resource_profiles,
+        dictionary: Some(dict),
+    }));
+    let mut got = BTreeSet::new();
+    for (b, part) in split::split(&batch, RoutingKey::Service, &ring) {
+        let Batch::Profiles(p) = part else {
+            panic!("profiles")
+        };
+        for s in p
+            .resource_profiles()
+            .iter()
+            .flat_map(|rp| &rp.scope_profiles)
+            .flat_map(|sp| &sp.profiles)
+            .flat_map(|p| &p.samples)
+        {
+            got.insert((s.values[0], b));
+        }
+    }
+    assert_eq!(got, want);
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the peers the black-box tests run against (a minimal OpenTelemetry Collector, Jaeger)
+# from the Go modules in tests/peers/, once per version, into ${XDG_CACHE_HOME:-~/.cache}/hotspan/
+# <peer>-<version>/, and prints where each one is. Nothing is rebuilt while the modules are
+# unchanged; two runs at once are safe (each builds under a temporary name, then renames).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/hotspan"
+mkdir -p "$cache"
+
+command -v go >/dev/null 2>&1 || {
+  echo "peers.sh: the Go toolchain is needed to build the peers (Go 1.26: /usr/local/go/bin on PATH)" >&2
+  exit 1
+}
+
+# The version of `module` that tests/peers/<dir>/go.mod requires.
+version_of() {
+  local dir=$1 module=$2 v
+  v=$(awk -v m="$module" '$1 == m && $2 ~ /^v/ { sub(/^v/, "", $2); print $2; exit }' "tests/peers/$dir/go.mod")
+  [ -n "$v" ] || { echo "peers.sh: tests/peers/$dir/go.mod does not require $module" >&2; exit 1; }
+  echo "$v"
+}
+
+# build NAME DIR VERSION PACKAGE: the binary NAME from PACKAGE in module tests/peers/DIR, as
+# $cache/NAME-VERSION/NAME. A stamp of the module's files says what it was built from.
+build() {
+  local name=$1 dir=$2 version=$3 package=$4
+  local target="$cache/$name-$version"
+  local stamp
+  stamp=$(find "tests/peers/$dir" -maxdepth 1 -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) \
+    | LC_ALL=C sort | xargs cat | sha256sum | cut -d' ' -f1)
+  if [ -x "$target/$name" ] && [ "$(cat "$target/stamp" 2>/dev/null)" = "$stamp" ]; then
+    echo "$name $version: $target/$name"
+    return
+  fi
+  local tmp
+  tmp=$(mktemp -d "$cache/.$name-$version.XXXXXX")
+  echo "$name $version: building from tests/peers/$dir (a few minutes the first time)" >&2
+  local start=$SECONDS
+  if ! go build -C "tests/peers/$dir" -buildvcs=false -trimpath -ldflags='-s -w' -o "$tmp/$name" "$package"; then
+    rm -rf "$tmp"
+    echo "peers.sh: building $name $version failed" >&2
+    exit 1
+  fi
+  echo "$stamp" >"$tmp/stamp"
+  echo "$name $version: built in $((SECONDS - start))s" >&2
+  chmod 755 "$tmp"
+  # Whoever renames first wins. Another run's build of the same sources stays (tests may be
+  # using it); a stale build is moved aside first, then removed.
+  if [ -x "$target/$name" ] && [ "$(cat "$target/stamp" 2>/dev/null)" = "$stamp" ]; then
+    rm -rf "$tmp"
+    echo "$name $version: $target/$name"
+    return
+  fi
+  if [ -e "$target" ]; then
+    local old
+    old=$(mktemp -d "$cache/.$name-$version.old.XXXXXX")
+    mv -T "$target" "$old/x" 2>/dev/null || true
+    rm -rf "$old"
+  fi
+  if mv -T "$tmp" "$target" 2>/dev/null; then
+    :
+  else
+    rm -rf "$tmp" # another run put its build in place meanwhile
+  fi
+  echo "$name $version: $target/$name"
+}
+
+build otelcol otelcol "$(version_of otelcol go.opentelemetry.io/collector/otelcol)" .
+build jaeger jaeger "$(version_of jaeger github.com/jaegertracing/jaeger)" github.com/jaegertracing/jaeger/cmd/jaeger
