@@ -219,7 +219,8 @@ pub fn annotate_rollup(children_cpu_ns: u64, config: &SpanProfileConfig, out: &m
 
 /// Appends to `out` the join's attributes and events for the span `index` describes, encoded
 /// as fields of a `Span`: appended to the span's bytes, they add to the span. Spans that got
-/// no samples of their own only get `cpu_ns_total` when descendants had some.
+/// no samples of their own only get `cpu_ns_total` when descendants had some; blocked time
+/// (goroutine snapshots, off-CPU profiles) is written apart from CPU.
 pub fn annotate(
     index: &SpanIndex,
     acc: &Accumulator,
@@ -228,10 +229,24 @@ pub fn annotate(
     profile_id: bool,
     out: &mut Vec<u8>,
 ) {
-    let p = config.attribute_prefix.as_str();
     if acc.is_empty() {
-        return annotate_rollup(children_cpu_ns, config, out);
+        annotate_rollup(children_cpu_ns, config, out);
+    } else {
+        annotate_cpu(index, acc, children_cpu_ns, config, profile_id, out);
     }
+    annotate_waits(index, acc, config, out);
+}
+
+/// The CPU part: samples, CPU time, hot path, top functions, the rule, labels, ids, events.
+fn annotate_cpu(
+    index: &SpanIndex,
+    acc: &Accumulator,
+    children_cpu_ns: u64,
+    config: &SpanProfileConfig,
+    profile_id: bool,
+    out: &mut Vec<u8>,
+) {
+    let p = config.attribute_prefix.as_str();
     let put =
         |out: &mut Vec<u8>, key: [&str; 3], value: Value| Attr { key, value }.write(SPAN_ATTRIBUTES, out);
     let attr = |out: &mut Vec<u8>, name: &str, value: Value| put(out, [p, name, ""], value);
@@ -358,6 +373,70 @@ pub fn annotate(
             });
             write_event(out, index.start, [p, "hot_path"], &attrs);
         }
+    }
+}
+
+/// The waiting part: blocked time (estimated from goroutine snapshots, or measured off CPU)
+/// with its heaviest blocking stack and its reasons, descendants' blocked time rolled up, and
+/// time snapshots caught it runnable but not on a CPU. Every figure is at most the span's
+/// duration.
+fn annotate_waits(index: &SpanIndex, acc: &Accumulator, config: &SpanProfileConfig, out: &mut Vec<u8>) {
+    let p = config.attribute_prefix.as_str();
+    let attr = |out: &mut Vec<u8>, name: &str, value: Value| {
+        Attr {
+            key: [p, name, ""],
+            value,
+        }
+        .write(SPAN_ATTRIBUTES, out)
+    };
+    let duration = index.end.saturating_sub(index.start);
+    let own = acc.wait_ns().min(duration);
+    if let Some(w) = acc.wait.as_ref().filter(|w| w.total_ns > 0) {
+        attr(out, "wait_ns", Value::Int(own));
+        let mut stacks: Vec<(&Frames, &u64)> = w.stacks.iter().collect();
+        stacks.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        if let Some((top, ns)) = stacks.first() {
+            let frames = config.hot_path_frames;
+            attr(
+                out,
+                "wait_path",
+                Value::Text(&|o| write_collapsed(top, frames, o)),
+            );
+            attr(out, "wait_path.share", Value::Double(share(**ns, w.total_ns)));
+        }
+        let mut reasons: Vec<(&&str, &u64)> = w.reasons.iter().collect();
+        reasons.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        attr(
+            out,
+            "wait_reasons",
+            Value::Strs(&|each| {
+                for (reason, ns) in &reasons {
+                    each(&|o| {
+                        o.extend_from_slice(reason.as_bytes());
+                        o.push(b' ');
+                        write_one_decimal(100.0 * share(**ns, w.total_ns), o);
+                        o.push(b'%');
+                    });
+                }
+            }),
+        );
+        let sources = |o: &mut Vec<u8>| {
+            for (i, s) in w.sources.iter().enumerate() {
+                if i > 0 {
+                    o.push(b',');
+                }
+                o.extend_from_slice(s.as_str().as_bytes());
+            }
+        };
+        attr(out, "wait_source", Value::Text(&sources));
+    }
+    let total = own.saturating_add(acc.children_wait_ns).min(duration);
+    if total > 0 {
+        attr(out, "wait_ns_total", Value::Int(total));
+    }
+    if acc.active_ns > 0 {
+        let runnable = acc.active_ns.saturating_sub(acc.own.cpu_ns).min(duration);
+        attr(out, "runnable_ns", Value::Int(runnable));
     }
 }
 

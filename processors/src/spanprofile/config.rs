@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hotspan_config::{ComponentConfig, FieldError};
@@ -36,6 +37,12 @@ pub struct SpanProfileConfig {
     /// Leaf frames that stand for the frame below them: Go's preemption trampoline shows up
     /// as the leaf of ~10% of busy-loop samples and would split every hot path in two.
     pub ignore_leaf_frames: Vec<String>,
+    /// For profiles whose resource names no `service.name` (the eBPF profiler's): the service
+    /// of each `process.executable.name`. Without one, such a profile matches spans of the
+    /// same `process.pid` or `container.id`.
+    pub service_by_executable: BTreeMap<String, String>,
+    /// A sidecar beside one service: profiles still without a service are that service's.
+    pub default_service: Option<String>,
 }
 
 impl Default for SpanProfileConfig {
@@ -64,6 +71,8 @@ impl Default for SpanProfileConfig {
             top_functions: 5,
             emit_events: true,
             ignore_leaf_frames: vec!["runtime.asyncPreempt".into()],
+            service_by_executable: BTreeMap::new(),
+            default_service: None,
         }
     }
 }
@@ -76,6 +85,12 @@ impl ComponentConfig for SpanProfileConfig {
         // Spans are held in memory for `wait`: a day is already far past any useful setting.
         if self.wait > Duration::from_secs(24 * 3600) {
             errs.push(FieldError::new("wait", "must be at most 24h"));
+        }
+        if self.default_service.as_deref() == Some("") {
+            errs.push(FieldError::new(
+                "default_service",
+                "must name a service (or be left out)",
+            ));
         }
         for (key, value) in [
             ("max_buffered_spans", self.max_buffered_spans),

@@ -10,7 +10,8 @@ use hotspan_proto::otlp::profiles::v1development::{Link, Profile, ProfilesDictio
 use hotspan_proto::ProfilesBatch;
 
 use super::config::SpanProfileConfig;
-use super::model::{parse_id, span_id, trace_id, Event, Frames, Labels, ResourceKey};
+use super::model::{parse_id, span_id, trace_id, Event, Frames, Labels, ResourceKey, WaitSource, What};
+use super::waits;
 
 /// What kind of weight a profile carries.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -20,6 +21,12 @@ enum Kind {
     /// `samples/count`: values are sample counts (each one `period` of CPU when the period
     /// type is CPU nanoseconds).
     SampleCount,
+    /// `goroutine/count`: a snapshot of every goroutine; each one seen stands for the
+    /// profile's `duration_nano` of wall time (the snapshot interval).
+    Goroutines,
+    /// `off_cpu/nanoseconds` (the eBPF profiler): each value is time a thread spent off CPU,
+    /// ending at its timestamp.
+    OffCpu,
     Other,
 }
 
@@ -42,6 +49,8 @@ fn kind_of(p: &Profile, s: &Strings) -> Kind {
     {
         Some(("cpu", "nanoseconds")) => Kind::CpuNanos,
         Some(("samples", "count")) => Kind::SampleCount,
+        Some(("goroutine" | "goroutines", "count")) => Kind::Goroutines,
+        Some(("off_cpu", "nanoseconds")) => Kind::OffCpu,
         _ => Kind::Other,
     }
 }
@@ -192,12 +201,28 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
     for rp in batch.resource_profiles() {
         // The OpenTelemetry Collector's exporters write resource attributes of profiles as
         // string-table references: resolve them, or `service.name` would never match.
-        let resource = Arc::new(
-            rp.resource
-                .as_ref()
-                .map(|r| ResourceKey::from_attributes(&batch.resolved_attributes(&r.attributes)))
-                .unwrap_or_default(),
-        );
+        let mut key = rp
+            .resource
+            .as_ref()
+            .map(|r| ResourceKey::from_attributes(&batch.resolved_attributes(&r.attributes)))
+            .unwrap_or_default();
+        if key.service.is_none() {
+            // The eBPF profiler names processes, not services: the config may say whose.
+            let by_executable = key
+                .executable
+                .as_deref()
+                .and_then(|e| config.service_by_executable.get(e));
+            key.service = by_executable
+                .or(config.default_service.as_ref())
+                .map(|s| Arc::from(s.as_str()));
+            if key.service.is_some() {
+                // Named by config, it matches as that service: the profiler's pid may be the
+                // host's while the spans give the container's.
+                key.pid = None;
+                key.container = None;
+            }
+        }
+        let resource = Arc::new(key);
         for sp in &rp.scope_profiles {
             let kinds: Vec<Kind> = sp.profiles.iter().map(|p| kind_of(p, &r.strings)).collect();
             let count = kinds.iter().position(|k| *k == Kind::SampleCount);
@@ -223,6 +248,11 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
                     _ => None,
                 };
                 let period = period_ns(p, &r.strings);
+                // A snapshot with no interval stands for no time: nothing to estimate from.
+                let interval = p.duration_nano;
+                if kind == Kind::Goroutines && interval == 0 {
+                    continue;
+                }
                 let profile_id =
                     (!p.profile_id.is_empty() && p.profile_id.iter().any(|b| *b != 0)).then(|| {
                         Arc::from(
@@ -235,11 +265,47 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
                 for (si, sample) in p.samples.iter().enumerate() {
                     let cpu_values = partner.and_then(|q| q.samples.get(si)).map(|s| &s.values);
                     let tags = r.tags(sample);
+                    // A goroutine no span labelled (idle, the runtime's own) is in no span's
+                    // time: not a sample that failed to join.
+                    if kind == Kind::Goroutines && tags.span.is_none() && tags.trace.is_none() {
+                        continue;
+                    }
                     let frames = r.frames(sample.stack_index);
+                    // Read once per stack: where a goroutine or thread waited, if it did.
+                    let state = match kind {
+                        Kind::Goroutines => Some(waits::goroutine_state(&frames)),
+                        Kind::OffCpu => {
+                            let (reason, stack) = waits::off_cpu_reason(&frames);
+                            Some(waits::State::Blocked { reason, stack })
+                        }
+                        _ => None,
+                    };
                     let make = |time: Option<u64>, v: u64, cpu_v: Option<u64>| {
-                        let (samples, cpu_ns) = match kind {
-                            Kind::CpuNanos => (1, v),
-                            _ => (v, cpu_v.unwrap_or(v.saturating_mul(period))),
+                        let wall = |ns: u64, source| match &state {
+                            Some(waits::State::Blocked { reason, stack }) => What::Blocked {
+                                wall_ns: ns,
+                                reason,
+                                stack: stack.clone(),
+                                source,
+                            },
+                            _ => What::Running { wall_ns: ns },
+                        };
+                        let (samples, cpu_ns, what, time) = match kind {
+                            Kind::CpuNanos => (1, v, What::Cpu, time),
+                            Kind::Goroutines => (
+                                v,
+                                0,
+                                wall(v.saturating_mul(interval), WaitSource::Goroutine),
+                                time,
+                            ),
+                            // Placed at the middle of the time it was off CPU.
+                            Kind::OffCpu => (
+                                1,
+                                0,
+                                wall(v, WaitSource::OffCpu),
+                                time.map(|t| t.saturating_sub(v / 2)),
+                            ),
+                            _ => (v, cpu_v.unwrap_or(v.saturating_mul(period)), What::Cpu, time),
                         };
                         Event {
                             resource: resource.clone(),
@@ -251,6 +317,7 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
                             labels: tags.labels.clone(),
                             samples,
                             cpu_ns,
+                            what,
                             profile_id: profile_id.clone(),
                             arrived: now,
                         }
@@ -260,10 +327,11 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
                     if !ts.is_empty() && (sample.values.is_empty() || sample.values.len() == ts.len()) {
                         for (ti, t) in ts.iter().enumerate() {
                             let v = if sample.values.is_empty() {
-                                if kind == Kind::CpuNanos {
-                                    period
-                                } else {
-                                    1
+                                match kind {
+                                    Kind::CpuNanos => period,
+                                    // No value: nothing says how long it was off CPU.
+                                    Kind::OffCpu => continue,
+                                    _ => 1,
                                 }
                             } else {
                                 value(&sample.values, ti)

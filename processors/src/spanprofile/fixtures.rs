@@ -321,3 +321,62 @@ pub fn cpu_stats(
         ..Default::default()
     }])
 }
+
+/// `plants` as a profile of another kind: eBPF-shaped (timestamps), with `sample_type`
+/// `kind`/`unit`, `duration_nano` `duration_ns`, and each sample's values (one per timestamp)
+/// from `value`.
+fn retyped(
+    service: &str,
+    plants: &[Plant],
+    kind: &str,
+    unit: &str,
+    duration_ns: u64,
+    value: impl Fn(&Plant) -> i64,
+) -> ProfilesBatch {
+    let mut request = profiles(service, plants, true).request().clone();
+    let Some(d) = request.dictionary.as_mut() else {
+        return ProfilesBatch::from_request(request);
+    };
+    let mut intern = |v: &str| match d.string_table.iter().position(|x| x == v) {
+        Some(i) => i as i32,
+        None => {
+            d.string_table.push(v.into());
+            d.string_table.len() as i32 - 1
+        }
+    };
+    let sample_type = ValueType {
+        type_strindex: intern(kind),
+        unit_strindex: intern(unit),
+    };
+    for p in request
+        .resource_profiles
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_profiles)
+        .flat_map(|s| &mut s.profiles)
+    {
+        p.sample_type = Some(sample_type);
+        p.period_type = None;
+        p.period = 0;
+        p.duration_nano = duration_ns;
+        for (sample, plant) in p.samples.iter_mut().zip(plants) {
+            sample.values = vec![value(plant); sample.timestamps_unix_nano.len()];
+        }
+    }
+    ProfilesBatch::from_request(request)
+}
+
+/// Goroutine snapshots as `pprof_scrape` sends them: each plant one stack with `count`
+/// goroutines, caught at each of its `times_ms`, every goroutine standing for `interval_ms`.
+pub fn goroutines(service: &str, plants: &[Plant], interval_ms: u64) -> ProfilesBatch {
+    retyped(service, plants, "goroutine", "count", interval_ms * MS, |p| {
+        p.count as i64
+    })
+}
+
+/// An off-CPU profile as the eBPF profiler sends it: each of a plant's `times_ms` is when a
+/// thread came back on CPU after `count` ms off it.
+pub fn off_cpu(service: &str, plants: &[Plant]) -> ProfilesBatch {
+    retyped(service, plants, "off_cpu", "nanoseconds", 0, |p| {
+        (p.count * MS) as i64
+    })
+}

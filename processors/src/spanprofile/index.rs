@@ -11,7 +11,7 @@ use foldhash::HashMap;
 use hotspan_proto::raw::SpanIndex;
 
 use super::block::Block;
-use super::model::{Accumulator, Event, ResourceKey, SpanId, TraceId};
+use super::model::{Accumulator, Event, Process, ResourceKey, SpanId, TraceId};
 
 pub(super) const SHARDS: usize = 16;
 /// Parent links followed when measuring depth; deeper trees are rare and still ordered.
@@ -360,7 +360,9 @@ pub(super) struct ThreadBucket {
     pub(super) waiting: Vec<Event>,
 }
 
-pub(super) type ThreadKey = (Arc<ResourceKey>, i64);
+/// A thread of one process: thread ids are a process's, whether its resource names the
+/// service (spans) or only the pid (the eBPF profiler's samples).
+pub(super) type ThreadKey = (Process, i64);
 
 #[cfg(test)]
 mod size {

@@ -145,7 +145,7 @@ impl Join {
                 continue;
             }
             if let Some(thread) = ix.thread_id() {
-                let tk = (block.key(at).clone(), thread);
+                let tk = (block.key(at).process(), thread);
                 lock(&self.threads[shard_of(&tk)])
                     .entry(tk)
                     .or_default()
@@ -383,7 +383,7 @@ impl Join {
             (None, None) => match (event.thread, event.time) {
                 (Some(thread), Some(_)) => {
                     if self.reserve_pending(&event) {
-                        let tk = (event.resource.clone(), thread);
+                        let tk = (event.resource.process(), thread);
                         lock(&self.threads[shard_of(&tk)])
                             .entry(tk)
                             .or_default()

@@ -15,6 +15,7 @@ mod release;
 #[cfg(test)]
 mod tests;
 mod timeline;
+mod waits;
 
 pub use annotate::collapsed;
 pub use config::SpanProfileConfig;

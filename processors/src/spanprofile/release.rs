@@ -323,7 +323,7 @@ impl Join {
         }
         // Samples on this span's thread taken while it ran, unless a deeper span ran then.
         if let Some(thread) = thread {
-            let tk = (key.clone(), thread);
+            let tk = (key.process(), thread);
             let mut threads = lock(&self.threads[shard_of(&tk)]);
             if let Some(bucket) = threads.get_mut(&tk) {
                 let spans = bucket.spans.clone();
@@ -360,14 +360,29 @@ impl Join {
     pub(super) fn leave(state: &mut TraceState, id: SpanId, keep: Vec<(Waiting, Event)>) -> Option<Entry> {
         let e = state.remove(id)?;
         state.waiting.extend(keep);
-        // Descendants' CPU rolls up into ancestors still held.
+        // Descendants' CPU and waiting roll up into ancestors still held.
         let cpu = e
             .acc
             .as_ref()
             .map_or(0, |a| a.own.cpu_ns)
             .saturating_add(e.children_cpu);
-        if let Some(parent) = e.parent().filter(|_| cpu > 0).and_then(|p| state.find_mut(p)) {
+        let wait = e.acc.as_ref().map_or(0, |a| {
+            let w = a.wait_ns().saturating_add(a.children_wait_ns);
+            if w == 0 {
+                return 0;
+            }
+            // Blocked time is an estimate: what rolls up is never more than the span lasted.
+            let h = state.held_at(&e);
+            w.min(a.wait_ns().min(h.end() - h.start()) + a.children_wait_ns)
+                .min(h.end() - h.start())
+        });
+        let parent = e.parent().filter(|_| cpu > 0 || wait > 0);
+        if let Some(parent) = parent.and_then(|p| state.find_mut(p)) {
             parent.children_cpu = parent.children_cpu.saturating_add(cpu);
+            if wait > 0 {
+                let acc = parent.acc.get_or_insert_default();
+                acc.children_wait_ns = acc.children_wait_ns.saturating_add(wait);
+            }
         }
         Some(e)
     }

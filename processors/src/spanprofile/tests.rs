@@ -914,3 +914,210 @@ fn throttling_is_prorated_over_the_intervals_a_span_covered() {
     assert_eq!(int_of(&out[&4], "profile.cpu.throttled_periods"), Some(10));
     assert!(out[&4].attributes.iter().all(|a| a.key != "profile.cpu.quota"));
 }
+
+fn str_of(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+fn strs_of(span: &Span, key: &str) -> Vec<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::ArrayValue(arr) => Some(
+                arr.values
+                    .iter()
+                    .filter_map(|v| match &v.value {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// A goroutine caught by snapshots at `times_ms` in `span`, `stack` leaf first.
+fn caught(stack: &[&'static str], span: u64, count: u64, times_ms: &[u64]) -> Plant {
+    Plant {
+        stack: stack.to_vec(),
+        count,
+        span: Some(span),
+        trace: Some(TRACE),
+        times_ms: times_ms.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn goroutine_snapshots_estimate_blocked_time_with_its_reason_and_stack() {
+    const CHAN: &[&str] = &[
+        "runtime.gopark",
+        "runtime.chanrecv",
+        "runtime.chanrecv1",
+        "main.awaitQuote",
+        "main.handle",
+    ];
+    const MUTEX: &[&str] = &[
+        "runtime.gopark",
+        "runtime.semacquire1",
+        "sync.runtime_SemacquireMutex",
+        "sync.(*Mutex).Lock",
+        "main.lockInventory",
+    ];
+    const SLEEP: &[&str] = &["runtime.gopark", "time.Sleep", "main.backOff"];
+    // Snapshots every 10 ms. tree(): 1 = 0-100 ms, 2 = 10-40, 3 = 50-90, 4 = 60-70 (in 3).
+    let snapshots = goroutines(
+        "shop",
+        &[
+            caught(CHAN, 2, 1, &[15, 25, 35]),
+            caught(MUTEX, 3, 2, &[55]),
+            caught(&["main.totalOrder", "main.handle"], 3, 1, &[85]),
+            // Three snapshots of 10 ms in a 10 ms span: capped at its duration.
+            caught(SLEEP, 4, 1, &[61, 65, 69]),
+        ],
+        10,
+    );
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![Step::Spans(traces("shop", tree())), Step::Profiles(snapshots)],
+    );
+    let ms = |x: i64| Some(x * MS as i64);
+    assert_eq!(int_of(&out[&2], "profile.wait_ns"), ms(30));
+    assert_eq!(strs_of(&out[&2], "profile.wait_reasons"), ["chan receive 100.0%"]);
+    assert_eq!(
+        str_of(&out[&2], "profile.wait_path").as_deref(),
+        Some("main.handle;main.awaitQuote;runtime.chanrecv1")
+    );
+    assert_eq!(
+        str_of(&out[&2], "profile.wait_source").as_deref(),
+        Some("goroutine")
+    );
+    assert_eq!(int_of(&out[&3], "profile.wait_ns"), ms(20));
+    assert_eq!(
+        strs_of(&out[&3], "profile.wait_reasons"),
+        ["sync.Mutex.Lock 100.0%"]
+    );
+    assert_eq!(
+        str_of(&out[&3], "profile.wait_path").as_deref(),
+        Some("main.lockInventory;sync.(*Mutex).Lock")
+    );
+    // Caught running once (10 ms), with no CPU samples: runnable, not waiting.
+    assert_eq!(int_of(&out[&3], "profile.runnable_ns"), ms(10));
+    assert_eq!(int_of(&out[&4], "profile.wait_ns"), ms(10));
+    // Descendants roll up, each capped at its own duration.
+    assert_eq!(int_of(&out[&3], "profile.wait_ns_total"), ms(30));
+    assert_eq!(int_of(&out[&1], "profile.wait_ns"), None);
+    assert_eq!(int_of(&out[&1], "profile.wait_ns_total"), ms(60));
+    // Snapshots carry no CPU.
+    assert!(out.values().all(|s| int_of(s, "profile.cpu_ns").is_none()));
+}
+
+#[test]
+fn off_cpu_samples_are_exact_blocked_time() {
+    let off = off_cpu(
+        "shop",
+        &[
+            // 12 ms off CPU ending at 30 ms, in span 2; 5 ms ending at 80 in span 3.
+            caught(
+                &["schedule", "do_nanosleep", "time.Sleep", "main.nap"],
+                2,
+                12,
+                &[30],
+            ),
+            caught(
+                &["schedule", "futex_wait", "runtime.futex", "main.spin"],
+                3,
+                5,
+                &[80],
+            ),
+        ],
+    );
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![Step::Spans(traces("shop", tree())), Step::Profiles(off)],
+    );
+    assert_eq!(int_of(&out[&2], "profile.wait_ns"), Some(12 * MS as i64));
+    assert_eq!(strs_of(&out[&2], "profile.wait_reasons"), ["sleep 100.0%"]);
+    assert_eq!(
+        str_of(&out[&2], "profile.wait_source").as_deref(),
+        Some("off_cpu")
+    );
+    assert_eq!(strs_of(&out[&3], "profile.wait_reasons"), ["off CPU 100.0%"]);
+    assert_eq!(int_of(&out[&3], "profile.runnable_ns"), None);
+}
+
+/// `batch` with its resource replaced by these attributes.
+fn with_resource(
+    batch: ProfilesBatch,
+    attrs: Vec<hotspan_proto::otlp::common::v1::KeyValue>,
+) -> ProfilesBatch {
+    let mut request = batch.request().clone();
+    for rp in &mut request.resource_profiles {
+        rp.resource = Some(hotspan_proto::otlp::resource::v1::Resource {
+            attributes: attrs.clone(),
+            ..Default::default()
+        });
+    }
+    ProfilesBatch::from_request(request)
+}
+
+#[test]
+fn profiles_naming_no_service_match_spans_of_their_process() {
+    use hotspan_proto::otlp::resource::v1::Resource;
+    let int = |i: i64| any_value::Value::IntValue(i);
+    // The eBPF profiler's shape: a process, its executable, labels as process.context.label.*,
+    // timestamps. The trace rule with timestamps looks at resources.
+    let plants = [Plant {
+        stack: vec!["main.validateCart"],
+        count: 1,
+        trace: Some(TRACE),
+        as_labels: true,
+        times_ms: vec![20, 30],
+        ..Default::default()
+    }];
+    let profile = |attrs| with_resource(profiles("shop", &plants, true), attrs);
+    let ours = vec![
+        kv("process.pid", int(4242)),
+        kv("process.executable.name", s("shop-server")),
+    ];
+    let theirs = vec![
+        kv("process.pid", int(999)),
+        kv("process.executable.name", s("shop-server")),
+    ];
+    let spans = || {
+        let mut batch = traces("shop", tree()).into_resource_spans();
+        batch[0].resource = Some(Resource {
+            attributes: vec![kv("service.name", s("shop")), kv("process.pid", int(4242))],
+            ..Default::default()
+        });
+        TracesBatch::from_resource_spans(batch)
+    };
+    let joined = |config: SpanProfileConfig, attrs| {
+        let join = Join::new(config);
+        let out = run(&join, vec![Step::Spans(spans()), Step::Profiles(profile(attrs))]);
+        seen(&out[&2]).samples
+    };
+    assert_eq!(joined(config(), ours.clone()), 2, "same pid");
+    assert_eq!(joined(config(), theirs.clone()), 0, "another process");
+    // A sidecar's mapping: the executable names the service (its pid may be the host's).
+    let mapped = SpanProfileConfig {
+        service_by_executable: [("shop-server".to_string(), "shop".to_string())].into(),
+        ..config()
+    };
+    assert_eq!(joined(mapped, theirs.clone()), 2, "by executable");
+    let fallback = SpanProfileConfig {
+        default_service: Some("shop".into()),
+        ..config()
+    };
+    assert_eq!(joined(fallback, theirs), 2, "default service");
+}
