@@ -66,6 +66,7 @@ struct JoinMetrics {
     late: Counter,
     released_early: Counter,
     pauses: Counter,
+    misfits: Counter,
     cpu_readings: Counter,
     held: Gauge,
     pending: Gauge,
@@ -103,6 +104,11 @@ impl JoinMetrics {
                 "Stop-the-world pauses taken in from logs, to put on the spans they overlapped.",
                 &[("connector", name)],
             ),
+            misfits: m.counter(
+                "hotspan_spanprofile_misfit_samples",
+                "Samples naming a span that was not running when they were taken: given by thread, or unjoined.",
+                &[("connector", name)],
+            ),
             cpu_readings: m.counter(
                 "hotspan_spanprofile_cpu_readings",
                 "cgroup CPU data points (throttling, quota) taken in from metrics.",
@@ -131,6 +137,7 @@ impl JoinMetrics {
         self.released_early
             .set_total(join.stats.released_early.load(Ordering::Relaxed));
         self.pauses.set_total(join.stats.pauses.load(Ordering::Relaxed));
+        self.misfits.set_total(join.stats.misfits.load(Ordering::Relaxed));
         self.cpu_readings
             .set_total(join.stats.cpu_readings.load(Ordering::Relaxed));
         self.held.set(join.held_spans() as i64);

@@ -30,6 +30,9 @@ pub struct JoinStats {
     pub pauses: AtomicU64,
     /// cgroup CPU data points taken from metrics.
     pub cpu_readings: AtomicU64,
+    /// Samples naming a span that was not running when they were taken (placed by thread,
+    /// or counted unjoined).
+    pub misfits: AtomicU64,
 }
 
 /// The join of spans and profile samples (DESIGN.md, "The join").
@@ -321,11 +324,22 @@ impl Join {
                 let owner = named_trace.or_else(|| self.owner(span));
                 if let Some(trace) = owner {
                     let mut shard = lock(&self.shards[shard_of(&trace)]);
-                    let local_root = shard
-                        .traces
-                        .get(&trace)
-                        .and_then(|t| t.find(span).map(|h| t.is_local_root(h)));
-                    match local_root {
+                    let skew = self.skew();
+                    let found = shard.traces.get(&trace).and_then(|t| {
+                        let h = t.find(span)?;
+                        Some((
+                            t.is_local_root(h),
+                            event.time.is_none_or(|at| h.runs_at(at, skew)),
+                        ))
+                    });
+                    // Taken when the span it names was not running: the profiler gave it
+                    // another sample's labels (the eBPF profiler merges samples of one stack
+                    // and thread). It can still go by its thread; its ids are wrong.
+                    if let Some((_, false)) = found {
+                        drop(shard);
+                        return self.misfit(event);
+                    }
+                    match found.map(|(root, _)| root) {
                         Some(true) if event.time.is_some() => {
                             if self.reserve_pending(&event) {
                                 shard.wait_on(trace, Waiting::Descend(span), event);
@@ -394,6 +408,14 @@ impl Join {
                 _ => self.unjoined(&event),
             },
         }
+    }
+
+    /// A sample whose ids contradict its time: placed by its thread alone, or unjoined.
+    fn misfit(&self, mut event: Event) {
+        self.stats.misfits.fetch_add(event.samples, Ordering::Relaxed);
+        event.span = None;
+        event.trace = None;
+        self.place(event);
     }
 
     pub(super) fn park_orphan(&self, span: SpanId, event: Event) {

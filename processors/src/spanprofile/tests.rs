@@ -1121,3 +1121,31 @@ fn profiles_naming_no_service_match_spans_of_their_process() {
     };
     assert_eq!(joined(fallback, theirs), 2, "default service");
 }
+
+#[test]
+fn a_sample_taken_when_its_labelled_span_was_not_running_is_not_given_to_it() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Labelled span 2 (10-40 ms); one timestamp inside, one at 80 ms (span 3's time): the
+    // eBPF profiler merged two events' stacks under the first one's labels.
+    let plants = [Plant {
+        stack: vec!["main.validateCart"],
+        count: 1,
+        span: Some(2),
+        trace: Some(TRACE),
+        as_labels: true,
+        times_ms: vec![20, 80],
+        ..Default::default()
+    }];
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(traces("shop", tree())),
+            Step::Profiles(profiles("shop", &plants, true)),
+        ],
+    );
+    assert_eq!(seen(&out[&2]).samples, 1);
+    assert_eq!(seen(&out[&3]).samples, 0);
+    assert_eq!(join.stats.misfits.load(Relaxed), 1);
+    assert_eq!(join.stats.unjoined.load(Relaxed), 1);
+}
