@@ -47,7 +47,9 @@ const CORRUPT_SUFFIX: &str = ".corrupt";
 #[derive(Clone, Debug)]
 pub struct FileQueueOptions {
     pub fsync: bool,
-    /// Longest a push may wait for its write before the sender is told to retry.
+    /// Longest a push may wait for its write before the sender is told to retry, and longest
+    /// opening waits for the directory's lock: a process restarted right after `kill -9` may
+    /// start while the old one still holds it (otelcol's `file_storage.timeout`).
     pub write_timeout: Duration,
 }
 
@@ -103,11 +105,17 @@ impl FileQueue {
             .truncate(false)
             .write(true)
             .open(dir.join(".lock"))?;
-        if let Err(e) = lock.try_lock() {
-            return Err(std::io::Error::other(format!(
-                "queue directory {} is in use by another process ({e})",
-                dir.display()
-            )));
+        let waited_from = std::time::Instant::now();
+        while let Err(e) = lock.try_lock() {
+            if waited_from.elapsed() >= options.write_timeout {
+                return Err(std::io::Error::other(format!(
+                    "queue directory {} is in use by another process ({e}; waited {:?}, file_storage's timeout)",
+                    dir.display(),
+                    options.write_timeout
+                )));
+            }
+            // Opening happens once, at build: a short sleep beats a lock wait with no bound.
+            std::thread::sleep(Duration::from_millis(10));
         }
         let inner = Inner {
             _lock: lock,

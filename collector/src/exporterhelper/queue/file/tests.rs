@@ -111,6 +111,37 @@ async fn a_second_process_on_the_same_directory_is_refused() {
     let (_third, _) = open(&dir, config(10, Sizer::Requests));
 }
 
+#[test]
+fn opening_waits_for_the_lock_up_to_the_timeout() {
+    let dir = TempDir::new("lock-wait");
+    let open_with = |wait: Duration| {
+        FileQueue::open(
+            dir.0.clone(),
+            config(10, Sizer::Requests),
+            FileQueueOptions {
+                fsync: false,
+                write_timeout: wait,
+            },
+            "restarted".into(),
+            Counter::default(),
+        )
+    };
+    let (first, _) = open(&dir, config(10, Sizer::Requests));
+    // The old process lets go 200 ms into the new one's wait: it gets the lock.
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(first);
+    });
+    let started = std::time::Instant::now();
+    let second = open_with(Duration::from_secs(10)).expect("the lock, once released");
+    assert!(started.elapsed() >= Duration::from_millis(150), "did not wait");
+    holder.join().expect("holder");
+    // Held past the wait: refused, saying how long it waited.
+    let err = open_with(Duration::from_millis(50)).err().expect("still locked");
+    assert!(err.to_string().contains("waited 50ms"), "{err}");
+    drop(second);
+}
+
 #[tokio::test]
 async fn push_pop_done_removes_the_file_only_when_done() {
     let dir = TempDir::new("done");
