@@ -148,15 +148,34 @@ async fn handle(
             ))
         }
     };
+    let raw_len = raw.len();
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let limit = route.max_body;
     let payload = match content_encoding.as_deref() {
         None | Some("") | Some("identity") => raw,
-        Some("gzip") => decompress(flate2::read::GzDecoder::new(&raw[..]), route.max_body)
-            .map_err(|(status, msg)| bad(status, format!("gzip body: {msg}")))?,
-        Some("deflate") => decompress(flate2::read::ZlibDecoder::new(&raw[..]), route.max_body)
-            .map_err(|(status, msg)| bad(status, format!("deflate body: {msg}")))?,
+        Some(name @ ("gzip" | "deflate")) => {
+            let name = name.to_string();
+            let inflate = move || {
+                let result = if name == "gzip" {
+                    decompress(flate2::read::GzDecoder::new(&raw[..]), limit)
+                } else {
+                    decompress(flate2::read::ZlibDecoder::new(&raw[..]), limit)
+                };
+                result.map_err(|(status, msg)| (status, format!("{name} body: {msg}")))
+            };
+            // Inflating megabytes takes milliseconds of CPU: on a blocking thread, so one
+            // client's big body does not hold an async worker every other request needs.
+            let inflated = if raw_len > INFLATE_INLINE_BYTES {
+                tokio::task::spawn_blocking(inflate).await.unwrap_or_else(|e| {
+                    Err((StatusCode::INTERNAL_SERVER_ERROR, format!("inflating the body: {e}")))
+                })
+            } else {
+                inflate()
+            };
+            inflated.map_err(|(status, msg)| bad(status, msg))?
+        }
         Some(other) => {
             return Err(bad(
                 StatusCode::BAD_REQUEST,
@@ -203,6 +222,10 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
         _ => None,
     }
 }
+
+/// Compressed bodies up to this size are inflated where they are read: a hop to the blocking
+/// pool costs more than inflating them.
+const INFLATE_INLINE_BYTES: usize = 64 * 1024;
 
 /// Inflates at most `limit` bytes; a bigger result is refused rather than buffered.
 fn decompress(reader: impl Read, limit: usize) -> Result<Bytes, (StatusCode, String)> {
