@@ -2,7 +2,7 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, ProfilesDictionary, ResourceProfiles};
 use prost::Message;
 
@@ -220,16 +220,12 @@ fn resolve_key_value(kv: &KeyValue, strings: &[String]) -> KeyValue {
 fn resolve_value(v: &AnyValue, strings: &[String]) -> AnyValue {
     let value = match &v.value {
         Some(Value::StringValueStrindex(i)) => Some(Value::StringValue(table_string(strings, *i))),
-        Some(Value::ArrayValue(a)) => {
-            let mut a = a.clone();
-            a.values = a.values.iter().map(|x| resolve_value(x, strings)).collect();
-            Some(Value::ArrayValue(a))
-        }
-        Some(Value::KvlistValue(l)) => {
-            let mut l = l.clone();
-            l.values = l.values.iter().map(|kv| resolve_key_value(kv, strings)).collect();
-            Some(Value::KvlistValue(l))
-        }
+        Some(Value::ArrayValue(a)) => Some(Value::ArrayValue(ArrayValue {
+            values: a.values.iter().map(|x| resolve_value(x, strings)).collect(),
+        })),
+        Some(Value::KvlistValue(l)) => Some(Value::KvlistValue(KeyValueList {
+            values: l.values.iter().map(|kv| resolve_key_value(kv, strings)).collect(),
+        })),
         other => other.clone(),
     };
     AnyValue { value }
@@ -465,7 +461,6 @@ mod tests {
 
     #[test]
     fn attributes_by_reference_read_as_inline_ones() {
-        use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
         let mut b = batch(vec![Sample::default()], 1);
         let strings = &mut b.request.dictionary.as_mut().expect("dict").string_table;
         strings.extend(["service.name", "shop", "tags", "a"].map(String::from));

@@ -94,6 +94,7 @@ service:
         s.start_time_unix_nano = s.start_time_unix_nano - fixtures::T0 + now - 1_000_000_000;
         s.end_time_unix_nano = s.end_time_unix_nano - fixtures::T0 + now - 1_000_000_000;
     }
+    // `Plant` takes frame names as `&'static str`: these few live as long as the test process.
     let deep: Vec<&'static str> = (0..48)
         .map(|i| {
             &*Box::leak(

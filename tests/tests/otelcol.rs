@@ -507,7 +507,7 @@ fn wait_for_samples(path: &Path, n: usize) -> Result<Vec<ResolvedProfile>> {
 }
 
 #[test]
-fn hotspan_exports_annotated_spans_and_linked_profiles_to_otelcol_over_grpc_and_http() -> Result<()> {
+fn hotspan_exports_annotated_spans_and_linked_profiles_to_otelcol_over_grpc_http_and_json() -> Result<()> {
     let mut otelcol = start_otelcol(
         r#"
 receivers:
@@ -517,11 +517,16 @@ receivers:
   otlp/http:
     protocols:
       http: {endpoint: "127.0.0.1:{port:in_http}"}
+  otlp/json:
+    protocols:
+      http: {endpoint: "127.0.0.1:{port:in_json}"}
 exporters:
   file/traces_grpc: {path: "{dir}/traces-grpc.jsonl", flush_interval: 100ms}
   file/traces_http: {path: "{dir}/traces-http.jsonl", flush_interval: 100ms}
+  file/traces_json: {path: "{dir}/traces-json.jsonl", flush_interval: 100ms}
   file/profiles_grpc: {path: "{dir}/profiles-grpc.jsonl", flush_interval: 100ms}
   file/profiles_http: {path: "{dir}/profiles-http.jsonl", flush_interval: 100ms}
+  file/profiles_json: {path: "{dir}/profiles-json.jsonl", flush_interval: 100ms}
 extensions:
   health_check: {endpoint: "127.0.0.1:{port:health}"}
 service:
@@ -531,6 +536,8 @@ service:
     traces/http: {receivers: [otlp/http], exporters: [file/traces_http]}
     profiles/grpc: {receivers: [otlp/grpc], exporters: [file/profiles_grpc]}
     profiles/http: {receivers: [otlp/http], exporters: [file/profiles_http]}
+    traces/json: {receivers: [otlp/json], exporters: [file/traces_json]}
+    profiles/json: {receivers: [otlp/json], exporters: [file/profiles_json]}
 "#,
     )?;
     let mut hotspan = Hotspan::start(&format!(
@@ -546,6 +553,7 @@ exporters:
   file/profiles: {{path: "{{dir}}/profiles.jsonl", flush_interval: 50ms}}
   otlp_grpc: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}}}
   otlp_http: {{endpoint: "http://127.0.0.1:{}"}}
+  otlp_http/json: {{endpoint: "http://127.0.0.1:{}", encoding: json}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
 service:
@@ -554,11 +562,12 @@ service:
   pipelines:
     traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
     profiles/in: {{receivers: [otlp], exporters: [spanprofile]}}
-    traces/out: {{receivers: [spanprofile], exporters: [file/spans, otlp_grpc, otlp_http]}}
-    profiles/out: {{receivers: [spanprofile], exporters: [file/profiles, otlp_grpc, otlp_http]}}
+    traces/out: {{receivers: [spanprofile], exporters: [file/spans, otlp_grpc, otlp_http, otlp_http/json]}}
+    profiles/out: {{receivers: [spanprofile], exporters: [file/profiles, otlp_grpc, otlp_http, otlp_http/json]}}
 "#,
         otelcol.port("in_grpc"),
         otelcol.port("in_http"),
+        otelcol.port("in_json"),
     ))?;
 
     let trace = 0x4bf92f3577b34da6a3ce929d0e0e4736_u128;
@@ -634,7 +643,8 @@ service:
         "profiles/out fills the Link of the samples labelled with span 302 (both sample types): {links:?}"
     );
 
-    for via in ["grpc", "http"] {
+    // OTLP/gRPC, OTLP/HTTP with protobuf, and with hotspan's OTLP/JSON read by otelcol.
+    for via in ["grpc", "http", "json"] {
         let got = wait_for_spans(
             &otelcol.path(&format!("traces-{via}.jsonl")),
             3,
