@@ -46,12 +46,24 @@ fn a_small_request_is_answered_while_big_bodies_inflate() -> Result<()> {
     start.wait();
     // Give the big bodies time to arrive and start inflating (they are small on the wire).
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let small = post(&url, "application/json", None, json_spans("small", 0, 3).into_bytes())?;
+    let small = post(
+        &url,
+        "application/json",
+        None,
+        json_spans("small", 0, 3).into_bytes(),
+    )?;
     let small_done = Instant::now();
-    ensure!(small.status == 200, "small request: {} {}", small.status, small.body);
+    ensure!(
+        small.status == 200,
+        "small request: {} {}",
+        small.status,
+        small.body
+    );
     let mut firsts = Vec::new();
     for handle in handles {
-        let (status, done) = handle.join().map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+        let (status, done) = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
         ensure!(status == 400, "a zero-filled body is not protobuf: got {status}");
         firsts.push(done);
     }

@@ -148,12 +148,14 @@ impl Join {
                 continue;
             }
             if let Some(thread) = ix.thread_id() {
-                let tk = (block.key(at).process(), thread);
-                lock(&self.threads[shard_of(&tk)])
-                    .entry(tk)
-                    .or_default()
-                    .spans
-                    .push((ix.trace_id, ix.span_id, ix.start, ix.end.max(ix.start)));
+                for process in block.key(at).processes() {
+                    let tk = (process, thread);
+                    lock(&self.threads[shard_of(&tk)])
+                        .entry(tk)
+                        .or_default()
+                        .spans
+                        .push((ix.trace_id, ix.span_id, ix.start, ix.end.max(ix.start)));
+                }
             }
             by_shard[shard_of(&ix.trace_id)].push(at);
         }

@@ -92,14 +92,22 @@ impl ResourceKey {
         }
     }
 
-    /// Who ran it, for the thread rule: thread ids are a process's (host-wide on Linux), so
-    /// a profile naming only the pid finds the threads of spans naming their service too.
+    /// Who ran a sample, for the thread rule: its pid when it has one, else its service.
     pub fn process(&self) -> Process {
         match (self.pid, &self.service) {
             (Some(pid), _) => Process::Pid(pid),
             (None, Some(service)) => Process::Service(service.clone()),
             (None, None) => Process::Unknown,
         }
+    }
+
+    /// Every name a span's threads are found by: its pid and its service, so a sample naming
+    /// either finds them (the eBPF profiler names the pid, pprof the service).
+    pub fn processes(&self) -> impl Iterator<Item = Process> + '_ {
+        let pid = self.pid.map(Process::Pid);
+        let service = self.service.clone().map(Process::Service);
+        let any = (pid.is_none() && service.is_none()).then_some(Process::Unknown);
+        pid.into_iter().chain(service).chain(any)
     }
 }
 

@@ -321,13 +321,18 @@ impl Join {
                 None => keep.push((why, event)),
             }
         }
-        // Samples on this span's thread taken while it ran, unless a deeper span ran then.
+        // Samples on this span's thread taken while it ran, unless a deeper span ran then:
+        // found under each name of its process.
         if let Some(thread) = thread {
-            let tk = (key.process(), thread);
-            let mut threads = lock(&self.threads[shard_of(&tk)]);
-            if let Some(bucket) = threads.get_mut(&tk) {
+            let mut mine = Vec::new();
+            for process in key.processes() {
+                let tk = (process, thread);
+                let mut threads = lock(&self.threads[shard_of(&tk)]);
+                let Some(bucket) = threads.get_mut(&tk) else {
+                    continue;
+                };
                 let spans = bucket.spans.clone();
-                let (mine, others): (Vec<Event>, Vec<Event>) =
+                let (claimed, others): (Vec<Event>, Vec<Event>) =
                     std::mem::take(&mut bucket.waiting).into_iter().partition(|e| {
                         let Some(t) = e.time else { return false };
                         let running = spans
@@ -342,14 +347,14 @@ impl Join {
                 if bucket.spans.is_empty() && bucket.waiting.is_empty() {
                     threads.remove(&tk);
                 }
-                drop(threads);
-                if let Some(e) = state.find_mut(id) {
-                    for event in &mine {
-                        self.attach(e, event, Rule::Thread);
-                    }
-                }
-                done += mine.len();
+                mine.extend(claimed);
             }
+            if let Some(e) = state.find_mut(id) {
+                for event in &mine {
+                    self.attach(e, event, Rule::Thread);
+                }
+            }
+            done += mine.len();
         }
         self.release_pending(done);
         Self::leave(state, id, keep)
@@ -467,8 +472,12 @@ impl Join {
         let mut expired = Vec::new();
         let mut waiting = false;
         shard.traces.retain(|_, state| {
+            // Spans of the trace still held will be offered these samples as they leave: a
+            // sample that came before its spans (profiles overtake spans a batch processor
+            // holds back) waits for them, not only for its own `wait`.
+            let spans_held = !state.held.is_empty();
             state.waiting.retain(|(_, e)| {
-                let keep = e.arrived + wait > now;
+                let keep = spans_held || e.arrived + wait > now;
                 if !keep {
                     expired.push(e.samples);
                 }
@@ -497,10 +506,18 @@ impl Join {
             });
         }
         self.orphans_parked.fetch_sub(expired.len(), Ordering::AcqRel);
+        let skew = self.skew();
         for t in &self.threads {
             lock(t).retain(|_, bucket| {
+                let spans = &bucket.spans;
                 bucket.waiting.retain(|e| {
-                    let keep = e.arrived + wait > now;
+                    // As for traces: a held span on the thread that ran then will claim it.
+                    let claimable = e.time.is_some_and(|t| {
+                        spans
+                            .iter()
+                            .any(|s| s.2.saturating_sub(skew) <= t && t <= s.3.saturating_add(skew))
+                    });
+                    let keep = claimable || e.arrived + wait > now;
                     if !keep {
                         expired.push(e.samples);
                     }

@@ -1149,3 +1149,91 @@ fn a_sample_taken_when_its_labelled_span_was_not_running_is_not_given_to_it() {
     assert_eq!(join.stats.misfits.load(Relaxed), 1);
     assert_eq!(join.stats.unjoined.load(Relaxed), 1);
 }
+
+#[test]
+fn the_thread_rule_finds_spans_whose_resource_says_more_than_the_samples() {
+    use hotspan_proto::otlp::resource::v1::Resource;
+    let int = |i: i64| any_value::Value::IntValue(i);
+    let mut spans = tree();
+    for sp in &mut spans {
+        sp.attributes.push(kv("thread.id", int(7)));
+    }
+    // The spans' resource names the service, its pid and host; samples name only one of them.
+    let mut batch = traces("shop", spans).into_resource_spans();
+    batch[0].resource = Some(Resource {
+        attributes: vec![
+            kv("service.name", s("shop")),
+            kv("process.pid", int(4242)),
+            kv("host.name", s("node-1")),
+        ],
+        ..Default::default()
+    });
+    let on7 = |ms: u64| Plant {
+        stack: vec!["main.work"],
+        thread: Some(7),
+        times_ms: vec![ms],
+        ..Default::default()
+    };
+    let by_service = profiles("shop", &[on7(20)], true);
+    let by_pid = with_resource(
+        profiles("shop", &[on7(65)], true),
+        vec![kv("process.pid", int(4242))],
+    );
+    let join = Join::new(config());
+    let out = run(
+        &join,
+        vec![
+            Step::Spans(TracesBatch::from_resource_spans(batch)),
+            Step::Profiles(by_service),
+            Step::Profiles(by_pid),
+        ],
+    );
+    assert_eq!(
+        (seen(&out[&2]).samples, seen(&out[&2]).join.as_str()),
+        (1, "thread")
+    );
+    assert_eq!(
+        (seen(&out[&4]).samples, seen(&out[&4]).join.as_str()),
+        (1, "thread")
+    );
+}
+
+#[test]
+fn samples_that_came_before_their_spans_wait_while_the_spans_are_held() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Trace ids only, timestamped: they wait on the trace. The spans come a second later
+    // (a batch processor held them back); the samples' own wait runs out first.
+    let plants = [Plant {
+        stack: vec!["main.work"],
+        count: 1,
+        trace: Some(TRACE),
+        times_ms: vec![20, 30, 95],
+        ..Default::default()
+    }];
+    let join = Join::new(config());
+    let t0 = Instant::now();
+    join.add_profiles(&profiles("shop", &plants, true), t0);
+    assert!(join
+        .add_spans(traces("shop", tree()), t0 + Duration::from_secs(1))
+        .is_empty());
+    // 10.5 s: the samples' wait is over, the spans' not yet.
+    assert!(join.release_due(t0 + Duration::from_millis(10_500)).is_empty());
+    assert_eq!(join.stats.unjoined.load(Relaxed), 0);
+    let out: BTreeMap<u64, Span> = join
+        .release_due(t0 + Duration::from_secs(12))
+        .into_iter()
+        .flat_map(|b| b.into_resource_spans())
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .map(|s| {
+            (
+                u64::from_be_bytes(s.span_id.clone().try_into().expect("8 bytes")),
+                s,
+            )
+        })
+        .collect();
+    assert_eq!(seen(&out[&2]).samples, 2);
+    assert_eq!(seen(&out[&1]).samples, 1);
+    assert_eq!(join.stats.unjoined.load(Relaxed), 0);
+    assert_eq!(join.pending_samples(), 0);
+}

@@ -169,7 +169,10 @@ async fn handle(
             // client's big body does not hold an async worker every other request needs.
             let inflated = if raw_len > INFLATE_INLINE_BYTES {
                 tokio::task::spawn_blocking(inflate).await.unwrap_or_else(|e| {
-                    Err((StatusCode::INTERNAL_SERVER_ERROR, format!("inflating the body: {e}")))
+                    Err((
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("inflating the body: {e}"),
+                    ))
                 })
             } else {
                 inflate()
