@@ -199,7 +199,7 @@ impl Watched {
             None => env.started,
         };
         if self.stream.as_ref().map(|s| (s.pid, &s.cgroup.dir)) != Some((pid, &cgroup.dir)) {
-            info!(receiver = %env.receiver, target = %self.label, cgroup = %cgroup.dir.display(), version = ?cgroup.version, pid = ?pid, "watching cgroup");
+            info!(receiver = %env.receiver, target = %self.label, cgroup = %cgroup.dir.display(), version = ?cgroup.version, pid, "watching cgroup");
         }
         self.stream = Some(Stream {
             pid,
