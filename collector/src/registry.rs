@@ -23,6 +23,7 @@ impl Default for Registry {
                 receiver::<receivers::otlp::OtlpReceiver>(),
                 receiver::<receivers::pprof::PprofReceiver>(),
                 receiver::<receivers::pprof_scrape::PprofScrape>(),
+                receiver::<receivers::cgroup::CgroupReceiver>(),
             ],
             processors: vec![
                 processor::<processors::batch::Batch>(),

@@ -3,11 +3,11 @@
 // Spans go through the OpenTelemetry Go SDK (a real TracerProvider with a batch span
 // processor) to the SDK's OTLP exporters (-otlp-protocol grpc, http/protobuf, http/json).
 // Labels come from pprof.Do on every span (-label-style all) or from otel-profiling-go (root:
-// its default, the local root's; otelprof-all: its all-spans scope). It serves net/http/pprof
-// and /stats, can push profiles with pyroscope-go (-pyroscope-endpoint), and writes every span
-// (with its hot function, the labels it really ran under and what the scenario knows about
-// it) to a truth file, and a CPU profile written by the Go runtime. -scenario picks what
-// requests do (see scenarios.go).
+// its default, the local root's; otelprof-all: its all-spans scope). It serves net/http/pprof,
+// expvar's /debug/vars (with gomaxprocs) and /stats, can push profiles with pyroscope-go
+// (-pyroscope-endpoint), and writes every span (with its hot function, the labels it really
+// ran under and what the scenario knows about it) to a truth file, and a CPU profile written
+// by the Go runtime. -scenario picks what requests do (see scenarios.go).
 package main
 
 import (
@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"expvar"
 	"flag"
 	"log"
 	mrand "math/rand"
@@ -23,6 +24,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	rpprof "runtime/pprof"
 	"slices"
 	"sync"
@@ -152,6 +154,10 @@ func main() {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// expvar's page with GOMAXPROCS on it, which hotspan's cgroup receiver compares with the
+	// CPU quota (expvar's own vars, cmdline and memstats, do not say it).
+	expvar.Publish("gomaxprocs", expvar.Func(func() any { return runtime.GOMAXPROCS(0) }))
+	mux.Handle("/debug/vars", expvar.Handler())
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
 		spans, _ := truth.counts()
 		w.Header().Set("Content-Type", "application/json")

@@ -212,6 +212,9 @@ pub struct GoOptions {
     pub pyroscope_endpoint: Option<String>,
     /// How often pyroscope-go pushes (its default, 15 s, when `None`).
     pub pyroscope_upload_rate: Option<Duration>,
+    /// `cgroup.procs` files the service joins before it runs a single instruction of its own:
+    /// it starts as a shell that writes its pid into each, then execs the service (same pid).
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 impl Default for GoOptions {
@@ -231,6 +234,7 @@ impl Default for GoOptions {
             listen_port: None,
             pyroscope_endpoint: None,
             pyroscope_upload_rate: None,
+            cgroup_procs: Vec::new(),
         }
     }
 }
@@ -353,6 +357,22 @@ impl GoService {
                 .arg(dir.path().join("cpu.pprof"))
                 .arg("-cpu-profile-seconds")
                 .arg(seconds.to_string());
+        }
+        if !opts.cgroup_procs.is_empty() {
+            // `sh -c SCRIPT sh PROCS... -- PROGRAM ARGS...`: a write that fails ends the shell
+            // with the reason on stderr, which `start` reports with the log.
+            let mut wrapped = Command::new("sh");
+            wrapped
+                .arg("-c")
+                .arg(
+                    r#"while [ "$1" != "--" ]; do echo $$ > "$1" || { echo "joining cgroup: $1" >&2; exit 97; }; shift; done; shift; exec "$@""#,
+                )
+                .arg("sh")
+                .args(&opts.cgroup_procs)
+                .arg("--")
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
+            cmd = wrapped;
         }
         let log = std::fs::File::create(dir.path().join("goservice.log"))?;
         let child = cmd

@@ -1,6 +1,7 @@
 //! Receivers: where data enters. Each is one module registered in `registry.rs`.
 
 mod body;
+pub mod cgroup;
 pub mod ingest;
 pub mod otlp;
 pub mod pprof;

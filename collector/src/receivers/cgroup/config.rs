@@ -1,0 +1,134 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hotspan_config::{ComponentConfig, FieldError};
+use serde::Deserialize;
+
+/// The shortest poll: cpu.stat is cheap, but below this the reads are noise, not signal
+/// (the kernel's CFS period is 100 ms by default).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// One cgroup to watch, named by exactly one of `pid`, `pid_file` or `path`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Target {
+    /// A process: its cgroup is found from `/proc/<pid>/cgroup` (and followed if it moves).
+    pub pid: Option<u32>,
+    /// A file holding the pid, re-read every poll, so a restarted service is followed.
+    pub pid_file: Option<PathBuf>,
+    /// A cgroup directory, e.g. `/sys/fs/cgroup/kubepods.slice/...` (v2) or
+    /// `/sys/fs/cgroup/cpu/docker/<id>` (v1).
+    pub path: Option<PathBuf>,
+    /// The `service.name` of its metrics; must equal its spans' for the join.
+    pub service_name: String,
+    /// More resource attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Where the Go service says its GOMAXPROCS: expvar's `/debug/vars` with a `gomaxprocs`
+    /// var, or a Prometheus page with client_golang's `go_sched_gomaxprocs_threads`.
+    pub go_debug_vars: Option<String>,
+}
+
+/// How a target names its cgroup.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Pid(u32),
+    PidFile(PathBuf),
+    Path(PathBuf),
+}
+
+impl Target {
+    /// Which way the target names its cgroup; `None` when not exactly one (validation says so).
+    pub fn source(&self) -> Option<Source> {
+        match (&self.pid, &self.pid_file, &self.path) {
+            (Some(pid), None, None) => Some(Source::Pid(*pid)),
+            (None, Some(file), None) => Some(Source::PidFile(file.clone())),
+            (None, None, Some(path)) => Some(Source::Path(path.clone())),
+            _ => None,
+        }
+    }
+
+    /// How logs and self-metrics name the target: `pid:1234`, `pid_file:/run/x.pid`,
+    /// `path:/sys/fs/cgroup/...`.
+    pub fn label(&self) -> String {
+        match self.source() {
+            Some(Source::Pid(pid)) => format!("pid:{pid}"),
+            Some(Source::PidFile(file)) => format!("pid_file:{}", file.display()),
+            Some(Source::Path(path)) => format!("path:{}", path.display()),
+            None => self.service_name.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// How often cpu.stat is read: each poll is one data point per metric per target.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub collection_interval: Duration,
+    pub targets: Vec<Target>,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig {
+            collection_interval: Duration::from_millis(100),
+            targets: Vec::new(),
+        }
+    }
+}
+
+impl ComponentConfig for CgroupConfig {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        if self.collection_interval < MIN_INTERVAL {
+            errs.push(FieldError::new("collection_interval", "must be at least 10ms"));
+        }
+        if self.targets.is_empty() {
+            errs.push(FieldError::new("targets", "name at least one target"));
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let named = [t.pid.is_some(), t.pid_file.is_some(), t.path.is_some()]
+                .iter()
+                .filter(|b| **b)
+                .count();
+            if named != 1 {
+                errs.push(FieldError::new(
+                    format!("targets[{i}]"),
+                    "set exactly one of pid, pid_file or path",
+                ));
+            }
+            if t.pid == Some(0) {
+                errs.push(FieldError::new(
+                    format!("targets[{i}].pid"),
+                    "must be a process id (greater than 0)",
+                ));
+            }
+            if t.pid_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                errs.push(FieldError::new(
+                    format!("targets[{i}].pid_file"),
+                    "must not be empty",
+                ));
+            }
+            if t.path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                errs.push(FieldError::new(
+                    format!("targets[{i}].path"),
+                    "must be an absolute path to a cgroup directory",
+                ));
+            }
+            if t.service_name.is_empty() {
+                errs.push(FieldError::new(
+                    format!("targets[{i}].service_name"),
+                    "is required",
+                ));
+            }
+            if let Some(url) = &t.go_debug_vars {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    errs.push(FieldError::new(
+                        format!("targets[{i}].go_debug_vars"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+            }
+        }
+    }
+}
