@@ -19,8 +19,11 @@ pub fn hotspan_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // With the features the tests' build unifies in (the join's fixtures), so this build
+        // and `cargo test`'s share their artifacts instead of rebuilding each other's.
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "hotspan", "--bin", "hotspan"])
+            .args(["--features", "hotspan-processors/fixtures"])
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building hotspan failed");
