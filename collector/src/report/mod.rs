@@ -72,7 +72,7 @@ pub fn build(args: &ReportArgs, traces: bool) -> Result<Report, ReadError> {
         spans.iter().for_each(|s| summary.add(s));
         views.add_group(&spans, &mut stacks);
     })?;
-    let views = views.merged();
+    let views = views.into_merged();
     let mut wanted = HashSet::new();
     if traces {
         for (_, n) in crate::views::html::sorted_names(&views)

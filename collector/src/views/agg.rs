@@ -45,10 +45,10 @@ impl Limits {
     };
     /// For the report: one for all its files.
     pub const REPORT: Limits = Limits {
-        names: 2000,
+        names: 1000,
         stacks_per_name: 5000,
-        stacks: 200_000,
-        kept_per_name: 5000,
+        stacks: 100_000,
+        kept_per_name: 2000,
         label_sets: 5000,
         functions: 2000,
     };
@@ -177,6 +177,13 @@ pub struct NameAgg {
 impl NameAgg {
     /// Adds `o` in; its kept spans join [`NameAgg::kept_merged`], weighted.
     pub fn merge(&mut self, o: &NameAgg) {
+        self.merge_numbers(o);
+        self.kept_merged.extend(o.kept.weighted());
+        self.kept_merged.extend(o.kept_merged.iter().cloned());
+    }
+
+    /// Adds all but the kept spans of `o` in (what every view but slow versus fast needs).
+    pub fn merge_numbers(&mut self, o: &NameAgg) {
         self.count += o.count;
         self.with_samples += o.with_samples;
         self.durations.merge(&o.durations);
@@ -193,8 +200,6 @@ impl NameAgg {
             *self.functions.entry(f.clone()).or_default() += w;
         }
         self.parts.merge(&o.parts);
-        self.kept_merged.extend(o.kept.weighted());
-        self.kept_merged.extend(o.kept_merged.iter().cloned());
     }
 }
 
@@ -305,14 +310,20 @@ impl Views {
     }
 
     /// Adds `other` (a later slice) into this one; the result keeps each slice's kept spans
-    /// weighted, for drawing only.
-    pub fn merge(&mut self, other: &Views) {
+    /// weighted, for drawing only, of the names `kept` wants (copying every name's would cost
+    /// a page view the kept spans of every name and slice).
+    pub fn merge(&mut self, other: &Views, kept: &dyn Fn(&NameKey) -> bool) {
         self.spans += other.spans;
         self.sampled += other.sampled;
         self.total_weight = self.total_weight.saturating_add(other.total_weight);
         self.dropped.merge(&other.dropped);
         for (key, o) in &other.names {
-            self.names.entry(key.clone()).or_default().merge(o);
+            let acc = self.names.entry(key.clone()).or_default();
+            if kept(key) {
+                acc.merge(o);
+            } else {
+                acc.merge_numbers(o);
+            }
         }
         for (key, o) in &other.labels {
             let acc = self.labels.entry(key.clone()).or_default();
@@ -325,11 +336,13 @@ impl Views {
         }
     }
 
-    /// A merge of nothing but this one, ready to draw (kept spans weighted).
-    pub fn merged(&self) -> Views {
-        let mut out = Views::new(self.limits);
-        out.merge(self);
-        out
+    /// Ready to draw: every name's kept spans weighted, without copying them.
+    pub fn into_merged(mut self) -> Views {
+        for n in self.names.values_mut() {
+            let kept = std::mem::take(&mut n.kept);
+            n.kept_merged.extend(kept.weighted());
+        }
+        self
     }
 }
 

@@ -46,7 +46,7 @@ fn names_get_counts_percentiles_stacks_and_slow_versus_fast() {
         s.cpu_ns += 500;
         v.add(&s, 0, &mut interner);
     }
-    let m = v.merged();
+    let m = v.into_merged();
     let n = &m.names[&key("charge card")];
     assert_eq!(n.count, 200);
     let p50 = n.durations.percentile(0.5) as f64;
@@ -135,12 +135,15 @@ fn the_window_forgets_old_slices_and_their_stacks() {
         t0 + Duration::from_secs(5),
         &[span("new", 5, &[("main;new", 10)])],
     );
-    let m = w.merged(t0 + Duration::from_secs(6));
+    let m = w.merged(t0 + Duration::from_secs(6), &|_| true);
     assert_eq!(m.names.len(), 2);
+    assert!(m.names.values().all(|n| n.kept_merged.len() == 1));
     drop(m);
     // At 11.5 s the first slice (0-1 s) ended more than 10 s ago.
-    let m = w.merged(t0 + Duration::from_millis(11_500));
+    let m = w.merged(t0 + Duration::from_millis(11_500), &|_| false);
     assert_eq!(m.names.keys().map(|k| k.1.as_str()).collect::<Vec<_>>(), ["new"]);
+    // Only the names asked for bring their kept spans.
+    assert!(m.names.values().all(|n| n.kept_merged.is_empty() && n.count == 1));
     drop(m);
     assert_eq!(w.stacks_held(), 1);
     assert!(w.slices() <= 11);

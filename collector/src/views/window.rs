@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::agg::{Interner, Limits, Views};
+use super::agg::{Interner, Limits, NameKey, Views};
 use crate::report::SpanRecord;
 
 /// Slices per window.
@@ -62,12 +62,13 @@ impl Window {
         }
     }
 
-    /// Everything in the window, merged for drawing.
-    pub fn merged(&mut self, now: Instant) -> Views {
+    /// Everything in the window, merged for drawing, with the kept spans (slow versus fast)
+    /// of the names `kept` wants.
+    pub fn merged(&mut self, now: Instant, kept: &dyn Fn(&NameKey) -> bool) -> Views {
         self.rotate(now);
         let mut out = Views::new(self.limits);
         for (_, v) in &self.slices {
-            out.merge(v);
+            out.merge(v, kept);
         }
         out
     }

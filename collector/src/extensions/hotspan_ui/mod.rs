@@ -28,7 +28,7 @@ use crate::net::{bind, serve_http, ServerHandle};
 use crate::receivers::otlp::check_endpoint;
 use crate::report::{SpanRecord, DEFAULT_PREFIX};
 use crate::telemetry::Telemetry;
-use crate::views::{Limits, Views, Window};
+use crate::views::{Limits, NameKey, Views, Window};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -121,12 +121,13 @@ impl SpanSink {
         spans.iter().cloned().collect()
     }
 
-    /// The window's aggregates, merged for drawing.
-    pub fn views(&self) -> Views {
+    /// The window's aggregates, merged for drawing, with the kept spans of the names `kept`
+    /// wants (for slow versus fast).
+    pub fn views(&self, kept: &dyn Fn(&NameKey) -> bool) -> Views {
         self.window
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .merged(Instant::now())
+            .merged(Instant::now(), kept)
     }
 
     /// Distinct stacks the window holds.
@@ -252,7 +253,7 @@ mod tests {
         // Every span, with samples or not: a trace's waterfall needs them all.
         let names: Vec<String> = sink.snapshot().iter().map(|s| s.name.clone()).collect();
         assert_eq!(names, ["s5", "s0", "s1"]);
-        let views = sink.views();
+        let views = sink.views(&|_| false);
         assert_eq!(views.spans, 8);
         assert_eq!(views.names.len(), 6);
         assert_eq!(sink.recorded(), 8);

@@ -128,7 +128,7 @@ fn unjoined(telemetry: &Telemetry) -> Option<(u64, u64)> {
 
 async fn index(State(page): State<Page>) -> Html<String> {
     let kept = page.sink.snapshot();
-    let views = page.sink.views();
+    let views = page.sink.views(&|_| false);
     let window = hotspan_config::duration::format(page.config.window);
     let mut out = head("hotspan: why spans are slow");
     let _ = write!(
@@ -192,8 +192,11 @@ async fn name_page(State(page): State<Page>, Query(q): Query<HashMap<String, Str
         )
             .into_response();
     };
-    let views = page.sink.views();
-    let (title, agg) = match q.get("name") {
+    let name = q.get("name");
+    let views = page
+        .sink
+        .views(&|k: &NameKey| &k.0 == service && name.is_none_or(|n| &k.1 == n));
+    let (title, agg) = match name {
         Some(name) => (
             name.clone(),
             views.names.get(&(service.clone(), name.clone())).cloned(),
