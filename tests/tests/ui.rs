@@ -122,12 +122,19 @@ service:
         outside.contains("found no span") && outside.contains("hotspan_spanprofile_unjoined_samples"),
         "{outside}"
     );
-    ensure!(
-        doc.select(&selector(r#"#names .name-row[data-row-name="charge card"]"#))
-            .next()
-            .is_some(),
-        "no charge card row in the names table"
-    );
+    for css in [
+        r#"#names .name-row[data-row-name="charge card"] .bar .seg[data-part="cpu"]"#,
+        r#"#breakdown .breakdown-row[data-row-name="checkout"] .bar .seg[data-part="children"]"#,
+        r#"#label-table .label-row[data-labels="domain=payment, stage=charge"]"#,
+        "#label-chart .label-row .lbar",
+        "#hottest a.span",
+        "#slowest a.span",
+    ] {
+        ensure!(
+            doc.select(&selector(css)).next().is_some(),
+            "no {css} on the page"
+        );
+    }
     shot(&tab, "hotspan_ui.png")?;
 
     // Click 1: the hottest "charge card" span opens its trace.
