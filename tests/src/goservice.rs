@@ -925,7 +925,7 @@ pub struct JoinSetup {
 /// The real Go service joined by one hotspan: its OTLP spans and its CPU profiles (original
 /// payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl` in the
 /// hotspan's directory. Both processes have stopped, hotspan gracefully, once three profiles
-/// were written.
+/// (or as many as asked for) were written.
 pub struct JoinedRun {
     pub hotspan: crate::Hotspan,
     pub truth: Vec<TruthSpan>,
@@ -941,6 +941,24 @@ pub fn joined_run(label_style: LabelStyle) -> Result<JoinedRun> {
 }
 
 pub fn joined_run_with(setup: JoinSetup) -> Result<JoinedRun> {
+    joined_run_of(setup, Scenario::Checkout, 3)
+}
+
+/// [`joined_run`] with the "all" label style, of `scenario`, until `profiles` CPU profiles
+/// were written.
+pub fn joined_scenario(scenario: Scenario, profiles: usize) -> Result<JoinedRun> {
+    joined_run_of(
+        JoinSetup {
+            label_style: LabelStyle::All,
+            protocol: OtlpProtocol::HttpProtobuf,
+            profiles: ProfileSource::Scrape,
+        },
+        scenario,
+        profiles,
+    )
+}
+
+fn joined_run_of(setup: JoinSetup, scenario: Scenario, profiles_wanted: usize) -> Result<JoinedRun> {
     // The first build can take a while on a busy machine: not while hotspan waits.
     go_binary();
     let otlp = crate::free_port();
@@ -990,6 +1008,7 @@ service:
     ))?;
     let pushing = setup.profiles == ProfileSource::Push;
     let mut go = GoService::start(GoOptions {
+        scenario,
         otlp_endpoint: Some(format!("http://127.0.0.1:{otlp}")),
         otlp_protocol: setup.protocol,
         label_style: setup.label_style,
@@ -1000,9 +1019,11 @@ service:
         ..Default::default()
     })?;
     let profiles = hotspan.path("profiles.jsonl");
-    wait_for(Duration::from_secs(40), "three CPU profiles", || {
-        (crate::profiles::read_profiles(&profiles).ok()?.len() >= 3).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(40),
+        &format!("{profiles_wanted} CPU profiles"),
+        || (crate::profiles::read_profiles(&profiles).ok()?.len() >= profiles_wanted).then_some(()),
+    )
     .with_context(|| {
         format!(
             "--- goservice log ---\n{}\n--- hotspan log ---\n{}",

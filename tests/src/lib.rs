@@ -340,6 +340,7 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)
 }
+pub mod browser;
 pub mod cgroup;
 pub mod goservice;
 pub mod load;
