@@ -14,6 +14,19 @@ use tracing::{debug, error, warn, Instrument};
 
 use crate::component::BoxError;
 
+/// An error with its causes, which hyper keeps out of its own message ("client error
+/// (Connect)"): what a log needs to say why a request failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 pub async fn bind(endpoint: &str) -> Result<TcpListener, BoxError> {
     TcpListener::bind(endpoint)
         .await
