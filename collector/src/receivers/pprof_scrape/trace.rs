@@ -29,6 +29,8 @@ const CHUNKS_IN_FLIGHT: usize = 16;
 pub const SCOPE: &str = "hotspan/gotrace";
 pub const STW_EVENT: &str = "go.stw";
 pub const WINDOW_EVENT: &str = "go.trace.window";
+/// The runtime's reason for the pause that switches tracing on.
+const START_TRACE: &str = "start trace";
 
 /// Why a trace gave no records; the name is the `reason` label of the refusal counter.
 #[derive(Debug)]
@@ -304,7 +306,7 @@ pub fn records(
         })
     };
     let method = alignment.method().as_str();
-    let (start, end) = (unix(summary.start_ns)?, unix(summary.end_ns)?);
+    let (start, end) = (unix(covered_from(summary))?, unix(summary.end_ns)?);
     let mut max_error = start.error_ns.max(end.error_ns);
     let mut out = Vec::with_capacity(summary.stw.len() + 1);
     out.push(LogRecord {
@@ -349,6 +351,17 @@ pub fn records(
     Ok((out, max_error))
 }
 
+/// Where the trace sees every pause: from when the world stopped to start tracing. The first
+/// events Go's parser reports are older, but tracing was still being switched on then, and a
+/// GC pause there can be missing (seen under heavy GC): the window must not claim that time.
+fn covered_from(summary: &Summary) -> u64 {
+    summary
+        .stw
+        .iter()
+        .find(|p| p.reason == START_TRACE)
+        .map_or(summary.start_ns, |p| p.start_ns.max(summary.start_ns))
+}
+
 /// The records under the target's resource.
 pub fn batch(resource: Vec<KeyValue>, records: Vec<LogRecord>) -> LogsBatch {
     LogsBatch::from_resources(vec![ResourceLogs {
@@ -388,6 +401,12 @@ mod tests {
             version: GoVersion::Go126,
             stw: vec![
                 Stw {
+                    start_ns: 1_000_050,
+                    end_ns: Some(1_000_060),
+                    reason: START_TRACE.into(),
+                    gc: false,
+                },
+                Stw {
                     start_ns: 1_000_100,
                     end_ns: Some(1_000_400),
                     reason: "GC sweep termination".into(),
@@ -418,11 +437,12 @@ mod tests {
             bytes: 100,
         };
         let (recs, max_error) = records(&s, &Alignment::Snapshots, 7).unwrap();
-        assert_eq!(recs.len(), 3);
+        assert_eq!(recs.len(), 4);
         let w = &recs[0];
+        // The window starts when the world stopped to start tracing, not at the first event.
         assert_eq!(
             (w.event_name.as_str(), w.time_unix_nano),
-            (WINDOW_EVENT, 5_000_000_000)
+            (WINDOW_EVENT, 5_000_000_050)
         );
         assert_eq!(
             value(w, "go.trace.window_end_unix_nano"),
@@ -436,7 +456,8 @@ mod tests {
             value(w, "go.trace.gc_cycles"),
             Some(&any_value::Value::IntValue(1))
         );
-        let p = &recs[1];
+        assert_eq!(recs[1].time_unix_nano, 5_000_000_050);
+        let p = &recs[2];
         assert_eq!(
             (p.event_name.as_str(), p.time_unix_nano, p.observed_time_unix_nano),
             (STW_EVENT, 5_000_000_100, 7)
@@ -452,7 +473,7 @@ mod tests {
         );
         assert_eq!(value(p, "go.stw.truncated"), None);
         // Cut by the trace's end: lasted at least until then.
-        let open = &recs[2];
+        let open = &recs[3];
         assert_eq!(
             value(open, "go.stw.duration_ns"),
             Some(&any_value::Value::IntValue(100_000))
