@@ -68,6 +68,20 @@ fn go_command() -> Command {
     cmd
 }
 
+/// `$GOROOT` of the `go` the tests use (its `src/` holds Go's own test data).
+pub fn goroot() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let output = go_command()
+            .args(["env", "GOROOT"])
+            .output()
+            .expect("running `go env GOROOT`");
+        assert!(output.status.success(), "go env GOROOT failed");
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    })
+    .clone()
+}
+
 /// Builds the Go service once per test process (`target/<profile>/goservice`) and returns its
 /// path. Panics when it does not build: the tests need it and must not be skipped quietly.
 pub fn go_binary() -> PathBuf {
