@@ -4,9 +4,11 @@
 //! Go's own parser's answer for a committed trace, and with traces hotspan must refuse.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
+use hotspan::receivers::pprof_scrape::align::{align, Alignment, LocalClocks, Method, ScrapeTimes};
+use hotspan_gotrace::Limits;
 use hotspan_proto::otlp::common::v1::any_value::Value;
 use hotspan_proto::otlp::logs::v1::LogRecord;
 use hotspan_tests::goservice::{goroot, GoOptions, GoService, Scenario};
@@ -553,5 +555,69 @@ service:
     ensure!((t.start, t.end) == (unix(n(&first["start"])?), unix(n(&go["end"])?)));
     ensure!(t.gc_cycles == go["gc"].as_array().context("gc")?.len() as i64);
     ensure!(t.alignment == "clock_snapshot" && t.version == "go1.26");
+    Ok(())
+}
+
+/// The two alignments old traces get (this host's monotonic clock, the scrape's times), applied
+/// to a real trace of the Go service on this host with its clock snapshots taken away, agree
+/// with the snapshots within their stated bounds.
+#[test]
+fn monotonic_and_scrape_alignments_agree_with_the_clock_snapshots() -> Result<()> {
+    let mut service = GoService::start(GoOptions {
+        scenario: Scenario::Alloc,
+        truth: false,
+        ..GoOptions::default()
+    })?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let request_unix_ns = unix_now();
+    let started = Instant::now();
+    let response = client.get(service.url("/debug/pprof/trace?seconds=1")).send()?;
+    ensure!(response.status() == 200, "{}", response.status());
+    let bytes = response.bytes()?;
+    let times = ScrapeTimes {
+        request_unix_ns,
+        response_end_unix_ns: request_unix_ns + started.elapsed().as_nanos() as u64,
+    };
+    let local = LocalClocks::read().context("this host's clocks")?;
+    ensure!(service.stop()?.success(), "goservice exit\n{}", service.log());
+
+    let summary = hotspan_gotrace::parse(&bytes[..], &Limits::default())?;
+    ensure!(
+        !summary.clock_snapshots.is_empty(),
+        "a Go 1.25+ trace without clock snapshots"
+    );
+    let snapshots = align(&summary, times, Some(local));
+    ensure!(snapshots == Alignment::Snapshots);
+    let mut old = summary.clone();
+    old.clock_snapshots.clear();
+    let monotonic = align(&old, times, Some(local));
+    let scrape = align(&old, times, None);
+    ensure!(monotonic.method() == Method::Monotonic, "{monotonic:?}");
+    ensure!(scrape.method() == Method::Scrape, "{scrape:?}");
+    let mut instants = vec![summary.start_ns, summary.end_ns];
+    instants.extend(summary.stw.iter().map(|p| p.start_ns));
+    ensure!(instants.len() > 10);
+    for t in instants {
+        let want = snapshots.unix(&summary, t).context("snapshot time")?;
+        for other in [&monotonic, &scrape] {
+            let got = other.unix(&old, t).context("aligned time")?;
+            ensure!(
+                got.unix_ns.abs_diff(want.unix_ns) <= got.error_ns + want.error_ns,
+                "{:?} puts {t} at {} ± {}, the snapshots at {} ± {}",
+                other.method(),
+                got.unix_ns,
+                got.error_ns,
+                want.unix_ns,
+                want.error_ns
+            );
+        }
+    }
+    // Bounds that mean something: a few microseconds on this host, a scrape's round trip.
+    let Alignment::Offset { error_ns, .. } = monotonic else {
+        bail!("{monotonic:?}")
+    };
+    ensure!(error_ns < 100_000, "monotonic error bound {error_ns} ns");
     Ok(())
 }
