@@ -13,7 +13,7 @@ use hotspan_proto::otlp::common::v1::any_value::Value;
 use hotspan_proto::otlp::logs::v1::LogRecord;
 use hotspan_tests::goservice::{goroot, GoOptions, GoService, Scenario};
 use hotspan_tests::profiles::{read_profiles, FakeTarget};
-use hotspan_tests::{metric, read_logs, scrape, wait_for, Hotspan};
+use hotspan_tests::{hotspan_bin, metric, read_logs, scrape, wait_for, Hotspan};
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
@@ -619,5 +619,43 @@ fn monotonic_and_scrape_alignments_agree_with_the_clock_snapshots() -> Result<()
         bail!("{monotonic:?}")
     };
     ensure!(error_ns < 100_000, "monotonic error bound {error_ns} ns");
+    Ok(())
+}
+
+/// Pauses are logs: a scraper told to trace but in no logs pipeline would lose every trace, so
+/// hotspan refuses to start, saying what to do.
+#[test]
+fn trace_without_a_logs_pipeline_is_refused_at_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+receivers:
+  pprof_scrape:
+    profiles: [cpu, trace]
+    targets: [{{endpoint: "http://127.0.0.1:6060", service_name: shop}}]
+exporters:
+  debug:
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{}"}}}}
+  pipelines:
+    profiles: {{receivers: [pprof_scrape], exporters: [debug]}}
+"#,
+            hotspan_tests::free_port()
+        ),
+    )?;
+    let out = std::process::Command::new(hotspan_bin())
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "hotspan ran:\n{stderr}");
+    ensure!(
+        stderr.contains("receivers.pprof_scrape: profiles lists trace")
+            && stderr.contains("list pprof_scrape in a logs pipeline's receivers"),
+        "{stderr}"
+    );
     Ok(())
 }

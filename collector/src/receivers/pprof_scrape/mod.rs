@@ -59,21 +59,20 @@ impl ReceiverType for PprofScrape {
         // Scraping what no pipeline takes would fail every scrape at run time: say so now.
         if traces && next.get(Signal::Logs).is_none() {
             return Err(format!(
-                "{name}: profiles lists trace, whose stop-the-world pauses are logs: list {name} in a logs pipeline's receivers"
+                "profiles lists trace, whose stop-the-world pauses are logs: list {name} in a logs pipeline's receivers"
             )
             .into());
         }
         if profiles && next.get(Signal::Profiles).is_none() {
             return Err(format!(
-                "{name}: list {name} in a profiles pipeline's receivers for the profiles it scrapes"
+                "list {name} in a profiles pipeline's receivers for the profiles it scrapes"
             )
             .into());
         }
         if next.get(Signal::Logs).is_some() && !traces {
-            return Err(format!(
-                "{name} is in a logs pipeline, which only `trace` feeds: add trace to its profiles"
-            )
-            .into());
+            return Err(
+                "it is in a logs pipeline, which only `trace` feeds: add trace to its profiles".into(),
+            );
         }
         let targets = config
             .targets
@@ -88,8 +87,7 @@ impl ReceiverType for PprofScrape {
                     resource,
                 }))
             })
-            .collect::<Result<Vec<_>, BoxError>>()
-            .map_err(|e| format!("{name}: {e}"))?;
+            .collect::<Result<Vec<_>, BoxError>>()?;
         Ok(Arc::new(PprofScrape {
             ingest: Arc::new(Ingest::new(&name, "scrape", next, ctx.telemetry)),
             name,
