@@ -14,6 +14,19 @@ use tracing::{debug, error, warn, Instrument};
 
 use crate::component::BoxError;
 
+/// An error with its causes, which hyper keeps out of its own message ("client error
+/// (Connect)"): what a log needs to say why a request failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 /// Listening sockets kept open across a config reload: a server that stops leaves its socket
 /// here, so connections queue in its backlog (not refused) until the next server on the same
 /// endpoint takes it over. Ephemeral ports (`:0`) are not kept: each bind is a fresh port.
