@@ -13,6 +13,7 @@ mod profiles;
 pub mod profiles_json;
 pub mod rpc;
 mod signal;
+pub mod synthetic;
 mod traces;
 #[doc(hidden)]
 pub mod tree;
