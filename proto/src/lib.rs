@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+pub mod compression;
 mod error;
 mod otlp_batch;
 pub mod pprof;

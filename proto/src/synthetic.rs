@@ -156,7 +156,10 @@ fn uniform_spans(n: usize, made: u64) -> Vec<Span> {
                     kv("url.path", s("/api/checkout")),
                     kv("http.response.status_code", int(200)),
                     kv("db.system", s("postgresql")),
-                    kv("db.statement", s("SELECT id, total FROM orders WHERE customer_id = $1")),
+                    kv(
+                        "db.statement",
+                        s("SELECT id, total FROM orders WHERE customer_id = $1"),
+                    ),
                     kv("server.address", s("orders-db.shop.svc")),
                     kv("server.port", int(5432)),
                     kv("retry.enabled", any_value::Value::BoolValue(true)),
@@ -164,7 +167,12 @@ fn uniform_spans(n: usize, made: u64) -> Vec<Span> {
                     kv(
                         "tags",
                         any_value::Value::ArrayValue(ArrayValue {
-                            values: vec![AnyValue { value: Some(s("eu")) }, AnyValue { value: Some(s("web")) }],
+                            values: vec![
+                                AnyValue { value: Some(s("eu")) },
+                                AnyValue {
+                                    value: Some(s("web")),
+                                },
+                            ],
                         }),
                     ),
                 ],
@@ -181,12 +189,28 @@ fn uniform_spans(n: usize, made: u64) -> Vec<Span> {
 
 /// (method, route, path with its id digits)
 const ROUTES: &[(&str, &str, &str)] = &[
-    ("GET", "/api/v1/orders/{id}", "/api/v1/orders/\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}"),
+    (
+        "GET",
+        "/api/v1/orders/{id}",
+        "/api/v1/orders/\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}",
+    ),
     ("POST", "/api/v1/orders", "/api/v1/orders"),
-    ("GET", "/api/v1/carts/{id}/items", "/api/v1/carts/\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}/items"),
-    ("PUT", "/api/v1/carts/{id}", "/api/v1/carts/\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}"),
+    (
+        "GET",
+        "/api/v1/carts/{id}/items",
+        "/api/v1/carts/\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}/items",
+    ),
+    (
+        "PUT",
+        "/api/v1/carts/{id}",
+        "/api/v1/carts/\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}",
+    ),
     ("GET", "/api/v1/products", "/api/v1/products"),
-    ("DELETE", "/api/v1/sessions/{id}", "/api/v1/sessions/\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}"),
+    (
+        "DELETE",
+        "/api/v1/sessions/{id}",
+        "/api/v1/sessions/\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}\u{7e}",
+    ),
 ];
 
 const USER_AGENTS: &[&str] = &[
@@ -259,13 +283,19 @@ fn realistic_trace(first: usize, rng: &mut Rng, made: u64) -> Vec<Span> {
             kv("url.path", s(path)),
             kv("url.query", s(&query)),
             kv("server.address", s("shop.example.com")),
-            kv("client.address", s(&format!("{}.{}.{}.{}", d(2), d(3), d(2), d(3)))),
+            kv(
+                "client.address",
+                s(&format!("{}.{}.{}.{}", d(2), d(3), d(2), d(3))),
+            ),
             kv("network.peer.address", s(&ip("10.42"))),
             kv("network.peer.port", int(40_000 + rng.below(20_000) as i64)),
             kv("user_agent.original", s(*rng.pick(USER_AGENTS))),
             kv("enduser.id", s(&user)),
             kv("app.tenant.id", s(&tenant)),
-            kv("http.response.status_code", int(if failed { 502 } else { status })),
+            kv(
+                "http.response.status_code",
+                int(if failed { 502 } else { status }),
+            ),
         ],
     );
     let mut auth = span(
@@ -293,7 +323,11 @@ fn realistic_trace(first: usize, rng: &mut Rng, made: u64) -> Vec<Span> {
             ip("10.43"),
         ),
     );
-    let stock_url = format!("http://inventory.shop.svc.cluster.local:8080/v2/stock/SKU-{}?warehouse=fra{}", h(10), d(2));
+    let stock_url = format!(
+        "http://inventory.shop.svc.cluster.local:8080/v2/stock/SKU-{}?warehouse=fra{}",
+        h(10),
+        d(2)
+    );
     let mut stock = span(
         3,
         "GET".into(),
@@ -320,7 +354,9 @@ fn realistic_trace(first: usize, rng: &mut Rng, made: u64) -> Vec<Span> {
                 kv("exception.type", s("*net.OpError")),
                 kv(
                     "exception.message",
-                    s(&format!("Get \"{stock_url}\": dial tcp {peer}:8080: connect: connection refused")),
+                    s(&format!(
+                        "Get \"{stock_url}\": dial tcp {peer}:8080: connect: connection refused"
+                    )),
                 ),
             ],
             dropped_attributes_count: 0,
@@ -351,7 +387,9 @@ fn realistic_trace(first: usize, rng: &mut Rng, made: u64) -> Vec<Span> {
             57,
         ),
     );
-    pricing.attributes.push(kv("app.cart.items", int(1 + rng.below(12) as i64)));
+    pricing
+        .attributes
+        .push(kv("app.cart.items", int(1 + rng.below(12) as i64)));
     pricing.attributes.push(kv("app.currency", s("EUR")));
     let publish = span(
         6,
@@ -647,7 +685,10 @@ mod tests {
         let spans = &req.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 512);
         for (i, sp) in spans.iter().enumerate() {
-            assert_eq!(u64::from_be_bytes(sp.span_id.as_slice().try_into().unwrap()), ids[i].1);
+            assert_eq!(
+                u64::from_be_bytes(sp.span_id.as_slice().try_into().unwrap()),
+                ids[i].1
+            );
             let root = &spans[i - i % 8];
             assert_eq!(sp.trace_id, root.trace_id);
             match parent_in_trace(i) {
