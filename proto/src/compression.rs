@@ -113,6 +113,32 @@ pub fn compress(compression: Compression, level: i32, body: &[u8]) -> Result<Vec
     }
 }
 
+/// `body` compressed for a gRPC message: as [`compress`], but snappy in its framed
+/// (streaming) format, which is what grpc-go's snappy codec in otelcol reads and writes.
+pub fn compress_grpc(compression: Compression, level: i32, body: &[u8]) -> Result<Vec<u8>, CompressionError> {
+    if compression != Compression::Snappy {
+        return compress(compression, level, body);
+    }
+    use std::io::Write;
+    let mut w = snap::write::FrameEncoder::new(Vec::with_capacity(body.len() / 2));
+    w.write_all(body)
+        .map_err(|e| CompressionError::Codec("snappy", e.to_string()))?;
+    w.into_inner()
+        .map_err(|e| CompressionError::Codec("snappy", e.to_string()))
+}
+
+/// A gRPC message decompressed, refusing to grow past `limit` bytes (snappy framed).
+pub fn decompress_grpc(
+    compression: Compression,
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, CompressionError> {
+    if compression != Compression::Snappy {
+        return decompress(compression, body, limit);
+    }
+    bounded("snappy", snap::read::FrameDecoder::new(body), limit)
+}
+
 /// gzip with libdeflate.
 pub fn gzip(level: i32, body: &[u8]) -> Result<Vec<u8>, CompressionError> {
     let lvl = libdeflater::CompressionLvl::new(level)
@@ -203,6 +229,12 @@ mod tests {
                 Err(CompressionError::TooLarge(_))
             ));
         }
+        let framed = compress_grpc(Compression::Snappy, 0, &body).expect("framed snappy");
+        assert_eq!(
+            decompress_grpc(Compression::Snappy, &framed, body.len()).expect("inflates"),
+            body
+        );
+        assert!(decompress_grpc(Compression::Snappy, &framed, body.len() - 1).is_err());
         let flate = gzip_flate2(6, &body).expect("flate2");
         assert_eq!(
             decompress(Compression::Gzip, &flate, body.len()).expect("inflates"),

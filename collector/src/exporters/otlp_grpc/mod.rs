@@ -211,22 +211,31 @@ const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
 /// receivers' workers keep answering while a batch deflates (the kernel time-slices the
 /// two) instead of waiting behind it: one request in flight took 60-70 ms at the p99 when
 /// 8192-span batches were deflated inline.
+/// `grpc`: as a gRPC message (snappy framed, as grpc-go's codec has it; HTTP's is the block
+/// format).
 pub(crate) async fn compress(
     c: Compression,
     level: i32,
     body: Vec<u8>,
+    grpc: bool,
 ) -> Result<Vec<u8>, compression::CompressionError> {
-    if body.len() <= COMPRESS_INLINE_BYTES {
-        return compression::compress(c, level, &body);
+    let small = body.len() <= COMPRESS_INLINE_BYTES;
+    let run = move || {
+        if grpc {
+            compression::compress_grpc(c, level, &body)
+        } else {
+            compression::compress(c, level, &body)
+        }
+    };
+    if small {
+        return run();
     }
-    tokio::task::spawn_blocking(move || compression::compress(c, level, &body))
-        .await
-        .unwrap_or_else(|e| {
-            Err(compression::CompressionError::Codec(
-                "compression task",
-                e.to_string(),
-            ))
-        })
+    tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
+        Err(compression::CompressionError::Codec(
+            "compression task",
+            e.to_string(),
+        ))
+    })
 }
 
 /// The most of a response read: a partial success or an error, never bulk data.
@@ -241,7 +250,7 @@ impl OtlpGrpcExporter {
             Compression::None => (0u8, body),
             c => (
                 1,
-                compress(c, self.level, body)
+                compress(c, self.level, body, true)
                     .await
                     .map_err(|e| CallError::Local(e.to_string()))?,
             ),
@@ -332,7 +341,7 @@ impl OtlpGrpcExporter {
             // An answer we cannot read is still an accepted export.
             _ => return Ok(Bytes::new()),
         };
-        Ok(compression::decompress(codec, &message, MAX_RESPONSE)
+        Ok(compression::decompress_grpc(codec, &message, MAX_RESPONSE)
             .map(Bytes::from)
             .unwrap_or_default())
     }

@@ -94,7 +94,7 @@ async fn inflate_foreign(
     req: http::Request<axum::body::Body>,
     max_message_size: usize,
 ) -> Result<http::Request<axum::body::Body>, Status> {
-    use hotspan_proto::compression::{decompress, Compression, CompressionError};
+    use hotspan_proto::compression::{decompress_grpc, Compression, CompressionError};
     let codec = match req.headers().get("grpc-encoding").and_then(|v| v.to_str().ok()) {
         Some("zstd") => Compression::Zstd,
         Some("snappy") => Compression::Snappy,
@@ -122,7 +122,7 @@ async fn inflate_foreign(
             if bytes.len() != 5 + len {
                 return Err(Status::invalid_argument("one unary message expected, whole"));
             }
-            decompress(codec, &bytes[5..], max_message_size).map_err(|e| match e {
+            decompress_grpc(codec, &bytes[5..], max_message_size).map_err(|e| match e {
                 CompressionError::TooLarge(n) => {
                     Status::resource_exhausted(format!("the message inflates past {n} bytes"))
                 }
