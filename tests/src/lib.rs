@@ -353,6 +353,7 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)
 }
+pub mod attrs;
 pub mod browser;
 pub mod cgroup;
 pub mod goservice;
@@ -372,7 +373,10 @@ pub fn grpc_export(
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Bounded like `post`: a server that never answers fails the test, not hangs it.
         let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect_timeout(Duration::from_secs(20))
+            .timeout(Duration::from_secs(20))
             .connect()
             .await?;
         let mut client = tonic::client::Grpc::new(channel);
