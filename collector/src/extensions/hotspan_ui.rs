@@ -32,6 +32,10 @@ use crate::report::{SpanRecord, Summary, CSS, DEFAULT_PREFIX};
 const LISTED: usize = 50;
 const FLAME_WIDTH: usize = 1200;
 
+/// Most spans kept: each holds its hot paths and labels (a few KiB), so this is some hundreds
+/// of MiB already, for a page that lists 50.
+const MAX_CAPACITY: usize = 100_000;
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HotspanUiConfig {
@@ -59,10 +63,10 @@ impl Default for HotspanUiConfig {
 impl ComponentConfig for HotspanUiConfig {
     fn validate(&self, errs: &mut Vec<FieldError>) {
         check_endpoint(&self.endpoint, "endpoint", errs);
-        if self.capacity == 0 {
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             errs.push(FieldError {
                 path: "capacity".into(),
-                message: "must be greater than 0".into(),
+                message: format!("must be from 1 to {MAX_CAPACITY}"),
             });
         }
         if self.window.is_zero() {
@@ -415,6 +419,9 @@ mod tests {
         assert_eq!(c.endpoint, "127.0.0.1:55680");
         assert_eq!(c.capacity, 1000);
         assert_eq!(parse("{capacity: 0, window: 0s}").unwrap_err().len(), 2);
+        assert!(parse("{capacity: 100000}").is_ok());
+        let over = parse("{capacity: 100001}").unwrap_err();
+        assert_eq!(over[0].to_string(), "capacity: must be from 1 to 100000");
         assert!(parse("{nope: 1}").is_err());
     }
 }

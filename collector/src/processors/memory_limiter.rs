@@ -55,11 +55,22 @@ impl ComponentConfig for MemoryLimiterConfig {
             )),
             _ => {}
         }
+        if self.limit_mib > MAX_LIMIT_MIB {
+            errs.push(FieldError::new(
+                "limit_mib",
+                format!("must be at most {MAX_LIMIT_MIB} (1 PiB)"),
+            ));
+        }
         if self.limit_mib > 0 && self.spike_limit_mib >= self.limit_mib {
             errs.push(FieldError::new("spike_limit_mib", "must be less than limit_mib"));
         }
-        if self.limit_percentage > 100 {
-            errs.push(FieldError::new("limit_percentage", "must be at most 100"));
+        for (key, value) in [
+            ("limit_percentage", self.limit_percentage),
+            ("spike_limit_percentage", self.spike_limit_percentage),
+        ] {
+            if value > 100 {
+                errs.push(FieldError::new(key, "must be at most 100"));
+            }
         }
         if self.limit_percentage > 0 && self.spike_limit_percentage >= self.limit_percentage {
             errs.push(FieldError::new(
@@ -71,6 +82,10 @@ impl ComponentConfig for MemoryLimiterConfig {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Largest `limit_mib`: more memory than any machine has, and its bytes fit in 64 bits (from
+/// 2^44 MiB they overflowed, a panic when the processor was built).
+const MAX_LIMIT_MIB: u64 = 1 << 30;
 
 impl MemoryLimiterConfig {
     /// (soft, hard) limits in bytes, given the machine's total memory.
@@ -180,7 +195,11 @@ impl Admission for Limiter {
     fn admit(&self, bytes: usize) -> Result<(), String> {
         self.measure();
         // A request that would itself cross the hard limit is refused even between checks.
-        let projected = self.last.load(Ordering::Relaxed).saturating_add(bytes as u64 * 2);
+        // `bytes` may be a client's Content-Length: any number at all.
+        let projected = self
+            .last
+            .load(Ordering::Relaxed)
+            .saturating_add((bytes as u64).saturating_mul(2));
         if self.refusing.load(Ordering::Relaxed) || projected > self.hard {
             return Err(format!(
                 "memory limiter: {} MiB in use, soft limit {} MiB; retry later",
@@ -257,6 +276,8 @@ mod tests {
         assert!(limiter.admit(1000).is_ok());
         // A single request that would cross the hard limit is refused outright.
         assert!(limiter.admit(40 * MIB as usize).is_err());
+        // Whatever size a client declares.
+        assert!(limiter.admit(usize::MAX).is_err());
     }
 
     #[test]
@@ -275,6 +296,16 @@ mod tests {
         assert_eq!(
             check("{limit_percentage: 80, spike_limit_percentage: 20, check_interval: 0s}")[0].path,
             "check_interval"
+        );
+        assert_eq!(check("{limit_mib: 1073741824}"), vec![]);
+        let over = check("{limit_mib: 1073741825, spike_limit_percentage: 101}");
+        let over: Vec<String> = over.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            over,
+            [
+                "limit_mib: must be at most 1073741824 (1 PiB)",
+                "spike_limit_percentage: must be at most 100"
+            ]
         );
         let pct = MemoryLimiterConfig {
             limit_percentage: 50,

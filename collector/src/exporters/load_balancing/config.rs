@@ -125,6 +125,12 @@ impl ComponentConfig for LoadBalancingConfig {
                     message: "is required".into(),
                 });
             }
+            if d.port == 0 {
+                errs.push(FieldError {
+                    path: "resolver.dns.port".into(),
+                    message: "must be a port backends listen on (1 to 65535)".into(),
+                });
+            }
             for (name, value) in [("interval", d.interval), ("timeout", d.timeout)] {
                 if value.is_zero() {
                     errs.push(FieldError {

@@ -122,6 +122,13 @@ impl ComponentConfig for OtlpHttpConfig {
                 });
             }
         }
+        // otelcol reads 0 as "no timeout"; here every export would time out at once.
+        if self.timeout.is_zero() {
+            errs.push(FieldError::new(
+                "timeout",
+                "must be greater than 0 (a time limit for each export)",
+            ));
+        }
         self.tls.validate(&self.endpoint, "tls", errs);
         if let Some(auth) = &self.auth {
             auth.validate("auth", errs);
@@ -310,5 +317,11 @@ mod tests {
             paths("{endpoint: https://b, tls: {cert_file: /c.pem}, auth: {authenticator: 'bad id/'}}"),
             ["tls.key_file", "auth.authenticator"]
         );
+    }
+
+    #[test]
+    fn every_export_has_a_time_limit() {
+        assert!(paths("{endpoint: http://b, timeout: 1ns}").is_empty());
+        assert_eq!(paths("{endpoint: http://b, timeout: 0s}"), ["timeout"]);
     }
 }

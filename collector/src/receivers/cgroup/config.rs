@@ -9,6 +9,9 @@ use serde::Deserialize;
 /// (the kernel's CFS period is 100 ms by default).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The largest pid Linux gives (PID_MAX_LIMIT, 2^22 on 64-bit): above it no process exists.
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
+
 /// One cgroup to watch, named by exactly one of `pid`, `pid_file` or `path`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -97,10 +100,10 @@ impl ComponentConfig for CgroupConfig {
                     "set exactly one of pid, pid_file or path",
                 ));
             }
-            if t.pid == Some(0) {
+            if t.pid.is_some_and(|pid| !(1..=PID_MAX_LIMIT).contains(&pid)) {
                 errs.push(FieldError::new(
                     format!("targets[{i}].pid"),
-                    "must be a process id (greater than 0)",
+                    format!("must be a process id (1 to {PID_MAX_LIMIT})"),
                 ));
             }
             if t.pid_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
@@ -130,5 +133,26 @@ impl ComponentConfig for CgroupConfig {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn pids_are_ones_linux_can_give() {
+        let pid = |n: u64| -> Vec<String> {
+            hotspan_config::yaml_errors::<CgroupConfig>(&format!("targets: [{{pid: {n}, service_name: s}}]"))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(pid(1).is_empty());
+        assert!(pid(u64::from(PID_MAX_LIMIT)).is_empty());
+        let refused = ["targets[0].pid: must be a process id (1 to 4194304)"];
+        assert_eq!(pid(0), refused);
+        assert_eq!(pid(u64::from(PID_MAX_LIMIT) + 1), refused);
+        assert_eq!(pid(u64::from(u32::MAX)), refused);
     }
 }
