@@ -7,13 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hotspan_config::FieldError;
+use hotspan_config::{bounds, FieldError};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 /// Largest `multiplier`: a hundredfold growth per retry reaches any `max_interval` within a
 /// few retries already, and below it the grown wait always fits a `Duration`.
 pub const MAX_MULTIPLIER: f64 = 100.0;
+
+/// Longest wait between two attempts: a backend away for longer is retried hourly.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Longest a batch is retried (0: until shutdown); a persistent queue keeps it past a restart.
+pub const MAX_ELAPSED_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// otelcol's `retry_on_failure`: exponential backoff with jitter for retryable failures.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -67,31 +73,29 @@ impl RetryConfig {
     }
 
     pub fn validate(&self, path: &str, errs: &mut Vec<FieldError>) {
-        if !(0.0..=1.0).contains(&self.randomization_factor) {
-            errs.push(FieldError {
-                path: format!("{path}.randomization_factor"),
-                message: "must be between 0 and 1".into(),
-            });
-        }
+        let key = |name: &str| format!("{path}.{name}");
+        bounds::check(
+            self.randomization_factor,
+            0.0..=1.0,
+            key("randomization_factor"),
+            errs,
+        );
         // NaN and infinity fail this too: growing a wait by either panics.
-        if !(1.0..=MAX_MULTIPLIER).contains(&self.multiplier) {
-            errs.push(FieldError {
-                path: format!("{path}.multiplier"),
-                message: format!("must be from 1 to {MAX_MULTIPLIER}"),
-            });
-        }
-        if self.enabled && self.initial_interval.is_zero() {
-            errs.push(FieldError {
-                path: format!("{path}.initial_interval"),
-                message: "must be greater than 0".into(),
-            });
-        }
-        // Every wait after the first is capped here: 0 would retry in a tight loop.
-        if self.enabled && self.max_interval.is_zero() {
-            errs.push(FieldError {
-                path: format!("{path}.max_interval"),
-                message: "must be greater than 0".into(),
-            });
+        bounds::check(self.multiplier, 1.0..=MAX_MULTIPLIER, key("multiplier"), errs);
+        if self.enabled {
+            // Every wait after the first is capped by max_interval: 0 would retry in a tight loop.
+            for (name, value) in [
+                ("initial_interval", self.initial_interval),
+                ("max_interval", self.max_interval),
+            ] {
+                bounds::check_duration(value, Duration::from_nanos(1)..=MAX_INTERVAL, key(name), errs);
+            }
+            bounds::check_duration(
+                self.max_elapsed_time,
+                Duration::ZERO..=MAX_ELAPSED_TIME,
+                key("max_elapsed_time"),
+                errs,
+            );
         }
     }
 }
@@ -295,8 +299,17 @@ mod tests {
         assert_eq!(
             problems("{randomization_factor: .nan, max_interval: 0s}"),
             [
-                "retry_on_failure.randomization_factor: must be between 0 and 1",
-                "retry_on_failure.max_interval: must be greater than 0"
+                "retry_on_failure.randomization_factor: must be from 0 to 1",
+                "retry_on_failure.max_interval: must be greater than 0s and at most 1h0m0s"
+            ]
+        );
+        assert!(problems("{initial_interval: 1h, max_interval: 1h, max_elapsed_time: 168h}").is_empty());
+        assert_eq!(
+            problems("{initial_interval: 1h0m1s, max_interval: 2562047h, max_elapsed_time: 168h0m1s}"),
+            [
+                "retry_on_failure.initial_interval: must be greater than 0s and at most 1h0m0s",
+                "retry_on_failure.max_interval: must be greater than 0s and at most 1h0m0s",
+                "retry_on_failure.max_elapsed_time: must be from 0s to 168h0m0s"
             ]
         );
         assert!(problems("{enabled: false, initial_interval: 0s, max_interval: 0s}").is_empty());

@@ -260,6 +260,10 @@ protocol:
         ["resolver.dns.hostname", "resolver.dns.interval"]
     );
     assert_eq!(
+        paths("resolver: {dns: {hostname: x, interval: 1h0m1s, timeout: 2562047h}}"),
+        ["resolver.dns.interval", "resolver.dns.timeout"]
+    );
+    assert_eq!(
         paths("resolver: {dns: {hostname: x, port: 0}}\nprotocol: {otlp: {timeout: 0s, sending_queue: {num_consumers: 1001}}}"),
         ["resolver.dns.port", "protocol.otlp.timeout", "protocol.otlp.sending_queue.num_consumers"]
     );
