@@ -3,8 +3,11 @@
 //! this file) is given numbers from 0 to u64::MAX, negative, fractional, NaN and infinite where
 //! its type allows, and durations from 0 to Go's largest. Each config goes through the real
 //! loader and registry; one that validates is built, started on 127.0.0.1 ephemeral ports and
-//! shut down. A config either fails validation with errors, or builds and runs: no panic, in
-//! the test's thread or in any task the service spawned, and no start or shutdown that hangs.
+//! shut down. A config either fails validation with an error at the key it set (in the edge
+//! test, where one key is set), or builds, starts and takes its request: no number that
+//! validates fails later, no panic in the test's thread or in any task the service spawned, no
+//! start or shutdown that hangs. `hotspan validate` and start-up load through the same
+//! `hotspan_config::load` with the same registry.
 //!
 //! `PROPTEST_CASES` sets the random test's case count (default 256, a few seconds).
 
@@ -90,8 +93,9 @@ const TEMPLATES: &[Template] = &[
     Template {
         kind: Kind::Receiver,
         type_name: "pprof_scrape",
-        // Port 1: nothing listens, so every scrape fails at once and backs off.
-        config: r#"targets: [{endpoint: "http://127.0.0.1:1", service_name: probe}]"#,
+        // Port 1: nothing listens, so every scrape fails at once and backs off. Every kind
+        // with a number of its own: CPU, goroutine snapshots, execution traces.
+        config: r#"{profiles: [cpu, goroutine, trace], targets: [{endpoint: "http://127.0.0.1:1", service_name: probe}]}"#,
         extensions: &[],
         feed: Feed::None,
         skip: &[],
@@ -553,6 +557,17 @@ fn case_for(t: &Template, values: &[(&str, &str)]) -> Case {
     case_with_address(t, values, "127.0.0.1:0")
 }
 
+/// A component's section in the config file.
+fn section(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Receiver => "receivers",
+        Kind::Processor => "processors",
+        Kind::Exporter => "exporters",
+        Kind::Connector => "connectors",
+        Kind::Extension => "extensions",
+    }
+}
+
 /// As [`case_for`], with self metrics served at `address`.
 fn case_with_address(t: &Template, values: &[(&str, &str)], address: &str) -> Case {
     let place = Place::new();
@@ -572,13 +587,7 @@ fn case_with_address(t: &Template, values: &[(&str, &str)], address: &str) -> Ca
          exporters: {debug/sink: {}}",
     ));
     root = with(&root, "service.telemetry.metrics.address", address.into());
-    let section = match t.kind {
-        Kind::Receiver => "receivers",
-        Kind::Processor => "processors",
-        Kind::Exporter => "exporters",
-        Kind::Connector => "connectors",
-        Kind::Extension => "extensions",
-    };
+    let section = section(t.kind);
     root = with(&root, &format!("{section}.{id}"), component);
     let mut started: Vec<Value> = Vec::new();
     for (ext, text) in t.extensions {
@@ -602,9 +611,11 @@ fn case_with_address(t: &Template, values: &[(&str, &str)], address: &str) -> Ca
         }
     };
     let pipelines: Vec<(String, Value)> = match (t.kind, info) {
-        (Kind::Receiver, ComponentInfo::Signals(s)) => {
-            vec![(signal(&s).to_string(), pipeline(&[id], &[], &["debug/sink"]))]
-        }
+        // Every signal it gives: pprof_scrape's traces need a logs pipeline to start.
+        (Kind::Receiver, ComponentInfo::Signals(s)) => s
+            .iter()
+            .map(|signal| (signal.to_string(), pipeline(&[id], &[], &["debug/sink"])))
+            .collect(),
         (Kind::Processor, ComponentInfo::Signals(s)) => vec![(
             signal(&s).to_string(),
             pipeline(&["otlp/feed"], &[id], &["debug/sink"]),
@@ -717,9 +728,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// What became of a config.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    Invalid,
-    BuildFailed,
-    StartFailed,
+    /// Refused by the loader, with these problems (`path: message`).
+    Invalid(Vec<String>),
+    /// Validated, then failed: only the metrics address (a port taken or privileged) may.
+    BuildFailed(String),
+    StartFailed(String),
     /// Started, took its request (answered with this HTTP status, if one), and stopped.
     Ran(Option<u16>),
 }
@@ -758,6 +771,35 @@ async fn post(port: u16, path: &str) -> std::io::Result<Option<u16>> {
     Ok(status)
 }
 
+/// [`run`] for a component's numbers: a config the loader takes must also build and start (a
+/// number is bounded in validation, not found wrong later), and one it refuses for a number
+/// at `key` (the key's whole path, `exporters.otlp_grpc.timeout`) must say so at that key.
+fn run_component(case: &Case, key: Option<&str>) -> Result<Outcome, String> {
+    match run(case)? {
+        Outcome::BuildFailed(e) => Err(format!("validated, but failed to build: {e}")),
+        Outcome::StartFailed(e) => Err(format!("validated, but failed to start: {e}")),
+        Outcome::Invalid(errs) => match key {
+            Some(key) if !errs.iter().any(|e| names_key(e, key)) => {
+                Err(format!("refused without naming {key}: {errs:?}"))
+            }
+            _ => Ok(Outcome::Invalid(errs)),
+        },
+        ran => Ok(ran),
+    }
+}
+
+/// Whether a rendered problem (`line 12: exporters.x.key: message`) is at `key`.
+fn names_key(problem: &str, key: &str) -> bool {
+    problem
+        .split_once(": ")
+        .map_or(
+            problem,
+            |(first, rest)| if first.starts_with("line ") { rest } else { problem },
+        )
+        .strip_prefix(key)
+        .is_some_and(|rest| rest.starts_with(": "))
+}
+
 /// Loads the case; if it validates, builds, starts, feeds and shuts it down. Errors are
 /// allowed; panics and hangs are not.
 fn run(case: &Case) -> Result<Outcome, String> {
@@ -775,17 +817,24 @@ fn try_run(case: &Case) -> Result<Outcome, String> {
     let config = match hotspan_config::load(&case.text, &|_| None, &registry) {
         Ok(config) => config,
         Err(errs) if errs.is_empty() => return Err("refused with no error".into()),
-        Err(_) => return Ok(Outcome::Invalid),
+        Err(errs) => return Ok(Outcome::Invalid(errs.iter().map(ToString::to_string).collect())),
     };
     runtime().block_on(async {
         // Built inside the runtime, as `hotspan` builds: lazy clients need its reactor.
-        let Ok(mut service) = Service::build(&config, &registry) else {
-            return Ok(Outcome::BuildFailed);
+        let mut service = match Service::build(&config, &registry) {
+            Ok(service) => service,
+            Err(e) => return Ok(Outcome::BuildFailed(e.to_string())),
         };
         let started = tokio::time::timeout(STEP_LIMIT, service.start())
             .await
             .map_err(|_| format!("start took more than {STEP_LIMIT:?}"))?;
-        let mut outcome = Outcome::StartFailed;
+        let mut outcome = Outcome::StartFailed(
+            started
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
         if started.is_ok() {
             let status = match case.feed {
                 Some((port, path)) => tokio::time::timeout(STEP_LIMIT, post(port, path))
@@ -839,8 +888,24 @@ fn every_component_type_has_a_template_and_its_numbers_are_found() {
             Number::Integer,
         ),
         ("spanprofile", "clock_skew", Number::Duration),
+        ("spanprofile", "max_buffered_bytes", Number::Integer),
+        ("spanprofile", "top_functions", Number::Integer),
+        ("pprof_scrape", "goroutine_interval", Number::Duration),
+        ("pprof_scrape", "trace_interval", Number::Duration),
+        ("pprof_scrape", "max_trace_bytes", Number::Integer),
+        ("cgroup", "collection_interval", Number::Duration),
+        ("file_storage", "timeout", Number::Duration),
+        ("batch", "send_batch_max_size", Number::Integer),
+        ("batch", "timeout", Number::Duration),
+        ("memory_limiter", "spike_limit_percentage", Number::Integer),
+        ("hotspan_ui", "window", Number::Duration),
+        ("file", "flush_interval", Number::Duration),
     ] {
         assert!(found(type_name, path, number), "{type_name}: {path} not found");
+    }
+    for (t, keys) in TEMPLATES.iter().zip(keys()) {
+        let names: Vec<&str> = keys.iter().map(|k| k.path.as_str()).collect();
+        eprintln!("{} {}: {}", t.kind, t.type_name, names.join(", "));
     }
     // And every template, as written, runs and takes its request.
     for t in TEMPLATES {
@@ -867,7 +932,8 @@ fn every_numeric_key_at_every_edge() {
             for edge in edges(key.number) {
                 let case = case_for(t, &[(&key.path, edge)]);
                 tried += 1;
-                match run(&case) {
+                let whole = format!("{}.{}.{}", section(t.kind), t.type_name, key.path);
+                match run_component(&case, Some(&whole)) {
                     Ok(outcome) => ran += usize::from(matches!(outcome, Outcome::Ran(_))),
                     Err(e) => failed.push(format!("{} {}: {} = {edge}: {e}", t.kind, t.type_name, key.path)),
                 }
@@ -879,11 +945,14 @@ fn every_numeric_key_at_every_edge() {
     for port in INTEGERS {
         let case = case_with_address(debug, &[], &format!("127.0.0.1:{port}"));
         tried += 1;
+        // A port that is taken or privileged fails at start, as it should.
+        let key = "service.telemetry.metrics.address";
         match run(&case) {
-            Ok(outcome) => ran += usize::from(matches!(outcome, Outcome::Ran(_))),
-            Err(e) => failed.push(format!(
-                "service.telemetry.metrics.address = 127.0.0.1:{port}: {e}"
+            Ok(Outcome::Invalid(errs)) if !errs.iter().any(|e| names_key(e, key)) => failed.push(format!(
+                "{key} = 127.0.0.1:{port}: refused without naming it: {errs:?}"
             )),
+            Ok(outcome) => ran += usize::from(matches!(outcome, Outcome::Ran(_))),
+            Err(e) => failed.push(format!("{key} = 127.0.0.1:{port}: {e}")),
         }
     }
     eprintln!("{tried} configs, {ran} ran, in {:?}", started.elapsed());
@@ -924,6 +993,6 @@ proptest! {
             .filter_map(|(k, v)| Some((k.path.as_str(), v.as_deref()?)))
             .collect();
         let case = case_for(template, &set);
-        run(&case).map_err(|e| TestCaseError::fail(format!("{e}\n{}", case.text)))?;
+        run_component(&case, None).map_err(|e| TestCaseError::fail(format!("{e}\n{}", case.text)))?;
     }
 }
