@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+pub mod bounds;
 mod component;
 pub mod duration;
 mod env;

@@ -37,6 +37,11 @@ impl ExportError {
     }
 }
 
+/// An export's time limit, in both OTLP exporters: past an hour a backend that does not answer
+/// is better given up on and retried.
+pub(crate) const EXPORT_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_nanos(1)..=Duration::from_secs(3600);
+
 /// Header maps in exporter configs, validated once at check time.
 pub(crate) fn check_headers(
     headers: &std::collections::BTreeMap<String, String>,

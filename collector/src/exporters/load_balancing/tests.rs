@@ -259,6 +259,14 @@ protocol:
         paths("resolver: {dns: {hostname: \"\", interval: 0s}}"),
         ["resolver.dns.hostname", "resolver.dns.interval"]
     );
+    assert_eq!(
+        paths("resolver: {dns: {hostname: x, interval: 1h0m1s, timeout: 2562047h}}"),
+        ["resolver.dns.interval", "resolver.dns.timeout"]
+    );
+    assert_eq!(
+        paths("resolver: {dns: {hostname: x, port: 0}}\nprotocol: {otlp: {timeout: 0s, sending_queue: {num_consumers: 1001}}}"),
+        ["resolver.dns.port", "protocol.otlp.timeout", "protocol.otlp.sending_queue.num_consumers"]
+    );
 }
 
 /// A backend that records span ids, or fails retryably while `down`.
