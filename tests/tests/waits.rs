@@ -66,7 +66,8 @@ fn wait_spans_carry_their_wait_reason_and_blocking_function() -> Result<()> {
     let mut service = GoService::start(GoOptions {
         scenario: Scenario::Wait,
         wait_ms: Some(WAIT_MS),
-        workers: 4,
+        // Waiting costs no CPU: many workers make many spans quickly.
+        workers: 8,
         listen_port: Some(hotspan.port("service")),
         otlp_endpoint: Some(format!("http://127.0.0.1:{}", hotspan.port("http"))),
         ..Default::default()
