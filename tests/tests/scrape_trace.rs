@@ -749,7 +749,11 @@ service:
             .collect();
         let want: u64 = hit.iter().map(|p| overlap(p, start, end)).sum();
         if hit.is_empty() {
-            ensure!(got.is_none(), "{} overlapped no pause and carries {got:?}", t.name);
+            ensure!(
+                got.is_none(),
+                "{} overlapped no pause and carries {got:?}",
+                t.name
+            );
             continue;
         }
         paused += 1;
@@ -776,11 +780,17 @@ service:
         }
         if t.parent_span_id.is_empty() {
             roots_got += got.unwrap_or(0) as u64;
-            roots_want += pauses.iter().map(|p| p.duration.min(overlap(p, start, end))).sum::<u64>();
+            roots_want += pauses
+                .iter()
+                .map(|p| p.duration.min(overlap(p, start, end)))
+                .sum::<u64>();
         }
     }
     ensure!(inside >= 20, "only {inside} spans inside traced windows");
-    ensure!(paused * 2 >= inside, "only {paused} of {inside} spans overlapped a pause");
+    ensure!(
+        paused * 2 >= inside,
+        "only {paused} of {inside} spans overlapped a pause"
+    );
     ensure!(
         roots_got == roots_want && roots_got > 0,
         "roots carry {roots_got} ns, their pauses last {roots_want} ns"

@@ -62,7 +62,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
         .1
         .split_whitespace()
         .collect();
-    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    let ticks: f64 =
+        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
     Ok(ticks / 100.0)
 }
 
