@@ -14,6 +14,9 @@ use hotspan_processors::tailsampling::{TailSamplingConfig, TailSamplingProcessor
 use hotspan_processors::Processor;
 use hotspan_proto::{Batch, TracesBatch};
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const DECISION_WAIT: Duration = Duration::from_secs(5);
 
 /// 512 spans: 64 traces of a root and 7 children, like an SDK's export batch; every fourth
