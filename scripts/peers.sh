@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the peers the black-box tests run against (a minimal OpenTelemetry Collector, Jaeger)
-# from the Go modules in tests/peers/, once per version, into ${XDG_CACHE_HOME:-~/.cache}/hotspan/
-# <peer>-<version>/, and prints where each one is. Nothing is rebuilt while the modules are
-# unchanged; two runs at once are safe (each builds under a temporary name, then renames).
+# from the Go modules in tests/peers/, once per version and module contents, into
+# ${XDG_CACHE_HOME:-~/.cache}/hotspan/<peer>-<version>-<key>/, and prints where each one is.
+# Nothing is rebuilt while the modules are unchanged; two runs at once are safe (each builds under a temporary name, then renames).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +23,25 @@ version_of() {
 }
 
 # build NAME DIR VERSION PACKAGE: the binary NAME from PACKAGE in module tests/peers/DIR, as
-# $cache/NAME-VERSION/NAME. A stamp of the module's files says what it was built from.
+# $cache/NAME-VERSION-KEY/NAME. KEY is the start of a stamp of the module's files (the sha256
+# of go.mod, go.sum and the .go files, concatenated in name order; tests/src/peers.rs computes
+# the same), so branches that build the peer with different components each keep their own
+# build instead of replacing each other's.
 build() {
   local name=$1 dir=$2 version=$3 package=$4
-  local target="$cache/$name-$version"
   local stamp
   stamp=$(find "tests/peers/$dir" -maxdepth 1 -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) \
     | LC_ALL=C sort | xargs cat | sha256sum | cut -d' ' -f1)
+  local target="$cache/$name-$version-${stamp:0:16}"
+  # A build of the same files from before the key was in the name is copied, not rebuilt (and
+  # left in place: a checkout without the key may still be using it).
+  local unkeyed="$cache/$name-$version"
+  if [ ! -e "$target" ] && [ -x "$unkeyed/$name" ] && [ "$(cat "$unkeyed/stamp" 2>/dev/null)" = "$stamp" ]; then
+    local copy
+    copy=$(mktemp -d "$cache/.$name-$version.XXXXXX")
+    cp "$unkeyed/$name" "$unkeyed/stamp" "$copy/" && chmod 755 "$copy" && mv -T "$copy" "$target" 2>/dev/null \
+      || rm -rf "$copy"
+  fi
   if [ -x "$target/$name" ] && [ "$(cat "$target/stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "$name $version: $target/$name"
     return

@@ -28,6 +28,7 @@ impl Default for Registry {
             processors: vec![
                 processor::<processors::batch::Batch>(),
                 processor::<processors::memory_limiter::MemoryLimiter>(),
+                processor::<processors::tail_sampling::TailSampling>(),
             ],
             exporters: vec![
                 exporter::<exporters::otlp_grpc::OtlpGrpcExporter>(),

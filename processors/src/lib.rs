@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod spanprofile;
+pub mod tailsampling;
 
 use std::sync::Arc;
 use std::time::Instant;

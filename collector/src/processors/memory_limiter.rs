@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hotspan_config::{bounds, ComponentConfig, FieldError, Signal};
 use hotspan_processors::{Admission, Processor};
 
-use crate::component::{BoxError, ComponentType, ProcessorType};
+use crate::component::{BoxError, BuildContext, ComponentType, ProcessorType};
 use hotspan_proto::Batch;
 use serde::Deserialize;
 use tracing::warn;
@@ -221,7 +221,7 @@ impl ComponentType for MemoryLimiter {
 impl ProcessorType for MemoryLimiter {
     const SIGNALS: &'static [Signal] = &Signal::ALL;
 
-    fn build(config: MemoryLimiterConfig) -> Result<Box<dyn Processor>, BoxError> {
+    fn build(_: &BuildContext, config: MemoryLimiterConfig) -> Result<Box<dyn Processor>, BoxError> {
         Ok(Box::new(AtAdmission {
             limiter: Arc::new(Limiter::new(&config, heap_bytes)),
         }))

@@ -294,8 +294,14 @@ impl Builder<'_> {
                 .registry
                 .processor(&id.type_name)
                 .ok_or_else(|| unknown(Kind::Processor, id))?;
+            let ctx = BuildContext {
+                kind: Kind::Processor,
+                id,
+                telemetry: self.telemetry,
+                extensions: self.extensions,
+            };
             let processor = factory
-                .build(&self.config.processors[id].parsed)
+                .build(&ctx, &self.config.processors[id].parsed)
                 .map_err(|e| format!("processors.{id}: {e}"))?;
             let name = format!("{id} in {pid}");
             let dropped = self.telemetry.metrics.counter(

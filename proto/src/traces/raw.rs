@@ -21,6 +21,11 @@ const RESOURCE_SPANS: u32 = 1;
 const SCOPE_SPANS: u32 = 2;
 const SPANS: u32 = 2;
 const SPAN_ATTRIBUTES: u32 = 9;
+const SPAN_STATUS: u32 = 15;
+const STATUS_CODE: u32 = 3;
+/// `Resource` in a resource container, and `attributes` in a `Resource`.
+const RESOURCE: u32 = 1;
+const RESOURCE_ATTRIBUTES: u32 = 1;
 
 /// The fields of a span the collector reads, taken from its bytes. Ids that have the wrong
 /// length read as 0; their lengths say what came. 64 bytes: the join keeps one per span held
@@ -117,6 +122,16 @@ impl RawSpan {
             .find_map(|part| first_attribute(part, key))
     }
 
+    /// The span's status code (0 unset, 1 ok, 2 error), read from its bytes; the last one given
+    /// counts, as when a decoder merges a `Status` given twice.
+    pub fn status_code(&self) -> i32 {
+        let mut code = 0;
+        for part in [&self.bytes[..], &self.extra[..]] {
+            status_codes(part, &mut code);
+        }
+        code
+    }
+
     fn record_len(&self) -> usize {
         record_len(self.len())
     }
@@ -157,6 +172,29 @@ fn first_attribute(mut buf: &[u8], key: &str) -> Option<AnyValue> {
         }
     }
     None
+}
+
+/// Sets `code` to each status code in `buf`, an encoded `Span`'s fields; stops at bytes that
+/// do not parse (the scan checked them, so only the appended part could be short).
+fn status_codes(mut buf: &[u8], code: &mut i32) -> Option<()> {
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        if tag != SPAN_STATUS || wire_type != WireType::LengthDelimited {
+            skip(wire_type, tag, &mut buf, 0).ok()?;
+            continue;
+        }
+        let mut status = take_len(&mut buf).ok()?;
+        while !status.is_empty() {
+            let (tag, wire_type) = decode_key(&mut status).ok()?;
+            if tag == STATUS_CODE && wire_type == WireType::Varint {
+                // An enum is an int32 on the wire: its low 32 bits.
+                *code = prost::encoding::decode_varint(&mut status).ok()? as i32;
+            } else {
+                skip(wire_type, tag, &mut status, 0).ok()?;
+            }
+        }
+    }
+    Some(())
 }
 
 /// The value of an encoded `KeyValue` named `thread.id`, as a number.
@@ -209,6 +247,30 @@ pub struct Head {
 impl Head {
     fn len(&self) -> usize {
         self.records.iter().map(Bytes::len).sum()
+    }
+
+    /// The value of the resource's first attribute named `key`, read from the head's bytes
+    /// without decoding the rest of the resource.
+    pub fn resource_attribute(&self, key: &str) -> Option<AnyValue> {
+        self.records.iter().find_map(|record| {
+            let mut buf: &[u8] = record;
+            let Ok((RESOURCE, WireType::LengthDelimited)) = decode_key(&mut buf) else {
+                return None;
+            };
+            let mut resource = take_len(&mut buf).ok()?;
+            while !resource.is_empty() {
+                let (tag, wire_type) = decode_key(&mut resource).ok()?;
+                if tag != RESOURCE_ATTRIBUTES || wire_type != WireType::LengthDelimited {
+                    skip(wire_type, tag, &mut resource, 0).ok()?;
+                    continue;
+                }
+                let kv = take_len(&mut resource).ok()?;
+                if let Some(value) = key_value(kv, key) {
+                    return Some(value);
+                }
+            }
+            None
+        })
     }
 
     /// The `Resource` of a resource container's head, decoded.

@@ -179,6 +179,7 @@ mod raw {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::Status;
     use proptest::prelude::*;
     use prost::Message;
 
@@ -260,6 +261,39 @@ mod raw {
         assert_eq!(span.attribute("missing"), None);
         let resource = batch.raw()[0].head().resource().expect("resource");
         assert_eq!(resource.attributes[0].key, "service.name");
+    }
+
+    #[test]
+    fn status_code_and_resource_attributes_read_from_bytes() {
+        let mut request = rich_request();
+        let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+        spans[0].status = None;
+        spans[1].status = Some(Status {
+            code: 2,
+            message: "declined".into(),
+        });
+        let batch = TracesBatch::from_resource_spans(request.resource_spans);
+        let spans = batch.raw()[0].scopes()[0].spans();
+        assert_eq!(spans[0].status_code(), 0);
+        assert_eq!(spans[1].status_code(), 2);
+        // A second Status appended later overrides the code, as a decoder merges them.
+        let later = spans[1].clone().appended(
+            Span {
+                status: Some(Status {
+                    code: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(later.status_code(), 1);
+        let head = batch.raw()[0].head();
+        assert_eq!(
+            head.resource_attribute("service.name").and_then(|v| v.value),
+            Some(Value::StringValue("checkout".into()))
+        );
+        assert_eq!(head.resource_attribute("host.name"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 // otelcol-hotspan is the smallest OpenTelemetry Collector the hotspan tests need as a peer:
-// OTLP in, OTLP (gRPC and HTTP), file and debug out, batch and memory_limiter, health_check.
+// OTLP in, OTLP (gRPC and HTTP), file and debug out, batch, memory_limiter and tail_sampling,
+// health_check.
 // scripts/peers.sh builds it once per version into ~/.cache/hotspan/.
 package main
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/tailsamplingprocessor"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -34,6 +36,7 @@ func factories() (otelcol.Factories, error) {
 	if f.Processors, err = otelcol.MakeFactoryMap(
 		batchprocessor.NewFactory(),
 		memorylimiterprocessor.NewFactory(),
+		tailsamplingprocessor.NewFactory(),
 	); err != nil {
 		return f, err
 	}
