@@ -7,6 +7,7 @@ pub mod hotspan_ui;
 pub mod load_balancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod split;
 
 use std::time::Duration;
 
