@@ -1,5 +1,6 @@
 // otelcol-hotspan is the smallest OpenTelemetry Collector the hotspan tests need as a peer:
-// OTLP in, OTLP (gRPC and HTTP), file and debug out, batch and memory_limiter, health_check.
+// OTLP and Kafka in, OTLP (gRPC and HTTP), Kafka, file and debug out, batch and memory_limiter,
+// health_check.
 // scripts/peers.sh builds it once per version into ~/.cache/hotspan/.
 package main
 
@@ -7,7 +8,9 @@ import (
 	"log"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/kafkaexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/kafkareceiver"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -28,7 +31,7 @@ const version = "0.165.0"
 func factories() (otelcol.Factories, error) {
 	var f otelcol.Factories
 	var err error
-	if f.Receivers, err = otelcol.MakeFactoryMap(otlpreceiver.NewFactory()); err != nil {
+	if f.Receivers, err = otelcol.MakeFactoryMap(otlpreceiver.NewFactory(), kafkareceiver.NewFactory()); err != nil {
 		return f, err
 	}
 	if f.Processors, err = otelcol.MakeFactoryMap(
@@ -42,6 +45,7 @@ func factories() (otelcol.Factories, error) {
 		otlphttpexporter.NewFactory(),
 		debugexporter.NewFactory(),
 		fileexporter.NewFactory(),
+		kafkaexporter.NewFactory(),
 	); err != nil {
 		return f, err
 	}
