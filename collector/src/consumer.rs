@@ -144,7 +144,7 @@ pub async fn hand_on(
         policy: &policy,
         deadline,
         stopping: None,
-        stop_at_shutdown: false,
+        stop_at_shutdown: &crate::retry::UNTIL_DEADLINE,
     };
     let attempt = |batch: Batch| async move {
         match next.consume(batch).await {

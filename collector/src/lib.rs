@@ -19,6 +19,7 @@ pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod tls;
+pub mod views;
 
 use std::path::Path;
 

@@ -193,8 +193,9 @@ async fn start(config: &Config, source: &str, shutdown_timeout: Duration) -> Opt
     Some(service)
 }
 
-/// SIGHUP: a bad file leaves the running pipelines alone; a good one replaces them, the old
-/// ones draining everything they acknowledged before the new ones take the ports.
+/// SIGHUP: a bad file leaves the running pipelines alone; a good one replaces them without
+/// closing a listening socket: the old ones drain what they acknowledged, exporters whose
+/// config changed hand what they hold to their successors, unchanged ones carry on.
 async fn reload(
     service: Service,
     path: &Option<PathBuf>,
@@ -217,16 +218,18 @@ async fn reload(
         }
     };
     // Build before stopping anything, so a config that cannot be built changes nothing.
-    let next = match Service::build(&config, &Registry::default()) {
+    // Extensions and exporters whose config is unchanged are taken over as they run.
+    let mut next = match service.build_next(&config, &Registry::default()) {
         Ok(s) => s,
         Err(e) => {
             error!(config = %source, error = %e, "config reload refused: cannot build pipelines; the running ones keep serving");
             return service;
         }
     };
-    service.shutdown(Instant::now() + shutdown_timeout).await;
-    let mut next = next;
-    match next.start().await {
+    match service
+        .replace_with(&mut next, Instant::now() + shutdown_timeout)
+        .await
+    {
         Ok(()) => {
             info!(config = %source, pipelines = config.service.pipelines.len(), "config reloaded");
             next

@@ -14,10 +14,90 @@ use tracing::{debug, error, warn, Instrument};
 
 use crate::component::BoxError;
 
+/// An error with its causes, which hyper keeps out of its own message ("client error
+/// (Connect)"): what a log needs to say why a request failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// Listening sockets kept open across a config reload: a server that stops leaves its socket
+/// here, so connections queue in its backlog (not refused) until the next server on the same
+/// endpoint takes it over. Ephemeral ports (`:0`) are not kept: each bind is a fresh port.
+#[derive(Default)]
+struct Pool {
+    /// endpoint as configured -> the socket, its address, and the servers using it now.
+    sockets: std::collections::HashMap<String, Kept>,
+}
+
+struct Kept {
+    socket: std::net::TcpListener,
+    addr: SocketAddr,
+    users: usize,
+}
+
+static POOL: std::sync::Mutex<Option<Pool>> = std::sync::Mutex::new(None);
+
+fn with_pool<T>(f: impl FnOnce(&mut Pool) -> T) -> T {
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    f(pool.get_or_insert_with(Pool::default))
+}
+
+/// A server on `addr` stopped: its socket stays kept until [`close_unused`].
+fn release(addr: SocketAddr) {
+    with_pool(|pool| {
+        if let Some(k) = pool.sockets.values_mut().find(|k| k.addr == addr) {
+            k.users = k.users.saturating_sub(1);
+        }
+    });
+}
+
+/// Closes the kept sockets no server uses any more: endpoints a reloaded config dropped.
+pub fn close_unused() {
+    with_pool(|pool| pool.sockets.retain(|_, k| k.users > 0));
+}
+
+/// A listener on `endpoint`: the socket kept from before a reload when there is one, else a
+/// new one (kept for the next reload).
 pub async fn bind(endpoint: &str) -> Result<TcpListener, BoxError> {
-    TcpListener::bind(endpoint)
-        .await
-        .map_err(|e| format!("cannot listen on {endpoint}: {e}").into())
+    let fail = |e: std::io::Error| -> BoxError { format!("cannot listen on {endpoint}: {e}").into() };
+    let kept = with_pool(|pool| match pool.sockets.get_mut(endpoint) {
+        Some(k) => {
+            k.users += 1;
+            Some(k.socket.try_clone())
+        }
+        None => None,
+    });
+    if let Some(socket) = kept {
+        let socket = socket.map_err(fail)?;
+        socket.set_nonblocking(true).map_err(fail)?;
+        return TcpListener::from_std(socket).map_err(fail);
+    }
+    let listener = TcpListener::bind(endpoint).await.map_err(fail)?;
+    let ephemeral = endpoint.rsplit_once(':').is_some_and(|(_, port)| port == "0");
+    if ephemeral {
+        return Ok(listener);
+    }
+    let addr = listener.local_addr().map_err(fail)?;
+    let std = listener.into_std().map_err(fail)?;
+    let socket = std.try_clone().map_err(fail)?;
+    with_pool(|pool| {
+        pool.sockets.insert(
+            endpoint.to_owned(),
+            Kept {
+                socket,
+                addr,
+                users: 1,
+            },
+        )
+    });
+    TcpListener::from_std(std).map_err(fail)
 }
 
 /// A running server: stop it and wait for in-flight requests, until a deadline.
@@ -30,6 +110,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub async fn stop(self, deadline: Instant) {
         self.stop.cancel();
+        release(self.addr);
         let abort = self.task.abort_handle();
         if tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), self.task)
             .await

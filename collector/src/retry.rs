@@ -3,6 +3,7 @@
 //! acknowledged to the next consumer.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,9 @@ pub enum GaveUp<T> {
     Stopped { reason: String, item: T },
 }
 
+/// For [`Retrier::stop_at_shutdown`]: retry until shutdown's deadline.
+pub static UNTIL_DEADLINE: AtomicBool = AtomicBool::new(false);
+
 /// One retry loop with otelcol's policy, bounded by shutdown: its deadline (set when shutdown
 /// begins) and, for callers whose data is safe elsewhere, its start.
 pub struct Retrier<'a> {
@@ -158,8 +162,8 @@ pub struct Retrier<'a> {
     /// Cancelled when shutdown begins, to cut a wait short.
     pub stopping: Option<&'a CancellationToken>,
     /// Stop at once when shutdown begins ([`GaveUp::Stopped`]) instead of retrying until its
-    /// deadline.
-    pub stop_at_shutdown: bool,
+    /// deadline; read at every turn, so it may be set while a retry waits.
+    pub stop_at_shutdown: &'a AtomicBool,
 }
 
 impl Retrier<'_> {
@@ -195,7 +199,7 @@ impl Retrier<'_> {
                 let reason = format!("{reason} (retry disabled)");
                 return Err(GaveUp::Exhausted { reason, item });
             }
-            if self.stop_at_shutdown && stopping {
+            if self.stop_at_shutdown.load(Ordering::Acquire) && stopping {
                 return Err(GaveUp::Stopped { reason, item });
             }
             let wait = backoff.next(after);
@@ -217,7 +221,7 @@ impl Retrier<'_> {
                         _ = tokio::time::sleep(wait) => {}
                         // Shutdown began: stop now, or wait no later than its deadline.
                         _ = stop.cancelled() => {
-                            if self.stop_at_shutdown {
+                            if self.stop_at_shutdown.load(Ordering::Acquire) {
                                 return Err(GaveUp::Stopped { reason, item });
                             }
                             if let Some(d) = self.deadline.get() {

@@ -94,11 +94,13 @@ pub struct ExtensionRef {
     pub type_name: &'static str,
 }
 
-/// A component's config as loading left it: what was written, and what it parsed into.
+/// A component's config as loading left it: what was written, what it parsed into, and the
+/// extensions it names.
 #[derive(Clone, Debug, Default)]
 pub struct ComponentSettings {
     pub value: ComponentValue,
     pub parsed: Parsed,
+    pub extensions: Vec<ExtensionRef>,
 }
 
 impl PartialEq for ComponentSettings {

@@ -182,6 +182,7 @@ fn yaml(s: &str) -> ComponentSettings {
     ComponentSettings {
         value: ComponentValue::from_yaml(s).unwrap(),
         parsed: Parsed::default(),
+        extensions: Vec::new(),
     }
 }
 

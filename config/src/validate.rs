@@ -141,12 +141,14 @@ impl Validator<'_> {
             let value = ComponentValue::normalized(value);
             let info = self.catalog.component(kind, &id.type_name);
             let mut parsed = Parsed::default();
+            let mut extensions = Vec::new();
             if info.is_some() {
                 match self.catalog.check(kind, &id.type_name, &value) {
                     Ok(checked) => {
                         parsed = checked.parsed;
+                        extensions = checked.extensions;
                         self.extension_refs
-                            .extend(checked.extensions.into_iter().map(|r| (kind, id.clone(), r)));
+                            .extend(extensions.iter().map(|r| (kind, id.clone(), r.clone())));
                     }
                     Err(errs) => {
                         for fe in errs {
@@ -166,9 +168,14 @@ impl Validator<'_> {
             }
             self.infos.insert((kind, id.clone()), info);
             self.keys.insert((kind, id.clone()), key);
-            self.config
-                .section_mut(kind)
-                .insert(id, ComponentSettings { value, parsed });
+            self.config.section_mut(kind).insert(
+                id,
+                ComponentSettings {
+                    value,
+                    parsed,
+                    extensions,
+                },
+            );
         }
     }
 

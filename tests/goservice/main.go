@@ -4,10 +4,12 @@
 // processor) to the SDK's OTLP exporters (-otlp-protocol grpc, http/protobuf, http/json).
 // Labels come from pprof.Do on every span (-label-style all) or from otel-profiling-go (root:
 // its default, the local root's; otelprof-all: its all-spans scope). It serves net/http/pprof,
-// expvar's /debug/vars (with gomaxprocs) and /stats, can push profiles with pyroscope-go
-// (-pyroscope-endpoint), and writes every span (with its hot function, the labels it really
-// ran under and what the scenario knows about it) to a truth file, and a CPU profile written
-// by the Go runtime. -scenario picks what requests do (see scenarios.go).
+// expvar's /debug/vars (with gomaxprocs) and /stats (also over TLS with -tls-listen, optionally
+// requiring client certificates and headers, as a scrape target behind TLS and auth), can push
+// profiles with pyroscope-go (-pyroscope-endpoint), and writes every span (with its hot
+// function, the labels it really ran under and what the scenario knows about it) to a truth
+// file, and a CPU profile written by the Go runtime. -scenario picks what requests do (see
+// scenarios.go).
 package main
 
 import (
@@ -59,6 +61,12 @@ func main() {
 	slowFraction := flag.Float64("slow-fraction", 0.1, "slowpath: the fraction of charges that take main.slowPath (exactly, per worker)")
 	slowMs := flag.Int("slow-path-ms", 60, "slowpath: CPU milliseconds main.slowPath burns")
 	idleGoroutines := flag.Int("idle-goroutines", 0, "park this many extra goroutines, blocked on a channel in main.idle")
+	tlsListen := flag.String("tls-listen", "", "also serve /debug/pprof/* and /stats over TLS on this address (needs -tls-cert and -tls-key)")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate for -tls-listen")
+	tlsKey := flag.String("tls-key", "", "PEM private key for -tls-listen")
+	tlsClientCA := flag.String("tls-client-ca", "", "on -tls-listen, require client certificates signed by this PEM CA (mTLS)")
+	var required requiredHeaders
+	flag.Var(&required, "tls-require-header", "on -tls-listen, answer 401 to requests without this header, \"Name: value\" (repeatable)")
 	flag.Parse()
 	log.SetPrefix("goservice: ")
 	if !slices.Contains(labelStyles, *labelStyle) {
@@ -78,6 +86,9 @@ func main() {
 	}
 	if *idleGoroutines < 0 {
 		log.Fatalf("-idle-goroutines must not be negative")
+	}
+	if *tlsListen != "" && (*tlsCert == "" || *tlsKey == "") {
+		log.Fatalf("-tls-listen needs -tls-cert and -tls-key")
 	}
 	if *pushEndpoint != "" && *cpuProfile != "" {
 		// Both would run the one CPU profiler Go has.
@@ -163,6 +174,14 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(stats(started, spans))
 	})
+	// The TLS listener is bound before the plain one, so a client that sees the plain one
+	// answer knows both are up.
+	var tlsServer *http.Server
+	if *tlsListen != "" {
+		if tlsServer, err = serveTLS(*tlsListen, *tlsCert, *tlsKey, *tlsClientCA, required.guard(mux)); err != nil {
+			log.Fatalf("-tls-listen: %v", err)
+		}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
@@ -242,6 +261,9 @@ func main() {
 		code = 1
 	}
 	server.Shutdown(shutdownCtx)
+	if tlsServer != nil {
+		tlsServer.Shutdown(shutdownCtx)
+	}
 	if truthFile != nil {
 		if err := truthFile.Close(); err != nil {
 			log.Printf("closing %s: %v", *truthPath, err)

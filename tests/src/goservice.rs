@@ -68,6 +68,20 @@ fn go_command() -> Command {
     cmd
 }
 
+/// `$GOROOT` of the `go` the tests use (its `src/` holds Go's own test data).
+pub fn goroot() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let output = go_command()
+            .args(["env", "GOROOT"])
+            .output()
+            .expect("running `go env GOROOT`");
+        assert!(output.status.success(), "go env GOROOT failed");
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    })
+    .clone()
+}
+
 /// Builds the Go service once per test process (`target/<profile>/goservice`) and returns its
 /// path. Panics when it does not build: the tests need it and must not be skipped quietly.
 pub fn go_binary() -> PathBuf {
@@ -215,6 +229,24 @@ pub struct GoOptions {
     /// `cgroup.procs` files the service joins before it runs a single instruction of its own:
     /// it starts as a shell that writes its pid into each, then execs the service (same pid).
     pub cgroup_procs: Vec<PathBuf>,
+    /// Also serve `/debug/pprof/*` and `/stats` over TLS (`-tls-listen`).
+    pub tls: Option<GoTls>,
+    /// More environment for the process, e.g. `GODEBUG=gctrace=1` (its output lands in
+    /// [`GoService::log`]).
+    pub env: Vec<(String, String)>,
+}
+
+/// The service's TLS listener: PEM files, and what it requires of clients.
+#[derive(Clone, Debug, Default)]
+pub struct GoTls {
+    /// Port on 127.0.0.1 (a free one when 0).
+    pub port: u16,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Require client certificates signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Headers a request must carry, else 401: `("Authorization", "Bearer s3cret")`.
+    pub require_headers: Vec<(String, String)>,
 }
 
 impl Default for GoOptions {
@@ -235,6 +267,8 @@ impl Default for GoOptions {
             pyroscope_endpoint: None,
             pyroscope_upload_rate: None,
             cgroup_procs: Vec::new(),
+            tls: None,
+            env: Vec::new(),
         }
     }
 }
@@ -304,6 +338,8 @@ pub struct GoService {
     pub child: Child,
     /// Port of its `/debug/pprof/*` server on 127.0.0.1.
     pub port: u16,
+    /// Port of its TLS listener, when it has one.
+    pub tls_port: Option<u16>,
     /// Holds the truth file, the CPU profile and its stderr log.
     pub dir: tempfile::TempDir,
     pub opts: GoOptions,
@@ -318,6 +354,28 @@ impl GoService {
         let dir = tempfile::tempdir()?;
         let port = opts.listen_port.unwrap_or_else(crate::free_port);
         let mut cmd = Command::new(bin);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
+        let mut tls_port = None;
+        if let Some(tls) = &opts.tls {
+            let port = if tls.port == 0 {
+                crate::free_port()
+            } else {
+                tls.port
+            };
+            tls_port = Some(port);
+            cmd.arg("-tls-listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-tls-cert")
+                .arg(&tls.cert_file)
+                .arg("-tls-key")
+                .arg(&tls.key_file);
+            if let Some(ca) = &tls.client_ca_file {
+                cmd.arg("-tls-client-ca").arg(ca);
+            }
+            for (name, value) in &tls.require_headers {
+                cmd.arg("-tls-require-header").arg(format!("{name}: {value}"));
+            }
+        }
         cmd.arg("-listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("-service-name")
@@ -383,6 +441,7 @@ impl GoService {
         let mut service = GoService {
             child,
             port,
+            tls_port,
             dir,
             opts,
             status: None,
@@ -925,7 +984,7 @@ pub struct JoinSetup {
 /// The real Go service joined by one hotspan: its OTLP spans and its CPU profiles (original
 /// payloads kept) go through `spanprofile` into `traces.jsonl` and `profiles.jsonl` in the
 /// hotspan's directory. Both processes have stopped, hotspan gracefully, once three profiles
-/// were written.
+/// (or as many as asked for) were written.
 pub struct JoinedRun {
     pub hotspan: crate::Hotspan,
     pub truth: Vec<TruthSpan>,
@@ -941,6 +1000,24 @@ pub fn joined_run(label_style: LabelStyle) -> Result<JoinedRun> {
 }
 
 pub fn joined_run_with(setup: JoinSetup) -> Result<JoinedRun> {
+    joined_run_of(setup, Scenario::Checkout, 3)
+}
+
+/// [`joined_run`] with the "all" label style, of `scenario`, until `profiles` CPU profiles
+/// were written.
+pub fn joined_scenario(scenario: Scenario, profiles: usize) -> Result<JoinedRun> {
+    joined_run_of(
+        JoinSetup {
+            label_style: LabelStyle::All,
+            protocol: OtlpProtocol::HttpProtobuf,
+            profiles: ProfileSource::Scrape,
+        },
+        scenario,
+        profiles,
+    )
+}
+
+fn joined_run_of(setup: JoinSetup, scenario: Scenario, profiles_wanted: usize) -> Result<JoinedRun> {
     // The first build can take a while on a busy machine: not while hotspan waits.
     go_binary();
     let otlp = crate::free_port();
@@ -990,6 +1067,7 @@ service:
     ))?;
     let pushing = setup.profiles == ProfileSource::Push;
     let mut go = GoService::start(GoOptions {
+        scenario,
         otlp_endpoint: Some(format!("http://127.0.0.1:{otlp}")),
         otlp_protocol: setup.protocol,
         label_style: setup.label_style,
@@ -1000,9 +1078,11 @@ service:
         ..Default::default()
     })?;
     let profiles = hotspan.path("profiles.jsonl");
-    wait_for(Duration::from_secs(40), "three CPU profiles", || {
-        (crate::profiles::read_profiles(&profiles).ok()?.len() >= 3).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(40),
+        &format!("{profiles_wanted} CPU profiles"),
+        || (crate::profiles::read_profiles(&profiles).ok()?.len() >= profiles_wanted).then_some(()),
+    )
     .with_context(|| {
         format!(
             "--- goservice log ---\n{}\n--- hotspan log ---\n{}",

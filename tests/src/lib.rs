@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hotspan_proto::otlp::common::v1::KeyValue;
 use hotspan_proto::otlp::trace::v1::Span;
-use hotspan_proto::{Encoding, TracesBatch};
+use hotspan_proto::{Encoding, LogsBatch, TracesBatch};
 
 /// Builds the binary once per test process and returns its path.
 pub fn hotspan_bin() -> PathBuf {
@@ -247,6 +247,19 @@ pub fn read_spans(path: &Path) -> Result<BTreeMap<Vec<u8>, FoundSpan>> {
     Ok(out)
 }
 
+/// Every logs batch a file exporter wrote (one OTLP/JSON export request per complete line).
+pub fn read_logs(path: &Path) -> Result<Vec<LogsBatch>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| LogsBatch::decode(l.trim_end().as_bytes(), Encoding::Json).context("a logs line"))
+        .collect()
+}
+
 /// Waits until the file holds at least `n` spans, then returns them.
 pub fn wait_for_spans(path: &Path, n: usize, timeout: Duration) -> Result<BTreeMap<Vec<u8>, FoundSpan>> {
     let mut last = 0;
@@ -340,6 +353,7 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)
 }
+pub mod browser;
 pub mod cgroup;
 pub mod goservice;
 pub mod kafka;

@@ -1,6 +1,9 @@
-//! `hotspan report` on what hotspan wrote while joining the real Go service: every span name
-//! shows its own code as top function, with the share the joined spans in the file give, the
-//! label breakdown names the payment stage, and `--html` holds a flame graph per span name.
+//! `hotspan report` on what hotspan wrote while joining the real Go service (the slowpath
+//! scenario: a tenth of "charge card" spans also run `main.slowPath`): every span name shows
+//! its own code as top function, with the share the joined spans in the file give, the label
+//! breakdown names the payment stage, and `--html` holds per span name an aggregate flame
+//! graph and a differential one naming `main.slowPath` for "charge card", the latency
+//! breakdown, the label table with its filter, and example traces whose bars add up.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,8 +12,10 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context, Result};
 use hotspan_proto::otlp::common::v1::any_value;
 use hotspan_proto::otlp::trace::v1::Span;
-use hotspan_tests::goservice::{joined_run, JoinedRun, LabelStyle};
+use hotspan_tests::browser::{selector, text_of, waterfall_bars};
+use hotspan_tests::goservice::{joined_scenario, JoinedRun, Scenario};
 use hotspan_tests::{hotspan_bin, read_spans};
+use scraper::Html;
 
 const EXPECTED: &[(&str, &str)] = &[
     ("validate cart", "main.validateCart"),
@@ -93,7 +98,8 @@ fn reported_functions(report: &str) -> BTreeMap<String, Vec<(String, f64)>> {
 
 #[test]
 fn report_names_each_spans_code_with_the_joined_shares() -> Result<()> {
-    let JoinedRun { hotspan, .. } = joined_run(LabelStyle::All)?;
+    // Six 1 s profiles: enough "charge card" spans that a tenth of them is several.
+    let JoinedRun { hotspan, .. } = joined_scenario(Scenario::Slowpath, 6)?;
 
     let traces = hotspan.path("traces.jsonl");
     // A damaged line is counted, not fatal.
@@ -180,5 +186,76 @@ fn report_names_each_spans_code_with_the_joined_shares() -> Result<()> {
             "{name}: flame graph has no frame for {function}"
         );
     }
+    check_views(&page, &report)
+}
+
+/// The views of `--html`, and the text's slow-versus-fast line and column notes.
+fn check_views(page: &str, report: &str) -> Result<()> {
+    ensure!(
+        report.contains("CPU UTIL is the mean") && report.contains("hotspan_spanprofile_unjoined_samples"),
+        "the text does not explain its columns and the CPU outside spans:\n{report}"
+    );
+    ensure!(
+        report
+            .lines()
+            .any(|l| l.starts_with("    slowest 10% vs middle: main.slowPath +")),
+        "the text does not name main.slowPath for the slow spans:\n{report}"
+    );
+    let doc = Html::parse_document(page);
+    for css in [
+        "#names .name-row",
+        "#breakdown .breakdown-row .bar",
+        "#label-filter",
+        "#label-table .label-row",
+        "#label-chart .label-row .lbar",
+        "#outside",
+        "section.name-section [data-view=\"aggregate\"] svg",
+        "section.name-section [data-view=\"differential\"]",
+        ".waterfall .bar",
+    ] {
+        ensure!(
+            doc.select(&selector(css)).next().is_some(),
+            "no {css} in the report"
+        );
+    }
+    let charge = r#"section.name-section[data-span-name="charge card"]"#;
+    let grew = text_of(&doc, &format!("{charge} .diff-summary code.grew"))
+        .context("no slow-versus-fast line for charge card")?;
+    ensure!(
+        grew == "main.slowPath",
+        "charge card's slow spans grew most in {grew}"
+    );
+    let diff = doc
+        .select(&selector(&format!("{charge} [data-view=\"differential\"] svg")))
+        .next()
+        .context("no differential flame graph for charge card")?
+        .html();
+    // inferno's differential titles: the frame, its per-span ns and its change, positive.
+    ensure!(
+        diff.contains("<title>main.slowPath ("),
+        "no main.slowPath frame in the differential"
+    );
+    ensure!(
+        diff.split("<title>main.slowPath (")
+            .nth(1)
+            .and_then(|t| t.split(')').next())
+            .is_some_and(|t| t.contains("; +")),
+        "main.slowPath did not grow in the differential"
+    );
+    let bars = waterfall_bars(&doc, ".waterfall")?;
+    ensure!(
+        bars.iter().any(|b| b.span_name == "charge card"),
+        "no charge card bar in the example traces"
+    );
+    for b in &bars {
+        ensure!(b.sum() == b.duration_ns, "bar parts do not add up: {b:#?}");
+        ensure!(b.segs.iter().all(|s| s.ns <= b.duration_ns), "{b:#?}");
+    }
+    // Checkout runs its children one after the other: they cover part of it.
+    let root = bars
+        .iter()
+        .find(|b| b.span_name == "checkout")
+        .context("no checkout bar")?;
+    ensure!(root.ns("in child spans") > 0, "{root:#?}");
     Ok(())
 }

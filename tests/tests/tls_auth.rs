@@ -13,14 +13,14 @@ use hotspan_proto::{Encoding, TracesBatch};
 use hotspan_tests::{json_span_id, json_spans, metric, post, scrape, wait_for, wait_for_spans, Hotspan};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+mod common;
+use common::pki::{make_ca, make_leaf};
 
 /// Certificates for one test, as PEM files in their own directory.
 struct Pki {
@@ -108,30 +108,6 @@ impl Pki {
             Some((cert, key)) => tls.identity(tonic::transport::Identity::from_pem(cert, key)),
         }
     }
-}
-
-fn make_ca(name: &str) -> Result<(String, Issuer<'static, KeyPair>)> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), Issuer::new(params, key)))
-}
-
-fn make_leaf(
-    ca: &Issuer<'static, KeyPair>,
-    name: &str,
-    usage: ExtendedKeyUsagePurpose,
-) -> Result<(String, String)> {
-    let mut params = CertificateParams::new(vec![name.to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, ca)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -1,83 +1,52 @@
-//! The `hotspan_ui` page in a real browser (headless Chromium) while hotspan joins live
-//! traffic from the Go service: the list links each span to its page, and following the link
-//! of a "charge card" span shows a flame graph with main.chargeCard; a screenshot of the list
-//! is kept under target/test-artifacts/.
+//! The `hotspan_ui` page in a real browser (headless Chromium, driven over the DevTools
+//! protocol: real mouse clicks and key presses) while hotspan joins live traffic from the Go
+//! service in its slowpath scenario (a fifth of "charge card" spans also run
+//! `main.slowPath`): a click on a "charge card" span in the list opens its trace's waterfall,
+//! whose bars add up to their spans' durations; a click on the span's name there opens the
+//! name's views, whose aggregate flame graph has main.chargeCard and whose slow-versus-fast
+//! comparison names main.slowPath; typing in the label filter hides the other label sets.
+//! Screenshots of each page are kept under target/test-artifacts/.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
-use hotspan_tests::goservice::{GoOptions, GoService};
+use anyhow::{anyhow, ensure, Context, Result};
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::{Browser, LaunchOptions, Tab};
+use hotspan_tests::browser::{artifacts, chromium, selector, text_of, waterfall_bars};
+use hotspan_tests::goservice::{GoOptions, GoService, Scenario};
 use hotspan_tests::{free_port, wait_for, Hotspan};
+use scraper::Html;
 
-/// Chromium's name on Debian, or another one on PATH.
-fn chromium() -> Result<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .context("no chromium on PATH (scripts/test.sh installs it)")
+/// The browser's executable, as a path (the DevTools client wants one).
+fn executable(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").context("no PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} is not on PATH"))
 }
 
-fn headless(profile: &Path) -> Vec<String> {
-    [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("--user-data-dir={}", profile.display())])
-    .collect()
+fn shot(tab: &Tab, name: &str) -> Result<()> {
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .map_err(|e| anyhow!("screenshot: {e}"))?;
+    ensure!(png.len() > 1000, "an empty screenshot");
+    std::fs::write(artifacts()?.join(name), png)?;
+    Ok(())
 }
 
-/// The DOM Chromium built from `url`, after its scripts ran.
-fn dump_dom(browser: &str, profile: &Path, url: &str) -> Result<String> {
-    let out = Command::new(browser)
-        .args(headless(profile))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .context("running chromium")?;
-    ensure!(
-        out.status.success(),
-        "chromium --dump-dom {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The href of the first link on the list for a span named `name` (the hottest one).
-fn span_link(dom: &str, name: &str) -> Option<String> {
-    let marker = format!("data-name=\"{name}\"");
-    dom.split("<a ").find(|a| a.contains(&marker)).and_then(|a| {
-        let start = a.find("href=\"")? + 6;
-        Some(a[start..start + a[start..].find('"')?].to_string())
-    })
-}
-
-fn artifacts() -> PathBuf {
-    // tests/ is the package; target/ is the workspace's.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("test-artifacts")
+/// The page as the browser has it now, parsed.
+fn dom(tab: &Tab) -> Result<Html> {
+    Ok(Html::parse_document(
+        &tab.get_content().map_err(|e| anyhow!("content: {e}"))?,
+    ))
 }
 
 #[test]
-fn clicking_a_span_shows_its_own_flame_graph() -> Result<()> {
-    let browser = chromium()?;
+fn a_span_opens_its_trace_whose_name_opens_slow_versus_fast() -> Result<()> {
+    let browser_path = executable(chromium()?)?;
     let http = free_port();
     let go_port = free_port();
     let mut hotspan = Hotspan::start(&format!(
@@ -94,7 +63,7 @@ exporters:
   hotspan_ui: {{}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-  hotspan_ui: {{endpoint: "127.0.0.1:{{port:ui}}", capacity: 500}}
+  hotspan_ui: {{endpoint: "127.0.0.1:{{port:ui}}", capacity: 2000}}
 service:
   extensions: [health_check, hotspan_ui]
   pipelines:
@@ -105,66 +74,166 @@ service:
     ))?;
     let base = format!("http://127.0.0.1:{}", hotspan.port("ui"));
     let mut go = GoService::start(GoOptions {
+        scenario: Scenario::Slowpath,
+        slow_fraction: Some(0.2),
         otlp_endpoint: Some(format!("http://127.0.0.1:{http}/v1/traces")),
         listen_port: Some(go_port),
         ..Default::default()
     })?;
+
+    // Live traffic: wait until the views of "charge card" have enough spans to compare.
+    let name_url = format!("{base}/name?service=shop&name=charge%20card");
+    wait_for(
+        Duration::from_secs(120),
+        "slow versus fast for charge card",
+        || {
+            let body = reqwest::blocking::get(&name_url).ok()?.text().ok()?;
+            body.contains("class=\"grew\"").then_some(())
+        },
+    )
+    .with_context(|| hotspan.log())?;
+
     let profile = tempfile::tempdir()?;
+    let options = LaunchOptions {
+        path: Some(browser_path),
+        headless: true,
+        sandbox: false,
+        window_size: Some((1280, 1600)),
+        user_data_dir: Some(profile.path().to_path_buf()),
+        idle_browser_timeout: Duration::from_secs(120),
+        args: vec![OsStr::new("--disable-dev-shm-usage"), OsStr::new("--disable-gpu")],
+        ..Default::default()
+    };
+    let browser = Browser::new(options).map_err(|e| anyhow!("starting chromium over DevTools: {e}"))?;
+    let tab = browser.new_tab().map_err(|e| anyhow!("{e}"))?;
+    tab.set_default_timeout(Duration::from_secs(20));
 
-    // Live traffic: wait until the page (as the browser sees it) lists an annotated
-    // "charge card" span.
-    let (dom, href) = wait_for(Duration::from_secs(60), "a charge card span on the page", || {
-        let body = reqwest::blocking::get(format!("{base}/")).ok()?.text().ok()?;
-        span_link(&body, "charge card")?;
-        let dom = dump_dom(browser, profile.path(), &format!("{base}/")).ok()?;
-        let href = span_link(&dom, "charge card")?;
-        Some((dom, href))
-    })?;
+    // The list: no empty-page note now, the collector's own unjoined count, the names table.
+    tab.navigate_to(&format!("{base}/"))
+        .and_then(|t| t.wait_until_navigated())
+        .map_err(|e| anyhow!("{e}"))?;
+    let doc = dom(&tab)?;
     ensure!(
-        dom.contains("Hottest") && dom.contains("Slowest"),
-        "list page:\n{dom}"
+        text_of(&doc, "#empty").is_none(),
+        "the empty-page note with spans on the page"
     );
+    let outside = text_of(&doc, "#outside + p").context("no outside-spans note")?;
     ensure!(
-        dom.contains("domain=payment, stage=charge"),
-        "no label breakdown:\n{dom}"
+        outside.contains("found no span") && outside.contains("hotspan_spanprofile_unjoined_samples"),
+        "{outside}"
     );
-    ensure!(href.starts_with("/span/"), "link {href}");
+    for css in [
+        r#"#names .name-row[data-row-name="charge card"] .bar .seg[data-part="cpu"]"#,
+        r#"#breakdown .breakdown-row[data-row-name="checkout"] .bar .seg[data-part="children"]"#,
+        r#"#label-table .label-row[data-labels="domain=payment, stage=charge"]"#,
+        "#label-chart .label-row .lbar",
+        "#hottest a.span",
+        "#slowest a.span",
+    ] {
+        ensure!(
+            doc.select(&selector(css)).next().is_some(),
+            "no {css} on the page"
+        );
+    }
+    shot(&tab, "hotspan_ui.png")?;
 
-    // The click: follow the link the list gives.
-    let span_dom = dump_dom(browser, profile.path(), &format!("{base}{href}"))?;
-    let svg = span_dom.find("<svg").context("span page has no flame graph")?;
+    // Click 1: the hottest "charge card" span opens its trace.
+    tab.wait_for_element(r#"#hottest a.span[data-name="charge card"]"#)
+        .and_then(|a| a.click().map(|_| ()))
+        .map_err(|e| anyhow!("clicking a charge card span: {e}"))?;
+    tab.wait_until_navigated().map_err(|e| anyhow!("{e}"))?;
+    tab.wait_for_element(".waterfall")
+        .map_err(|e| anyhow!("no waterfall after the click: {e}"))?;
     ensure!(
-        span_dom[svg..].contains("main.chargeCard"),
-        "the flame graph of {href} has no main.chargeCard frame:\n{}",
-        &span_dom[svg..]
+        tab.get_url().contains("/trace/"),
+        "the click went to {}",
+        tab.get_url()
     );
-    ensure!(span_dom.contains("Hot paths"), "no hot paths on {href}");
-
-    // The artifact: the list as a person sees it.
-    let dir = artifacts();
-    std::fs::create_dir_all(&dir)?;
-    let shot = dir.join("hotspan_ui.png");
-    let _ = std::fs::remove_file(&shot);
-    let status = Command::new(browser)
-        .args(headless(profile.path()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1280,900")
-        .arg(format!("{base}/"))
-        .output()?;
-    ensure!(status.status.success(), "screenshot failed");
-    let span_shot = dir.join("hotspan_ui_span.png");
-    Command::new(browser)
-        .args(headless(profile.path()))
-        .arg(format!("--screenshot={}", span_shot.display()))
-        .arg("--window-size=1280,900")
-        .arg(format!("{base}{href}"))
-        .output()?;
+    let doc = dom(&tab)?;
+    let bars = waterfall_bars(&doc, ".waterfall")?;
+    ensure!(bars.len() >= 5, "a checkout trace has 5 spans: {bars:#?}");
+    for b in &bars {
+        ensure!(
+            b.sum() == b.duration_ns,
+            "parts of {} add up to {} of {}",
+            b.span_name,
+            b.sum(),
+            b.duration_ns
+        );
+    }
+    let charge = bars
+        .iter()
+        .find(|b| b.span_name == "charge card")
+        .context("no charge card bar")?;
     ensure!(
-        std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false),
-        "no screenshot at {}",
-        shot.display()
+        charge.title.contains("hot path: "),
+        "no hot path on hover: {}",
+        charge.title
     );
+    let root = bars
+        .iter()
+        .find(|b| b.span_name == "checkout")
+        .context("no checkout bar")?;
+    ensure!(root.ns("in child spans") > 0, "{root:#?}");
+    shot(&tab, "hotspan_ui_trace.png")?;
 
+    // Click 2: the highlighted span's name opens the name's views.
+    tab.wait_for_element(".wf-row.hl a.name-link")
+        .and_then(|a| a.click().map(|_| ()))
+        .map_err(|e| anyhow!("clicking the span's name: {e}"))?;
+    tab.wait_until_navigated().map_err(|e| anyhow!("{e}"))?;
+    tab.wait_for_element("[data-view=\"differential\"]")
+        .map_err(|e| anyhow!("{e}"))?;
+    ensure!(
+        tab.get_url().contains("/name?") && tab.get_url().contains("charge"),
+        "went to {}",
+        tab.get_url()
+    );
+    let doc = dom(&tab)?;
+    let aggregate = doc
+        .select(&selector("[data-view=\"aggregate\"] svg"))
+        .next()
+        .context("no aggregate flame graph")?
+        .html();
+    ensure!(
+        aggregate.contains("<title>main.chargeCard ("),
+        "no main.chargeCard in the aggregate flame graph"
+    );
+    let grew = text_of(&doc, ".diff-summary code.grew").context("no slow-versus-fast line")?;
+    ensure!(grew == "main.slowPath", "the slow spans grew most in {grew}");
+    ensure!(
+        doc.select(&selector("[data-view=\"differential\"] svg"))
+            .next()
+            .is_some(),
+        "no differential flame graph"
+    );
+    shot(&tab, "hotspan_ui_name.png")?;
+
+    // Typing in the label filter hides every label set without "payment".
+    tab.navigate_to(&format!("{base}/"))
+        .and_then(|t| t.wait_until_navigated())
+        .map_err(|e| anyhow!("{e}"))?;
+    tab.wait_for_element("#label-filter")
+        .and_then(|f| f.click().map(|_| ()))
+        .map_err(|e| anyhow!("{e}"))?;
+    tab.type_str("payment").map_err(|e| anyhow!("typing: {e}"))?;
+    let shown = tab
+        .evaluate(
+            "Array.from(document.querySelectorAll('#label-table .label-row')).filter(r => r.style.display !== 'none').map(r => r.dataset.labels).join('|')",
+            false,
+        )
+        .map_err(|e| anyhow!("{e}"))?
+        .value
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    ensure!(
+        !shown.is_empty() && shown.split('|').all(|l| l.contains("payment")),
+        "rows shown after filtering: {shown:?}"
+    );
+    shot(&tab, "hotspan_ui_filtered.png")?;
+
+    drop(tab);
+    drop(browser);
     ensure!(go.stop()?.success(), "go service exit");
     ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
     Ok(())

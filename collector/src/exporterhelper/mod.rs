@@ -1,34 +1,28 @@
 //! Runs an [`Exporter`] behind its sending queue and retry policy, the way otelcol's
-//! exporterhelper does: consumers enqueue and return; workers send, retry and count.
+//! exporterhelper does: consumers enqueue and return; workers send, retry and count. On a
+//! config reload an exporter whose config changed hands what it still holds to its successor.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use hotspan_config::{Kind, Signal};
 use hotspan_proto::Batch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn, Instrument};
+use tracing::{error, info, Instrument};
 
 pub mod queue;
+mod sender;
 
 pub use queue::QueueConfig;
 
-use crate::component::{BoxError, BuiltExporter, Exporter, Extensions, Lifecycle};
-use crate::consumer::{BoxFuture, ConsumeError, Consumer};
-use crate::exporters::ExportError;
+use crate::component::{BoxError, BuiltExporter, Extensions, Lifecycle};
+use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
 use crate::extensions::file_storage::FileStorage;
-use crate::retry::{Attempt, GaveUp, Retrier, RetryConfig};
-use crate::telemetry::{Counter, Gauge, Telemetry};
+use crate::telemetry::{Gauge, Telemetry};
 use queue::{FileQueue, FileQueueOptions, MemoryQueue, SendingQueue};
-
-/// Per-signal item counters, named as otelcol names them.
-struct SignalCounters {
-    sent: Counter,
-    failed: Counter,
-    enqueue_failed: Counter,
-}
+use sender::{Delivery, Sender, SignalCounters};
 
 pub(crate) fn item_unit(signal: Signal) -> &'static str {
     match signal {
@@ -37,85 +31,6 @@ pub(crate) fn item_unit(signal: Signal) -> &'static str {
         Signal::Logs => "log_records",
         Signal::Profiles => "samples",
     }
-}
-
-struct Sender {
-    name: String,
-    exporter: Arc<dyn Exporter>,
-    retry: RetryConfig,
-    counters: Vec<(Signal, SignalCounters)>,
-    /// Set when shutdown starts: retries stop waiting past the deadline.
-    stopping: CancellationToken,
-    deadline: OnceLock<Instant>,
-}
-
-impl Sender {
-    fn counters(&self, signal: Signal) -> Option<&SignalCounters> {
-        self.counters.iter().find(|(s, _)| *s == signal).map(|(_, c)| c)
-    }
-
-    /// Sends until it succeeds, fails for good, runs out of retry time or of shutdown grace.
-    async fn send(&self, batch: &Batch) -> Result<(), ConsumeError> {
-        match self.deliver(batch, false).await {
-            Delivery::Sent => Ok(()),
-            Delivery::Dropped(e) | Delivery::Kept(e) => Err(e),
-        }
-    }
-
-    /// As `send`; with `keep` (the batch is safe in a persistent queue), a retryable failure
-    /// once shutdown has started stops at once and leaves the batch for the next start instead
-    /// of dropping it.
-    async fn deliver(&self, batch: &Batch, keep: bool) -> Delivery {
-        let items = batch.item_count() as u64;
-        let counters = self.counters(batch.signal());
-        let retrier = Retrier {
-            policy: &self.retry,
-            deadline: &self.deadline,
-            stopping: Some(&self.stopping),
-            stop_at_shutdown: keep,
-        };
-        let attempt = |()| async {
-            match self.exporter.export(batch).await {
-                Ok(()) => Attempt::Done,
-                Err(ExportError::Permanent(reason)) => Attempt::Fail(reason),
-                Err(ExportError::Retryable { reason, retry_after }) => Attempt::Retry {
-                    reason,
-                    after: retry_after,
-                    item: (),
-                },
-            }
-        };
-        let on_retry = |reason: &str, wait: Duration| {
-            warn!(exporter = %self.name, error = %reason, retry_in = ?wait, "export failed, will retry");
-        };
-        let (reason, outcome) = match retrier.run((), attempt, on_retry).await {
-            Ok(()) => {
-                counters.inspect(|c| c.sent.add(items));
-                return Delivery::Sent;
-            }
-            Err(GaveUp::Stopped { reason, .. }) => {
-                info!(exporter = %self.name, items, error = %reason, "shutting down: batch stays in the persistent queue for the next start");
-                return Delivery::Kept(ConsumeError::retryable(reason));
-            }
-            Err(GaveUp::Failed(reason)) => (
-                format!("permanent error: {reason}"),
-                ConsumeError::Permanent(reason),
-            ),
-            Err(GaveUp::Exhausted { reason, .. }) => (reason.clone(), ConsumeError::retryable(reason)),
-        };
-        counters.inspect(|c| c.failed.add(items));
-        error!(exporter = %self.name, items, error = %reason, "dropping data");
-        Delivery::Dropped(outcome)
-    }
-}
-
-/// What became of a batch a worker tried to send.
-enum Delivery {
-    Sent,
-    /// Failed for good (counted and logged): its place in the queue is freed.
-    Dropped(ConsumeError),
-    /// Shutdown interrupted retrying; the persistent queue keeps it.
-    Kept(ConsumeError),
 }
 
 /// Keeps `otelcol_exporter_queue_size` equal to the queue's size. Reading the size and setting
@@ -133,19 +48,36 @@ impl QueueGauge {
     }
 }
 
+/// A persistent queue, opened when the exporter starts: its directory's lock may still be
+/// held by the exporter it replaces on a reload until that one stops.
+struct FileQueuePlan {
+    dir: std::path::PathBuf,
+    config: QueueConfig,
+    options: FileQueueOptions,
+    corrupt: crate::telemetry::Counter,
+}
+
 pub struct ExporterRuntime {
     sender: Arc<Sender>,
-    queue: Option<Arc<dyn SendingQueue>>,
+    /// Set at build for an in-memory queue, at start for a persistent one; never for an
+    /// exporter with its queue disabled.
+    queue: OnceLock<Arc<dyn SendingQueue>>,
+    file_queue: Mutex<Option<FileQueuePlan>>,
     /// The queue is on disk: shutdown leaves what is queued there instead of draining it.
     persistent: bool,
     num_consumers: usize,
+    capacity: Gauge,
     queue_size: Arc<QueueGauge>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// On a reload, the exporter of the same id in the new config: what this one still holds
+    /// goes there instead of being retried until the deadline.
+    successor: Arc<OnceLock<SharedConsumer>>,
 }
 
 impl ExporterRuntime {
-    /// Wraps a built exporter in its queue and retries. A queue with `storage` is opened here,
-    /// in that `file_storage` extension's directory, and finds what a previous run left.
+    /// Wraps a built exporter in its queue and retries. A queue with `storage` gets its
+    /// directory in that `file_storage` extension here, and is opened (finding what a previous
+    /// run left) at start.
     pub fn new(
         name: String,
         built: BuiltExporter,
@@ -157,57 +89,34 @@ impl ExporterRuntime {
         let labels = [("exporter", name.as_str())];
         let counters = signals
             .iter()
-            .map(|&s| {
-                let unit = item_unit(s);
-                let c = SignalCounters {
-                    sent: m.counter(
-                        &format!("otelcol_exporter_sent_{unit}"),
-                        "Items sent to the destination.",
-                        &labels,
-                    ),
-                    failed: m.counter(
-                        &format!("otelcol_exporter_send_failed_{unit}"),
-                        "Items that could not be sent and were dropped.",
-                        &labels,
-                    ),
-                    enqueue_failed: m.counter(
-                        &format!("otelcol_exporter_enqueue_failed_{unit}"),
-                        "Items refused because the sending queue was full.",
-                        &labels,
-                    ),
-                };
-                (s, c)
-            })
+            .map(|&s| (s, SignalCounters::new(telemetry, &name, s)))
             .collect();
-        let queue: Option<Arc<dyn SendingQueue>> = match built.queue.storage_id() {
-            _ if !built.queue.enabled => None,
-            None => Some(Arc::new(MemoryQueue::new(built.queue.clone()))),
+        let queue = OnceLock::new();
+        let mut file_queue = None;
+        match built.queue.storage_id() {
+            _ if !built.queue.enabled => {}
+            None => {
+                let _ = queue.set(Arc::new(MemoryQueue::new(built.queue.clone())) as Arc<dyn SendingQueue>);
+            }
             Some(id) => {
                 let id = id?;
                 let storage = extensions.get::<FileStorage>(&id, "file_storage extension")?;
-                let dir = storage.component_dir(Kind::Exporter, &name)?;
-                let corrupt = m.counter(
-                    "hotspan_exporter_queue_corrupt_batches",
-                    "Batches found damaged in a persistent queue and set aside.",
-                    &labels,
-                );
-                let options = FileQueueOptions {
-                    fsync: storage.fsync(),
-                    write_timeout: storage.timeout(),
-                };
-                let queue = FileQueue::open(dir.clone(), built.queue.clone(), options, name.clone(), corrupt)
-                    .map_err(|e| format!("opening the persistent queue in {}: {e}", dir.display()))?;
-                Some(Arc::new(queue))
+                file_queue = Some(FileQueuePlan {
+                    dir: storage.component_dir(Kind::Exporter, &name)?,
+                    config: built.queue.clone(),
+                    options: FileQueueOptions {
+                        fsync: storage.fsync(),
+                        write_timeout: storage.timeout(),
+                    },
+                    corrupt: m.counter(
+                        "hotspan_exporter_queue_corrupt_batches",
+                        "Batches found damaged in a persistent queue and set aside.",
+                        &labels,
+                    ),
+                });
             }
-        };
-        if let Some(q) = &queue {
-            m.gauge(
-                "otelcol_exporter_queue_capacity",
-                "Capacity of the sending queue.",
-                &labels,
-            )
-            .set(q.capacity() as i64);
         }
+        let persistent = file_queue.is_some();
         let queue_size = Arc::new(QueueGauge {
             gauge: m.gauge(
                 "otelcol_exporter_queue_size",
@@ -216,32 +125,83 @@ impl ExporterRuntime {
             ),
             lock: Mutex::new(()),
         });
-        // A persistent queue may start with what a previous run left.
-        if let Some(q) = &queue {
-            queue_size.update(q.as_ref());
+        let capacity = m.gauge(
+            "otelcol_exporter_queue_capacity",
+            "Capacity of the sending queue.",
+            &labels,
+        );
+        if let Some(q) = queue.get() {
+            capacity.set(q.capacity() as i64);
         }
         Ok(ExporterRuntime {
             queue_size,
-            persistent: queue.is_some() && built.queue.storage.is_some(),
-            sender: Arc::new(Sender {
+            capacity,
+            persistent,
+            sender: Arc::new(Sender::new(
                 name,
-                exporter: built.exporter,
-                retry: built.retry,
+                built.exporter,
+                built.retry,
                 counters,
-                stopping: CancellationToken::new(),
-                deadline: OnceLock::new(),
-            }),
+                persistent,
+            )),
             queue,
+            file_queue: Mutex::new(file_queue),
             num_consumers: built.queue.num_consumers,
             workers: Mutex::new(Vec::new()),
+            successor: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Opens the persistent queue, if this exporter has one: it may start with what a
+    /// previous run (or the exporter this one replaces) left.
+    async fn open_file_queue(&self) -> Result<(), BoxError> {
+        let plan = self.file_queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(plan) = plan else { return Ok(()) };
+        let name = self.sender.name.clone();
+        let dir = plan.dir.clone();
+        // Waiting for the directory's lock is blocking I/O, bounded by file_storage's timeout.
+        let queue = tokio::task::spawn_blocking(move || {
+            FileQueue::open(plan.dir, plan.config, plan.options, name, plan.corrupt)
+        })
+        .await
+        .map_err(|e| format!("opening the persistent queue in {}: {e}", dir.display()))?
+        .map_err(|e| format!("opening the persistent queue in {}: {e}", dir.display()))?;
+        self.capacity.set(queue.capacity() as i64);
+        self.queue_size.update(&queue);
+        let _ = self.queue.set(Arc::new(queue));
+        Ok(())
+    }
+
+    /// Whether its queue is on disk.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Reload: stops this exporter and hands what it still holds (queued, or being retried)
+    /// to `successor`, the exporter that replaces it, by `deadline`. A persistent queue
+    /// leaves its files for the successor, which opens the same directory.
+    pub async fn hand_off(&self, successor: SharedConsumer, deadline: Instant) {
+        if !self.persistent {
+            let _ = self.successor.set(successor);
+            // Retries in progress stop at once and give their batch up to the successor.
+            self.sender.keep_on_stop.store(true, Ordering::Release);
+        }
+        self.shutdown(deadline).await;
     }
 }
 
 impl Consumer for ExporterRuntime {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
-            match &self.queue {
+            if self
+                .file_queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                return Err(ConsumeError::refused("exporter is not started yet", batch));
+            }
+            match self.queue.get() {
                 None => self.sender.send(&batch).await.map_err(|e| match e {
                     ConsumeError::Retryable {
                         reason, retry_after, ..
@@ -257,11 +217,7 @@ impl Consumer for ExporterRuntime {
                     let result = queue.push(batch).await;
                     match &result {
                         Ok(()) => self.queue_size.update(queue.as_ref()),
-                        Err(_) => {
-                            self.sender
-                                .counters(signal)
-                                .inspect(|c| c.enqueue_failed.add(items));
-                        }
+                        Err(_) => self.sender.enqueue_failed(signal, items),
                     }
                     result
                 }
@@ -273,22 +229,42 @@ impl Consumer for ExporterRuntime {
 #[async_trait]
 impl Lifecycle for ExporterRuntime {
     async fn start(&self) -> Result<(), BoxError> {
+        self.open_file_queue().await?;
         self.sender.exporter.start().await?;
-        let Some(queue) = &self.queue else { return Ok(()) };
+        let Some(queue) = self.queue.get() else {
+            return Ok(());
+        };
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..self.num_consumers {
             let (queue, sender, gauge) = (queue.clone(), self.sender.clone(), self.queue_size.clone());
+            let successor = self.successor.clone();
             let persistent = self.persistent;
             workers.push(tokio::spawn(
                 async move {
                     while let Some(item) = queue.pop().await {
                         // A pop may have set damaged files aside.
                         gauge.update(queue.as_ref());
+                        // Handing off: what is left goes to the successor without another try.
+                        let delivery = match successor.get() {
+                            Some(_) => Delivery::Kept(ConsumeError::retryable("handed off")),
+                            None => sender.deliver(&item.batch, true).await,
+                        };
                         // Failures were counted and logged by `deliver`; the item leaves either
-                        // way, unless shutdown cut retrying short and the disk still holds it.
-                        match sender.deliver(&item.batch, persistent).await {
-                            Delivery::Kept(_) => drop(item),
-                            Delivery::Sent | Delivery::Dropped(_) => item.done(),
+                        // way, unless shutdown cut retrying short: then the disk still holds
+                        // it, or the successor takes it.
+                        match (delivery, successor.get()) {
+                            (Delivery::Kept(_), _) if persistent => drop(item),
+                            (Delivery::Kept(_), Some(next)) => {
+                                let deadline = sender.deadline_lock();
+                                let items = item.batch.item_count() as u64;
+                                let batch = item.batch.clone();
+                                item.done();
+                                if let Err(reason) = hand_on(&sender.name, next, batch, deadline).await {
+                                    sender.failed(items, &reason);
+                                }
+                            }
+                            (Delivery::Kept(_), None) => drop(item),
+                            (Delivery::Sent | Delivery::Dropped(_), _) => item.done(),
                         }
                         gauge.update(queue.as_ref());
                     }
@@ -300,9 +276,8 @@ impl Lifecycle for ExporterRuntime {
     }
 
     async fn shutdown(&self, deadline: Instant) {
-        let _ = self.sender.deadline.set(deadline);
-        self.sender.stopping.cancel();
-        if let Some(queue) = &self.queue {
+        self.sender.begin_shutdown(deadline);
+        if let Some(queue) = self.queue.get() {
             queue.close();
             let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
             for w in workers {
@@ -335,7 +310,8 @@ mod tests {
     use hotspan_proto::{Encoding, TracesBatch};
 
     use super::*;
-    use crate::exporters::{QueueConfig, RetryConfig};
+    use crate::component::Exporter;
+    use crate::exporters::{ExportError, QueueConfig, RetryConfig};
     use crate::extensions::file_storage::FileStorageConfig;
 
     /// Fails retryably until `up`, then counts what it sends.
@@ -463,8 +439,9 @@ mod tests {
         let gauge = telemetry
             .metrics
             .gauge("otelcol_exporter_queue_size", "", &[("exporter", "otlp")]);
-        assert_eq!(gauge.get(), 3, "replayed batches count from the start");
+        // Opened at start: the replayed batches count from then.
         second.start().await.expect("start");
+        assert!(gauge.get() <= 3);
         eventually("the replay", || backend.sent.load(Ordering::Relaxed) == 6).await;
         eventually("the gauge to drop", || gauge.get() == 0).await;
         eventually("the files to go", || queue_files(&dir) == 0).await;

@@ -7,9 +7,8 @@
 //! seconds of acknowledged data. `fsync: true` syncs every write and its directory entry to disk
 //! before acknowledging, at the cost of a disk flush per batch.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -78,8 +77,6 @@ pub struct FileStorage {
     directory: PathBuf,
     timeout: Duration,
     fsync: bool,
-    /// Subdirectories handed out, so two components can never share one.
-    claimed: Mutex<BTreeSet<PathBuf>>,
 }
 
 impl FileStorage {
@@ -106,7 +103,6 @@ impl FileStorage {
             directory,
             timeout: config.timeout,
             fsync: config.fsync,
-            claimed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -124,18 +120,10 @@ impl FileStorage {
 
     /// The subdirectory for one component, created if missing: `<directory>/<kind>_<id>`, the
     /// id escaped so that distinct ids never map to one name (`otlp/a` -> `exporter_otlp~2Fa`).
-    /// Claiming it twice in one process is an error: two queues in one directory would
-    /// replay each other's data.
+    /// Two queues can never share one: the queue locks its directory while open (and a
+    /// reloaded exporter of the same id takes over its predecessor's).
     pub fn component_dir(&self, kind: Kind, id: &str) -> Result<PathBuf, BoxError> {
         let dir = self.directory.join(format!("{}_{}", kind.as_str(), sanitize(id)));
-        let fresh = self
-            .claimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dir.clone());
-        if !fresh {
-            return Err(format!("storage directory {} is already in use", dir.display()).into());
-        }
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         Ok(dir)
     }
@@ -194,7 +182,7 @@ fsync: true",
     }
 
     #[test]
-    fn directory_must_exist_unless_created_and_subdirs_are_claimed_once() {
+    fn directory_must_exist_unless_created() {
         let base = std::env::temp_dir().join(format!("hotspan-fs-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let config = |create| FileStorageConfig {
@@ -207,7 +195,8 @@ fsync: true",
         let storage = FileStorage::open(config(true)).unwrap();
         let dir = storage.component_dir(Kind::Exporter, "otlp/a").unwrap();
         assert!(dir.ends_with("exporter_otlp~2Fa") && dir.is_dir());
-        assert!(storage.component_dir(Kind::Exporter, "otlp/a").is_err());
+        // The same component again (a reloaded exporter): the same directory.
+        assert_eq!(storage.component_dir(Kind::Exporter, "otlp/a").unwrap(), dir);
         let _ = std::fs::remove_dir_all(&base);
     }
 }

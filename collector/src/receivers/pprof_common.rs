@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use hotspan_proto::pprof::{self, ConvertOptions};
+use hotspan_proto::pprof::{self, ConvertOptions, Snapshot};
 use hotspan_proto::ProfilesBatch;
 
 /// The pprof label keys read as span and trace ids; `None` keeps the converter's defaults
@@ -29,16 +29,19 @@ pub fn attributes(map: &BTreeMap<String, String>) -> Vec<KeyValue> {
     map.iter().map(|(k, v)| string_attribute(k, v)).collect()
 }
 
-/// Converts off the async workers: a large profile is milliseconds of CPU.
+/// Converts off the async workers: a large profile is milliseconds of CPU. `snapshot` stamps a
+/// goroutine profile as one instant.
 pub async fn convert(
     bytes: bytes::Bytes,
     resource: Vec<KeyValue>,
     labels: &CorrelationLabels,
     include_original_payload: bool,
+    snapshot: Option<Snapshot>,
 ) -> Result<ProfilesBatch, String> {
     let mut opts = ConvertOptions {
         resource_attributes: resource,
         include_original_payload,
+        snapshot,
         ..Default::default()
     };
     if let Some(keys) = &labels.span_id_labels {

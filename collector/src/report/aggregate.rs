@@ -41,6 +41,7 @@ pub struct NameSummary {
     /// Spans the join gave samples to.
     pub with_samples: usize,
     pub p50_ns: u64,
+    pub p90_ns: u64,
     pub p99_ns: u64,
     /// Mean over all spans of the name of `cpu_ns / duration`; a span without samples counts
     /// as 0 (nothing ran on CPU that the profiler saw).
@@ -144,6 +145,7 @@ impl Summary {
                     count: d.len(),
                     with_samples: acc.with_samples,
                     p50_ns: percentile(&d, 0.50),
+                    p90_ns: percentile(&d, 0.90),
                     p99_ns: percentile(&d, 0.99),
                     mean_utilization: if d.is_empty() {
                         0.0

@@ -1,18 +1,12 @@
 //! Flame graphs as inline SVG, made by inferno from collapsed stacks.
 
-/// An SVG `<svg>…</svg>` element (no XML declaration, no script) for `stacks` (collapsed,
-/// root first, and their weights), ready to inline in HTML; None when there is nothing to draw.
-pub fn svg(title: &str, count_name: &str, stacks: &[(&str, u64)], width: usize) -> Option<String> {
-    // Frames are `;`-separated and the weight follows the last space, so a stack must not
-    // contain newlines; anything else inferno takes as a frame name.
-    let lines: Vec<String> = stacks
-        .iter()
-        .filter(|(s, w)| *w > 0 && !s.is_empty())
-        .map(|(s, w)| format!("{} {w}", s.replace(['\n', '\r'], " ")))
-        .collect();
-    if lines.is_empty() {
-        return None;
-    }
+/// A stack line as inferno reads it: frames `;`-separated, weights after the last space, so a
+/// stack must not contain newlines; anything else inferno takes as a frame name.
+fn line(stack: &str) -> String {
+    stack.replace(['\n', '\r'], " ")
+}
+
+fn options(title: &str, count_name: &str, width: usize) -> inferno::flamegraph::Options<'static> {
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_string();
     options.count_name = count_name.to_string();
@@ -21,11 +15,66 @@ pub fn svg(title: &str, count_name: &str, stacks: &[(&str, u64)], width: usize) 
     // tooltips.
     options.no_javascript = true;
     options.hash = true;
+    options
+}
+
+/// inferno's output as an inline `<svg>` element.
+fn draw(mut options: inferno::flamegraph::Options<'_>, lines: &[String]) -> Option<String> {
     let mut out = Vec::new();
     inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out).ok()?;
     let text = String::from_utf8(out).ok()?;
     let start = text.find("<svg")?;
     Some(text[start..].replacen(" onload=\"init(evt)\"", "", 1))
+}
+
+/// An SVG `<svg>…</svg>` element (no XML declaration, no script) for `stacks` (collapsed,
+/// root first, and their weights), ready to inline in HTML; None when there is nothing to draw.
+pub fn svg(title: &str, count_name: &str, stacks: &[(&str, u64)], width: usize) -> Option<String> {
+    let lines: Vec<String> = stacks
+        .iter()
+        .filter(|(s, w)| *w > 0 && !s.is_empty())
+        .map(|(s, w)| format!("{} {w}", line(s)))
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    draw(options(title, count_name, width), &lines)
+}
+
+/// A differential flame graph: frames as wide as in `after`, red where `after` has more than
+/// `before`, blue where less (inferno's differential mode, counts as given: normalise before).
+pub fn differential_svg(
+    title: &str,
+    count_name: &str,
+    before: &[(String, u64)],
+    after: &[(String, u64)],
+    width: usize,
+) -> Option<String> {
+    let folded = |stacks: &[(String, u64)]| {
+        stacks
+            .iter()
+            .filter(|(s, w)| *w > 0 && !s.is_empty())
+            .map(|(s, w)| format!("{} {w}\n", line(s)))
+            .collect::<String>()
+    };
+    let (before, after) = (folded(before), folded(after));
+    if after.is_empty() {
+        return None;
+    }
+    let mut pairs = Vec::new();
+    inferno::differential::from_readers(
+        inferno::differential::Options::default(),
+        before.as_bytes(),
+        after.as_bytes(),
+        &mut pairs,
+    )
+    .ok()?;
+    let lines: Vec<String> = String::from_utf8(pairs)
+        .ok()?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    draw(options(title, count_name, width), &lines)
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -80,5 +129,16 @@ mod tests {
         assert!(svg.contains("main.chargeCard"));
         assert!(!svg.contains("init(evt)"));
         assert_eq!(super::svg("t", "ns", &[], 800), None);
+    }
+
+    #[test]
+    fn differential_colours_what_grew() {
+        let before = [("main;a".to_string(), 10), ("main;b".to_string(), 10)];
+        let after = [("main;a".to_string(), 10), ("main;b".to_string(), 40)];
+        let svg = differential_svg("d", "ns", &before, &after, 800).unwrap_or_default();
+        // inferno's differential titles carry the change: "main;b" grew by 30 of 50.
+        assert!(svg.contains("<title>b (40 ns, 80.00%; +60.00%)</title>"), "{svg}");
+        assert!(svg.contains("<title>a (10 ns, 20.00%; 0.00%)</title>"), "{svg}");
+        assert_eq!(differential_svg("d", "ns", &before, &[], 800), None);
     }
 }

@@ -94,11 +94,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Reads every file, calling `each` with every span found.
+/// Reads every file, calling `each` with the spans of every export request (line) found.
 pub fn read_files(
     paths: &[impl AsRef<Path>],
     prefix: &str,
-    mut each: impl FnMut(SpanRecord),
+    mut each: impl FnMut(Vec<SpanRecord>),
 ) -> Result<ReadStats, ReadError> {
     let err = |p: &Path| {
         let path = p.display().to_string();
@@ -133,7 +133,7 @@ pub fn read_files(
             match TracesBatch::decode(text, Encoding::Json) {
                 Ok(batch) if batch.span_count() > 0 => {
                     stats.trace_lines += 1;
-                    SpanRecord::all(&batch, prefix).into_iter().for_each(&mut each);
+                    each(SpanRecord::all(&batch, prefix));
                 }
                 _ if contains(text, b"\"resourceProfiles\"") => stats.profile_lines += 1,
                 Ok(_) => stats.other_lines += 1,

@@ -36,6 +36,8 @@ pub struct SpanRecord {
     pub trace_id: String,
     /// Lower-case hex; the live page's link key.
     pub span_id: String,
+    /// Lower-case hex, empty for a root.
+    pub parent_span_id: String,
     pub start_unix_nano: u64,
     pub duration_ns: u64,
     pub samples: u64,
@@ -51,6 +53,13 @@ pub struct SpanRecord {
     pub labels: BTreeMap<String, String>,
     /// The span's `profile.hot_path` events, heaviest first as written.
     pub hot_paths: Vec<HotPath>,
+    /// The latency breakdown's estimates, where the join put them (`profile.wait_ns`, ...).
+    pub wait_ns: Option<u64>,
+    /// `profile.wait_reasons` as (reason, share of `wait_ns` 0..=1), e.g. ("sleep", 0.8).
+    pub wait_reasons: Vec<(String, f64)>,
+    pub runnable_ns: Option<u64>,
+    pub gc_pause_ns: Option<u64>,
+    pub throttled_ns: Option<u64>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -90,11 +99,25 @@ fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attrs.iter().find(|a| a.key == key).and_then(|a| value(&a.value))
 }
 
-/// "main.chargeCard 62.5%" -> ("main.chargeCard", 0.625).
+/// "main.chargeCard 62.5%" -> ("main.chargeCard", 0.625); also `profile.wait_reasons`'
+/// "chan receive 20.0%". Shares outside 0..=100% are not believed.
 fn parse_top_function(s: &str) -> Option<(String, f64)> {
     let (name, pct) = s.rsplit_once(' ')?;
     let pct: f64 = pct.strip_suffix('%')?.parse().ok()?;
-    pct.is_finite().then(|| (name.to_string(), pct / 100.0))
+    (pct.is_finite() && (0.0..=100.0).contains(&pct)).then(|| (name.to_string(), pct / 100.0))
+}
+
+/// An array of `name NN.N%` strings.
+fn shares(v: Option<&any_value::Value>) -> Vec<(String, f64)> {
+    match v {
+        Some(any_value::Value::ArrayValue(arr)) => arr
+            .values
+            .iter()
+            .filter_map(|v| as_str(v.value.as_ref()))
+            .filter_map(|s| parse_top_function(&s))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl SpanRecord {
@@ -103,15 +126,7 @@ impl SpanRecord {
     pub fn from_span(span: &Span, service: &str, prefix: &str) -> SpanRecord {
         let a = &span.attributes;
         let key = |k: &str| format!("{prefix}{k}");
-        let top_functions = match find(a, &key("top_functions")) {
-            Some(any_value::Value::ArrayValue(arr)) => arr
-                .values
-                .iter()
-                .filter_map(|v| as_str(v.value.as_ref()))
-                .filter_map(|s| parse_top_function(&s))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let top_functions = shares(find(a, &key("top_functions")));
         let label_prefix = key("labels.");
         let labels = a
             .iter()
@@ -139,6 +154,7 @@ impl SpanRecord {
             service: service.to_string(),
             trace_id: hex(&span.trace_id),
             span_id: hex(&span.span_id),
+            parent_span_id: hex(&span.parent_span_id),
             start_unix_nano: span.start_time_unix_nano,
             duration_ns: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
             samples: as_u64(find(a, &key("samples"))).unwrap_or(0),
@@ -151,6 +167,11 @@ impl SpanRecord {
             join: as_str(find(a, &key("join"))),
             labels,
             hot_paths,
+            wait_ns: as_u64(find(a, &key("wait_ns"))),
+            wait_reasons: shares(find(a, &key("wait_reasons"))),
+            runnable_ns: as_u64(find(a, &key("runnable_ns"))),
+            gc_pause_ns: as_u64(find(a, &key("gc.pause_ns"))),
+            throttled_ns: as_u64(find(a, &key("cpu.throttled_ns"))),
         }
     }
 
@@ -175,6 +196,18 @@ impl SpanRecord {
     /// Whether the join gave this span samples of its own.
     pub fn has_samples(&self) -> bool {
         self.samples > 0
+    }
+
+    /// Whether the span carries anything of the latency breakdown besides CPU.
+    pub fn has_breakdown(&self) -> bool {
+        self.wait_ns.is_some()
+            || self.runnable_ns.is_some()
+            || self.gc_pause_ns.is_some()
+            || self.throttled_ns.is_some()
+    }
+
+    pub fn end_unix_nano(&self) -> u64 {
+        self.start_unix_nano.saturating_add(self.duration_ns)
     }
 
     /// True when this span's weights are CPU time; false when only sample counts exist.
@@ -250,5 +283,10 @@ mod tests {
         );
         assert_eq!(parse_top_function("garbage"), None);
         assert_eq!(parse_top_function("f x%"), None);
+        assert_eq!(parse_top_function("f 120%"), None);
+        assert_eq!(
+            parse_top_function("chan receive 20.0%"),
+            Some(("chan receive".into(), 0.2))
+        );
     }
 }

@@ -2,18 +2,61 @@
 
 use std::fmt::Write;
 
+use std::collections::HashMap;
+
 use super::aggregate::Summary;
 use super::flame::{duration, leaf_frames};
 use super::read::ReadStats;
+use crate::views::html::COLUMNS_EXPLAINED;
+use crate::views::{slow_fast, NameAgg, Views};
 
 /// Frames of a hot path shown in the table (leaf-most).
 const PATH_FRAMES: usize = 4;
 /// Functions listed per span name.
 const FUNCTIONS: usize = 3;
 
-pub fn render(summary: &Summary, stats: &ReadStats, files: usize) -> String {
+/// The views' aggregates by span name alone (services summed), as the table is.
+fn by_name(views: &Views) -> HashMap<&str, NameAgg> {
+    let mut out: HashMap<&str, NameAgg> = HashMap::new();
+    for ((_, name), n) in &views.names {
+        out.entry(name.as_str()).or_default().merge(n);
+    }
+    out
+}
+
+/// Words into lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let last = lines.last_mut().expect("never empty");
+        if !last.is_empty() && last.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
+}
+
+/// `CPU 20%, waiting 50% (sleep 40%, ...), in child spans 10%, unexplained 20%`.
+fn time_line(n: &NameAgg) -> String {
+    let segs = n.parts.mean_segments();
+    let total: u64 = segs.iter().map(|s| s.ns).sum();
+    let pct = |ns: u64| 100.0 * ns as f64 / total.max(1) as f64;
+    let mut parts: Vec<String> = Vec::new();
+    for s in &segs {
+        parts.push(format!("{} {:.0}%", s.label, pct(s.ns)));
+    }
+    parts.join(", ")
+}
+
+pub fn render(summary: &Summary, views: &Views, stats: &ReadStats, files: usize) -> String {
     let mut out = String::new();
     let names = summary.names();
+    let aggs = by_name(views);
     let sampled: usize = names.iter().map(|n| n.with_samples).sum();
     let _ = writeln!(
         out,
@@ -29,17 +72,19 @@ pub fn render(summary: &Summary, stats: &ReadStats, files: usize) -> String {
         .max(9);
     let _ = writeln!(
         out,
-        "{:<width$}  {:>7}  {:>10}  {:>10}  {:>8}  {:>6}",
-        "SPAN NAME", "COUNT", "P50", "P99", "CPU UTIL", "CPU%"
+        "{:<width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>6}",
+        "SPAN NAME", "COUNT", "P50", "P90", "P99", "CPU/SPAN", "CPU UTIL", "CPU%"
     );
     for n in &names {
         let _ = writeln!(
             out,
-            "{:<width$}  {:>7}  {:>10}  {:>10}  {:>7.1}%  {:>5.1}%",
+            "{:<width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>7.1}%  {:>5.1}%",
             n.name,
             n.count,
             duration(n.p50_ns),
+            duration(n.p90_ns),
             duration(n.p99_ns),
+            duration(n.cpu_ns / n.count.max(1) as u64),
             100.0 * n.mean_utilization,
             100.0 * n.weight as f64 / summary.total_weight.max(1) as f64,
         );
@@ -60,6 +105,20 @@ pub fn render(summary: &Summary, stats: &ReadStats, files: usize) -> String {
                 .collect();
             let _ = writeln!(out, "    top: {}", top.join(", "));
         }
+        if let Some(agg) = aggs.get(n.name.as_str()) {
+            let _ = writeln!(out, "    time: {}", time_line(agg));
+            if let Some(sf) = slow_fast(&agg.kept_merged) {
+                if let Some((f, b, s)) = sf.grew() {
+                    let _ = writeln!(
+                        out,
+                        "    slowest 10% vs middle: {f} +{} CPU per span ({} -> {})",
+                        duration((s - b) as u64),
+                        duration(*b as u64),
+                        duration(*s as u64)
+                    );
+                }
+            }
+        }
     }
     let groups = summary.label_groups();
     if !groups.is_empty() {
@@ -72,6 +131,14 @@ pub fn render(summary: &Summary, stats: &ReadStats, files: usize) -> String {
             out.push('\n');
         }
     }
+    out.push('\n');
+    for line in wrap(COLUMNS_EXPLAINED, 100) {
+        let _ = writeln!(out, "{line}");
+    }
+    out.push_str(
+        "CPU outside spans (background goroutines, the runtime, GC workers) is on no span and not in this report;\n\
+         the collector counts those samples as hotspan_spanprofile_unjoined_samples.\n",
+    );
     if stats.bad_lines > 0 {
         let _ = writeln!(out, "\n{} bad line(s) skipped:", stats.bad_lines);
         for e in &stats.bad_examples {

@@ -1,9 +1,11 @@
-//! Builds the pipeline graph back to front: each component is handed its `next`.
+//! Builds the pipeline graph back to front: each component is handed its `next`. On a reload,
+//! extensions and exporters whose config did not change are taken over from the running
+//! service instead of built again, so their state (a sending queue, a live page) carries on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use hotspan_config::{ComponentId, Config, Kind, PipelineId, Signal};
+use hotspan_config::{ComponentId, ComponentSettings, Config, Kind, PipelineId, Signal};
 
 use super::stage::Stage;
 use super::Node;
@@ -13,58 +15,121 @@ use crate::exporterhelper::ExporterRuntime;
 use crate::registry::Registry;
 use crate::telemetry::Telemetry;
 
-pub struct Graph {
+/// A built extension, kept so a reload can take it over.
+#[derive(Clone)]
+pub(super) struct ExtensionPart {
+    pub settings: ComponentSettings,
+    pub lifecycle: Arc<dyn Lifecycle>,
+    pub service: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+/// A built exporter with what decides whether a reload may keep it.
+#[derive(Clone)]
+pub(super) struct ExporterPart {
+    pub settings: ComponentSettings,
+    pub signals: Vec<Signal>,
+    pub runtime: Arc<ExporterRuntime>,
+}
+
+/// What a reload may take over from the running service.
+#[derive(Default)]
+pub(super) struct Reusable {
+    pub extensions: BTreeMap<ComponentId, ExtensionPart>,
+    pub exporters: BTreeMap<ComponentId, ExporterPart>,
+}
+
+pub(super) struct Graph {
     pub extensions: Vec<Node>,
     pub receivers: Vec<Node>,
     pub middle: Vec<Node>,
     pub exporters: Vec<Node>,
+    /// Everything reusable by the next reload, this graph's own and what it took over.
+    pub parts: Reusable,
 }
 
 struct Builder<'a> {
     config: &'a Config,
     registry: &'a Registry,
     telemetry: &'a Arc<Telemetry>,
-    exporters: BTreeMap<ComponentId, Arc<ExporterRuntime>>,
+    exporters: BTreeMap<ComponentId, ExporterPart>,
+    /// Exporters taken over from the running service.
+    kept: BTreeSet<ComponentId>,
+    previous: Option<&'a Reusable>,
     connectors: BTreeMap<ComponentId, Arc<dyn ConsumerComponent>>,
     heads: BTreeMap<PipelineId, SharedConsumer>,
     /// Stages and connectors in creation order, which is downstream first.
     created: Vec<Node>,
     extensions: &'a Extensions,
+    /// Extensions taken over from the running service.
+    kept_extensions: &'a BTreeSet<ComponentId>,
 }
 
 fn unknown(kind: Kind, id: &ComponentId) -> BoxError {
     format!("{kind} type \"{}\" is not known", id.type_name).into()
 }
 
-pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -> Result<Graph, BoxError> {
+/// Builds `config`'s graph; with `previous` (a reload), takes over the extensions and
+/// exporters whose settings are unchanged (exporters also need the same signals, and every
+/// extension they use taken over too).
+pub(super) fn build(
+    config: &Config,
+    registry: &Registry,
+    telemetry: &Arc<Telemetry>,
+    previous: Option<&Reusable>,
+) -> Result<Graph, BoxError> {
     // Extensions first: exporters and receivers may use them (storage, authentication).
     let mut extensions = Vec::new();
     let mut services = Extensions::default();
+    let mut extension_parts = BTreeMap::new();
+    let mut kept_extensions = BTreeSet::new();
     for id in &config.service.extensions {
-        let factory = registry
-            .extension(&id.type_name)
-            .ok_or_else(|| unknown(Kind::Extension, id))?;
-        let ctx = BuildContext {
-            kind: Kind::Extension,
-            id,
-            telemetry,
-            extensions: &services,
+        let settings = &config.extensions[id];
+        let old = previous
+            .and_then(|p| p.extensions.get(id))
+            .filter(|old| old.settings == *settings);
+        let part = match old {
+            Some(old) => {
+                kept_extensions.insert(id.clone());
+                old.clone()
+            }
+            None => {
+                let factory = registry
+                    .extension(&id.type_name)
+                    .ok_or_else(|| unknown(Kind::Extension, id))?;
+                let ctx = BuildContext {
+                    kind: Kind::Extension,
+                    id,
+                    telemetry,
+                    extensions: &services,
+                };
+                let built = factory
+                    .build(&ctx, &settings.parsed)
+                    .map_err(|e| format!("extensions.{id}: {e}"))?;
+                ExtensionPart {
+                    settings: settings.clone(),
+                    lifecycle: built.lifecycle,
+                    service: built.service,
+                }
+            }
         };
-        let built = factory
-            .build(&ctx, &config.extensions[id].parsed)
-            .map_err(|e| format!("extensions.{id}: {e}"))?;
-        services.insert(id.clone(), built.service);
-        extensions.push(Node::new("extension", id.to_string(), built.lifecycle));
+        services.insert(id.clone(), part.service.clone());
+        let mut node = Node::new("extension", id.to_string(), part.lifecycle.clone());
+        node.kept = kept_extensions.contains(id);
+        extensions.push(node);
+        extension_parts.insert(id.clone(), part);
     }
     let mut b = Builder {
         config,
         registry,
         telemetry,
         exporters: BTreeMap::new(),
+        kept: BTreeSet::new(),
+        previous,
         connectors: BTreeMap::new(),
         heads: BTreeMap::new(),
         created: Vec::new(),
         extensions: &services,
+        kept_extensions: &kept_extensions,
     };
     let mut receivers = Vec::new();
     let receiver_ids: BTreeSet<&ComponentId> = config
@@ -97,7 +162,15 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
     let exporters = b
         .exporters
         .iter()
-        .map(|(id, e)| Node::new("exporter", id.to_string(), e.clone() as Arc<dyn Lifecycle>))
+        .map(|(id, e)| {
+            let mut node = Node::new(
+                "exporter",
+                id.to_string(),
+                e.runtime.clone() as Arc<dyn Lifecycle>,
+            );
+            node.kept = b.kept.contains(id);
+            node
+        })
         .collect();
     let mut middle = b.created;
     middle.reverse();
@@ -106,6 +179,10 @@ pub fn build(config: &Config, registry: &Registry, telemetry: &Arc<Telemetry>) -
         receivers,
         middle,
         exporters,
+        parts: Reusable {
+            extensions: extension_parts,
+            exporters: b.exporters,
+        },
     })
 }
 
@@ -172,20 +249,36 @@ impl Builder<'_> {
 
     fn exporter(&mut self, id: &ComponentId) -> Result<Arc<ExporterRuntime>, BoxError> {
         if let Some(e) = self.exporters.get(id) {
-            return Ok(e.clone());
+            return Ok(e.runtime.clone());
         }
-        let factory = self
-            .registry
-            .exporter(&id.type_name)
-            .ok_or_else(|| unknown(Kind::Exporter, id))?;
-        let signals: BTreeSet<Signal> = self
+        let signals: Vec<Signal> = self
             .config
             .service
             .pipelines
             .iter()
             .filter(|(_, p)| p.exporters.contains(id))
             .map(|(pid, _)| pid.signal)
+            .collect::<BTreeSet<Signal>>()
+            .into_iter()
             .collect();
+        let settings = &self.config.exporters[id];
+        let unchanged = |old: &&ExporterPart| {
+            old.settings == *settings
+                && old.signals == signals
+                && settings.extensions.iter().all(|r| {
+                    r.id.parse::<ComponentId>()
+                        .is_ok_and(|ext| self.kept_extensions.contains(&ext))
+                })
+        };
+        if let Some(old) = self.previous.and_then(|p| p.exporters.get(id)).filter(unchanged) {
+            self.kept.insert(id.clone());
+            self.exporters.insert(id.clone(), old.clone());
+            return Ok(old.runtime.clone());
+        }
+        let factory = self
+            .registry
+            .exporter(&id.type_name)
+            .ok_or_else(|| unknown(Kind::Exporter, id))?;
         let ctx = BuildContext {
             kind: Kind::Exporter,
             id,
@@ -193,14 +286,20 @@ impl Builder<'_> {
             extensions: self.extensions,
         };
         let built = factory
-            .build(&ctx, &self.config.exporters[id].parsed)
+            .build(&ctx, &settings.parsed)
             .map_err(|e| format!("exporters.{id}: {e}"))?;
-        let signals: Vec<Signal> = signals.into_iter().collect();
         let runtime = Arc::new(
             ExporterRuntime::new(id.to_string(), built, &signals, self.telemetry, self.extensions)
                 .map_err(|e| format!("exporters.{id}: {e}"))?,
         );
-        self.exporters.insert(id.clone(), runtime.clone());
+        self.exporters.insert(
+            id.clone(),
+            ExporterPart {
+                settings: settings.clone(),
+                signals,
+                runtime: runtime.clone(),
+            },
+        );
         Ok(runtime)
     }
 

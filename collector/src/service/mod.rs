@@ -1,5 +1,7 @@
 //! The running service: the pipeline graph built from a config, started downstream first and
-//! stopped upstream first so every stage drains into a consumer that is still running.
+//! stopped upstream first so every stage drains into a consumer that is still running. A
+//! reload replaces one service with the next without closing a listening socket and without
+//! dropping what the old one holds.
 
 mod graph;
 mod stage;
@@ -11,7 +13,8 @@ use hotspan_config::{Config, MetricsLevel};
 use tracing::{error, info, Instrument};
 
 use crate::component::{BoxError, Lifecycle};
-use crate::net::{bind, serve_http, ServerHandle};
+use crate::consumer::SharedConsumer;
+use crate::net::{self, bind, serve_http, ServerHandle};
 use crate::registry::Registry;
 use crate::telemetry::{Status, Telemetry};
 
@@ -24,6 +27,8 @@ struct Node {
     name: String,
     span: tracing::Span,
     component: Arc<dyn Lifecycle>,
+    /// Taken over from the service this one replaces: already running, not started again.
+    kept: bool,
 }
 
 impl Node {
@@ -32,17 +37,40 @@ impl Node {
             span: tracing::info_span!("component", kind, id = %name),
             name,
             component,
+            kept: false,
+        }
+    }
+
+    async fn start(&self) -> Result<(), BoxError> {
+        // Tasks the component spawns inside `start` keep its span (`in_current_span`).
+        self.component
+            .start()
+            .instrument(self.span.clone())
+            .await
+            .map_err(|e| format!("{}: {e}", self.name).into())
+    }
+
+    async fn stop(&self, deadline: Instant) {
+        self.component
+            .shutdown(deadline)
+            .instrument(self.span.clone())
+            .await;
+        if Instant::now() > deadline {
+            error!(component = %self.name, "shutdown deadline passed");
         }
     }
 }
 
 pub struct Service {
+    /// Shared with the services that replace this one, so counters carry on across reloads.
     pub telemetry: Arc<Telemetry>,
     extensions: Vec<Node>,
     receivers: Vec<Node>,
     /// Processor stages and connectors, upstream before downstream.
     middle: Vec<Node>,
     exporters: Vec<Node>,
+    /// What a reload may take over.
+    parts: graph::Reusable,
     metrics_address: Option<String>,
     metrics_server: Option<ServerHandle>,
 }
@@ -50,14 +78,29 @@ pub struct Service {
 impl Service {
     /// Builds every component the pipelines use. Nothing listens or runs yet.
     pub fn build(config: &Config, registry: &Registry) -> Result<Service, BoxError> {
-        let telemetry = Arc::new(Telemetry::default());
-        let graph = graph::build(config, registry, &telemetry)?;
+        Self::assemble(config, registry, Arc::new(Telemetry::default()), None)
+    }
+
+    /// Builds the service that is to replace this one on a reload: extensions and exporters
+    /// whose config is unchanged are this one's, taken over running.
+    pub fn build_next(&self, config: &Config, registry: &Registry) -> Result<Service, BoxError> {
+        Self::assemble(config, registry, self.telemetry.clone(), Some(&self.parts))
+    }
+
+    fn assemble(
+        config: &Config,
+        registry: &Registry,
+        telemetry: Arc<Telemetry>,
+        previous: Option<&graph::Reusable>,
+    ) -> Result<Service, BoxError> {
+        let graph = graph::build(config, registry, &telemetry, previous)?;
         Ok(Service {
             telemetry,
             extensions: graph.extensions,
             receivers: graph.receivers,
             middle: graph.middle,
             exporters: graph.exporters,
+            parts: graph.parts,
             // otelcol serves its metrics on 127.0.0.1:8888 unless told otherwise or `level: none`.
             metrics_address: match config.service.telemetry.metrics.level {
                 MetricsLevel::None => None,
@@ -77,6 +120,24 @@ impl Service {
 
     /// Starts extensions, exporters, stages and connectors, then receivers last.
     pub async fn start(&mut self) -> Result<(), BoxError> {
+        self.start_backends().await?;
+        self.start_frontends().await?;
+        self.telemetry.set_status(Status::Running);
+        Ok(())
+    }
+
+    /// Extensions and exporters, but those taken over (already running).
+    async fn start_backends(&self) -> Result<(), BoxError> {
+        for node in self.extensions.iter().chain(&self.exporters) {
+            if !node.kept {
+                node.start().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Self metrics, stages and connectors downstream first, then receivers.
+    async fn start_frontends(&mut self) -> Result<(), BoxError> {
         if let Some(address) = &self.metrics_address {
             let telemetry = self.telemetry.clone();
             let router = axum::Router::new().route(
@@ -90,44 +151,86 @@ impl Service {
             info!(address = %server.addr, "self metrics at /metrics");
             self.metrics_server = Some(server);
         }
-        let downstream_first = self
-            .extensions
-            .iter()
-            .chain(&self.exporters)
-            .chain(self.middle.iter().rev())
-            .chain(&self.receivers);
-        for node in downstream_first {
-            // Tasks the component spawns inside `start` keep its span (`in_current_span`).
-            node.component
-                .start()
-                .instrument(node.span.clone())
-                .await
-                .map_err(|e| format!("{}: {e}", node.name))?;
+        for node in self.middle.iter().rev().chain(&self.receivers) {
+            node.start().await?;
         }
-        self.telemetry.set_status(Status::Running);
         Ok(())
     }
 
     /// Stops receivers first, then lets every stage drain downstream, all by `deadline`.
     pub async fn shutdown(mut self, deadline: Instant) {
         self.telemetry.set_status(Status::Stopping);
-        let upstream_first = self
-            .receivers
-            .iter()
-            .chain(&self.middle)
-            .chain(&self.exporters)
-            .chain(&self.extensions);
-        for node in upstream_first {
-            node.component
-                .shutdown(deadline)
-                .instrument(node.span.clone())
-                .await;
-            if Instant::now() > deadline {
-                error!(component = %node.name, "shutdown deadline passed");
-            }
+        self.stop_frontends(deadline).await;
+        for node in self.exporters.iter().chain(&self.extensions) {
+            node.stop(deadline).await;
+        }
+    }
+
+    /// Receivers (their sockets stay open in `net`'s pool), then stages and connectors, which
+    /// drain what they hold into the exporters; then self metrics.
+    async fn stop_frontends(&mut self, deadline: Instant) {
+        for node in self.receivers.iter().chain(&self.middle) {
+            node.stop(deadline).await;
         }
         if let Some(server) = self.metrics_server.take() {
             server.stop(deadline).await;
         }
+    }
+
+    /// Reload: hands over to `next` (built by [`Service::build_next`]) and starts it. No
+    /// listening socket closes (connections wait in its backlog meanwhile), exporters and
+    /// extensions `next` took over keep running, and an exporter that changed hands what it
+    /// still holds to the one of the same id in `next` rather than dropping it at `deadline`.
+    pub async fn replace_with(mut self, next: &mut Service, deadline: Instant) -> Result<(), BoxError> {
+        self.stop_frontends(deadline).await;
+        let kept = |node: &Node| {
+            next.exporters
+                .iter()
+                .chain(&next.extensions)
+                .any(|n| n.kept && Arc::ptr_eq(&n.component, &node.component))
+        };
+        let successor = |name: &str| -> Option<SharedConsumer> {
+            let part = next
+                .parts
+                .exporters
+                .iter()
+                .find(|(id, _)| id.to_string() == name)?
+                .1;
+            Some(part.runtime.clone() as SharedConsumer)
+        };
+        // A queue on disk is stopped first: its successor opens the same directory at start.
+        let retiring: Vec<&Node> = self.exporters.iter().filter(|n| !kept(n)).collect();
+        let mut in_memory = Vec::new();
+        for node in retiring {
+            let runtime = self
+                .parts
+                .exporters
+                .values()
+                .find(|p| Arc::ptr_eq(&(p.runtime.clone() as Arc<dyn Lifecycle>), &node.component));
+            match runtime {
+                Some(part) if !part.runtime.is_persistent() => in_memory.push((node, part.runtime.clone())),
+                _ => node.stop(deadline).await,
+            }
+        }
+        next.start_backends().await?;
+        for (node, runtime) in in_memory {
+            match successor(&node.name) {
+                Some(next) => {
+                    info!(exporter = %node.name, "config changed: handing what it holds to the reloaded exporter");
+                    runtime
+                        .hand_off(next, deadline)
+                        .instrument(node.span.clone())
+                        .await;
+                }
+                None => node.stop(deadline).await,
+            }
+        }
+        for node in self.extensions.iter().filter(|n| !kept(n)) {
+            node.stop(deadline).await;
+        }
+        next.start_frontends().await?;
+        net::close_unused();
+        next.telemetry.set_status(Status::Running);
+        Ok(())
     }
 }

@@ -100,6 +100,22 @@ impl Metrics {
         }
     }
 
+    /// The sum of every series of the counter `name`; None when nothing registered it.
+    pub fn counter_total(&self, name: &str) -> Option<u64> {
+        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let family = families.get(name)?;
+        Some(
+            family
+                .series
+                .values()
+                .map(|s| match s {
+                    Series::Counter(c) => c.get(),
+                    Series::Gauge(_) => 0,
+                })
+                .fold(0u64, u64::saturating_add),
+        )
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,6 +167,8 @@ mod tests {
             &[("exporter", "a\"b")],
         )
         .set(7);
+        assert_eq!(m.counter_total("otelcol_receiver_accepted_spans"), Some(5));
+        assert_eq!(m.counter_total("nothing"), None);
         let text = m.render();
         assert!(
             text.contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 5\n"),

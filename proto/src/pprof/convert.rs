@@ -26,7 +26,20 @@ pub struct ConvertOptions {
     /// Attach the payload as received (still gzipped, if it was) to the first `Profile`, for
     /// backends that want what the conversion drops. Off by default, as OTLP recommends.
     pub include_original_payload: bool,
+    /// The payload is a snapshot (a goroutine profile): stamp it as one instant.
+    pub snapshot: Option<Snapshot>,
     pub limits: Limits,
+}
+
+/// How a snapshot profile is placed in time. Each of its samples gets the snapshot's instant
+/// as its one timestamp, so a reader can find what was running at that instant, and the
+/// profile's duration is the wall time each counted item stands for (the snapshot period).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The period the snapshots are taken on, ns: the profile's `duration_nano`.
+    pub period_nano: u64,
+    /// The instant when the payload carries no `time_nanos` (Unix ns).
+    pub fallback_time_unix_nano: u64,
 }
 
 impl Default for ConvertOptions {
@@ -39,6 +52,7 @@ impl Default for ConvertOptions {
             resource_attributes: Vec::new(),
             scope_name: "hotspan/pprof".to_owned(),
             include_original_payload: false,
+            snapshot: None,
             limits: Limits::default(),
         }
     }
@@ -75,6 +89,17 @@ pub fn to_otlp(bytes: &[u8], opts: &ConvertOptions) -> Result<ExportProfilesServ
         }
     }
     let period_type = src.period_type.as_ref().map(|vt| c.value_type(vt)).transpose()?;
+    // Negative times are nonsense in pprof too; 0 reads as "unknown".
+    let mut time_unix_nano = u64::try_from(src.time_nanos).unwrap_or(0);
+    let mut duration_nano = u64::try_from(src.duration_nanos).unwrap_or(0);
+    let mut timestamps = Vec::new();
+    if let Some(snap) = opts.snapshot {
+        if time_unix_nano == 0 {
+            time_unix_nano = snap.fallback_time_unix_nano;
+        }
+        duration_nano = snap.period_nano;
+        timestamps.push(time_unix_nano);
+    }
     let mut profiles = Vec::with_capacity(types);
     for (t, vt) in src.sample_type.iter().enumerate() {
         let samples = heads
@@ -86,15 +111,14 @@ pub fn to_otlp(bytes: &[u8], opts: &ConvertOptions) -> Result<ExportProfilesServ
                 link_index: head.link,
                 // Validation guarantees one value per sample type.
                 values: vec![s.value.get(t).copied().unwrap_or_default()],
-                timestamps_unix_nano: Vec::new(),
+                timestamps_unix_nano: timestamps.clone(),
             })
             .collect();
         profiles.push(otlp::Profile {
             sample_type: Some(c.value_type(vt)?),
             samples,
-            // Negative times are nonsense in pprof too; 0 reads as "unknown".
-            time_unix_nano: u64::try_from(src.time_nanos).unwrap_or(0),
-            duration_nano: u64::try_from(src.duration_nanos).unwrap_or(0),
+            time_unix_nano,
+            duration_nano,
             period_type,
             period: src.period,
             ..Default::default()

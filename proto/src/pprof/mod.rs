@@ -30,7 +30,7 @@ pub mod pb {
 }
 
 pub use back::from_otlp;
-pub use convert::{to_otlp, ConvertOptions};
+pub use convert::{to_otlp, ConvertOptions, Snapshot};
 pub use decode::{decode, Limits};
 pub use error::PprofError;
 

@@ -414,6 +414,51 @@ fn options_fill_resource_scope_and_first_payload_only() {
     assert!(ps[1].original_payload.is_empty() && ps[1].original_payload_format.is_empty());
 }
 
+/// A goroutine profile as Go writes it: `goroutine/count`, one sample per distinct stack.
+fn goroutines(time_nanos: i64) -> Pprof {
+    let mut b = Pprof::new();
+    b.sample_type("goroutine", "count");
+    b.function(1, "main.idle", "main.go")
+        .function(2, "main.main", "main.go");
+    b.location(1, 1, 10).location(2, 2, 20);
+    b.p.time_nanos = time_nanos;
+    b.sample(&[1, 2], &[1000], &[]);
+    b.sample(&[2], &[3], &[("span_id", "00000000000000a1")]);
+    b
+}
+
+#[test]
+fn snapshots_stamp_every_sample_with_their_instant() {
+    let snapshot = |fallback| ConvertOptions {
+        snapshot: Some(Snapshot {
+            period_nano: 250_000_000,
+            fallback_time_unix_nano: fallback,
+        }),
+        ..Default::default()
+    };
+    let at = 1_700_000_000_123_456_789;
+    let req = to_otlp(&goroutines(at).bytes(), &snapshot(42)).expect("converts");
+    let p = &profiles(&req)[0];
+    assert_eq!((p.time_unix_nano, p.duration_nano), (at as u64, 250_000_000));
+    let counts: Vec<i64> = p.samples.iter().map(|s| s.values[0]).collect();
+    assert_eq!(counts, [1000, 3]);
+    for s in &p.samples {
+        assert_eq!(s.timestamps_unix_nano, [at as u64]);
+        assert_eq!(s.values.len(), s.timestamps_unix_nano.len());
+    }
+    assert_eq!(link(&req, &p.samples[1]).1, "00000000000000a1");
+    // No time in the payload: the fallback instant.
+    let req = to_otlp(&goroutines(0).bytes(), &snapshot(42)).expect("converts");
+    let p = &profiles(&req)[0];
+    assert_eq!(p.time_unix_nano, 42);
+    assert!(p.samples.iter().all(|s| s.timestamps_unix_nano == [42]));
+    // Not a snapshot: no timestamps, the payload's own window.
+    let req = convert(&goroutines(at).bytes()).expect("converts");
+    let p = &profiles(&req)[0];
+    assert_eq!((p.time_unix_nano, p.duration_nano), (at as u64, 0));
+    assert!(p.samples.iter().all(|s| s.timestamps_unix_nano.is_empty()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Links
 

@@ -19,6 +19,7 @@ use crate::exporters::otlp_grpc::{log_partial_success, Compression};
 use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::http_path;
+use crate::net::error_chain;
 use crate::tls::Connector;
 
 /// The most of a response body read: enough for a partial success or an error message.
@@ -270,18 +271,6 @@ impl Exporter for OtlpHttpExporter {
             _ => Err(ExportError::Permanent(reason)),
         }
     }
-}
-
-/// An error with its causes, which hyper keeps out of its own message ("client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -336,6 +336,7 @@ async fn accept(
         resource,
         &shared.config.correlation,
         shared.config.include_original_payload,
+        None,
     )
     .await
     {
