@@ -22,12 +22,15 @@ use crate::{free_port, wait_for};
 pub fn kafka_version() -> Result<String> {
     let pom = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/kafka/pom.xml");
     let text = std::fs::read_to_string(&pom).with_context(|| format!("reading {}", pom.display()))?;
-    let start = text
-        .find("<kafka.version>")
-        .context("no <kafka.version> in the pom")?
-        + 15;
-    let end = start + text[start..].find('<').context("unclosed <kafka.version>")?;
-    Ok(text[start..end].trim().to_string())
+    // The element, not the mentions of it in comments: `<kafka.version>X</kafka.version>`.
+    text.match_indices("<kafka.version>")
+        .map(|(at, tag)| &text[at + tag.len()..])
+        .find_map(|rest| {
+            let (v, _) = rest.split_once("</kafka.version>")?;
+            let v = v.trim();
+            (!v.is_empty() && !v.contains('<')).then(|| v.to_string())
+        })
+        .context("no <kafka.version>X</kafka.version> in the pom")
 }
 
 /// The broker's jars, or an error that says how to fetch them.
