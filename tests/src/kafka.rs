@@ -66,6 +66,14 @@ pub struct KafkaOptions {
     pub tls: Option<(String, String)>,
 }
 
+/// One message read back from a topic.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
 /// A running broker. Killed on drop.
 pub struct Kafka {
     child: Option<Child>,
@@ -285,8 +293,8 @@ group.initial.rebalance.delay.ms=0
         })
     }
 
-    /// Every message of `topic` now, as (partition, key, payload), read from the start.
-    pub fn read_all(&self, topic: &str) -> Result<Vec<(i32, Option<Vec<u8>>, Vec<u8>)>> {
+    /// Every message of `topic` now, read from the start.
+    pub fn read_all(&self, topic: &str) -> Result<Vec<Record>> {
         let consumer = self.admin_config().create::<BaseConsumer>()?;
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
         let partitions: Vec<i32> = md
@@ -312,11 +320,11 @@ group.initial.rebalance.delay.ms=0
                 while let Some(m) = consumer.poll(Duration::from_millis(100)) {
                     let Ok(m) = m else { continue };
                     next.insert(m.partition(), m.offset() + 1);
-                    out.push((
-                        m.partition(),
-                        m.key().map(<[u8]>::to_vec),
-                        m.payload().unwrap_or_default().to_vec(),
-                    ));
+                    out.push(Record {
+                        partition: m.partition(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    });
                 }
                 ends.iter()
                     .all(|(p, high)| next.get(p).copied().unwrap_or(0) >= *high)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use hotspan_processors::spanprofile::fixtures::{self, Plant};
 use hotspan_proto::{Encoding, ProfilesBatch, TracesBatch};
-use hotspan_tests::kafka::{Kafka, KafkaOptions};
+use hotspan_tests::kafka::{Kafka, KafkaOptions, Record};
 use hotspan_tests::peers::start_otelcol;
 use hotspan_tests::profiles::{flatten, read_profiles, FlatSample};
 use hotspan_tests::{hex, post, read_spans, wait_for, Hotspan};
@@ -202,7 +202,7 @@ service:
         )?;
     }
     // otelcol keyed each trace's message with its id in hex.
-    for (_, key, payload) in kafka.read_all("ot_spans")? {
+    for Record { key, payload, .. } in kafka.read_all("ot_spans")? {
         let batch = TracesBatch::decode(&payload, Encoding::Protobuf)?;
         let traces: Vec<String> = batch
             .resource_spans()
@@ -323,7 +323,10 @@ service:
 /// The partition of each trace in `topic`, from its messages' contents.
 fn partitions_of_traces(kafka: &Kafka, topic: &str) -> Result<BTreeMap<String, i32>> {
     let mut out = BTreeMap::new();
-    for (partition, _, payload) in kafka.read_all(topic)? {
+    for Record {
+        partition, payload, ..
+    } in kafka.read_all(topic)?
+    {
         let traces: Vec<String> = if topic.contains("profiles") {
             flatten(&ProfilesBatch::decode(&payload, Encoding::Protobuf)?)
                 .into_iter()
