@@ -10,10 +10,6 @@ cd "$(dirname "$0")/.."
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/hotspan"
 mkdir -p "$cache"
 
-command -v go >/dev/null 2>&1 || {
-  echo "peers.sh: the Go toolchain is needed to build the peers (Go 1.26: /usr/local/go/bin on PATH)" >&2
-  exit 1
-}
 
 # The version of `module` that tests/peers/<dir>/go.mod requires.
 version_of() {
@@ -27,6 +23,10 @@ version_of() {
 # $cache/NAME-VERSION/NAME. A stamp of the module's files says what it was built from.
 build() {
   local name=$1 dir=$2 version=$3 package=$4
+  command -v go >/dev/null 2>&1 || {
+    echo "peers.sh: the Go toolchain is needed to build the peers (Go 1.26: /usr/local/go/bin on PATH)" >&2
+    exit 1
+  }
   local target="$cache/$name-$version"
   local stamp
   stamp=$(find "tests/peers/$dir" -maxdepth 1 -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) \
@@ -68,8 +68,6 @@ build() {
   echo "$name $version: $target/$name"
 }
 
-build otelcol otelcol "$(version_of otelcol go.opentelemetry.io/collector/otelcol)" .
-build jaeger jaeger "$(version_of jaeger github.com/jaegertracing/jaeger)" github.com/jaegertracing/jaeger/cmd/jaeger
 
 # kafka_jars: Apache Kafka (the broker, run in KRaft mode by tests/src/kafka.rs with the
 # machine's Java 17+) as kafka_2.13 and its runtime dependencies from Maven Central, copied into
@@ -111,4 +109,16 @@ kafka_jars() {
   echo "kafka $version: $target/libs"
 }
 
-kafka_jars
+# With arguments (otelcol, jaeger, kafka), only the peers named: bench/kafka.sh wants the broker
+# alone.
+peers=("$@")
+wanted() { [ ${#peers[@]} -eq 0 ] || [[ " ${peers[*]} " == *" $1 "* ]]; }
+if wanted otelcol; then
+  build otelcol otelcol "$(version_of otelcol go.opentelemetry.io/collector/otelcol)" .
+fi
+if wanted jaeger; then
+  build jaeger jaeger "$(version_of jaeger github.com/jaegertracing/jaeger)" github.com/jaegertracing/jaeger/cmd/jaeger
+fi
+if wanted kafka; then
+  kafka_jars
+fi
