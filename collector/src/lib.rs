@@ -9,6 +9,7 @@ pub mod exporterhelper;
 pub mod exporters;
 pub mod extensions;
 pub mod grpc;
+pub mod kafka;
 pub mod net;
 pub mod processors;
 pub mod receivers;

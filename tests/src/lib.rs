@@ -19,11 +19,11 @@ pub fn hotspan_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // With the features the tests' build unifies in (the join's fixtures), so this build
-        // and `cargo test`'s share their artifacts instead of rebuilding each other's.
+        // With the features the tests' build unifies in (the join's fixtures, Kafka), so this
+        // build and `cargo test`'s share their artifacts instead of rebuilding each other's.
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "hotspan", "--bin", "hotspan"])
-            .args(["--features", "hotspan-processors/fixtures"])
+            .args(["--features", "hotspan-processors/fixtures,hotspan/kafka"])
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building hotspan failed");
@@ -357,6 +357,7 @@ pub mod attrs;
 pub mod browser;
 pub mod cgroup;
 pub mod goservice;
+pub mod kafka;
 pub mod load;
 pub mod profiles;
 pub mod restart;

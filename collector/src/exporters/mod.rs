@@ -4,9 +4,11 @@
 pub mod debug;
 pub mod file;
 pub mod hotspan_ui;
+pub mod kafka;
 pub mod load_balancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod split;
 
 use std::time::Duration;
 
