@@ -167,7 +167,13 @@ mod tests {
     #[test]
     fn a_follower_replacing_another_keeps_the_series_counting_up() {
         let m = Metrics::default();
-        let series = || m.counter("hotspan_spanprofile_late_samples", "Late.", &[("connector", "sp")]);
+        let series = || {
+            m.counter(
+                "hotspan_spanprofile_late_samples",
+                "Late.",
+                &[("connector", "sp")],
+            )
+        };
         let first = Follower::new(series());
         first.follow(5);
         first.follow(7);
