@@ -1,10 +1,15 @@
 //! Scalars: integers (numbers or decimal strings), doubles (with NaN and the infinities as
 //! strings), hex ids and base64 bytes.
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::{self, Display};
 use std::marker::PhantomData;
 use std::str::FromStr;
 
+use base64::alphabet::{self, Alphabet};
+use base64::display::Base64Display;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
 use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -127,27 +132,13 @@ pub(super) struct Hex<'a>(pub(super) &'a [u8]);
 
 impl Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for &b in self.0 {
-            f.write_char(char::from(DIGITS[usize::from(b >> 4)]))?;
-            f.write_char(char::from(DIGITS[usize::from(b & 0xf)]))?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
 /// Decodes hex of either case; `None` for odd lengths and non-hex characters.
 pub(super) fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
-    }
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    hex::decode(s).ok()
 }
 
 /// Bytes read from a hex string.
@@ -169,53 +160,39 @@ impl<'de> Deserialize<'de> for HexIn {
     }
 }
 
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding, for `bytes` fields other than ids.
 pub(super) struct Base64<'a>(pub(super) &'a [u8]);
 
 impl Display for Base64<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digit = |n: u32| char::from(BASE64_ALPHABET[(n & 63) as usize]);
-        for chunk in self.0.chunks(3) {
-            let b = |i: usize| chunk.get(i).map_or(0, |&b| u32::from(b));
-            let n = b(0) << 16 | b(1) << 8 | b(2);
-            f.write_char(digit(n >> 18))?;
-            f.write_char(digit(n >> 12))?;
-            f.write_char(if chunk.len() > 1 { digit(n >> 6) } else { '=' })?;
-            f.write_char(if chunk.len() > 2 { digit(n) } else { '=' })?;
-        }
-        Ok(())
+        Base64Display::new(self.0, &STANDARD).fmt(f)
     }
 }
 
 /// Decodes base64, standard or URL-safe alphabet, with or without padding. `None` for other
-/// characters, misplaced or wrong padding and impossible lengths.
+/// characters, misplaced or partial padding and impossible lengths. The rules are Go's protojson
+/// (which writes most OTLP/JSON): URL-safe when `-` or `_` appear, unpadded unless the length
+/// is a multiple of 4, leftover bits in the last character ignored.
 pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let data = s.trim_end_matches('=');
-    let padding = s.len() - data.len();
-    if padding > 2 || (padding > 0 && !s.len().is_multiple_of(4)) || data.len() % 4 == 1 {
-        return None;
+    const fn engine(alphabet: &Alphabet, padding: DecodePaddingMode) -> GeneralPurpose {
+        let config = GeneralPurposeConfig::new()
+            .with_decode_padding_mode(padding)
+            .with_decode_allow_trailing_bits(true);
+        GeneralPurpose::new(alphabet, config)
     }
-    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 2);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in data.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6 | u32::from(v)) & 0xff_ffff;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    const STANDARD_PADDED: GeneralPurpose = engine(&alphabet::STANDARD, DecodePaddingMode::RequireCanonical);
+    const STANDARD_UNPADDED: GeneralPurpose = engine(&alphabet::STANDARD, DecodePaddingMode::RequireNone);
+    const URL_SAFE_PADDED: GeneralPurpose = engine(&alphabet::URL_SAFE, DecodePaddingMode::RequireCanonical);
+    const URL_SAFE_UNPADDED: GeneralPurpose = engine(&alphabet::URL_SAFE, DecodePaddingMode::RequireNone);
+    let url_safe = s.contains(['-', '_']);
+    let padded = s.len().is_multiple_of(4);
+    let engine = match (url_safe, padded) {
+        (false, true) => &STANDARD_PADDED,
+        (false, false) => &STANDARD_UNPADDED,
+        (true, true) => &URL_SAFE_PADDED,
+        (true, false) => &URL_SAFE_UNPADDED,
+    };
+    engine.decode(s).ok()
 }
 
 /// Bytes read from a base64 string.
