@@ -6,6 +6,8 @@
 //! components that need whole messages (the join, tail sampling, the debug exporter, the
 //! report, receivers building requests) work on the prost structs, re-exported as [`otlp`].
 #![forbid(unsafe_code)]
+// A panic on input would take the collector down: errors are handled; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod batch;
 mod error;
