@@ -6,8 +6,12 @@
 //! components that need whole messages (the join, tail sampling, the debug exporter, the
 //! report, receivers building requests) work on the prost structs, re-exported as [`otlp`].
 #![forbid(unsafe_code)]
-// A panic on input would take the collector down: errors are handled; tests may unwrap.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// A panic on input would take the collector down: errors are handled, and indexing is `get`
+// (every parser here reads untrusted bytes); tests may unwrap and index.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod batch;
 mod error;

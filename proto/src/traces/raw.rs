@@ -363,8 +363,9 @@ impl ScopeSpansRaw {
         }
         // Unchanged spans whose records lie one after another in a source go as one copy.
         let flush = |run: Option<(usize, Range<usize>)>, out: &mut Vec<u8>| {
-            if let Some((source, range)) = run {
-                out.extend_from_slice(&self.sources[source][range]);
+            // `record_in` found the range in that source, so both lookups succeed.
+            if let Some(record) = run.and_then(|(source, range)| self.sources.get(source)?.get(range)) {
+                out.extend_from_slice(record);
             }
         };
         let mut run: Option<(usize, Range<usize>)> = None;
@@ -372,7 +373,8 @@ impl ScopeSpansRaw {
         for span in &self.spans {
             // Spans mostly lie in the source of the one before them.
             let found = if span.extra.is_empty() {
-                span.record_in(&self.sources[source])
+                (self.sources.get(source))
+                    .and_then(|s| span.record_in(s))
                     .map(|r| (source, r))
                     .or_else(|| {
                         self.sources
@@ -482,13 +484,16 @@ impl ResourceSpansRaw {
     pub(crate) fn split_front(&mut self, mut n: usize) -> ResourceSpansRaw {
         self.whole = None;
         let mut front = Vec::new();
-        while n > 0 && !self.scopes.is_empty() {
-            let count = self.scopes[0].spans.len();
+        while n > 0 {
+            let Some(first) = self.scopes.first_mut() else {
+                break;
+            };
+            let count = first.spans.len();
             if count <= n {
                 front.push(self.scopes.remove(0));
                 n -= count;
             } else {
-                front.push(self.scopes[0].split_front(n));
+                front.push(first.split_front(n));
                 n = 0;
             }
         }
@@ -604,7 +609,10 @@ fn scan_container<'a>(
             }
             None => skip(wire_type, tag, &mut rest, depth)?,
         }
-        let record = &record_start[..record_start.len() - rest.len()];
+        // `rest` is what is left of `record_start` once the record is read.
+        let record = record_start
+            .get(..record_start.len() - rest.len())
+            .ok_or_else(|| wire::error("a record past its container's end"))?;
         head.records.push(buf.slice_ref(record));
     }
     Ok(head)
