@@ -271,8 +271,9 @@ pub fn wait_for_spans(path: &Path, n: usize, timeout: Duration) -> Result<BTreeM
     .with_context(|| format!("only {last} spans arrived"))
 }
 
+/// Lower-case hex, how OTLP/JSON and hotspan's output spell ids.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Writes `bytes` gzipped.

@@ -64,7 +64,7 @@ fn module_key(dir: &str) -> Result<String> {
         let path = module.join(name);
         hash.update(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
     }
-    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(hash.finalize());
     Ok(hex[..16].to_string())
 }
 

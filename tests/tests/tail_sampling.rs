@@ -180,9 +180,7 @@ service:
     let picked: BTreeSet<String> = truth_traces
         .keys()
         .filter(|t| {
-            let bytes: Vec<u8> = (0..16)
-                .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).unwrap_or(0))
-                .collect();
+            let bytes = hex::decode(t).unwrap_or_default();
             otelcol_would_sample(SALT, &bytes, PERCENT)
         })
         .cloned()

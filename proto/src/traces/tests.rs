@@ -38,9 +38,9 @@ fn decodes_spec_json() {
     assert_eq!(batch.span_count(), 1);
     let rs = batch.resource_spans();
     let span = &rs[0].scope_spans[0].spans[0];
-    assert_eq!(hex(&span.trace_id), "5b8efff798038103d269b633813fc60c");
-    assert_eq!(hex(&span.span_id), "eee19b7ec3c1b174");
-    assert_eq!(hex(&span.parent_span_id), "eee19b7ec3c1b173");
+    assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(hex::encode(&span.span_id), "eee19b7ec3c1b174");
+    assert_eq!(hex::encode(&span.parent_span_id), "eee19b7ec3c1b173");
     assert_eq!(span.kind, 2);
     assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);
     assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
@@ -169,10 +169,6 @@ fn invalid_ids_are_removed_and_counted() {
     assert_eq!(split.reason.as_deref(), Some("trace_id must not be all zeros"));
     assert_eq!(batch.span_count(), 13);
     assert_eq!(crate::tree::count(&batch.resource_spans(), |_: &Span| 1), 13);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 mod raw {
