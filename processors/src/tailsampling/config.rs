@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{bounds, ComponentConfig, FieldError};
 use serde::Deserialize;
 
 use super::policy::Policy;
@@ -178,11 +178,32 @@ pub struct RateAllocationConfig {
 
 impl ComponentConfig for TailSamplingConfig {
     fn validate(&self, errs: &mut Vec<FieldError>) {
-        if self.decision_wait.is_zero() {
-            errs.push(FieldError::new("decision_wait", "must be greater than 0"));
-        }
-        if self.num_traces == 0 {
-            errs.push(FieldError::new("num_traces", "must be greater than 0"));
+        // Each bound keeps what the processor holds or sets aside from its numbers in memory.
+        const MAX_TRACES: u64 = 10_000_000;
+        bounds::check_duration(
+            self.decision_wait,
+            Duration::from_nanos(1)..=Duration::from_secs(3600),
+            "decision_wait",
+            errs,
+        );
+        bounds::check(self.num_traces, 1..=MAX_TRACES, "num_traces", errs);
+        bounds::check(
+            self.expected_new_traces_per_sec,
+            0..=MAX_TRACES,
+            "expected_new_traces_per_sec",
+            errs,
+        );
+        for (size, key) in [
+            (
+                self.decision_cache.sampled_cache_size,
+                "decision_cache.sampled_cache_size",
+            ),
+            (
+                self.decision_cache.non_sampled_cache_size,
+                "decision_cache.non_sampled_cache_size",
+            ),
+        ] {
+            bounds::check(size as u64, 0..=MAX_TRACES, key, errs);
         }
         if self.policies.is_empty() {
             errs.push(FieldError::new("policies", "at least one policy is required"));

@@ -114,6 +114,9 @@ pub struct TailSamplingProcessor {
     epoch: (Instant, i64),
 }
 
+/// At most this many waiting traces' room is set aside at start.
+const PREALLOCATED_TRACES: usize = 65_536;
+
 impl TailSamplingProcessor {
     /// Builds the policies; the config was validated, so an error here is a bug's, reported.
     pub fn new(config: &TailSamplingConfig) -> Result<Self, PolicyError> {
@@ -143,7 +146,11 @@ impl TailSamplingProcessor {
             },
             policies,
             waiting: HashMap::with_capacity_and_hasher(
-                usize::try_from(expected).unwrap_or(0).min(num_traces),
+                // Grows past this as traces come: a big expectation must not be allocated up front.
+                usize::try_from(expected)
+                    .unwrap_or(0)
+                    .min(num_traces)
+                    .min(PREALLOCATED_TRACES),
                 RandomState::default(),
             ),
             order: VecDeque::new(),
