@@ -2,6 +2,8 @@
 # Runs every test hotspan has, on a fresh machine too: installs what the tests need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A failing test's anyhow error without a captured backtrace: the message is what CI shows.
+export RUST_LIB_BACKTRACE=0
 
 need_apt=()
 command -v kill >/dev/null 2>&1 || need_apt+=(procps)

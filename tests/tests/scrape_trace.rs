@@ -308,7 +308,9 @@ service:
         }
         // Every GC cycle stops the world twice.
         let k = sweeps.len();
-        ensure!(k >= 10, "{k} GC cycles in a second of heavy allocation");
+        // Heavy allocation collects dozens of times a second on an idle machine; a loaded one
+        // gives the service less CPU, and fewer cycles.
+        ensure!(k >= 4, "{k} GC cycles in a second of heavy allocation");
         ensure!(
             k.abs_diff(marks) <= 1,
             "{k} sweep terminations, {marks} mark terminations"
@@ -329,13 +331,14 @@ service:
         offsets.push(fit);
         // Each goroutine snapshot inside the window: just after the pause that ends its
         // collection (the profile is stamped when Go starts writing it, after counting and
-        // sorting the stacks: milliseconds, tens on a busy machine; snapshots are 300 ms apart).
+        // sorting the stacks: milliseconds, a hundred or more on a loaded machine; snapshots
+        // are 300 ms apart).
         for &at in snapshots.iter().filter(|&&s| s > t.start + 100 * MS && s < t.end) {
             let cleanup = t
                 .pauses
                 .iter()
                 .filter(|p| p.reason == "goroutine profile cleanup")
-                .find(|p| p.end() <= at + p.error && at <= p.end() + 100 * MS + p.error);
+                .find(|p| p.end() <= at + p.error && at <= p.end() + 250 * MS + p.error);
             ensure!(
                 cleanup.is_some(),
                 "no goroutine profile pause ends just before the snapshot at {at}: {:?}",
