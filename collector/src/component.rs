@@ -142,7 +142,7 @@ pub trait ReceiverType: ComponentType {
 
 pub trait ProcessorType: ComponentType {
     const SIGNALS: &'static [Signal];
-    fn build(config: Self::Config) -> Result<Box<dyn Processor>, BoxError>;
+    fn build(ctx: &BuildContext, config: Self::Config) -> Result<Box<dyn Processor>, BoxError>;
 }
 
 pub trait ExporterType: ComponentType {
@@ -183,7 +183,7 @@ pub trait ReceiverFactory: Factory {
 }
 
 pub trait ProcessorFactory: Factory {
-    fn build(&self, config: &Parsed) -> Result<Box<dyn Processor>, BoxError>;
+    fn build(&self, ctx: &BuildContext, config: &Parsed) -> Result<Box<dyn Processor>, BoxError>;
 }
 
 pub trait ExporterFactory: Factory {
@@ -276,8 +276,8 @@ impl<T: ReceiverType> ReceiverFactory for Typed<T, AsReceiver> {
 }
 
 impl<T: ProcessorType> ProcessorFactory for Typed<T, AsProcessor> {
-    fn build(&self, config: &Parsed) -> Result<Box<dyn Processor>, BoxError> {
-        T::build(config_of::<T>(config)?)
+    fn build(&self, ctx: &BuildContext, config: &Parsed) -> Result<Box<dyn Processor>, BoxError> {
+        T::build(ctx, config_of::<T>(config)?)
     }
 }
 

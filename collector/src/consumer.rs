@@ -48,6 +48,20 @@ impl ConsumeError {
         }
     }
 
+    /// The same refusal, handing `batch` back if it is retryable.
+    fn with_batch(self, batch: Batch) -> Self {
+        match self {
+            ConsumeError::Retryable {
+                reason, retry_after, ..
+            } => ConsumeError::Retryable {
+                reason,
+                retry_after,
+                batch: Some(Box::new(batch)),
+            },
+            permanent => permanent,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, ConsumeError::Retryable { .. })
     }
@@ -125,6 +139,64 @@ impl Consumer for Fanout {
                 (None, Some(msg)) => Err(ConsumeError::Permanent(msg)),
                 (None, None) => Ok(()),
             }
+        })
+    }
+}
+
+/// How long a request waits in a paused [`Switch`] before it is refused retryably: a reload
+/// repoints it within milliseconds unless the new pipelines fail to start.
+const SWITCH_PAUSE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A receiver's way into its pipelines, which a reload can re-point: a receiver whose config is
+/// unchanged keeps running (and keeps its clients' connections) while the pipelines behind it
+/// are replaced. Between the old pipelines draining and the new ones starting it is paused,
+/// and requests wait in it.
+pub struct Switch {
+    target: tokio::sync::watch::Sender<Option<SharedConsumer>>,
+}
+
+impl Switch {
+    pub fn new(target: SharedConsumer) -> Arc<Switch> {
+        Arc::new(Switch {
+            target: tokio::sync::watch::Sender::new(Some(target)),
+        })
+    }
+
+    /// Requests from now on wait until [`Switch::point_to`].
+    pub fn pause(&self) {
+        self.target.send_replace(None);
+    }
+
+    pub fn point_to(&self, target: SharedConsumer) {
+        self.target.send_replace(Some(target));
+    }
+
+    async fn current(&self) -> Result<SharedConsumer, ConsumeError> {
+        if let Some(target) = self.target.borrow().clone() {
+            return Ok(target);
+        }
+        let mut rx = self.target.subscribe();
+        let target = match tokio::time::timeout(SWITCH_PAUSE_LIMIT, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(target)) => target.clone(),
+            _ => None,
+        };
+        target.ok_or_else(|| ConsumeError::retryable("the pipelines are reloading"))
+    }
+}
+
+impl Consumer for Switch {
+    fn admit(&self, bytes: usize) -> Result<(), ConsumeError> {
+        let target = self.target.borrow().clone();
+        target.map_or(Ok(()), |t| t.admit(bytes))
+    }
+
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            let target = match self.current().await {
+                Ok(t) => t,
+                Err(e) => return Err(e.with_batch(batch)),
+            };
+            target.consume(batch).await
         })
     }
 }

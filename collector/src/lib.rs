@@ -1,6 +1,8 @@
 //! hotspan: an OTLP collector that joins profile samples to the spans that were running when
 //! they were taken. The binary is `main.rs`; this library is everything it runs.
 #![forbid(unsafe_code)]
+// A panic on input would take the collector down: errors are handled; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod component;
 pub mod connectors;
@@ -9,6 +11,7 @@ pub mod exporterhelper;
 pub mod exporters;
 pub mod extensions;
 pub mod grpc;
+pub mod kafka;
 pub mod net;
 pub mod processors;
 pub mod receivers;

@@ -24,10 +24,12 @@ impl Default for Registry {
                 receiver::<receivers::pprof::PprofReceiver>(),
                 receiver::<receivers::pprof_scrape::PprofScrape>(),
                 receiver::<receivers::cgroup::CgroupReceiver>(),
+                receiver::<receivers::kafka::KafkaReceiver>(),
             ],
             processors: vec![
                 processor::<processors::batch::Batch>(),
                 processor::<processors::memory_limiter::MemoryLimiter>(),
+                processor::<processors::tail_sampling::TailSampling>(),
             ],
             exporters: vec![
                 exporter::<exporters::otlp_grpc::OtlpGrpcExporter>(),
@@ -36,6 +38,7 @@ impl Default for Registry {
                 exporter::<exporters::debug::DebugExporter>(),
                 exporter::<exporters::load_balancing::LoadBalancingExporter>(),
                 exporter::<exporters::hotspan_ui::UiExporter>(),
+                exporter::<exporters::kafka::KafkaExporter>(),
             ],
             connectors: vec![
                 connector::<connectors::forward::Forward>(),

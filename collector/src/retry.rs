@@ -7,9 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hotspan_config::FieldError;
+use hotspan_config::{bounds, FieldError};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+/// Largest `multiplier`: a hundredfold growth per retry reaches any `max_interval` within a
+/// few retries already, and below it the grown wait always fits a `Duration`.
+pub const MAX_MULTIPLIER: f64 = 100.0;
+
+/// Longest wait between two attempts: a backend away for longer is retried hourly.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Longest a batch is retried (0: until shutdown); a persistent queue keeps it past a restart.
+pub const MAX_ELAPSED_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// otelcol's `retry_on_failure`: exponential backoff with jitter for retryable failures.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -63,23 +73,29 @@ impl RetryConfig {
     }
 
     pub fn validate(&self, path: &str, errs: &mut Vec<FieldError>) {
-        if !(0.0..=1.0).contains(&self.randomization_factor) {
-            errs.push(FieldError {
-                path: format!("{path}.randomization_factor"),
-                message: "must be between 0 and 1".into(),
-            });
-        }
-        if self.multiplier < 1.0 {
-            errs.push(FieldError {
-                path: format!("{path}.multiplier"),
-                message: "must be at least 1".into(),
-            });
-        }
-        if self.enabled && self.initial_interval.is_zero() {
-            errs.push(FieldError {
-                path: format!("{path}.initial_interval"),
-                message: "must be greater than 0".into(),
-            });
+        let key = |name: &str| format!("{path}.{name}");
+        bounds::check(
+            self.randomization_factor,
+            0.0..=1.0,
+            key("randomization_factor"),
+            errs,
+        );
+        // NaN and infinity fail this too: growing a wait by either panics.
+        bounds::check(self.multiplier, 1.0..=MAX_MULTIPLIER, key("multiplier"), errs);
+        if self.enabled {
+            // Every wait after the first is capped by max_interval: 0 would retry in a tight loop.
+            for (name, value) in [
+                ("initial_interval", self.initial_interval),
+                ("max_interval", self.max_interval),
+            ] {
+                bounds::check_duration(value, Duration::from_nanos(1)..=MAX_INTERVAL, key(name), errs);
+            }
+            bounds::check_duration(
+                self.max_elapsed_time,
+                Duration::ZERO..=MAX_ELAPSED_TIME,
+                key("max_elapsed_time"),
+                errs,
+            );
         }
     }
 }
@@ -259,5 +275,100 @@ mod tests {
             );
         }
         assert_eq!(b.next(Some(Duration::from_secs(3))), Duration::from_secs(3));
+    }
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let cfg: RetryConfig = hotspan_config::from_yaml(yaml).unwrap();
+        let mut errs = Vec::new();
+        cfg.validate("retry_on_failure", &mut errs);
+        errs.into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn numbers_that_would_panic_or_spin_are_refused() {
+        assert!(problems("{multiplier: 100, max_interval: 1ns}").is_empty());
+        for multiplier in [".nan", ".inf", "-.inf", "0.5", "100.5", "1e300"] {
+            assert_eq!(
+                problems(&format!("{{multiplier: {multiplier}}}")),
+                ["retry_on_failure.multiplier: must be from 1 to 100"],
+                "{multiplier}"
+            );
+        }
+        assert_eq!(
+            problems("{randomization_factor: .nan, max_interval: 0s}"),
+            [
+                "retry_on_failure.randomization_factor: must be from 0 to 1",
+                "retry_on_failure.max_interval: must be greater than 0s and at most 1h0m0s"
+            ]
+        );
+        assert!(problems("{initial_interval: 1h, max_interval: 1h, max_elapsed_time: 168h}").is_empty());
+        assert_eq!(
+            problems("{initial_interval: 1h0m1s, max_interval: 2562047h, max_elapsed_time: 168h0m1s}"),
+            [
+                "retry_on_failure.initial_interval: must be greater than 0s and at most 1h0m0s",
+                "retry_on_failure.max_interval: must be greater than 0s and at most 1h0m0s",
+                "retry_on_failure.max_elapsed_time: must be from 0s to 168h0m0s"
+            ]
+        );
+        assert!(problems("{enabled: false, initial_interval: 0s, max_interval: 0s}").is_empty());
+    }
+
+    /// Durations as the config parser bounds them: 0 to Go's largest.
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::from_nanos(1)),
+            Just(Duration::from_nanos(i64::MAX as u64)),
+            (0u64..=i64::MAX as u64).prop_map(Duration::from_nanos),
+            (0u64..100_000).prop_map(Duration::from_millis),
+        ]
+    }
+
+    /// Mostly from `valid`, and the edges and anything else besides.
+    fn factor(valid: std::ops::RangeInclusive<f64>) -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => valid.clone(),
+            1 => Just(*valid.start()),
+            1 => Just(*valid.end()),
+            1 => prop::sample::select(vec![f64::NAN, f64::INFINITY, -1.0, 0.0, 1e300]),
+            1 => any::<f64>(),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any policy that validates computes every wait of a long retry without panicking,
+        /// and waits no longer than its larger interval, doubled by jitter.
+        #[test]
+        fn a_valid_policy_never_panics_while_backing_off(
+            initial_interval in duration(),
+            max_interval in duration(),
+            max_elapsed_time in duration(),
+            multiplier in factor(1.0..=MAX_MULTIPLIER),
+            randomization_factor in factor(0.0..=1.0),
+        ) {
+            let cfg = RetryConfig {
+                enabled: true,
+                initial_interval,
+                randomization_factor,
+                multiplier,
+                max_interval,
+                max_elapsed_time,
+            };
+            let mut errs = Vec::new();
+            cfg.validate("retry_on_failure", &mut errs);
+            if !errs.is_empty() {
+                return Ok(());
+            }
+            let mut backoff = Backoff::new(&cfg);
+            let longest = initial_interval.max(max_interval).saturating_mul(2);
+            for _ in 0..200 {
+                let wait = backoff.next(None);
+                prop_assert!(wait <= longest, "{wait:?} > {longest:?}");
+            }
+        }
     }
 }

@@ -3,9 +3,12 @@
 //! This crate knows the file's shape and the rules between its parts; each component's own
 //! config is checked through the [`Catalog`] the caller supplies.
 #![forbid(unsafe_code)]
+// A panic on input would take the collector down: errors are handled; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::Path;
 
+pub mod bounds;
 mod component;
 pub mod duration;
 mod env;

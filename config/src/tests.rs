@@ -815,6 +815,27 @@ line 25: service.telemetry.metrics.level: invalid metrics level \"high\"; expect
     assert_eq!(config.service.telemetry.logs.level, LogLevel::Warn);
     assert_eq!(config.service.telemetry.logs.encoding, LogEncoding::Console);
     assert_eq!(config.service.telemetry.metrics.level, MetricsLevel::None);
+    for good in ["127.0.0.1:0", "[::1]:65535", "localhost:8888", ":8888"] {
+        let config = load_ok(&format!(
+            "{COMPONENTS}service:\n  telemetry: {{metrics: {{address: \"{good}\"}}}}\n  pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}}}\n"
+        ));
+        assert_eq!(config.service.telemetry.metrics.address.as_deref(), Some(good));
+    }
+    for bad in [
+        "127.0.0.1:65536",
+        "127.0.0.1:-1",
+        "127.0.0.1",
+        "127.0.0.1:18446744073709551616",
+        "",
+    ] {
+        let errs = load_err(&format!(
+            "{COMPONENTS}service:\n  telemetry: {{metrics: {{address: \"{bad}\"}}}}\n  pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}}}\n"
+        ));
+        assert_eq!(
+            render(&errs),
+            format!("line 19: service.telemetry.metrics.address: expected an address like \"0.0.0.0:8888\" (host:port, the port from 0 to 65535), found \"{bad}\"\n")
+        );
+    }
 }
 
 #[test]

@@ -598,6 +598,13 @@ impl Validator<'_> {
             match key.as_str() {
                 "address" => match value {
                     Value::Null => metrics.address = None,
+                    // Only the port is checked: the host may be a name, or empty as Go allows.
+                    Value::String(s) if !has_port(&s) => self.err(
+                        sub,
+                        format!(
+                            "expected an address like \"0.0.0.0:8888\" (host:port, the port from 0 to 65535), found \"{s}\""
+                        ),
+                    ),
                     Value::String(s) => metrics.address = Some(s),
                     other => self.err(
                         sub,
@@ -669,6 +676,13 @@ fn shortest_cycle<'a>(
     }
     hops.reverse();
     hops
+}
+
+/// Whether `address` ends in `:port` with a port that fits 16 bits.
+fn has_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
 }
 
 /// A scalar written as text; ids and enum names are compared as strings.

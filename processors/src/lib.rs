@@ -2,9 +2,12 @@
 //! collector registers them (`collector/src/processors/`) and runs each instance in a stage
 //! task that owns it; the join (`spanprofile`) is shared by many tasks and locks inside.
 #![forbid(unsafe_code)]
+// A panic on input would take the collector down: errors are handled; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod batch;
 pub mod spanprofile;
+pub mod tailsampling;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,9 +1,17 @@
-//! OTLP types and hotspan's batch wrappers.
+//! OTLP types, hotspan's batch wrappers and the encodings it reads and writes (OTLP protobuf,
+//! OTLP/JSON, pprof).
 //!
-//! Components read and write telemetry through the wrappers here ([`TracesBatch`]), never
-//! through prost structs directly, so the representation can later become the received bytes
-//! plus a lazy index without touching every component.
+//! Telemetry moves between components as a [`Batch`]. Traces stay the received bytes plus an
+//! index ([`raw`]), so the path that only routes, counts or re-sends them never decodes a span;
+//! components that need whole messages (the join, tail sampling, the debug exporter, the
+//! report, receivers building requests) work on the prost structs, re-exported as [`otlp`].
 #![forbid(unsafe_code)]
+// A panic on input would take the collector down: errors are handled, and indexing is `get`
+// (every parser here reads untrusted bytes); tests may unwrap and index.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod batch;
 pub mod compression;

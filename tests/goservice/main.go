@@ -60,6 +60,8 @@ func main() {
 	scenario := flag.String("scenario", "checkout", "what requests do: checkout, wait, alloc, slowpath or sleep")
 	slowFraction := flag.Float64("slow-fraction", 0.1, "slowpath: the fraction of charges that take main.slowPath (exactly, per worker)")
 	slowMs := flag.Int("slow-path-ms", 60, "slowpath: CPU milliseconds main.slowPath burns")
+	waitMinMs := flag.Int("wait-min-ms", 20, "wait: the shortest block a wait span draws, in ms")
+	waitMaxMs := flag.Int("wait-max-ms", 60, "wait: the longest block a wait span draws, in ms")
 	idleGoroutines := flag.Int("idle-goroutines", 0, "park this many extra goroutines, blocked on a channel in main.idle")
 	tlsListen := flag.String("tls-listen", "", "also serve /debug/pprof/* and /stats over TLS on this address (needs -tls-cert and -tls-key)")
 	tlsCert := flag.String("tls-cert", "", "PEM certificate for -tls-listen")
@@ -83,6 +85,9 @@ func main() {
 	}
 	if *slowFraction < 0 || *slowFraction > 1 || *slowMs < 1 {
 		log.Fatalf("-slow-fraction must be in [0, 1] and -slow-path-ms at least 1")
+	}
+	if *waitMinMs < 1 || *waitMaxMs < *waitMinMs {
+		log.Fatalf("-wait-min-ms must be at least 1 and at most -wait-max-ms")
 	}
 	if *idleGoroutines < 0 {
 		log.Fatalf("-idle-goroutines must not be negative")
@@ -217,6 +222,7 @@ func main() {
 			w.slowRounds = uint64(*slowMs) * roundsPerMs
 		}
 		if slowPeer != nil {
+			w.waitMinMs, w.waitMaxMs = *waitMinMs, *waitMaxMs
 			if w.peers, err = startWaitPeers(slowPeer.Addr().String()); err != nil {
 				log.Fatal(err)
 			}

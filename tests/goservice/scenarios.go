@@ -16,7 +16,7 @@ import (
 
 // scenarios are the values of -scenario: what each request does.
 //   - checkout: five spans that each burn CPU in their own function.
-//   - wait: child spans that block for known times (20 to 60 ms) on a mutex, a channel, a
+//   - wait: child spans that block for known times (-wait-min-ms to -wait-max-ms, 20 to 60 by default) on a mutex, a channel, a
 //     slow TCP peer and a sleep, and one that only burns CPU.
 //   - alloc: child spans that allocate heavily (many short GC cycles, each with its
 //     stop-the-world pauses).
@@ -153,9 +153,9 @@ func startSlowPeer() (net.Listener, error) {
 	return ln, nil
 }
 
-// waitTime draws a block time: 20 to 60 ms.
+// waitTime draws a block time: -wait-min-ms to -wait-max-ms.
 func (w *worker) waitTime() time.Duration {
-	return time.Duration(20+w.rng.Intn(41)) * time.Millisecond
+	return time.Duration(w.waitMinMs+w.rng.Intn(w.waitMaxMs-w.waitMinMs+1)) * time.Millisecond
 }
 
 // waitRequest: handle order -> lock inventory (sync.Mutex), await quote (channel), call

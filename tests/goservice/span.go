@@ -37,8 +37,9 @@ type worker struct {
 	slowFraction float64
 	slowRounds   uint64
 	charges      int64
-	// wait: what its requests block on.
-	peers *waitPeers
+	// wait: what its requests block on, and for how long (ms, drawn evenly).
+	peers                *waitPeers
+	waitMinMs, waitMaxMs int
 }
 
 // burn draws how much CPU the next span burns: 5 to 30 ms worth of rounds.

@@ -169,7 +169,7 @@ pub enum Scenario {
     /// in its own function.
     Checkout,
     /// handle order -> lock inventory (`sync.Mutex`), await quote (channel receive), call
-    /// warehouse (slow TCP peer), back off (`time.Sleep`), each blocking 20-60 ms in its own
+    /// warehouse (slow TCP peer), back off (`time.Sleep`), each blocking 20-60 ms (`wait_ms`) in its own
     /// function, and total order, which only burns CPU.
     Wait,
     /// build report -> 3 x render rows, each allocating 8-32 MiB in small objects (many GC
@@ -202,6 +202,9 @@ pub struct GoOptions {
     /// Slowpath: the fraction of charges that take `main.slowPath` (the service's 0.1 when
     /// `None`).
     pub slow_fraction: Option<f64>,
+    /// Wait: the range each block time is drawn from, in ms (the service's 20..=60 when
+    /// `None`).
+    pub wait_ms: Option<(u32, u32)>,
     /// Extra goroutines parked on a channel in `main.idle`.
     pub idle_goroutines: u32,
     /// OTLP endpoint URL (`http://127.0.0.1:PORT`; for HTTP a URL without a path gets
@@ -254,6 +257,7 @@ impl Default for GoOptions {
         GoOptions {
             scenario: Scenario::Checkout,
             slow_fraction: None,
+            wait_ms: None,
             idle_goroutines: 0,
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
@@ -397,6 +401,12 @@ impl GoService {
             .arg(opts.scenario.as_str())
             .arg("-idle-goroutines")
             .arg(opts.idle_goroutines.to_string());
+        if let Some((lo, hi)) = opts.wait_ms {
+            cmd.arg("-wait-min-ms")
+                .arg(lo.to_string())
+                .arg("-wait-max-ms")
+                .arg(hi.to_string());
+        }
         if let Some(f) = opts.slow_fraction {
             cmd.arg("-slow-fraction").arg(f.to_string());
         }

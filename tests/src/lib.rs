@@ -19,11 +19,11 @@ pub fn hotspan_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // With the features the tests' build unifies in (the join's fixtures), so this build
-        // and `cargo test`'s share their artifacts instead of rebuilding each other's.
+        // With the features the tests' build unifies in (the join's fixtures, Kafka), so this
+        // build and `cargo test`'s share their artifacts instead of rebuilding each other's.
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "hotspan", "--bin", "hotspan"])
-            .args(["--features", "hotspan-processors/fixtures"])
+            .args(["--features", "hotspan-processors/fixtures,hotspan/kafka"])
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building hotspan failed");
@@ -271,8 +271,9 @@ pub fn wait_for_spans(path: &Path, n: usize, timeout: Duration) -> Result<BTreeM
     .with_context(|| format!("only {last} spans arrived"))
 }
 
+/// Lower-case hex, how OTLP/JSON and hotspan's output spell ids.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Writes `bytes` gzipped.
@@ -353,9 +354,11 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)
 }
+pub mod attrs;
 pub mod browser;
 pub mod cgroup;
 pub mod goservice;
+pub mod kafka;
 pub mod load;
 pub mod profiles;
 pub mod restart;
@@ -372,7 +375,10 @@ pub fn grpc_export(
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Bounded like `post`: a server that never answers fails the test, not hangs it.
         let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect_timeout(Duration::from_secs(20))
+            .timeout(Duration::from_secs(20))
             .connect()
             .await?;
         let mut client = tonic::client::Grpc::new(channel);

@@ -1,7 +1,8 @@
 //! Peers the tests run against as real programs: the OpenTelemetry Collector (a minimal build,
 //! tests/peers/otelcol) and Jaeger (tests/peers/jaeger). `scripts/peers.sh` builds each once per
-//! version into `${XDG_CACHE_HOME:-~/.cache}/hotspan/<peer>-<version>/`; the version is the one
-//! the module's go.mod requires, so the script and the tests agree without a second list.
+//! version and module contents into `${XDG_CACHE_HOME:-~/.cache}/hotspan/<peer>-<version>-<key>/`;
+//! the version is the one the module's go.mod requires and the key a hash of the module's files,
+//! so the script and the tests agree without a second list.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 use crate::{free_port, http_status, signal, wait_for};
 
@@ -44,14 +46,38 @@ pub fn peer_version(dir: &str, module: &str) -> Result<String> {
         .with_context(|| format!("{} does not require {module}", go_mod.display()))
 }
 
+/// The key scripts/peers.sh puts in a build's directory name: the first 16 hex digits of the
+/// sha256 of the module's go.mod, go.sum and .go files, concatenated in name order.
+fn module_key(dir: &str) -> Result<String> {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join(dir);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&module).with_context(|| format!("reading {}", module.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().into_string().unwrap_or_default();
+        if entry.file_type()?.is_file() && (name == "go.mod" || name == "go.sum" || name.ends_with(".go")) {
+            files.push(name);
+        }
+    }
+    files.sort();
+    let mut hash = Sha256::new();
+    for name in &files {
+        let path = module.join(name);
+        hash.update(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let hex = hex::encode(hash.finalize());
+    Ok(hex[..16].to_string())
+}
+
 /// The path of a peer binary, or an error that says how to build it.
 fn peer_bin(name: &str, dir: &str, module: &str) -> Result<PathBuf> {
     let version = peer_version(dir, module)?;
-    let bin = cache_dir()?.join(format!("{name}-{version}")).join(name);
+    let bin = cache_dir()?
+        .join(format!("{name}-{version}-{}", module_key(dir)?))
+        .join(name);
     if !bin.is_file() {
         bail!(
-            "{name} {version} is not built ({} is missing): run scripts/peers.sh \
-             (scripts/test.sh runs it before the tests)",
+            "{name} {version} of tests/peers/{dir} as it is now is not built ({} is missing): run \
+             scripts/peers.sh (scripts/test.sh runs it before the tests)",
             bin.display()
         );
     }

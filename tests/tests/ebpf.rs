@@ -51,13 +51,6 @@ fn logged() -> Result<Vec<Logged>> {
         .collect()
 }
 
-fn unhex(s: &str) -> Result<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2).context("hex")?, 16).context("hex"))
-        .collect()
-}
-
 /// The workload's spans as its SDK would export them, on a resource with `pid`.
 fn spans_request(spans: &[Logged], pid: i64) -> Result<Vec<u8>> {
     let kv = |k: &str, v: any_value::Value| KeyValue {
@@ -69,8 +62,8 @@ fn spans_request(spans: &[Logged], pid: i64) -> Result<Vec<u8>> {
         .iter()
         .map(|l| {
             Ok(Span {
-                trace_id: unhex(&l.trace_id)?,
-                span_id: unhex(&l.span_id)?,
+                trace_id: hex::decode(&l.trace_id).context("trace id as hex")?,
+                span_id: hex::decode(&l.span_id).context("span id as hex")?,
                 name: "GET /work".into(),
                 kind: 2,
                 start_time_unix_nano: l.start_unix_nano,

@@ -123,7 +123,7 @@ fn every_span_gets_its_own_code_and_go_pprofs_counts(run: &Run, tagfocus: bool) 
     let mut with_samples = 0;
     let mut right_function = 0;
     for t in &run.truth {
-        let span = &run.spans[&hex_to_bytes(&t.span_id)];
+        let span = &run.spans[&hex::decode(&t.span_id).unwrap_or_default()];
         let samples = int_attr(span, "profile.samples");
         let want = run.go_counts.get(&t.span_id).copied().unwrap_or(0);
         ensure!(
@@ -169,7 +169,7 @@ fn every_span_gets_its_own_code_and_go_pprofs_counts(run: &Run, tagfocus: bool) 
             total += raw.total_of("samples/count");
         }
         ensure!(total == *want, "-tagfocus span_id={id}: {total} vs {want}");
-        let span = &run.spans[&hex_to_bytes(id)];
+        let span = &run.spans[&hex::decode(id).unwrap_or_default()];
         ensure!(int_attr(span, "profile.samples") == total);
         checked += 1;
     }
@@ -182,7 +182,7 @@ fn every_span_gets_its_own_code_and_go_pprofs_counts(run: &Run, tagfocus: bool) 
 fn roots_get_everything(run: &Run) -> Result<()> {
     let mut roots_with_samples = 0;
     for t in &run.truth {
-        let span = &run.spans[&hex_to_bytes(&t.span_id)];
+        let span = &run.spans[&hex::decode(&t.span_id).unwrap_or_default()];
         if t.name == "checkout" {
             let want = run.go_counts.get(&t.span_id).copied().unwrap_or(0);
             ensure!(
@@ -281,13 +281,6 @@ fn pyroscope_go_pushes_with_otel_profiling_go_roots_over_otlp_json() -> Result<(
     roots_get_everything(&run)
 }
 
-fn hex_to_bytes(h: &str) -> Vec<u8> {
-    (0..h.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok())
-        .collect()
-}
-
 #[allow(dead_code)]
 fn show(span: &Span) -> String {
     format!("{} {:?}", hex(&span.span_id), span.attributes)
@@ -300,7 +293,7 @@ fn otel_profiling_go_spans_keep_one_pyroscope_profile_id() -> Result<()> {
     let run = run(LabelStyle::Root, OtlpProtocol::Grpc, ProfileSource::Scrape)?;
     let mut roots_with_samples = 0;
     for t in run.truth.iter().filter(|t| t.name == "checkout") {
-        let span = &run.spans[&hex_to_bytes(&t.span_id)];
+        let span = &run.spans[&hex::decode(&t.span_id).unwrap_or_default()];
         roots_with_samples += usize::from(int_attr(span, "profile.samples") > 0);
         let ids = profile_ids(span);
         ensure!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use hotspan_tests::{json_span_id, json_spans, post, read_spans, signal, wait_for, wait_for_spans, Hotspan};
 
 fn config(file: &str, http_port: u16, health_port: u16, metrics_port: u16) -> String {
@@ -107,5 +107,187 @@ fn sighup_keeps_serving_on_a_bad_file_and_switches_on_a_good_one() -> Result<()>
         read_spans(&first)?.len() == 20,
         "the old file got spans after the reload"
     );
+    Ok(())
+}
+
+/// hotspan forwarding over OTLP/gRPC to `backend`, with a quick retry and an in-memory queue;
+/// `timeout` changes the exporter's config between reloads.
+fn forwarding(http: u16, grpc: u16, backend: u16, timeout: &str, batch: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+processors:
+  batch: {{timeout: {batch}}}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{backend}"
+    tls: {{insecure: true}}
+    timeout: {timeout}
+    sending_queue: {{queue_size: 100000}}
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0s}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+"#
+    )
+}
+
+/// The backend: a hotspan writing what it gets to a file, on a port that survives restarts.
+fn backend(grpc: u16, file: &std::path::Path) -> String {
+    format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc}"}}}}}}
+exporters:
+  file: {{path: "{}", flush_interval: 20ms}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [file]}}
+"#,
+        file.display()
+    )
+}
+
+/// Reloads while clients send without pause and the backend is away: no connection is
+/// refused or reset, every acknowledged span reaches the backend once it is back (the
+/// exporter whose config changed handed its queue to its successor), and an exporter whose
+/// config did not change is taken over running.
+#[test]
+fn sighup_under_load_refuses_nothing_and_loses_nothing() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let (http, grpc, backend_port) = (
+        hotspan_tests::free_port(),
+        hotspan_tests::free_port(),
+        hotspan_tests::free_port(),
+    );
+    let out = tempfile::tempdir()?;
+    let delivered = out.path().join("backend.jsonl");
+    let mut sink = Hotspan::start(&backend(backend_port, &delivered))?;
+    let mut hotspan = Hotspan::start(&forwarding(http, grpc, backend_port, "5s", "100ms"))?;
+    let config_path = hotspan.path("config.yaml");
+
+    // Two clients, OTLP/HTTP and OTLP/gRPC, each sending its own span ids back to back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut clients = Vec::new();
+    for client in 0..2u64 {
+        let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut first = client * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json_spans("load", first, 5);
+                let outcome = if client == 0 {
+                    post(
+                        &format!("http://127.0.0.1:{http}/v1/traces"),
+                        "application/json",
+                        None,
+                        body.into_bytes(),
+                    )
+                    .map(|a| a.status == 200)
+                    .map_err(|e| format!("{e:#}"))
+                } else {
+                    let batch =
+                        hotspan_proto::TracesBatch::decode(body.as_bytes(), hotspan_proto::Encoding::Json)
+                            .expect("test json");
+                    match hotspan_tests::grpc_export(
+                        grpc,
+                        hotspan_config::Signal::Traces,
+                        batch.encode(hotspan_proto::Encoding::Protobuf),
+                    ) {
+                        Ok(Ok(_)) => Ok(true),
+                        // A status is an answer (a retryable one would be retried by an SDK).
+                        Ok(Err(status)) => Ok(status.code() == tonic::Code::Ok),
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                };
+                match outcome {
+                    Ok(true) => acked.lock().expect("acked").extend(first..first + 5),
+                    Ok(false) => {}
+                    Err(e) => failures.lock().expect("failures").push(e),
+                }
+                first += 5;
+            }
+        }));
+    }
+    let sent_enough = |n: usize| {
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{n} acknowledged spans"),
+            || (acked.lock().ok()?.len() >= n).then_some(()),
+        )
+    };
+    sent_enough(200)?;
+    // The backend goes away: what is acknowledged from now on waits in the sending queue.
+    ensure!(sink.terminate()?.success());
+    for (round, timeout) in ["6s", "7s", "7s"].into_iter().enumerate() {
+        let before = acked.lock().expect("acked").len();
+        sent_enough(before + 100)?;
+        // The last round changes only the batch processor: the exporter is taken over.
+        let batch = if round == 2 { "150ms" } else { "100ms" };
+        std::fs::write(
+            &config_path,
+            forwarding(http, grpc, backend_port, timeout, batch)
+                .replace("{port:health}", &hotspan.health_port.to_string()),
+        )?;
+        signal(hotspan.child.id(), "HUP")?;
+        wait_for(Duration::from_secs(30), "the reload", || {
+            (hotspan.log().matches("config reloaded").count() > round).then_some(())
+        })?;
+    }
+    let handed = hotspan
+        .log()
+        .matches("handing what it holds to the reloaded exporter")
+        .count();
+    ensure!(
+        handed == 2,
+        "the changed exporter handed off {handed} times:\n{}",
+        hotspan.log()
+    );
+    // Read first: a guard in the argument would live through the call and block its check.
+    let before = acked.lock().expect("acked").len();
+    sent_enough(before + 100)?;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().map_err(|_| anyhow::anyhow!("a client panicked"))?;
+    }
+    let failures = failures.lock().expect("failures").clone();
+    ensure!(
+        failures.is_empty(),
+        "clients saw {} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+
+    // The backend comes back on its port: every acknowledged span arrives.
+    let mut sink = Hotspan::start(&backend(backend_port, &delivered))?;
+    let acked = acked.lock().expect("acked").clone();
+    let spans =
+        wait_for_spans(&delivered, acked.len(), Duration::from_secs(60)).with_context(|| hotspan.log())?;
+    let missing: Vec<&u64> = acked
+        .iter()
+        .filter(|id| !spans.contains_key(&json_span_id(**id)))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "{} of {} acknowledged spans lost, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        missing.first()
+    );
+    ensure!(hotspan.terminate()?.success());
+    ensure!(sink.terminate()?.success());
     Ok(())
 }

@@ -129,6 +129,10 @@ fn wait_spans_block_where_how_and_as_long_as_the_truth_says() -> Result<()> {
         },
     )
     .with_context(|| format!("seen: reasons {reasons_seen:?}, labelled {labelled_seen:?}"))?;
+    // Snapshots can catch every kind within a few requests: enough of them for what follows.
+    wait_for(Duration::from_secs(60), "eight requests", || {
+        (service.stats().ok()?.requests >= 8).then_some(())
+    })?;
     let stats = service.stats()?;
     ensure!(service.stop()?.success(), "exit\n{}", service.log());
     let truth = service.truth()?;

@@ -308,7 +308,9 @@ service:
         }
         // Every GC cycle stops the world twice.
         let k = sweeps.len();
-        ensure!(k >= 10, "{k} GC cycles in a second of heavy allocation");
+        // Heavy allocation collects dozens of times a second on an idle machine; a loaded one
+        // gives the service less CPU, and fewer cycles.
+        ensure!(k >= 4, "{k} GC cycles in a second of heavy allocation");
         ensure!(
             k.abs_diff(marks) <= 1,
             "{k} sweep terminations, {marks} mark terminations"
@@ -329,13 +331,14 @@ service:
         offsets.push(fit);
         // Each goroutine snapshot inside the window: just after the pause that ends its
         // collection (the profile is stamped when Go starts writing it, after counting and
-        // sorting the stacks: milliseconds, tens on a busy machine; snapshots are 300 ms apart).
+        // sorting the stacks: milliseconds, a hundred or more on a loaded machine; snapshots
+        // are 300 ms apart).
         for &at in snapshots.iter().filter(|&&s| s > t.start + 100 * MS && s < t.end) {
             let cleanup = t
                 .pauses
                 .iter()
                 .filter(|p| p.reason == "goroutine profile cleanup")
-                .find(|p| p.end() <= at + p.error && at <= p.end() + 100 * MS + p.error);
+                .find(|p| p.end() <= at + p.error && at <= p.end() + 250 * MS + p.error);
             ensure!(
                 cleanup.is_some(),
                 "no goroutine profile pause ends just before the snapshot at {at}: {:?}",
@@ -656,6 +659,160 @@ service:
         stderr.contains("receivers.pprof_scrape: profiles lists trace")
             && stderr.contains("list pprof_scrape in a logs pipeline's receivers"),
         "{stderr}"
+    );
+    Ok(())
+}
+
+/// The join end to end: the Go service allocating heavily (one worker, so its requests run
+/// back to back) with `GODEBUG=gctrace=1`, traced back to back in 1 s windows while its spans
+/// come over OTLP. Every span inside a traced window carries exactly the stop-the-world time of
+/// the traced pauses it overlapped, with one `gc.pause` event per pause (up to the cap), and one
+/// that overlapped none carries nothing; none carries more than its duration; the roots, back to
+/// back, carry together the pauses in the time they covered; and the traced GC cycles are the
+/// runtime's own (gctrace) in number.
+#[test]
+fn gc_pauses_go_on_the_spans_they_stopped() -> Result<()> {
+    use hotspan_proto::otlp::trace::v1::Span;
+    use hotspan_tests::attrs;
+    use hotspan_tests::{hex, read_spans};
+    let mut hotspan = Hotspan::start(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:{port:http}"}
+  pprof_scrape:
+    profiles: [trace]
+    trace_duration: 1s
+    trace_interval: 1s
+    targets: [{endpoint: "http://127.0.0.1:{port:service}", service_name: shop}]
+connectors:
+  spanprofile: {wait: 5s}
+exporters:
+  file/spans: {path: "{dir}/spans.jsonl", flush_interval: 50ms}
+  file/logs: {path: "{dir}/logs.jsonl", flush_interval: 20ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces/in: {receivers: [otlp], exporters: [spanprofile]}
+    logs/in: {receivers: [pprof_scrape], exporters: [spanprofile, file/logs]}
+    traces/out: {receivers: [spanprofile], exporters: [file/spans]}
+"#,
+    )?;
+    let mut service = GoService::start(GoOptions {
+        scenario: Scenario::Alloc,
+        workers: 1,
+        listen_port: Some(hotspan.port("service")),
+        otlp_endpoint: Some(format!("http://127.0.0.1:{}", hotspan.port("http"))),
+        env: vec![("GODEBUG".into(), "gctrace=1".into())],
+        ..GoOptions::default()
+    })?;
+    wait_for(Duration::from_secs(90), "four traced windows", || {
+        let t = read_traces(&hotspan.path("logs.jsonl"), "shop").ok()?;
+        (t.len() >= 4).then_some(())
+    })
+    .with_context(|| hotspan.log())?;
+    ensure!(service.stop()?.success(), "goservice exit\n{}", service.log());
+    let truth = service.truth()?;
+    let spans = wait_for(Duration::from_secs(30), "every span out of the join", || {
+        let s = read_spans(&hotspan.path("spans.jsonl")).ok()?;
+        (s.len() >= truth.len()).then_some(s)
+    })
+    .with_context(|| hotspan.log())?;
+    ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
+    let traces = read_traces(&hotspan.path("logs.jsonl"), "shop")?;
+    let by_id: std::collections::BTreeMap<String, &Span> =
+        spans.values().map(|f| (hex(&f.span.span_id), &f.span)).collect();
+
+    let pauses: Vec<&Pause> = traces.iter().flat_map(|t| &t.pauses).collect();
+    let traced = |start: u64, end: u64| traces.iter().any(|t| t.start <= start && end <= t.end);
+    let overlap = |p: &Pause, start: u64, end: u64| p.end().min(end).saturating_sub(p.start.max(start));
+    let (mut inside, mut paused, mut roots_got, mut roots_want) = (0, 0, 0u64, 0u64);
+    for t in &truth {
+        let span = by_id
+            .get(&t.span_id)
+            .with_context(|| format!("{} never came out", t.name))?;
+        let (start, end) = (t.start_unix_nano, t.end_unix_nano);
+        let got = attrs::int(span, "profile.gc.pause_ns");
+        ensure!(
+            got.unwrap_or(0) as u64 <= end - start,
+            "{} carries {got:?} ns of pause in {} ns",
+            t.name,
+            end - start
+        );
+        if !traced(start, end) {
+            continue;
+        }
+        inside += 1;
+        let hit: Vec<&&Pause> = pauses
+            .iter()
+            .filter(|p| p.start <= end && p.end() >= start && overlap(p, start, end) > 0)
+            .collect();
+        let want: u64 = hit.iter().map(|p| overlap(p, start, end)).sum();
+        if hit.is_empty() {
+            ensure!(
+                got.is_none(),
+                "{} overlapped no pause and carries {got:?}",
+                t.name
+            );
+            continue;
+        }
+        paused += 1;
+        ensure!(
+            got == Some(want as i64) && attrs::int(span, "profile.gc.pauses") == Some(hit.len() as i64),
+            "{} overlapped {} pauses for {want} ns, carries {got:?} in {:?}",
+            t.name,
+            hit.len(),
+            attrs::int(span, "profile.gc.pauses")
+        );
+        let events: Vec<_> = span.events.iter().filter(|e| e.name == "gc.pause").collect();
+        ensure!(
+            !events.is_empty() && events.len() <= hit.len(),
+            "{} events for {} pauses",
+            events.len(),
+            hit.len()
+        );
+        for e in events {
+            ensure!(
+                hit.iter().any(|p| p.start == e.time_unix_nano),
+                "a gc.pause event at {} that is no pause's start",
+                e.time_unix_nano
+            );
+        }
+        if t.parent_span_id.is_empty() {
+            roots_got += got.unwrap_or(0) as u64;
+            roots_want += pauses
+                .iter()
+                .map(|p| p.duration.min(overlap(p, start, end)))
+                .sum::<u64>();
+        }
+    }
+    ensure!(inside >= 20, "only {inside} spans inside traced windows");
+    ensure!(
+        paused * 2 >= inside,
+        "only {paused} of {inside} spans overlapped a pause"
+    );
+    ensure!(
+        roots_got == roots_want && roots_got > 0,
+        "roots carry {roots_got} ns, their pauses last {roots_want} ns"
+    );
+
+    // gctrace, the runtime's own account: it saw at least the cycles the windows traced (its
+    // agreement pause by pause is the test above), and the service did collect often.
+    let gcs = gctrace(&service.log())?;
+    let cycles: i64 = traces.iter().map(|t| t.gc_cycles).sum();
+    let traced_ns: u64 = traces.iter().map(|t| t.end - t.start).sum();
+    ensure!(
+        cycles > 0 && cycles as usize <= gcs.len() && cycles as u64 * S >= 10 * traced_ns,
+        "{cycles} GC cycles traced in {traced_ns} ns; gctrace has {}",
+        gcs.len()
+    );
+    eprintln!(
+        "{inside} spans in traced windows, {paused} paused; roots carry {:.2} ms of {} pauses",
+        roots_got as f64 / 1e6,
+        pauses.len()
     );
     Ok(())
 }

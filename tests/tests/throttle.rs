@@ -13,25 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use hotspan_proto::otlp::common::v1::any_value;
 use hotspan_proto::otlp::trace::v1::Span;
+use hotspan_tests::attrs::{double, int};
 use hotspan_tests::cgroup::{read_keyed, require_root, unix_nanos, v1_mount, write, TestCgroups};
 use hotspan_tests::goservice::{GoOptions, GoService, Scenario, TruthSpan};
 use hotspan_tests::{read_spans, wait_for, Hotspan};
-
-fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
-    span.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-}
-
-fn int(span: &Span, key: &str) -> Option<i64> {
-    match attr(span, key) {
-        Some(any_value::Value::IntValue(i)) => Some(*i),
-        _ => None,
-    }
-}
 
 /// The cgroup's cumulative throttled time at `t`, from readings the test took, linearly
 /// between the two around it.
@@ -188,9 +174,9 @@ fn throttling_goes_on_the_spans_it_slowed() -> Result<()> {
             t.name
         );
         ensure!(
-            matches!(attr(span, "profile.cpu.quota"), Some(any_value::Value::DoubleValue(q)) if (*q - 0.2).abs() < 1e-9),
+            double(span, "profile.cpu.quota").is_some_and(|q| (q - 0.2).abs() < 1e-9),
             "quota: {:?}",
-            attr(span, "profile.cpu.quota")
+            double(span, "profile.cpu.quota")
         );
         if t.parent_span_id.is_empty() {
             roots_sum += ns as f64;

@@ -17,7 +17,7 @@ use tracing::{error, Instrument};
 
 use crate::component::{BoxError, BuildContext, ComponentType, ConnectorType, ConsumerComponent, Lifecycle};
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer, SignalConsumers};
-use crate::telemetry::{Counter, Gauge, Telemetry};
+use crate::telemetry::{Follower, Gauge, Telemetry};
 
 /// Released batches waiting for traces/out. Small: when downstream is slow this fills and
 /// the connector's consumers wait, which is the backpressure.
@@ -61,13 +61,13 @@ impl ConnectorType for SpanProfile {
 
 /// The join's counters, mirrored into the collector's metrics on every tick.
 struct JoinMetrics {
-    joined: [Counter; 3],
-    unjoined: Counter,
-    late: Counter,
-    released_early: Counter,
-    pauses: Counter,
-    misfits: Counter,
-    cpu_readings: Counter,
+    joined: [Follower; 3],
+    unjoined: Follower,
+    late: Follower,
+    released_early: Follower,
+    pauses: Follower,
+    misfits: Follower,
+    cpu_readings: Follower,
     held: Gauge,
     pending: Gauge,
 }
@@ -75,8 +75,11 @@ struct JoinMetrics {
 impl JoinMetrics {
     fn new(telemetry: &Telemetry, name: &str) -> Self {
         let m = &telemetry.metrics;
+        let counter = |name: &str, help: &'static str, labels: &[(&str, &str)]| {
+            Follower::new(m.counter(name, help, labels))
+        };
         let joined = |rule: &str| {
-            m.counter(
+            counter(
                 "hotspan_spanprofile_joined_samples",
                 "Profile samples joined to a span, by the rule that joined them.",
                 &[("connector", name), ("rule", rule)],
@@ -84,32 +87,32 @@ impl JoinMetrics {
         };
         JoinMetrics {
             joined: [joined("span"), joined("trace"), joined("thread")],
-            unjoined: m.counter(
+            unjoined: counter(
                 "hotspan_spanprofile_unjoined_samples",
                 "Samples that found no span within the wait.",
                 &[("connector", name)],
             ),
-            late: m.counter(
+            late: counter(
                 "hotspan_spanprofile_late_samples",
                 "Samples that arrived after their span had left.",
                 &[("connector", name)],
             ),
-            released_early: m.counter(
+            released_early: counter(
                 "hotspan_spanprofile_spans_released_early",
                 "Spans that left before their wait was over, to keep the buffer bounded.",
                 &[("connector", name)],
             ),
-            pauses: m.counter(
+            pauses: counter(
                 "hotspan_spanprofile_pauses",
                 "Stop-the-world pauses taken in from logs, to put on the spans they overlapped.",
                 &[("connector", name)],
             ),
-            misfits: m.counter(
+            misfits: counter(
                 "hotspan_spanprofile_misfit_samples",
                 "Samples naming a span that was not running when they were taken: given by thread, or unjoined.",
                 &[("connector", name)],
             ),
-            cpu_readings: m.counter(
+            cpu_readings: counter(
                 "hotspan_spanprofile_cpu_readings",
                 "cgroup CPU data points (throttling, quota) taken in from metrics.",
                 &[("connector", name)],
@@ -129,17 +132,16 @@ impl JoinMetrics {
 
     fn update(&self, join: &Join) {
         for (c, a) in self.joined.iter().zip(&join.stats.joined) {
-            c.set_total(a.load(Ordering::Relaxed));
+            c.follow(a.load(Ordering::Relaxed));
         }
-        self.unjoined
-            .set_total(join.stats.unjoined.load(Ordering::Relaxed));
-        self.late.set_total(join.stats.late.load(Ordering::Relaxed));
+        self.unjoined.follow(join.stats.unjoined.load(Ordering::Relaxed));
+        self.late.follow(join.stats.late.load(Ordering::Relaxed));
         self.released_early
-            .set_total(join.stats.released_early.load(Ordering::Relaxed));
-        self.pauses.set_total(join.stats.pauses.load(Ordering::Relaxed));
-        self.misfits.set_total(join.stats.misfits.load(Ordering::Relaxed));
+            .follow(join.stats.released_early.load(Ordering::Relaxed));
+        self.pauses.follow(join.stats.pauses.load(Ordering::Relaxed));
+        self.misfits.follow(join.stats.misfits.load(Ordering::Relaxed));
         self.cpu_readings
-            .set_total(join.stats.cpu_readings.load(Ordering::Relaxed));
+            .follow(join.stats.cpu_readings.load(Ordering::Relaxed));
         self.held.set(join.held_spans() as i64);
         self.pending.set(join.pending_samples() as i64);
     }

@@ -4,9 +4,11 @@
 pub mod debug;
 pub mod file;
 pub mod hotspan_ui;
+pub mod kafka;
 pub mod load_balancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod split;
 
 use std::time::Duration;
 
@@ -36,6 +38,11 @@ impl ExportError {
         }
     }
 }
+
+/// An export's time limit, in both OTLP exporters: past an hour a backend that does not answer
+/// is better given up on and retried.
+pub(crate) const EXPORT_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_nanos(1)..=Duration::from_secs(3600);
 
 /// Header maps in exporter configs, validated once at check time.
 pub(crate) fn check_headers(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hotspan_config::{ComponentConfig, FieldError, Kind};
+use hotspan_config::{bounds, ComponentConfig, FieldError, Kind};
 use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, BuiltExtension, ComponentType, ExtensionType, Lifecycle};
@@ -52,12 +52,9 @@ impl ComponentConfig for FileStorageConfig {
                 message: "is required".into(),
             });
         }
-        if self.timeout.is_zero() {
-            errs.push(FieldError {
-                path: "timeout".into(),
-                message: "must be greater than 0".into(),
-            });
-        }
+        // The wait for another process's lock, at start: longer than an hour is a start that hangs.
+        let hour = Duration::from_secs(3600);
+        bounds::check_duration(self.timeout, Duration::from_nanos(1)..=hour, "timeout", errs);
     }
 }
 

@@ -4,7 +4,7 @@ use hotspan_config::Signal;
 use hotspan_processors::batch::{BatchConfig, BatchProcessor};
 use hotspan_processors::Processor;
 
-use crate::component::{BoxError, ComponentType, ProcessorType};
+use crate::component::{BoxError, BuildContext, ComponentType, ProcessorType};
 
 pub struct Batch;
 
@@ -17,7 +17,7 @@ impl ProcessorType for Batch {
     // Profiles carry a per-request dictionary, so merging them is not a concatenation.
     const SIGNALS: &'static [Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
 
-    fn build(config: BatchConfig) -> Result<Box<dyn Processor>, BoxError> {
+    fn build(_: &BuildContext, config: BatchConfig) -> Result<Box<dyn Processor>, BoxError> {
         Ok(Box::new(BatchProcessor::new(config)))
     }
 }

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hotspan_config::{ComponentConfig, FieldError, Signal};
+use hotspan_config::{bounds, ComponentConfig, FieldError, Signal};
 use hotspan_processors::{Admission, Processor};
 
-use crate::component::{BoxError, ComponentType, ProcessorType};
+use crate::component::{BoxError, BuildContext, ComponentType, ProcessorType};
 use hotspan_proto::Batch;
 use serde::Deserialize;
 use tracing::warn;
@@ -44,9 +44,14 @@ impl Default for MemoryLimiterConfig {
 
 impl ComponentConfig for MemoryLimiterConfig {
     fn validate(&self, errs: &mut Vec<FieldError>) {
-        if self.check_interval.is_zero() {
-            errs.push(FieldError::new("check_interval", "must be greater than 0"));
-        }
+        // Past a minute, memory can grow unchecked for too long between readings.
+        let minute = Duration::from_secs(60);
+        bounds::check_duration(
+            self.check_interval,
+            Duration::from_nanos(1)..=minute,
+            "check_interval",
+            errs,
+        );
         match (self.limit_mib, self.limit_percentage) {
             (0, 0) => errs.push(FieldError::new("limit_mib", "set limit_mib or limit_percentage")),
             (m, p) if m > 0 && p > 0 => errs.push(FieldError::new(
@@ -55,12 +60,19 @@ impl ComponentConfig for MemoryLimiterConfig {
             )),
             _ => {}
         }
+        // Their bytes overflowed 64 bits from 2^44 MiB: a panic when the processor was built.
+        bounds::check(self.limit_mib, 0..=MAX_LIMIT_MIB, "limit_mib", errs);
+        bounds::check(self.spike_limit_mib, 0..=MAX_LIMIT_MIB, "spike_limit_mib", errs);
         if self.limit_mib > 0 && self.spike_limit_mib >= self.limit_mib {
             errs.push(FieldError::new("spike_limit_mib", "must be less than limit_mib"));
         }
-        if self.limit_percentage > 100 {
-            errs.push(FieldError::new("limit_percentage", "must be at most 100"));
-        }
+        bounds::check(self.limit_percentage, 0..=100, "limit_percentage", errs);
+        bounds::check(
+            self.spike_limit_percentage,
+            0..=100,
+            "spike_limit_percentage",
+            errs,
+        );
         if self.limit_percentage > 0 && self.spike_limit_percentage >= self.limit_percentage {
             errs.push(FieldError::new(
                 "spike_limit_percentage",
@@ -71,6 +83,9 @@ impl ComponentConfig for MemoryLimiterConfig {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Largest `limit_mib` (1 PiB): more memory than any machine has, and its bytes fit in 64 bits.
+const MAX_LIMIT_MIB: u64 = 1 << 30;
 
 impl MemoryLimiterConfig {
     /// (soft, hard) limits in bytes, given the machine's total memory.
@@ -180,7 +195,11 @@ impl Admission for Limiter {
     fn admit(&self, bytes: usize) -> Result<(), String> {
         self.measure();
         // A request that would itself cross the hard limit is refused even between checks.
-        let projected = self.last.load(Ordering::Relaxed).saturating_add(bytes as u64 * 2);
+        // `bytes` may be a client's Content-Length: any number at all.
+        let projected = self
+            .last
+            .load(Ordering::Relaxed)
+            .saturating_add((bytes as u64).saturating_mul(2));
         if self.refusing.load(Ordering::Relaxed) || projected > self.hard {
             return Err(format!(
                 "memory limiter: {} MiB in use, soft limit {} MiB; retry later",
@@ -202,7 +221,7 @@ impl ComponentType for MemoryLimiter {
 impl ProcessorType for MemoryLimiter {
     const SIGNALS: &'static [Signal] = &Signal::ALL;
 
-    fn build(config: MemoryLimiterConfig) -> Result<Box<dyn Processor>, BoxError> {
+    fn build(_: &BuildContext, config: MemoryLimiterConfig) -> Result<Box<dyn Processor>, BoxError> {
         Ok(Box::new(AtAdmission {
             limiter: Arc::new(Limiter::new(&config, heap_bytes)),
         }))
@@ -257,6 +276,8 @@ mod tests {
         assert!(limiter.admit(1000).is_ok());
         // A single request that would cross the hard limit is refused outright.
         assert!(limiter.admit(40 * MIB as usize).is_err());
+        // Whatever size a client declares.
+        assert!(limiter.admit(usize::MAX).is_err());
     }
 
     #[test]
@@ -275,6 +296,22 @@ mod tests {
         assert_eq!(
             check("{limit_percentage: 80, spike_limit_percentage: 20, check_interval: 0s}")[0].path,
             "check_interval"
+        );
+        assert_eq!(check("{limit_mib: 1073741824}"), vec![]);
+        let over = check("{limit_mib: 1073741825, spike_limit_percentage: 101, check_interval: 1m0.001s}");
+        let over: Vec<String> = over.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            over,
+            [
+                "check_interval: must be greater than 0s and at most 1m0s",
+                "limit_mib: must be from 0 to 1073741824",
+                "spike_limit_percentage: must be from 0 to 100"
+            ]
+        );
+        let spike = check("{limit_percentage: 50, spike_limit_mib: 18446744073709551615}");
+        assert_eq!(
+            spike[0].to_string(),
+            "spike_limit_mib: must be from 0 to 1073741824"
         );
         let pct = MemoryLimiterConfig {
             limit_percentage: 50,

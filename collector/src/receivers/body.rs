@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
+use hotspan_config::FieldError;
 use http_body_util::BodyExt;
 
 /// Past the limit, how much more is read and thrown away, and for how long, before the 413
@@ -12,6 +13,21 @@ use http_body_util::BodyExt;
 /// reading on lets a modestly oversized request get its 413.
 const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The largest request a receiver may be set to take: a request is held whole in memory, and
+/// OTLP and pprof are protobuf, whose messages cannot exceed 2 GiB.
+pub const MAX_LIMIT: usize = 2 << 30;
+
+/// A receiver's request size limit, in `unit`s: at least one, and at most [`MAX_LIMIT`].
+pub fn check_limit(value: usize, unit: usize, path: &str, errs: &mut Vec<FieldError>) {
+    let most = MAX_LIMIT / unit;
+    if !(1..=most).contains(&value) {
+        errs.push(FieldError::new(
+            path,
+            format!("must be from 1 to {most} (2 GiB, the largest protobuf message)"),
+        ));
+    }
+}
 
 pub enum BodyError {
     TooLarge,

@@ -3,6 +3,7 @@
 mod body;
 pub mod cgroup;
 pub mod ingest;
+pub mod kafka;
 pub mod otlp;
 pub mod pprof;
 mod pprof_common;

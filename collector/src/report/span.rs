@@ -62,10 +62,6 @@ pub struct SpanRecord {
     pub throttled_ns: Option<u64>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn value(v: &Option<AnyValue>) -> Option<&any_value::Value> {
     v.as_ref().and_then(|v| v.value.as_ref())
 }
@@ -152,9 +148,9 @@ impl SpanRecord {
         SpanRecord {
             name: span.name.clone(),
             service: service.to_string(),
-            trace_id: hex(&span.trace_id),
-            span_id: hex(&span.span_id),
-            parent_span_id: hex(&span.parent_span_id),
+            trace_id: hex::encode(&span.trace_id),
+            span_id: hex::encode(&span.span_id),
+            parent_span_id: hex::encode(&span.parent_span_id),
             start_unix_nano: span.start_time_unix_nano,
             duration_ns: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
             samples: as_u64(find(a, &key("samples"))).unwrap_or(0),

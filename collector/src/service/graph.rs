@@ -1,6 +1,8 @@
 //! Builds the pipeline graph back to front: each component is handed its `next`. On a reload,
-//! extensions and exporters whose config did not change are taken over from the running
-//! service instead of built again, so their state (a sending queue, a live page) carries on.
+//! extensions, exporters and receivers whose config did not change are taken over from the
+//! running service instead of built again, so their state (a sending queue, a live page, a
+//! client's open connection) carries on; a kept receiver's [`Switch`]es are re-pointed to the
+//! new pipelines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use hotspan_config::{ComponentId, ComponentSettings, Config, Kind, PipelineId, S
 use super::stage::Stage;
 use super::Node;
 use crate::component::{BoxError, BuildContext, ConsumerComponent, Extensions, Lifecycle};
-use crate::consumer::{Fanout, SharedConsumer, SignalConsumers};
+use crate::consumer::{Fanout, SharedConsumer, SignalConsumers, Switch};
 use crate::exporterhelper::ExporterRuntime;
 use crate::registry::Registry;
 use crate::telemetry::Telemetry;
@@ -31,11 +33,20 @@ pub(super) struct ExporterPart {
     pub runtime: Arc<ExporterRuntime>,
 }
 
+/// A built receiver and the switches between it and each signal's pipelines.
+#[derive(Clone)]
+pub(super) struct ReceiverPart {
+    pub settings: ComponentSettings,
+    pub lifecycle: Arc<dyn Lifecycle>,
+    pub switches: Vec<(Signal, Arc<Switch>)>,
+}
+
 /// What a reload may take over from the running service.
 #[derive(Default)]
 pub(super) struct Reusable {
     pub extensions: BTreeMap<ComponentId, ExtensionPart>,
     pub exporters: BTreeMap<ComponentId, ExporterPart>,
+    pub receivers: BTreeMap<ComponentId, ReceiverPart>,
 }
 
 pub(super) struct Graph {
@@ -45,6 +56,9 @@ pub(super) struct Graph {
     pub exporters: Vec<Node>,
     /// Everything reusable by the next reload, this graph's own and what it took over.
     pub parts: Reusable,
+    /// Switches of receivers taken over, with the pipeline each is to lead into once this
+    /// graph runs.
+    pub repoint: Vec<(Arc<Switch>, SharedConsumer)>,
 }
 
 struct Builder<'a> {
@@ -139,21 +153,60 @@ pub(super) fn build(
         .flat_map(|p| &p.receivers)
         .filter(|id| config.receivers.contains_key(id))
         .collect();
+    let mut receiver_parts = BTreeMap::new();
+    let mut repoint = Vec::new();
     for id in receiver_ids {
         let next = b.outputs_of(id)?;
-        let factory = registry
-            .receiver(&id.type_name)
-            .ok_or_else(|| unknown(Kind::Receiver, id))?;
-        let ctx = BuildContext {
-            kind: Kind::Receiver,
-            id,
-            telemetry,
-            extensions: &services,
+        let settings = &config.receivers[id];
+        let signals: BTreeSet<Signal> = next.signals().collect();
+        let unchanged = |old: &&ReceiverPart| {
+            old.settings == *settings
+                && old.switches.iter().map(|(s, _)| *s).collect::<BTreeSet<_>>() == signals
+                && b.uses_kept_extensions(settings)
         };
-        let receiver = factory
-            .build(&ctx, &config.receivers[id].parsed, next)
-            .map_err(|e| format!("receivers.{id}: {e}"))?;
-        receivers.push(Node::new("receiver", id.to_string(), receiver));
+        let (part, kept) = match previous.and_then(|p| p.receivers.get(id)).filter(unchanged) {
+            Some(old) => {
+                for (signal, switch) in &old.switches {
+                    if let Some(head) = next.get(*signal) {
+                        repoint.push((switch.clone(), head.clone()));
+                    }
+                }
+                (old.clone(), true)
+            }
+            None => {
+                let factory = registry
+                    .receiver(&id.type_name)
+                    .ok_or_else(|| unknown(Kind::Receiver, id))?;
+                let ctx = BuildContext {
+                    kind: Kind::Receiver,
+                    id,
+                    telemetry,
+                    extensions: &services,
+                };
+                let mut switched = SignalConsumers::default();
+                let mut switches = Vec::new();
+                for signal in signals {
+                    if let Some(head) = next.get(signal) {
+                        let switch = Switch::new(head.clone());
+                        switched.insert(signal, switch.clone());
+                        switches.push((signal, switch));
+                    }
+                }
+                let lifecycle = factory
+                    .build(&ctx, &settings.parsed, switched)
+                    .map_err(|e| format!("receivers.{id}: {e}"))?;
+                let part = ReceiverPart {
+                    settings: settings.clone(),
+                    lifecycle,
+                    switches,
+                };
+                (part, false)
+            }
+        };
+        let mut node = Node::new("receiver", id.to_string(), part.lifecycle.clone());
+        node.kept = kept;
+        receivers.push(node);
+        receiver_parts.insert(id.clone(), part);
     }
     // Pipelines fed only by connectors were built on the way; any left over have no input.
     for pid in config.service.pipelines.keys() {
@@ -182,11 +235,22 @@ pub(super) fn build(
         parts: Reusable {
             extensions: extension_parts,
             exporters: b.exporters,
+            receivers: receiver_parts,
         },
+        repoint,
     })
 }
 
 impl Builder<'_> {
+    /// Whether every extension a component uses was taken over: one rebuilt (its config
+    /// changed) must be picked up, so the component is rebuilt too.
+    fn uses_kept_extensions(&self, settings: &ComponentSettings) -> bool {
+        settings.extensions.iter().all(|r| {
+            r.id.parse::<ComponentId>()
+                .is_ok_and(|ext| self.kept_extensions.contains(&ext))
+        })
+    }
+
     /// For a receiver or connector: per signal, the heads of the pipelines it feeds.
     fn outputs_of(&mut self, id: &ComponentId) -> Result<SignalConsumers, BoxError> {
         let mut next = SignalConsumers::default();
@@ -230,8 +294,14 @@ impl Builder<'_> {
                 .registry
                 .processor(&id.type_name)
                 .ok_or_else(|| unknown(Kind::Processor, id))?;
+            let ctx = BuildContext {
+                kind: Kind::Processor,
+                id,
+                telemetry: self.telemetry,
+                extensions: self.extensions,
+            };
             let processor = factory
-                .build(&self.config.processors[id].parsed)
+                .build(&ctx, &self.config.processors[id].parsed)
                 .map_err(|e| format!("processors.{id}: {e}"))?;
             let name = format!("{id} in {pid}");
             let dropped = self.telemetry.metrics.counter(
@@ -263,12 +333,7 @@ impl Builder<'_> {
             .collect();
         let settings = &self.config.exporters[id];
         let unchanged = |old: &&ExporterPart| {
-            old.settings == *settings
-                && old.signals == signals
-                && settings.extensions.iter().all(|r| {
-                    r.id.parse::<ComponentId>()
-                        .is_ok_and(|ext| self.kept_extensions.contains(&ext))
-                })
+            old.settings == *settings && old.signals == signals && self.uses_kept_extensions(settings)
         };
         if let Some(old) = self.previous.and_then(|p| p.exporters.get(id)).filter(unchanged) {
             self.kept.insert(id.clone());

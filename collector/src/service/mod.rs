@@ -13,7 +13,7 @@ use hotspan_config::{Config, MetricsLevel};
 use tracing::{error, info, Instrument};
 
 use crate::component::{BoxError, Lifecycle};
-use crate::consumer::SharedConsumer;
+use crate::consumer::{SharedConsumer, Switch};
 use crate::net::{self, bind, serve_http, ServerHandle};
 use crate::registry::Registry;
 use crate::telemetry::{Status, Telemetry};
@@ -71,6 +71,8 @@ pub struct Service {
     exporters: Vec<Node>,
     /// What a reload may take over.
     parts: graph::Reusable,
+    /// Switches of receivers taken over, and where each leads once this service runs.
+    repoint: Vec<(Arc<Switch>, SharedConsumer)>,
     metrics_address: Option<String>,
     metrics_server: Option<ServerHandle>,
 }
@@ -81,8 +83,8 @@ impl Service {
         Self::assemble(config, registry, Arc::new(Telemetry::default()), None)
     }
 
-    /// Builds the service that is to replace this one on a reload: extensions and exporters
-    /// whose config is unchanged are this one's, taken over running.
+    /// Builds the service that is to replace this one on a reload: extensions, exporters and
+    /// receivers whose config is unchanged are this one's, taken over running.
     pub fn build_next(&self, config: &Config, registry: &Registry) -> Result<Service, BoxError> {
         Self::assemble(config, registry, self.telemetry.clone(), Some(&self.parts))
     }
@@ -101,6 +103,7 @@ impl Service {
             middle: graph.middle,
             exporters: graph.exporters,
             parts: graph.parts,
+            repoint: graph.repoint,
             // otelcol serves its metrics on 127.0.0.1:8888 unless told otherwise or `level: none`.
             metrics_address: match config.service.telemetry.metrics.level {
                 MetricsLevel::None => None,
@@ -152,7 +155,13 @@ impl Service {
             self.metrics_server = Some(server);
         }
         for node in self.middle.iter().rev().chain(&self.receivers) {
-            node.start().await?;
+            if !node.kept {
+                node.start().await?;
+            }
+        }
+        // Receivers taken over lead into this service's pipelines from now on.
+        for (switch, head) in self.repoint.drain(..) {
+            switch.point_to(head);
         }
         Ok(())
     }
@@ -160,16 +169,16 @@ impl Service {
     /// Stops receivers first, then lets every stage drain downstream, all by `deadline`.
     pub async fn shutdown(mut self, deadline: Instant) {
         self.telemetry.set_status(Status::Stopping);
-        self.stop_frontends(deadline).await;
+        self.stop_frontends(deadline, |_| false).await;
         for node in self.exporters.iter().chain(&self.extensions) {
             node.stop(deadline).await;
         }
     }
 
-    /// Receivers (their sockets stay open in `net`'s pool), then stages and connectors, which
-    /// drain what they hold into the exporters; then self metrics.
-    async fn stop_frontends(&mut self, deadline: Instant) {
-        for node in self.receivers.iter().chain(&self.middle) {
+    /// Receivers but those `kept` (their sockets stay open in `net`'s pool), then stages and
+    /// connectors, which drain what they hold into the exporters; then self metrics.
+    async fn stop_frontends(&mut self, deadline: Instant, kept: impl Fn(&Node) -> bool) {
+        for node in self.receivers.iter().filter(|n| !kept(n)).chain(&self.middle) {
             node.stop(deadline).await;
         }
         if let Some(server) = self.metrics_server.take() {
@@ -178,17 +187,22 @@ impl Service {
     }
 
     /// Reload: hands over to `next` (built by [`Service::build_next`]) and starts it. No
-    /// listening socket closes (connections wait in its backlog meanwhile), exporters and
-    /// extensions `next` took over keep running, and an exporter that changed hands what it
-    /// still holds to the one of the same id in `next` rather than dropping it at `deadline`.
+    /// listening socket closes (connections wait in its backlog meanwhile); receivers,
+    /// exporters and extensions `next` took over keep running (a kept receiver's requests wait
+    /// in its switch while the pipelines change); an exporter that changed hands what it still
+    /// holds to the one of the same id in `next` rather than dropping it at `deadline`.
     pub async fn replace_with(mut self, next: &mut Service, deadline: Instant) -> Result<(), BoxError> {
-        self.stop_frontends(deadline).await;
+        for (switch, _) in &next.repoint {
+            switch.pause();
+        }
         let kept = |node: &Node| {
             next.exporters
                 .iter()
                 .chain(&next.extensions)
+                .chain(&next.receivers)
                 .any(|n| n.kept && Arc::ptr_eq(&n.component, &node.component))
         };
+        self.stop_frontends(deadline, kept).await;
         let successor = |name: &str| -> Option<SharedConsumer> {
             let part = next
                 .parts

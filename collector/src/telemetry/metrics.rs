@@ -16,9 +16,27 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
-    /// Mirrors a total counted elsewhere (e.g. by the join's own atomics).
-    pub fn set_total(&self, n: u64) {
-        self.0.store(n, Ordering::Relaxed);
+}
+
+/// A counter following a total counted elsewhere (e.g. by the join's own atomics) by adding
+/// its growth: a series is shared with the component a reload replaced, so it must keep
+/// counting up from where that one left it, not restart from the new component's zero.
+pub struct Follower {
+    counter: Counter,
+    seen: AtomicU64,
+}
+
+impl Follower {
+    pub fn new(counter: Counter) -> Self {
+        Follower {
+            counter,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn follow(&self, total: u64) {
+        let before = self.seen.swap(total, Ordering::Relaxed);
+        self.counter.add(total.saturating_sub(before));
     }
 }
 
@@ -145,6 +163,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_replacing_another_keeps_the_series_counting_up() {
+        let m = Metrics::default();
+        let series = || {
+            m.counter(
+                "hotspan_spanprofile_late_samples",
+                "Late.",
+                &[("connector", "sp")],
+            )
+        };
+        let first = Follower::new(series());
+        first.follow(5);
+        first.follow(7);
+        // A reload: the new join counts from zero into the same series.
+        let second = Follower::new(series());
+        second.follow(3);
+        assert_eq!(m.counter_total("hotspan_spanprofile_late_samples"), Some(10));
+    }
 
     #[test]
     fn renders_counters_and_gauges_with_labels() {

@@ -5,7 +5,7 @@ mod metrics;
 mod process;
 
 pub use logs::init_logging;
-pub use metrics::{Counter, Gauge, Metrics};
+pub use metrics::{Counter, Follower, Gauge, Metrics};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{bounds, ComponentConfig, FieldError};
 use serde::Deserialize;
 
 /// otelcol's batch processor keys and defaults.
@@ -26,8 +26,23 @@ impl Default for BatchConfig {
     }
 }
 
+/// Most items in a batch: a batch is one export request, and past this it is more than the
+/// receivers' 2 GiB request limit takes.
+const MAX_BATCH: usize = 1_000_000;
+
 impl ComponentConfig for BatchConfig {
     fn validate(&self, errs: &mut Vec<FieldError>) {
+        // 0: no size trigger (send_batch_size) or no split (send_batch_max_size), as in otelcol.
+        bounds::check(self.send_batch_size, 0..=MAX_BATCH, "send_batch_size", errs);
+        bounds::check(
+            self.send_batch_max_size,
+            0..=MAX_BATCH,
+            "send_batch_max_size",
+            errs,
+        );
+        // Data held longer than a minute is late for the join downstream.
+        let minute = Duration::from_secs(60);
+        bounds::check_duration(self.timeout, Duration::ZERO..=minute, "timeout", errs);
         if self.send_batch_max_size != 0 && self.send_batch_max_size < self.send_batch_size {
             errs.push(FieldError {
                 path: "send_batch_max_size".into(),

@@ -90,4 +90,20 @@ fn config_defaults_and_validation() {
     assert_eq!(errs[0].path, "send_batch_max_size");
     assert_eq!(parse("{send_batch_sise: 100}").unwrap_err().len(), 1);
     assert_eq!(parse("{timeout: 1s}").unwrap().timeout, Duration::from_secs(1));
+    assert!(parse("{send_batch_size: 1000000, send_batch_max_size: 1000000, timeout: 1m}").is_ok());
+    assert!(parse("{send_batch_size: 0, send_batch_max_size: 0, timeout: 0s}").is_ok());
+    let over: Vec<String> =
+        parse("{send_batch_size: 1000001, send_batch_max_size: 18446744073709551615, timeout: 1m0.001s}")
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(
+        over,
+        [
+            "send_batch_size: must be from 0 to 1000000",
+            "send_batch_max_size: must be from 0 to 1000000",
+            "timeout: must be from 0s to 1m0s"
+        ]
+    );
 }

@@ -349,11 +349,11 @@ fn annotate_cpu(
     // Grafana's "traces to profiles" opens the span's own flame graph by this id.
     if profile_id {
         let own_id = |o: &mut Vec<u8>| {
-            o.extend(
-                (0..16)
-                    .rev()
-                    .map(|i| b"0123456789abcdef"[(index.span_id >> (4 * i)) as usize & 0xf]),
-            );
+            let mut digits = [0u8; 16];
+            // 16 digits for 8 bytes: the only way `encode_to_slice` fails cannot happen.
+            if hex::encode_to_slice(index.span_id.to_be_bytes(), &mut digits).is_ok() {
+                o.extend_from_slice(&digits);
+            }
         };
         put(out, [PYROSCOPE_PROFILE_ID, "", ""], Value::Text(&own_id));
     }

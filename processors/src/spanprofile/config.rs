@@ -1,10 +1,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{bounds, ComponentConfig, FieldError};
 use serde::Deserialize;
 
 /// The `spanprofile` connector's settings (DESIGN.md, "The join").
+/// Most `clock_skew`: hosts whose clocks differ by more need NTP, not a wider join.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// Most `hot_path_frames`: Go's own stack depth limit for profiles is 128 (512 since 1.23).
+const MAX_FRAMES: usize = 1024;
+/// Most `hot_paths` and `top_functions`: each one is attributes on every annotated span.
+const MAX_LISTED: usize = 100;
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpanProfileConfig {
@@ -92,16 +99,27 @@ impl ComponentConfig for SpanProfileConfig {
                 "must name a service (or be left out)",
             ));
         }
-        for (key, value) in [
-            ("max_buffered_spans", self.max_buffered_spans),
-            ("max_buffered_bytes", self.max_buffered_bytes),
-            ("max_pending_samples", self.max_pending_samples),
-            ("hot_path_frames", self.hot_path_frames),
+        // A sample this far off its span's edges belongs to another span.
+        bounds::check_duration(
+            self.clock_skew,
+            Duration::ZERO..=MAX_CLOCK_SKEW,
+            "clock_skew",
+            errs,
+        );
+        // The buffers' sizes are reserved against as data comes; each bound is past what the
+        // sidecar or a gateway holds for `wait`, yet well inside memory.
+        for (key, value, max) in [
+            ("max_buffered_spans", self.max_buffered_spans, 10_000_000),
+            ("max_buffered_bytes", self.max_buffered_bytes, 16 << 30),
+            ("max_pending_samples", self.max_pending_samples, 100_000_000),
+            // A span's attributes: these many paths of these many frames each, these many
+            // functions.
+            ("hot_path_frames", self.hot_path_frames, MAX_FRAMES),
         ] {
-            if value == 0 {
-                errs.push(FieldError::new(key, "must be at least 1"));
-            }
+            bounds::check(value, 1..=max, key, errs);
         }
+        bounds::check(self.hot_paths, 0..=MAX_LISTED, "hot_paths", errs);
+        bounds::check(self.top_functions, 0..=MAX_LISTED, "top_functions", errs);
     }
 }
 
@@ -119,6 +137,37 @@ mod tests {
         errs.iter()
             .map(|e| format!("{}: {}", e.path, e.message))
             .collect()
+    }
+
+    #[test]
+    fn sizes_and_counts_are_bounded() {
+        let errors = |yaml: &str| -> Vec<String> {
+            hotspan_config::yaml_errors::<SpanProfileConfig>(yaml)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let most = "{clock_skew: 1m, max_buffered_spans: 10000000, max_buffered_bytes: 17179869184, \
+                    max_pending_samples: 100000000, hot_paths: 100, hot_path_frames: 1024, top_functions: 100}";
+        assert_eq!(errors(most), Vec::<String>::new());
+        assert_eq!(
+            errors("{hot_paths: 0, top_functions: 0, clock_skew: 0s}"),
+            Vec::<String>::new()
+        );
+        let over = "{clock_skew: 1m0.001s, max_buffered_spans: 0, max_buffered_bytes: 17179869185, \
+                    max_pending_samples: 18446744073709551615, hot_paths: 101, hot_path_frames: 0, top_functions: 101}";
+        assert_eq!(
+            errors(over),
+            [
+                "clock_skew: must be from 0s to 1m0s",
+                "max_buffered_spans: must be from 1 to 10000000",
+                "max_buffered_bytes: must be from 1 to 17179869184",
+                "max_pending_samples: must be from 1 to 100000000",
+                "hot_path_frames: must be from 1 to 1024",
+                "hot_paths: must be from 0 to 100",
+                "top_functions: must be from 0 to 100",
+            ]
+        );
     }
 
     #[test]

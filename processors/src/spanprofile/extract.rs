@@ -253,15 +253,8 @@ pub fn events(batch: &ProfilesBatch, config: &SpanProfileConfig, now: Instant) -
                 if kind == Kind::Goroutines && interval == 0 {
                     continue;
                 }
-                let profile_id =
-                    (!p.profile_id.is_empty() && p.profile_id.iter().any(|b| *b != 0)).then(|| {
-                        Arc::from(
-                            p.profile_id
-                                .iter()
-                                .map(|b| format!("{b:02x}"))
-                                .collect::<String>(),
-                        )
-                    });
+                let profile_id = (!p.profile_id.is_empty() && p.profile_id.iter().any(|b| *b != 0))
+                    .then(|| Arc::from(hex::encode(&p.profile_id)));
                 for (si, sample) in p.samples.iter().enumerate() {
                     let cpu_values = partner.and_then(|q| q.samples.get(si)).map(|s| &s.values);
                     let tags = r.tags(sample);

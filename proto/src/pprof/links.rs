@@ -10,7 +10,7 @@
 /// are not ids.
 pub(crate) fn parse_span_id(value: &str) -> Option<[u8; 8]> {
     let id = if value.len() == 16 {
-        hex::<8>(value)?
+        from_hex::<8>(value)?
     } else {
         decimal(value)?.to_be_bytes()
     };
@@ -21,7 +21,7 @@ pub(crate) fn parse_span_id(value: &str) -> Option<[u8; 8]> {
 /// bytes of the 16 (the high 8 zero), which is how 64-bit trace ids widen to OTel's 128 bits.
 pub(crate) fn parse_trace_id(value: &str) -> Option<[u8; 16]> {
     let id = if value.len() == 32 {
-        hex::<16>(value)?
+        from_hex::<16>(value)?
     } else {
         let mut id = [0; 16];
         let (_, low) = id.split_at_mut(8);
@@ -33,35 +33,14 @@ pub(crate) fn parse_trace_id(value: &str) -> Option<[u8; 16]> {
 
 /// Lower-case hex, the OTLP/JSON spelling of ids; used for the labels `from_otlp` writes.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+    hex::encode(bytes)
 }
 
-fn hex<const N: usize>(value: &str) -> Option<[u8; N]> {
+/// Exactly `2 * N` hex digits, either case.
+fn from_hex<const N: usize>(value: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
-    let digits = value.as_bytes();
-    if digits.len() != N * 2 {
-        return None;
-    }
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *byte = (nibble(*hi)? << 4) | nibble(*lo)?;
-    }
+    hex::decode_to_slice(value, &mut out).ok()?;
     Some(out)
-}
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Plain ASCII digits only: `u64::from_str` would also take a leading `+`.

@@ -38,9 +38,9 @@ fn decodes_spec_json() {
     assert_eq!(batch.span_count(), 1);
     let rs = batch.resource_spans();
     let span = &rs[0].scope_spans[0].spans[0];
-    assert_eq!(hex(&span.trace_id), "5b8efff798038103d269b633813fc60c");
-    assert_eq!(hex(&span.span_id), "eee19b7ec3c1b174");
-    assert_eq!(hex(&span.parent_span_id), "eee19b7ec3c1b173");
+    assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(hex::encode(&span.span_id), "eee19b7ec3c1b174");
+    assert_eq!(hex::encode(&span.parent_span_id), "eee19b7ec3c1b173");
     assert_eq!(span.kind, 2);
     assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);
     assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
@@ -171,14 +171,11 @@ fn invalid_ids_are_removed_and_counted() {
     assert_eq!(crate::tree::count(&batch.resource_spans(), |_: &Span| 1), 13);
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 mod raw {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::Status;
     use proptest::prelude::*;
     use prost::Message;
 
@@ -260,6 +257,39 @@ mod raw {
         assert_eq!(span.attribute("missing"), None);
         let resource = batch.raw()[0].head().resource().expect("resource");
         assert_eq!(resource.attributes[0].key, "service.name");
+    }
+
+    #[test]
+    fn status_code_and_resource_attributes_read_from_bytes() {
+        let mut request = rich_request();
+        let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+        spans[0].status = None;
+        spans[1].status = Some(Status {
+            code: 2,
+            message: "declined".into(),
+        });
+        let batch = TracesBatch::from_resource_spans(request.resource_spans);
+        let spans = batch.raw()[0].scopes()[0].spans();
+        assert_eq!(spans[0].status_code(), 0);
+        assert_eq!(spans[1].status_code(), 2);
+        // A second Status appended later overrides the code, as a decoder merges them.
+        let later = spans[1].clone().appended(
+            Span {
+                status: Some(Status {
+                    code: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(later.status_code(), 1);
+        let head = batch.raw()[0].head();
+        assert_eq!(
+            head.resource_attribute("service.name").and_then(|v| v.value),
+            Some(Value::StringValue("checkout".into()))
+        );
+        assert_eq!(head.resource_attribute("host.name"), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 // otelcol-hotspan is the smallest OpenTelemetry Collector the hotspan tests need as a peer:
-// OTLP in, OTLP (gRPC and HTTP), file and debug out, batch and memory_limiter, health_check.
+// OTLP and Kafka in, OTLP (gRPC and HTTP), Kafka, file and debug out, batch, memory_limiter and
+// tail_sampling,
+// health_check.
 // scripts/peers.sh builds it once per version into ~/.cache/hotspan/.
 package main
 
@@ -7,7 +9,10 @@ import (
 	"log"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/kafkaexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/tailsamplingprocessor"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/kafkareceiver"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -28,12 +33,13 @@ const version = "0.165.0"
 func factories() (otelcol.Factories, error) {
 	var f otelcol.Factories
 	var err error
-	if f.Receivers, err = otelcol.MakeFactoryMap(otlpreceiver.NewFactory()); err != nil {
+	if f.Receivers, err = otelcol.MakeFactoryMap(otlpreceiver.NewFactory(), kafkareceiver.NewFactory()); err != nil {
 		return f, err
 	}
 	if f.Processors, err = otelcol.MakeFactoryMap(
 		batchprocessor.NewFactory(),
 		memorylimiterprocessor.NewFactory(),
+		tailsamplingprocessor.NewFactory(),
 	); err != nil {
 		return f, err
 	}
@@ -42,6 +48,7 @@ func factories() (otelcol.Factories, error) {
 		otlphttpexporter.NewFactory(),
 		debugexporter.NewFactory(),
 		fileexporter.NewFactory(),
+		kafkaexporter.NewFactory(),
 	); err != nil {
 		return f, err
 	}

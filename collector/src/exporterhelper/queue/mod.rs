@@ -52,6 +52,15 @@ impl Default for QueueConfig {
     }
 }
 
+/// Largest `queue_size`: tokio's semaphore takes a batch's share of the queue as a u32, so up
+/// to this the share (clamped to the queue) is exact; past its own limit (2^61) it panics.
+pub const MAX_QUEUE_SIZE: usize = u32::MAX as usize;
+
+/// Most `num_consumers`: each is a task started with the exporter, with an export in flight;
+/// more than this is more concurrency than one backend takes from one client, and a huge
+/// count would spawn tasks until memory runs out.
+pub const MAX_CONSUMERS: usize = 1000;
+
 impl QueueConfig {
     pub fn disabled() -> Self {
         QueueConfig {
@@ -61,16 +70,16 @@ impl QueueConfig {
     }
 
     pub fn validate(&self, path: &str, errs: &mut Vec<FieldError>) {
-        if self.enabled && self.num_consumers == 0 {
+        if self.enabled && !(1..=MAX_CONSUMERS).contains(&self.num_consumers) {
             errs.push(FieldError {
                 path: format!("{path}.num_consumers"),
-                message: "must be at least 1".into(),
+                message: format!("must be from 1 to {MAX_CONSUMERS}"),
             });
         }
-        if self.enabled && self.queue_size == 0 {
+        if self.enabled && !(1..=MAX_QUEUE_SIZE).contains(&self.queue_size) {
             errs.push(FieldError {
                 path: format!("{path}.queue_size"),
-                message: "must be at least 1".into(),
+                message: format!("must be from 1 to {MAX_QUEUE_SIZE}"),
             });
         }
         if let Some(Err(e)) = self.storage_id() {
@@ -163,5 +172,30 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "sending_queue.storage");
         assert_eq!(QueueConfig::default().storage, None);
+    }
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let q: QueueConfig = hotspan_config::from_yaml(yaml).unwrap();
+        let mut errs = Vec::new();
+        q.validate("sending_queue", &mut errs);
+        errs.into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        assert!(problems("{num_consumers: 1000, queue_size: 4294967295}").is_empty());
+        assert_eq!(
+            problems("{num_consumers: 1001, queue_size: 4294967296}"),
+            [
+                "sending_queue.num_consumers: must be from 1 to 1000",
+                "sending_queue.queue_size: must be from 1 to 4294967295"
+            ]
+        );
+        // Past tokio's semaphore limit, which panicked when the queue was made.
+        assert_eq!(problems("{queue_size: 18446744073709551615}").len(), 1);
+        // A disabled queue's numbers are not used.
+        assert!(problems("{enabled: false, num_consumers: 0, queue_size: 0}").is_empty());
     }
 }

@@ -122,14 +122,14 @@ fn describe_traces(traces: &hotspan_proto::TracesBatch, detailed: bool) -> Strin
                     out,
                     "{} trace_id={} span_id={}",
                     span.name,
-                    hex(&span.trace_id),
-                    hex(&span.span_id)
+                    hex::encode(&span.trace_id),
+                    hex::encode(&span.span_id)
                 );
                 if detailed {
                     let _ = write!(
                         out,
                         " parent_span_id={} kind={} start={} end={} {}",
-                        hex(&span.parent_span_id),
+                        hex::encode(&span.parent_span_id),
                         span.kind,
                         span.start_time_unix_nano,
                         span.end_time_unix_nano,
@@ -205,8 +205,8 @@ fn describe_profiles(profiles: &hotspan_proto::ProfilesBatch, detailed: bool) ->
                         out,
                         "  values={:?} span_id={} trace_id={} stack={}",
                         s.values,
-                        link.map(|l| hex(&l.span_id)).unwrap_or_default(),
-                        link.map(|l| hex(&l.trace_id)).unwrap_or_default(),
+                        link.map(|l| hex::encode(&l.span_id)).unwrap_or_default(),
+                        link.map(|l| hex::encode(&l.trace_id)).unwrap_or_default(),
                         frames.join(";")
                     );
                 }
@@ -214,10 +214,6 @@ fn describe_profiles(profiles: &hotspan_proto::ProfilesBatch, detailed: bool) ->
         }
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn attributes(kvs: &[KeyValue]) -> String {
@@ -233,7 +229,7 @@ fn value(v: Option<&AnyValue>) -> String {
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => hex(b),
+        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
         Some(any_value::Value::ArrayValue(a)) => {
             format!(
                 "[{}]",

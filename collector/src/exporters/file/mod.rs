@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hotspan_config::{ComponentConfig, FieldError, Signal};
+use hotspan_config::{bounds, ComponentConfig, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +51,14 @@ impl ComponentConfig for FileConfig {
                 message: format!("\"{}\" is not supported; use json", self.format),
             });
         }
-        if self.flush_interval.is_zero() {
-            errs.push(FieldError {
-                path: "flush_interval".into(),
-                message: "must be greater than 0".into(),
-            });
-        }
+        // Past an hour, a crash loses that much of the file.
+        let hour = Duration::from_secs(3600);
+        bounds::check_duration(
+            self.flush_interval,
+            Duration::from_nanos(1)..=hour,
+            "flush_interval",
+            errs,
+        );
     }
 }
 

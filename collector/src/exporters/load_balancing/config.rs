@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hotspan_config::{ComponentConfig, ExtensionRef, FieldError};
+use hotspan_config::{bounds, ComponentConfig, ExtensionRef, FieldError};
 use serde::Deserialize;
 
 use crate::exporters::otlp_grpc::OtlpGrpcConfig;
@@ -125,13 +125,21 @@ impl ComponentConfig for LoadBalancingConfig {
                     message: "is required".into(),
                 });
             }
+            if d.port == 0 {
+                errs.push(FieldError {
+                    path: "resolver.dns.port".into(),
+                    message: "must be a port backends listen on (1 to 65535)".into(),
+                });
+            }
+            // Past an hour between lookups, backends that moved are missed for too long.
+            let hour = Duration::from_secs(3600);
             for (name, value) in [("interval", d.interval), ("timeout", d.timeout)] {
-                if value.is_zero() {
-                    errs.push(FieldError {
-                        path: format!("resolver.dns.{name}"),
-                        message: "must be greater than 0".into(),
-                    });
-                }
+                bounds::check_duration(
+                    value,
+                    Duration::from_nanos(1)..=hour,
+                    format!("resolver.dns.{name}"),
+                    errs,
+                );
             }
         }
         let otlp = &self.protocol.otlp;

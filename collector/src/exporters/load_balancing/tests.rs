@@ -153,7 +153,7 @@ fn samples_go_by_their_link_or_trace_id_label_and_the_rest_by_service() {
             });
             s.link_index = dict.link_table.len() as i32 - 1;
         } else {
-            let hex: String = t.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(&t);
             s.attribute_indices.push(attr(&mut dict, "trace_id", &hex));
         }
         want.push((i as i64 + 1, ring.owner(&t)));
@@ -258,6 +258,14 @@ protocol:
     assert_eq!(
         paths("resolver: {dns: {hostname: \"\", interval: 0s}}"),
         ["resolver.dns.hostname", "resolver.dns.interval"]
+    );
+    assert_eq!(
+        paths("resolver: {dns: {hostname: x, interval: 1h0m1s, timeout: 2562047h}}"),
+        ["resolver.dns.interval", "resolver.dns.timeout"]
+    );
+    assert_eq!(
+        paths("resolver: {dns: {hostname: x, port: 0}}\nprotocol: {otlp: {timeout: 0s, sending_queue: {num_consumers: 1001}}}"),
+        ["resolver.dns.port", "protocol.otlp.timeout", "protocol.otlp.sending_queue.num_consumers"]
     );
 }
 

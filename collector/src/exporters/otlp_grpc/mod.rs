@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hotspan_config::{ComponentConfig, ExtensionRef, FieldError, Signal};
+use hotspan_config::{bounds, ComponentConfig, ExtensionRef, FieldError, Signal};
 pub use hotspan_proto::compression::{Compression, CompressionParams};
 use hotspan_proto::{compression, Batch, Encoding};
 use serde::Deserialize;
@@ -15,7 +15,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
-use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::exporters::{
+    check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig, EXPORT_TIMEOUTS,
+};
 use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::export_path;
 
@@ -79,6 +81,8 @@ impl ComponentConfig for OtlpGrpcConfig {
                 message: e.to_string(),
             });
         }
+        // otelcol reads 0 as "no timeout"; here every export would time out at once.
+        bounds::check_duration(self.timeout, EXPORT_TIMEOUTS, "timeout", errs);
         self.tls.validate(&self.endpoint, "tls", errs);
         if let Some(auth) = &self.auth {
             auth.validate("auth", errs);
@@ -399,6 +403,29 @@ pub(crate) fn log_partial_success(response: &[u8]) {
 #[cfg(test)]
 mod classify_tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_bounded() {
+        let problems = |yaml: &str| -> Vec<String> {
+            hotspan_config::yaml_errors::<OtlpGrpcConfig>(yaml)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(problems("{endpoint: b:4317, timeout: 1ns}").is_empty());
+        assert_eq!(
+            problems(
+                "{endpoint: b:4317, timeout: 0s, sending_queue: {queue_size: 18446744073709551615, num_consumers: 100000}, retry_on_failure: {multiplier: .nan, max_interval: 0s}}"
+            ),
+            [
+                "timeout: must be greater than 0s and at most 1h0m0s",
+                "sending_queue.num_consumers: must be from 1 to 1000",
+                "sending_queue.queue_size: must be from 1 to 4294967295",
+                "retry_on_failure.multiplier: must be from 1 to 100",
+                "retry_on_failure.max_interval: must be greater than 0s and at most 1h0m0s",
+            ]
+        );
+    }
 
     #[test]
     fn broken_connections_are_retryable_and_backend_verdicts_are_not() {

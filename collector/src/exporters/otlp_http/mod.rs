@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hotspan_config::{ComponentConfig, ExtensionRef, FieldError, Signal};
+use hotspan_config::{bounds, ComponentConfig, ExtensionRef, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::otlp_grpc::{log_partial_success, Compression, CompressionParams};
-use crate::exporters::{check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::exporters::{
+    check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig, EXPORT_TIMEOUTS,
+};
 use crate::extensions::bearertokenauth::{AuthConfig, BearerTokenAuth};
 use crate::grpc::http_path;
 use crate::net::error_chain;
@@ -130,6 +132,8 @@ impl ComponentConfig for OtlpHttpConfig {
                 });
             }
         }
+        // otelcol reads 0 as "no timeout"; here every export would time out at once.
+        bounds::check_duration(self.timeout, EXPORT_TIMEOUTS, "timeout", errs);
         self.tls.validate(&self.endpoint, "tls", errs);
         if let Some(auth) = &self.auth {
             auth.validate("auth", errs);
@@ -304,5 +308,13 @@ mod tests {
             paths("{endpoint: https://b, tls: {cert_file: /c.pem}, auth: {authenticator: 'bad id/'}}"),
             ["tls.key_file", "auth.authenticator"]
         );
+    }
+
+    #[test]
+    fn every_export_has_a_time_limit() {
+        assert!(paths("{endpoint: http://b, timeout: 1ns}").is_empty());
+        assert_eq!(paths("{endpoint: http://b, timeout: 0s}"), ["timeout"]);
+        assert!(paths("{endpoint: http://b, timeout: 1h}").is_empty());
+        assert_eq!(paths("{endpoint: http://b, timeout: 1h0m0.001s}"), ["timeout"]);
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{bounds, ComponentConfig, FieldError};
 use hotspan_proto::TracesBatch;
 use serde::Deserialize;
 use tracing::info;
@@ -29,6 +29,13 @@ use crate::receivers::otlp::check_endpoint;
 use crate::report::{SpanRecord, DEFAULT_PREFIX};
 use crate::telemetry::Telemetry;
 use crate::views::{Limits, NameKey, Views, Window};
+
+/// Most spans kept: each holds its hot paths and labels (a few KiB), so this is some hundreds
+/// of MiB already, for a page that lists 50.
+const MAX_CAPACITY: usize = 100_000;
+
+/// Longest `window`: the views are about what is slow now, not over days.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -57,18 +64,13 @@ impl Default for HotspanUiConfig {
 impl ComponentConfig for HotspanUiConfig {
     fn validate(&self, errs: &mut Vec<FieldError>) {
         check_endpoint(&self.endpoint, "endpoint", errs);
-        if self.capacity == 0 {
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             errs.push(FieldError {
                 path: "capacity".into(),
-                message: "must be greater than 0".into(),
+                message: format!("must be from 1 to {MAX_CAPACITY}"),
             });
         }
-        if self.window.is_zero() {
-            errs.push(FieldError {
-                path: "window".into(),
-                message: "must be greater than 0".into(),
-            });
-        }
+        bounds::check_duration(self.window, Duration::from_nanos(1)..=MAX_WINDOW, "window", errs);
     }
 }
 
@@ -270,6 +272,16 @@ mod tests {
         assert_eq!(c.endpoint, "127.0.0.1:55680");
         assert_eq!(c.capacity, 1000);
         assert_eq!(parse("{capacity: 0, window: 0s}").unwrap_err().len(), 2);
+        assert!(parse("{capacity: 100000}").is_ok());
+        let over = parse("{capacity: 100001, window: 24h0m1s}").unwrap_err();
+        let over: Vec<String> = over.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            over,
+            [
+                "capacity: must be from 1 to 100000",
+                "window: must be greater than 0s and at most 24h0m0s"
+            ]
+        );
         assert!(parse("{nope: 1}").is_err());
     }
 }

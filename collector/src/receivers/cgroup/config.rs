@@ -2,12 +2,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hotspan_config::{ComponentConfig, FieldError};
+use hotspan_config::{bounds, ComponentConfig, FieldError};
 use serde::Deserialize;
 
 /// The shortest poll: cpu.stat is cheap, but below this the reads are noise, not signal
 /// (the kernel's CFS period is 100 ms by default).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Longest `collection_interval`: each reading is matched to the spans it overlaps, so its
+/// throttling is spread over at most this long.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The largest pid Linux gives (PID_MAX_LIMIT, 2^22 on 64-bit): above it no process exists.
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
 
 /// One cgroup to watch, named by exactly one of `pid`, `pid_file` or `path`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -80,9 +87,12 @@ impl Default for CgroupConfig {
 
 impl ComponentConfig for CgroupConfig {
     fn validate(&self, errs: &mut Vec<FieldError>) {
-        if self.collection_interval < MIN_INTERVAL {
-            errs.push(FieldError::new("collection_interval", "must be at least 10ms"));
-        }
+        bounds::check_duration(
+            self.collection_interval,
+            MIN_INTERVAL..=MAX_INTERVAL,
+            "collection_interval",
+            errs,
+        );
         if self.targets.is_empty() {
             errs.push(FieldError::new("targets", "name at least one target"));
         }
@@ -97,10 +107,10 @@ impl ComponentConfig for CgroupConfig {
                     "set exactly one of pid, pid_file or path",
                 ));
             }
-            if t.pid == Some(0) {
+            if t.pid.is_some_and(|pid| !(1..=PID_MAX_LIMIT).contains(&pid)) {
                 errs.push(FieldError::new(
                     format!("targets[{i}].pid"),
-                    "must be a process id (greater than 0)",
+                    format!("must be a process id (1 to {PID_MAX_LIMIT})"),
                 ));
             }
             if t.pid_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
@@ -130,5 +140,43 @@ impl ComponentConfig for CgroupConfig {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn pids_are_ones_linux_can_give() {
+        let pid = |n: u64| -> Vec<String> {
+            hotspan_config::yaml_errors::<CgroupConfig>(&format!("targets: [{{pid: {n}, service_name: s}}]"))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(pid(1).is_empty());
+        assert!(pid(u64::from(PID_MAX_LIMIT)).is_empty());
+        let refused = ["targets[0].pid: must be a process id (1 to 4194304)"];
+        assert_eq!(pid(0), refused);
+        assert_eq!(pid(u64::from(PID_MAX_LIMIT) + 1), refused);
+        assert_eq!(pid(u64::from(u32::MAX)), refused);
+    }
+
+    #[test]
+    fn collection_interval_is_from_10ms_to_an_hour() {
+        let interval = |d: &str| -> Vec<String> {
+            hotspan_config::yaml_errors::<CgroupConfig>(&format!(
+                "{{collection_interval: {d}, targets: [{{pid: 1, service_name: s}}]}}"
+            ))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+        };
+        assert!(interval("10ms").is_empty());
+        assert!(interval("1h").is_empty());
+        let refused = ["collection_interval: must be from 10ms to 1h0m0s"];
+        assert_eq!(interval("9ms"), refused);
+        assert_eq!(interval("1h0m0.001s"), refused);
     }
 }

@@ -2,6 +2,7 @@ use hotspan_config::{ComponentConfig, ExtensionRef, FieldError};
 use serde::Deserialize;
 
 use crate::extensions::bearertokenauth::AuthConfig;
+use crate::receivers::body::check_limit;
 use crate::tls::TlsServerConfig;
 
 /// otelcol's `otlp` receiver: a gRPC and an HTTP listener, each present to be enabled.
@@ -110,12 +111,12 @@ impl ComponentConfig for OtlpReceiverConfig {
         }
         if let Some(g) = &p.grpc {
             check_endpoint(&g.endpoint, "protocols.grpc.endpoint", errs);
-            if g.max_recv_msg_size_mib == 0 {
-                errs.push(FieldError {
-                    path: "protocols.grpc.max_recv_msg_size_mib".into(),
-                    message: "must be at least 1".into(),
-                });
-            }
+            check_limit(
+                g.max_recv_msg_size_mib,
+                1024 * 1024,
+                "protocols.grpc.max_recv_msg_size_mib",
+                errs,
+            );
             if let Some(tls) = &g.tls {
                 tls.validate("protocols.grpc.tls", errs);
             }
@@ -125,12 +126,12 @@ impl ComponentConfig for OtlpReceiverConfig {
         }
         if let Some(h) = &p.http {
             check_endpoint(&h.endpoint, "protocols.http.endpoint", errs);
-            if h.max_request_body_size == 0 {
-                errs.push(FieldError {
-                    path: "protocols.http.max_request_body_size".into(),
-                    message: "must be at least 1".into(),
-                });
-            }
+            check_limit(
+                h.max_request_body_size,
+                1,
+                "protocols.http.max_request_body_size",
+                errs,
+            );
             for (key, path) in [
                 ("traces_url_path", &h.traces_url_path),
                 ("profiles_url_path", &h.profiles_url_path),

@@ -263,7 +263,10 @@ const INFLATE_INLINE_BYTES: usize = 64 * 1024;
 /// Inflates at most `limit` bytes; a bigger result is refused rather than buffered.
 fn decompress(reader: impl Read, limit: usize) -> Result<Bytes, (StatusCode, String)> {
     let mut out = Vec::new();
-    match reader.take(limit as u64 + 1).read_to_end(&mut out) {
+    match reader
+        .take((limit as u64).saturating_add(1))
+        .read_to_end(&mut out)
+    {
         Ok(_) if out.len() > limit => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("decompresses to more than {limit} bytes"),

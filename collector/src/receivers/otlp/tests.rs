@@ -44,3 +44,22 @@ fn validation_reports_each_problem_with_its_path() {
     let none = yaml_errors::<OtlpReceiverConfig>("protocols: {}");
     assert_eq!(none[0].path, "protocols");
 }
+
+#[test]
+fn request_size_limits_are_bounded_by_the_largest_protobuf_message() {
+    let ok = "protocols: {grpc: {max_recv_msg_size_mib: 2048}, http: {max_request_body_size: 2147483648}}";
+    assert_eq!(yaml_errors::<OtlpReceiverConfig>(ok), vec![]);
+    // The gRPC limit in bytes overflowed a usize (a panic at start) from 2^44 MiB up.
+    let over = "protocols: {grpc: {max_recv_msg_size_mib: 17592186044416}, http: {max_request_body_size: 18446744073709551615}}";
+    let errs: Vec<String> = yaml_errors::<OtlpReceiverConfig>(over)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errs,
+        [
+            "protocols.grpc.max_recv_msg_size_mib: must be from 1 to 2048 (2 GiB, the largest protobuf message)",
+            "protocols.http.max_request_body_size: must be from 1 to 2147483648 (2 GiB, the largest protobuf message)",
+        ]
+    );
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::body::{read_limited, BodyError};
+use super::body::{check_limit, read_limited, BodyError};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -70,9 +70,7 @@ impl ComponentConfig for PprofConfig {
 
     fn validate(&self, errs: &mut Vec<FieldError>) {
         check_endpoint(&self.endpoint, "endpoint", errs);
-        if self.max_request_body_size == 0 {
-            errs.push(FieldError::new("max_request_body_size", "must be at least 1"));
-        }
+        check_limit(self.max_request_body_size, 1, "max_request_body_size", errs);
         if let Some(tls) = &self.tls {
             tls.validate("tls", errs);
         }

@@ -41,4 +41,16 @@ fn config_defaults_and_checks() {
         hotspan_config::yaml_errors::<PprofConfig>("{endpoint: nope, correlation: {span_id_labels: [sid]}}");
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].path, "endpoint");
+    let sizes = |n: u64| {
+        hotspan_config::yaml_errors::<PprofConfig>(&format!("max_request_body_size: {n}"))
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(sizes(2 << 30).is_empty());
+    let refused =
+        ["max_request_body_size: must be from 1 to 2147483648 (2 GiB, the largest protobuf message)"];
+    assert_eq!(sizes(0), refused);
+    assert_eq!(sizes((2 << 30) + 1), refused);
+    assert_eq!(sizes(u64::MAX), refused);
 }

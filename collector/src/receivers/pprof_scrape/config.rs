@@ -131,7 +131,10 @@ impl PprofScrapeConfig {
 
 fn at_most(value: Duration, max: Duration, path: &str, errs: &mut Vec<FieldError>) {
     if value > max {
-        errs.push(FieldError::new(path, format!("must be at most {max:?}")));
+        errs.push(FieldError::new(
+            path,
+            format!("must be at most {}", hotspan_config::duration::format(max)),
+        ));
     }
 }
 

@@ -13,14 +13,21 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::{decode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
-use super::wire::{self, check_field, expect, field, skip, take_len, Msg};
-use crate::DecodeError;
+use super::wire::{skip, take_len};
+
+mod scan;
+pub(crate) use scan::scan;
 
 /// Tags of the containers this module rebuilds.
 const RESOURCE_SPANS: u32 = 1;
 const SCOPE_SPANS: u32 = 2;
 const SPANS: u32 = 2;
 const SPAN_ATTRIBUTES: u32 = 9;
+const SPAN_STATUS: u32 = 15;
+const STATUS_CODE: u32 = 3;
+/// `Resource` in a resource container, and `attributes` in a `Resource`.
+const RESOURCE: u32 = 1;
+const RESOURCE_ATTRIBUTES: u32 = 1;
 
 /// The fields of a span the collector reads, taken from its bytes. Ids that have the wrong
 /// length read as 0; their lengths say what came. 64 bytes: the join keeps one per span held
@@ -117,6 +124,16 @@ impl RawSpan {
             .find_map(|part| first_attribute(part, key))
     }
 
+    /// The span's status code (0 unset, 1 ok, 2 error), read from its bytes; the last one given
+    /// counts, as when a decoder merges a `Status` given twice.
+    pub fn status_code(&self) -> i32 {
+        let mut code = 0;
+        for part in [&self.bytes[..], &self.extra[..]] {
+            status_codes(part, &mut code);
+        }
+        code
+    }
+
     fn record_len(&self) -> usize {
         record_len(self.len())
     }
@@ -157,6 +174,29 @@ fn first_attribute(mut buf: &[u8], key: &str) -> Option<AnyValue> {
         }
     }
     None
+}
+
+/// Sets `code` to each status code in `buf`, an encoded `Span`'s fields; stops at bytes that
+/// do not parse (the scan checked them, so only the appended part could be short).
+fn status_codes(mut buf: &[u8], code: &mut i32) -> Option<()> {
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        if tag != SPAN_STATUS || wire_type != WireType::LengthDelimited {
+            skip(wire_type, tag, &mut buf, 0).ok()?;
+            continue;
+        }
+        let mut status = take_len(&mut buf).ok()?;
+        while !status.is_empty() {
+            let (tag, wire_type) = decode_key(&mut status).ok()?;
+            if tag == STATUS_CODE && wire_type == WireType::Varint {
+                // An enum is an int32 on the wire: its low 32 bits.
+                *code = prost::encoding::decode_varint(&mut status).ok()? as i32;
+            } else {
+                skip(wire_type, tag, &mut status, 0).ok()?;
+            }
+        }
+    }
+    Some(())
 }
 
 /// The value of an encoded `KeyValue` named `thread.id`, as a number.
@@ -209,6 +249,30 @@ pub struct Head {
 impl Head {
     fn len(&self) -> usize {
         self.records.iter().map(Bytes::len).sum()
+    }
+
+    /// The value of the resource's first attribute named `key`, read from the head's bytes
+    /// without decoding the rest of the resource.
+    pub fn resource_attribute(&self, key: &str) -> Option<AnyValue> {
+        self.records.iter().find_map(|record| {
+            let mut buf: &[u8] = record;
+            let Ok((RESOURCE, WireType::LengthDelimited)) = decode_key(&mut buf) else {
+                return None;
+            };
+            let mut resource = take_len(&mut buf).ok()?;
+            while !resource.is_empty() {
+                let (tag, wire_type) = decode_key(&mut resource).ok()?;
+                if tag != RESOURCE_ATTRIBUTES || wire_type != WireType::LengthDelimited {
+                    skip(wire_type, tag, &mut resource, 0).ok()?;
+                    continue;
+                }
+                let kv = take_len(&mut resource).ok()?;
+                if let Some(value) = key_value(kv, key) {
+                    return Some(value);
+                }
+            }
+            None
+        })
     }
 
     /// The `Resource` of a resource container's head, decoded.
@@ -301,8 +365,9 @@ impl ScopeSpansRaw {
         }
         // Unchanged spans whose records lie one after another in a source go as one copy.
         let flush = |run: Option<(usize, Range<usize>)>, out: &mut Vec<u8>| {
-            if let Some((source, range)) = run {
-                out.extend_from_slice(&self.sources[source][range]);
+            // `record_in` found the range in that source, so both lookups succeed.
+            if let Some(record) = run.and_then(|(source, range)| self.sources.get(source)?.get(range)) {
+                out.extend_from_slice(record);
             }
         };
         let mut run: Option<(usize, Range<usize>)> = None;
@@ -310,7 +375,8 @@ impl ScopeSpansRaw {
         for span in &self.spans {
             // Spans mostly lie in the source of the one before them.
             let found = if span.extra.is_empty() {
-                span.record_in(&self.sources[source])
+                (self.sources.get(source))
+                    .and_then(|s| span.record_in(s))
                     .map(|r| (source, r))
                     .or_else(|| {
                         self.sources
@@ -420,13 +486,16 @@ impl ResourceSpansRaw {
     pub(crate) fn split_front(&mut self, mut n: usize) -> ResourceSpansRaw {
         self.whole = None;
         let mut front = Vec::new();
-        while n > 0 && !self.scopes.is_empty() {
-            let count = self.scopes[0].spans.len();
+        while n > 0 {
+            let Some(first) = self.scopes.first_mut() else {
+                break;
+            };
+            let count = first.spans.len();
             if count <= n {
                 front.push(self.scopes.remove(0));
                 n -= count;
             } else {
-                front.push(self.scopes[0].split_front(n));
+                front.push(first.split_front(n));
                 n = 0;
             }
         }
@@ -493,155 +562,4 @@ pub(crate) fn encode(resources: &[ResourceSpansRaw]) -> Vec<u8> {
         r.write_body(&mut out, scopes);
     }
     out
-}
-
-/// Checks an encoded `ExportTraceServiceRequest` and indexes its spans, keeping slices of
-/// `buf` rather than copies.
-pub(crate) fn scan(buf: &Bytes) -> Result<Vec<ResourceSpansRaw>, DecodeError> {
-    let mut out = Vec::new();
-    let mut rest: &[u8] = buf;
-    while !rest.is_empty() {
-        let (tag, wire_type) = decode_key(&mut rest)?;
-        if tag == RESOURCE_SPANS {
-            expect(wire_type, WireType::LengthDelimited)?;
-            let body = take_len(&mut rest)?;
-            out.push(scan_resource(buf, body)?);
-        } else {
-            skip(wire_type, tag, &mut rest, 0)?;
-        }
-    }
-    Ok(out)
-}
-
-/// Walks a container's fields: children go to `child`, every other record is checked as
-/// `head_field` says and kept in the head.
-fn scan_container<'a>(
-    buf: &Bytes,
-    body: &'a [u8],
-    depth: u32,
-    child_tag: u32,
-    head_field: impl Fn(u32) -> Option<wire::Field>,
-    mut child: impl FnMut(&'a [u8], bool) -> Result<(), DecodeError>,
-) -> Result<Head, DecodeError> {
-    let mut head = Head::default();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let record_start = rest;
-        let (tag, wire_type) = decode_key(&mut rest)?;
-        if tag == child_tag {
-            expect(wire_type, WireType::LengthDelimited)?;
-            let body = take_len(&mut rest)?;
-            // Written minimally: key and length take no more bytes than they need.
-            let header = record_start.len() - rest.len() - body.len();
-            child(body, header == record_len(body.len()) - body.len())?;
-            continue;
-        }
-        match head_field(tag) {
-            Some(f) => {
-                check_field(f, wire_type, &mut rest, depth)?;
-            }
-            None => skip(wire_type, tag, &mut rest, depth)?,
-        }
-        let record = &record_start[..record_start.len() - rest.len()];
-        head.records.push(buf.slice_ref(record));
-    }
-    Ok(head)
-}
-
-fn scan_resource(buf: &Bytes, body: &[u8]) -> Result<ResourceSpansRaw, DecodeError> {
-    let mut scopes = Vec::new();
-    let head = scan_container(
-        buf,
-        body,
-        1,
-        SCOPE_SPANS,
-        |tag| match tag {
-            1 => Some(wire::Field::Message(Msg::Resource)),
-            3 => Some(wire::Field::Str),
-            _ => None,
-        },
-        |scope, _| {
-            scopes.push(scan_scope(buf, scope)?);
-            Ok(())
-        },
-    )?;
-    Ok(ResourceSpansRaw {
-        whole: Some(buf.slice_ref(body)),
-        head: Arc::new(head),
-        scopes,
-    })
-}
-
-fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
-    let mut spans = Vec::new();
-    let head = scan_container(
-        buf,
-        body,
-        2,
-        SPANS,
-        |tag| match tag {
-            1 => Some(wire::Field::Message(Msg::Scope)),
-            3 => Some(wire::Field::Str),
-            _ => None,
-        },
-        |span, record_minimal| {
-            spans.push(RawSpan {
-                index: SpanIndex {
-                    record_minimal,
-                    ..scan_span(span)?
-                },
-                bytes: buf.slice_ref(span),
-                extra: Box::default(),
-            });
-            Ok(())
-        },
-    )?;
-    Ok(ScopeSpansRaw {
-        whole: Some(buf.slice_ref(body)),
-        sources: vec![buf.slice_ref(body)],
-        head: Arc::new(head),
-        spans,
-    })
-}
-
-/// Depth of a span below the request: request > resource spans > scope spans > span.
-const SPAN_DEPTH: u32 = 3;
-
-fn len_u8(bytes: &[u8]) -> u8 {
-    u8::try_from(bytes.len()).unwrap_or(u8::MAX)
-}
-
-fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
-    let mut index = SpanIndex::default();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let (tag, wire_type) = decode_key(&mut rest)?;
-        let Some(f) = field(Msg::Span, tag) else {
-            skip(wire_type, tag, &mut rest, SPAN_DEPTH)?;
-            continue;
-        };
-        let value = check_field(f, wire_type, &mut rest, SPAN_DEPTH)?;
-        // A field given twice: the last one counts, as in any decoder.
-        match tag {
-            1 => {
-                index.trace_id_len = len_u8(value);
-                index.trace_id = value.try_into().map_or(0, u128::from_be_bytes);
-            }
-            2 => {
-                index.span_id_len = len_u8(value);
-                index.span_id = value.try_into().map_or(0, u64::from_be_bytes);
-            }
-            4 => index.parent_span_id = value.try_into().map_or(0, u64::from_be_bytes),
-            7 => index.start = value.try_into().map_or(0, u64::from_le_bytes),
-            8 => index.end = value.try_into().map_or(0, u64::from_le_bytes),
-            16 => index.flags = value.try_into().map_or(0, u32::from_le_bytes),
-            SPAN_ATTRIBUTES if !index.has_thread => {
-                if let Some(t) = thread_id(value) {
-                    (index.thread, index.has_thread) = (t, true);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(index)
 }
