@@ -22,6 +22,8 @@ mod profiles;
 pub mod profiles_json;
 pub mod rpc;
 mod signal;
+// Benchmark load built from its own tables and templates, never from outside input.
+#[allow(clippy::indexing_slicing)]
 pub mod synthetic;
 mod traces;
 #[doc(hidden)]

@@ -289,7 +289,7 @@ fn realistic_trace(first: usize, rng: &mut Rng, made: u64) -> Vec<Span> {
             ),
             kv("network.peer.address", s(&ip("10.42"))),
             kv("network.peer.port", int(40_000 + rng.below(20_000) as i64)),
-            kv("user_agent.original", s(*rng.pick(USER_AGENTS))),
+            kv("user_agent.original", s(rng.pick::<&str>(USER_AGENTS))),
             kv("enduser.id", s(&user)),
             kv("app.tenant.id", s(&tenant)),
             kv(
