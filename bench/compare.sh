@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Side by side, in one run: hotspan and Rotel forwarding OTLP/gRPC -> batch -> OTLP/gRPC (gzip)
-# to a counting sink, each collector pinned to core 1 with the load generator and the sink on
-# core 0; then hotspan with the spanprofile join and profiles at 10% of span volume; then an
-# idle sidecar's memory. Prints ratios hotspan/Rotel and checks that the sink got every span.
+# Side by side, in one run: Rotel, hotspan and the OpenTelemetry Collector (tests/peers/otelcol,
+# built by scripts/peers.sh) forwarding OTLP/gRPC -> batch -> OTLP/gRPC (gzip, level 6 on all
+# three: Rotel's and tonic's fixed level, otelcol's default) to a counting sink, each collector
+# pinned to core 1 with the load generator and the sink on core 0; then hotspan with the
+# spanprofile join and profiles at 10% of span volume; then, once per run: latency with one
+# request in flight (the sink's own too), the join's resident memory per held span, a sidecar
+# at 5,000 spans/s with `wait: 20s`, and an idle sidecar's memory. Prints one table and each
+# round's ratios, and checks that the sink got every span.
 #
 #   bench/compare.sh                 # 3 rounds of 20 s of load per measurement
 #   ROUNDS=5 DURATION=60 CONCURRENCY=8 bench/compare.sh
+#   PAYLOAD=uniform bench/compare.sh # the earlier load: every value alike (compresses 3x better)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20}"
@@ -13,10 +18,17 @@ CONCURRENCY="${CONCURRENCY:-8}"
 BATCH="${BATCH:-512}"
 ROUNDS="${ROUNDS:-3}"
 ROTEL_VERSION="${ROTEL_VERSION:-0.0.1a15}"
+PAYLOAD="${PAYLOAD:-realistic}"
+LATENCY_DURATION="${LATENCY_DURATION:-10}"
+LATENCY_RATE="${LATENCY_RATE:-10000}"
+SIDECAR_RATE="${SIDECAR_RATE:-5000}"
 
-cargo build --release -q -p hotspan --bin hotspan -p hotspan-tests --bin loadgen
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p hotspan --bin hotspan -p hotspan-tests --bin loadgen
 HOTSPAN=target/release/hotspan
 LOADGEN=target/release/loadgen
+PATH="$PATH:/usr/local/go/bin"
+OTELCOL=$(scripts/peers.sh | awk '$1 == "otelcol" {print $3}')
+[ -x "$OTELCOL" ] || { echo "otelcol not built: scripts/peers.sh (needs Go 1.26 at /usr/local/go/bin)"; exit 1; }
 
 work=$(mktemp -d)
 pids=()
@@ -42,7 +54,7 @@ rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
 
 # measure NAME START_COMMAND... : runs the collector on core 1 against a fresh sink; prints
-# "spans_per_sec cpu_s_per_million peak_rss_mib accepted received"
+# "spans_per_sec cpu_s_per_million peak_rss_mib accepted received p99_ms"
 measure() {
   local name=$1; shift
   local sink_port=$1 in_port=$2; shift 2
@@ -55,7 +67,7 @@ measure() {
   sleep 1
   local cpu0; cpu0=$(cpu_seconds "$collector")
   taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$in_port" --concurrency "$CONCURRENCY" --batch "$BATCH" \
-    --duration "${DURATION}s" ${PROFILES:+--profiles-ratio "$PROFILES"} > "$work/$name.load"
+    --duration "${DURATION}s" --payload "$PAYLOAD" ${PROFILES:+--profiles-ratio "$PROFILES"} ${RATE:+--rate "$RATE"} > "$work/$name.load"
   local cpu1; cpu1=$(cpu_seconds "$collector")
   local peak; peak=$(peak_rss_mib "$collector")
   local accepted; accepted=$(json "$(cat "$work/$name.load")" '["accepted_spans"]')
@@ -83,7 +95,8 @@ PY
   local received; received=$(tail -n 1 "$work/$name.sink" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["spans"])')
   kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
   local per_million; per_million=$(python3 -c "print(round(($cpu1-$cpu0)/max($accepted,1)*1e6, 2))")
-  echo "$rate $per_million $peak $accepted $received"
+  local p99; p99=$(json "$(cat "$work/$name.load")" '["latency_ms"]["p99"]')
+  echo "$rate $per_million $peak $accepted $received $p99"
 }
 
 hotspan_forward() {
@@ -126,17 +139,28 @@ YAML
   echo "$cfg"
 }
 
-echo "measuring Rotel $("$ROTEL" --version 2>/dev/null | head -n 1) and hotspan $(git rev-parse --short HEAD), $ROUNDS rounds of ${DURATION}s each, concurrency $CONCURRENCY, $BATCH spans a request"
-# Rounds alternate the three so drift on a shared machine hits each alike; the table shows
+rotel_cmd() { # IN_PORT SINK_PORT
+  local h; h=$(free_port)
+  echo "$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$1" --otlp-http-endpoint "127.0.0.1:$h" --exporter otlp \
+    --otlp-exporter-endpoint "http://127.0.0.1:$2" --otlp-exporter-compression gzip \
+    --pid-file "$work/rotel.pid" --log-file "$work/rotel-agent.log"
+}
+
+echo "measuring Rotel $("$ROTEL" --version 2>/dev/null | head -n 1), otelcol $("$OTELCOL" --version 2>/dev/null | awk '{print $NF}') and hotspan $(git rev-parse --short HEAD), $ROUNDS rounds of ${DURATION}s each, concurrency $CONCURRENCY, $BATCH spans a request"
+echo "payload $PAYLOAD: $("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH")"
+# Rounds alternate the four so drift on a shared machine hits each alike; the table shows
 # medians, and every round's ratios are printed too.
 : > "$work/results"
+: > "$work/joins"
 for round in $(seq 1 "$ROUNDS"); do
-  s=$(free_port); i=$(free_port); h=$(free_port)
-  echo "rotel $(measure rotel "$s" "$i" "$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$i" \
-    --otlp-http-endpoint "127.0.0.1:$h" --exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$s" --otlp-exporter-compression gzip \
-    --pid-file "$work/rotel.pid" --log-file "$work/rotel-agent.log")" >> "$work/results"
+  s=$(free_port); i=$(free_port)
+  # shellcheck disable=SC2046
+  echo "rotel $(measure rotel "$s" "$i" $(rotel_cmd "$i" "$s"))" >> "$work/results"
   s=$(free_port); i=$(free_port)
   echo "hotspan $(measure hotspan "$s" "$i" "$HOTSPAN" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
+  # otelcol runs the very same config file (it is in otelcol's shape).
+  s=$(free_port); i=$(free_port)
+  echo "otelcol $(measure otelcol "$s" "$i" "$OTELCOL" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
   s=$(free_port); i=$(free_port); m=$(free_port)
   echo "join $(PROFILES=0.1 METRICS=$m measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m")")" >> "$work/results"
   read -r joined late unjoined early < "$work/join.join"
@@ -146,12 +170,12 @@ done
 median() { python3 - "$work/results" "$1" "$2" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2]]
-print(f"{statistics.median(float(r[int(sys.argv[3])]) for r in rows):.10g}")
+print(f"{statistics.median(float(r[int(sys.argv[3])]) for r in rows):.10g}" if rows else "")
 PY
 }
-read -r r_rate r_cpu r_rss < <(echo "$(median rotel 1) $(median rotel 2) $(median rotel 3)")
-read -r h_rate h_cpu h_rss < <(echo "$(median hotspan 1) $(median hotspan 2) $(median hotspan 3)")
-read -r j_rate j_cpu j_rss < <(echo "$(median join 1) $(median join 2) $(median join 3)")
+for n in rotel hotspan otelcol join; do
+  read -r "${n}_rate" "${n}_cpu" "${n}_rss" < <(echo "$(median $n 1) $(median $n 2) $(median $n 3)")
+done
 per_round=$(python3 - "$work/results" <<'PY'
 import sys
 rows = {}
@@ -159,11 +183,77 @@ for l in open(sys.argv[1]):
     f = l.split()
     rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
 out = []
-for r, h, j in zip(rows["rotel"], rows["hotspan"], rows["join"]):
-    out.append(f"(a) {h[0]/r[0]:.2f}x spans/s, {h[1]/r[1]:.2f}x CPU; (b) {j[0]/h[0]:.2f}")
+for r, h, o, j in zip(rows["rotel"], rows["hotspan"], rows["otelcol"], rows["join"]):
+    out.append(f"spans/s {h[0]/r[0]:.2f}x Rotel, {h[0]/o[0]:.2f}x otelcol; CPU per span {h[1]/r[1]:.2f}x Rotel's, "
+               f"{h[1]/o[1]:.2f}x otelcol's; join {j[0]/h[0]:.2f} of forwarding")
 print("\n".join(f"round {i + 1}: {o}" for i, o in enumerate(out)))
 PY
 )
+
+# Latency with one request in flight: one 512-span request at a time, paced at LATENCY_RATE
+# spans/s (well below saturation, so it measures the path, not a queue); the sink alone,
+# then each collector in front of it; what a collector adds is its p99 minus the sink's.
+s=$(free_port)
+taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration "$((LATENCY_DURATION + 30))s" > "$work/sink-alone.sink" &
+sink=$!; pids+=("$sink"); wait_port "$s"
+taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$s" --concurrency 1 --batch "$BATCH" --duration "${LATENCY_DURATION}s" \
+  --rate "$LATENCY_RATE" --payload "$PAYLOAD" > "$work/sink-alone.load"
+kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
+sink_p99=$(json "$(cat "$work/sink-alone.load")" '["latency_ms"]["p99"]')
+latency() { # NAME COMMAND... (the collector's ports come from IN and SINK)
+  local name=$1; shift
+  CONCURRENCY=1 DURATION=$LATENCY_DURATION RATE=$LATENCY_RATE measure "lat-$name" "$SINK" "$IN" "$@" | awk '{print $6}'
+}
+SINK=$(free_port); IN=$(free_port)
+# shellcheck disable=SC2046
+rotel_p99=$(latency rotel $(rotel_cmd "$IN" "$SINK"))
+SINK=$(free_port); IN=$(free_port)
+hotspan_p99=$(latency hotspan "$HOTSPAN" --config "$(hotspan_forward "$IN" "$SINK")")
+SINK=$(free_port); IN=$(free_port)
+otelcol_p99=$(latency otelcol "$OTELCOL" --config "$(hotspan_forward "$IN" "$SINK")")
+
+# Resident memory per held span: the join with a wait longer than the load, so every span
+# sent is still held when RSS is read; RSS growth over the held-spans gauge, against the
+# payload's encoded bytes per span.
+s=$(free_port); i=$(free_port); m=$(free_port); cfg=$(hotspan_join "$i" "$s" "$m")
+sed -i 's/wait: 2s/wait: 300s/' "$cfg"
+taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/held.sink" &
+sink=$!; pids+=("$sink"); wait_port "$s"
+taskset -c 1 "$HOTSPAN" --config "$cfg" > "$work/held.log" 2>&1 &
+held_pid=$!; pids+=("$held_pid"); wait_port "$i"; sleep 1
+rss0=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
+taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
+  --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/held.load"
+sleep 2
+rss1=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
+held=$(python3 - "$m" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(int(sum(float(v) for v in re.findall(r"^hotspan_spanprofile_held_spans(?:{[^}]*})? (\S+)$", text, re.M))))
+PY
+)
+kill -KILL "$held_pid"; wait "$held_pid" 2>/dev/null || true
+kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
+encoded=$("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_span"])')
+per_held=$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($held, 1)))")
+
+# A sidecar (config/examples/sidecar.yaml: the join's defaults, wait 20s) taking
+# SIDECAR_RATE spans/s for 45 s: its peak RSS.
+s=$(free_port)
+sed -e 's/127.0.0.1:4317/127.0.0.1:0/; s/127.0.0.1:4318/127.0.0.1:0/; s/127.0.0.1:13133/127.0.0.1:0/' \
+  -e '/^service:/a\  telemetry: {metrics: {level: none}}' \
+  config/examples/sidecar.yaml > "$work/sidecar.yaml"
+i=$(free_port)
+sed -i "0,/127.0.0.1:0/s//127.0.0.1:$i/" "$work/sidecar.yaml"
+taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 120s > "$work/sidecar.sink" &
+sink=$!; pids+=("$sink"); wait_port "$s"
+GATEWAY="127.0.0.1:$s" taskset -c 1 "$HOTSPAN" --config "$work/sidecar.yaml" > "$work/sidecar.log" 2>&1 &
+side=$!; pids+=("$side"); wait_port "$i"
+taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 1 --batch 100 --duration "${SIDECAR_DURATION:-45}s" \
+  --rate "$SIDECAR_RATE" --payload "$PAYLOAD" > "$work/sidecar.load"
+sidecar_rss=$(peak_rss_mib "$side")
+kill -TERM "$side"; wait "$side" 2>/dev/null || true
+kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
 
 # Idle sidecar: otlp + pprof_scrape + spanprofile, nothing sent.
 sed -e 's/127.0.0.1:4317/127.0.0.1:0/; s/127.0.0.1:4318/127.0.0.1:0/; s/127.0.0.1:13133/127.0.0.1:0/' \
@@ -173,26 +263,29 @@ idle=$!; pids+=("$idle"); sleep 5
 idle_rss=$(rss_mib "$idle"); kill -TERM "$idle"; wait "$idle" 2>/dev/null || true
 
 ratio() { python3 -c "print(f'{float($1)/max(float($2),1e-9):.2f}')"; }
+added() { python3 -c "print(f'{float($1)-float($2):.2f}')"; }
 cat <<TABLE
 
-| measurement | Rotel | hotspan | hotspan / Rotel |
-|---|---|---|---|
-| (a) spans/s at saturation, one core | $r_rate | $h_rate | $(ratio "$h_rate" "$r_rate") |
-| (a) CPU s per million spans | $r_cpu | $h_cpu | $(ratio "$h_cpu" "$r_cpu") |
-| (a) peak RSS, MiB | $r_rss | $h_rss | $(ratio "$h_rss" "$r_rss") |
-| (b) join on, profiles at 10%: spans/s | | $j_rate | $(ratio "$j_rate" "$h_rate") of hotspan's (a) |
-| (b) CPU s per million spans / peak RSS MiB | | $j_cpu / $j_rss | |
-| idle sidecar RSS, MiB | | $idle_rss | |
+| measurement | Rotel | otelcol | hotspan | hotspan / Rotel | hotspan / otelcol |
+|---|---|---|---|---|---|
+| forwarding spans/s at saturation, one core | $rotel_rate | $otelcol_rate | $hotspan_rate | $(ratio "$hotspan_rate" "$rotel_rate") | $(ratio "$hotspan_rate" "$otelcol_rate") |
+| CPU s per million spans | $rotel_cpu | $otelcol_cpu | $hotspan_cpu | $(ratio "$hotspan_cpu" "$rotel_cpu") | $(ratio "$hotspan_cpu" "$otelcol_cpu") |
+| peak RSS, MiB | $rotel_rss | $otelcol_rss | $hotspan_rss | $(ratio "$hotspan_rss" "$rotel_rss") | $(ratio "$hotspan_rss" "$otelcol_rss") |
+| join on, profiles at 10%: spans/s (CPU s per M, peak MiB) | | | $join_rate ($join_cpu, $join_rss) | $(ratio "$join_rate" "$hotspan_rate") of hotspan's forwarding | |
+| resident bytes per held span (encoded: $encoded B) | | | $per_held ($held held) | $(ratio "$per_held" "$encoded") of encoded | |
+| sidecar at $SIDECAR_RATE spans/s, wait 20s: peak RSS MiB | | | $sidecar_rss | | |
+| latency p99 ms, one request in flight (sink alone: $sink_p99) | $rotel_p99 (+$(added "$rotel_p99" "$sink_p99")) | $otelcol_p99 (+$(added "$otelcol_p99" "$sink_p99")) | $hotspan_p99 (+$(added "$hotspan_p99" "$sink_p99")) | | |
+| idle sidecar RSS, MiB | | | $idle_rss | | |
 
 $per_round
 TABLE
 fail=0
-# The join must have joined what was sent, or (b) measured a join doing less than its work.
+# The join must have joined what was sent, or it measured a join doing less than its work.
 while read -r r joined late unjoined early accepted; do
-  echo "round $r, (b): $joined samples joined, $late late, $unjoined unjoined; $early of $accepted spans left early (the join past its bounds), the rest after \`wait\`"
+  echo "round $r, join: $joined samples joined, $late late, $unjoined unjoined; $early of $accepted spans left early (the join past its bounds), the rest after \`wait\`"
   if [ "$joined" -eq 0 ] || [ $((late + unjoined)) -gt $((joined / 100)) ]; then echo "round $r: the join left samples unjoined"; fail=1; fi
 done < "$work/joins"
-while read -r n _ _ _ want got; do
+while read -r n _ _ _ want got _; do
   if [ "${got%.*}" -lt "${want%.*}" ]; then echo "$n: the sink received $got of $want accepted spans"; fail=1; fi
 done < "$work/results"
 [ $fail = 0 ] && echo "delivered: the sink received every accepted span in every round ($(awk '{a+=$5} END {print a}' "$work/results") spans)"

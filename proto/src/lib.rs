@@ -14,6 +14,7 @@
 )]
 
 mod batch;
+pub mod compression;
 mod error;
 mod otlp_batch;
 pub mod pprof;
@@ -21,6 +22,9 @@ mod profiles;
 pub mod profiles_json;
 pub mod rpc;
 mod signal;
+// Benchmark load built from its own tables and templates, never from outside input.
+#[allow(clippy::indexing_slicing)]
+pub mod synthetic;
 mod traces;
 #[doc(hidden)]
 pub mod tree;

@@ -3,10 +3,14 @@
 //!
 //! loadgen send --endpoint 127.0.0.1:4317 [--protocol grpc|http] [--concurrency 8]
 //!              [--batch 512] [--duration 10s] [--gzip] [--profiles-ratio 0.1]
+//!              [--payload realistic|uniform] [--rate SPANS_PER_SEC]
 //! loadgen sink --listen 127.0.0.1:24317 [--duration 120s]
+//! loadgen describe [--payload realistic|uniform] [--batch 512]
 //!
 //! Every loop is bounded by --duration. `send` prints one JSON line with what was accepted and
-//! request latency percentiles; `sink` prints the spans it has received once a second.
+//! request latency percentiles; `sink` prints the spans it has received once a second;
+//! `describe` the payload's bytes per span, raw and gzipped. The payloads are
+//! `hotspan_proto::synthetic`'s: realistic (the default) or uniform (every value alike).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,17 +20,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use hotspan_proto::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
-use hotspan_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use hotspan_proto::otlp::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue};
+use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hotspan_proto::otlp::profiles::v1development::{
     Function, Line, Link, Location, Profile, ProfilesDictionary, ResourceProfiles, Sample, ScopeProfiles,
     Stack, ValueType,
 };
 use hotspan_proto::otlp::resource::v1::Resource;
-use hotspan_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use hotspan_proto::synthetic::{service_name, Rng, Shape, Template};
 use hotspan_proto::{Encoding, ProfilesBatch};
 use hotspan_tests::wire::count_spans;
-use prost::Message;
 use tokio::net::TcpListener;
 
 fn arg<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
@@ -53,20 +55,23 @@ fn main() -> Result<()> {
     match args.get(1).map(String::as_str) {
         Some("send") => rt.block_on(send(&args)),
         Some("sink") => rt.block_on(sink(&args)),
+        Some("describe") => describe(&args),
         _ => bail!("usage: loadgen send --endpoint HOST:PORT [...] | loadgen sink --listen HOST:PORT"),
     }
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
+/// The profiles' resource: the same service as the spans they link to.
+fn resource(service: &str) -> Resource {
+    Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(service.into())),
+            }),
+            ..Default::default()
+        }],
         ..Default::default()
     }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
 }
 
 fn now_ns() -> u64 {
@@ -76,207 +81,8 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A resource with 8 attributes, like an SDK in a Kubernetes pod.
-fn resource(worker: usize) -> Resource {
-    Resource {
-        attributes: vec![
-            kv("service.name", s("checkout")),
-            kv("service.version", s("1.14.2")),
-            kv("service.instance.id", s(&format!("checkout-7d9f-{worker}"))),
-            kv("host.name", s("node-17.eu-west-1.compute.internal")),
-            kv("telemetry.sdk.language", s("go")),
-            kv("telemetry.sdk.name", s("opentelemetry")),
-            kv("k8s.namespace.name", s("shop")),
-            kv("process.pid", any_value::Value::IntValue(4242 + worker as i64)),
-        ],
-        ..Default::default()
-    }
-}
-
-/// Marks the bytes a template overwrites on every send: unique per span and field, so each
-/// is found in the encoding.
-fn placeholder(i: usize, field: u8) -> [u8; 8] {
-    let mut p = [0xa5, 0x5a, 0xc3, field, 0, 0, 0, 0];
-    p[4..].copy_from_slice(&(i as u32).to_be_bytes());
-    p
-}
-
-/// `n` spans in traces of 8 (a server root and 7 children), ~600 bytes each encoded: 10
-/// attributes of mixed types and one or two events. Ids and times are placeholders that
-/// [`Template::fill`] replaces.
-fn spans(n: usize) -> Vec<Span> {
-    // Events keep the time the template was made: a few seconds off at most.
-    let made = now_ns();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let is_root = i % 8 == 0;
-        let start = u64::from_le_bytes(placeholder(i, 4));
-        let mut events = vec![span::Event {
-            time_unix_nano: made + 1_000,
-            name: "cache lookup".into(),
-            attributes: vec![kv("cache.hit", any_value::Value::BoolValue(i % 3 == 0))],
-            dropped_attributes_count: 0,
-        }];
-        if i % 2 == 0 {
-            events.push(span::Event {
-                time_unix_nano: made + 2_000,
-                name: "retry".into(),
-                attributes: vec![kv("attempt", any_value::Value::IntValue(2))],
-                dropped_attributes_count: 0,
-            });
-        }
-        out.push(Span {
-            trace_id: [placeholder(i, 1), placeholder(i, 1)].concat(),
-            span_id: placeholder(i, 2).to_vec(),
-            parent_span_id: if is_root {
-                Vec::new()
-            } else {
-                placeholder(i, 3).to_vec()
-            },
-            name: if is_root {
-                "GET /api/checkout".into()
-            } else {
-                format!("SELECT orders.{}", i % 8)
-            },
-            kind: if is_root { 2 } else { 3 },
-            start_time_unix_nano: start,
-            end_time_unix_nano: u64::from_le_bytes(placeholder(i, 5)),
-            attributes: vec![
-                kv("http.request.method", s("GET")),
-                kv("url.path", s("/api/checkout")),
-                kv("http.response.status_code", any_value::Value::IntValue(200)),
-                kv("db.system", s("postgresql")),
-                kv(
-                    "db.statement",
-                    s("SELECT id, total FROM orders WHERE customer_id = $1"),
-                ),
-                kv("server.address", s("orders-db.shop.svc")),
-                kv("server.port", any_value::Value::IntValue(5432)),
-                kv("retry.enabled", any_value::Value::BoolValue(true)),
-                kv("sample.rate", any_value::Value::DoubleValue(0.25)),
-                kv(
-                    "tags",
-                    any_value::Value::ArrayValue(ArrayValue {
-                        values: vec![
-                            AnyValue { value: Some(s("eu")) },
-                            AnyValue {
-                                value: Some(s("web")),
-                            },
-                        ],
-                    }),
-                ),
-            ],
-            events,
-            status: Some(Status {
-                code: 1,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-    out
-}
-
-fn traces(worker: usize, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource(worker)),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "loadgen".into(),
-                    version: "1".into(),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-/// Where each span's ids and times sit in a template body.
-struct Slots {
-    trace: usize,
-    span: usize,
-    parent: Option<usize>,
-    start: usize,
-    end: usize,
-}
-
-/// One worker's request, encoded once: every send copies it and writes fresh ids and times
-/// into their places, so the generator spends its core on sending, not on encoding.
-struct Template {
-    body: Vec<u8>,
-    slots: Vec<Slots>,
-}
-
-impl Template {
-    fn new(worker: usize, n: usize) -> Result<Template> {
-        let body = traces(worker, spans(n)).encode_to_vec();
-        let mut from = 0;
-        let mut find = |needle: [u8; 8]| -> Result<usize> {
-            let at = body[from..]
-                .windows(8)
-                .position(|w| w == needle)
-                .context("placeholder missing from the template")?;
-            from += at + 8;
-            Ok(from - 8)
-        };
-        let mut slots = Vec::with_capacity(n);
-        for i in 0..n {
-            // prost writes fields in tag order: trace_id, span_id, parent, start, end.
-            let trace = find(placeholder(i, 1))?;
-            find(placeholder(i, 1))?;
-            let span = find(placeholder(i, 2))?;
-            let parent = if i % 8 == 0 {
-                None
-            } else {
-                Some(find(placeholder(i, 3))?)
-            };
-            let start = find(placeholder(i, 4))?;
-            let end = find(placeholder(i, 5))?;
-            slots.push(Slots {
-                trace,
-                span,
-                parent,
-                start,
-                end,
-            });
-        }
-        Ok(Template { body, slots })
-    }
-
-    /// A body with new ids from `next` (so they never repeat) and times from now, and the
-    /// (trace, span) ids it carries.
-    fn fill(&self, next: &AtomicU64) -> (Vec<u8>, Vec<(u128, u64)>) {
-        let mut body = self.body.clone();
-        let now = now_ns();
-        let first = next.fetch_add(self.slots.len() as u64, Ordering::Relaxed) + 1;
-        let mut ids = Vec::with_capacity(self.slots.len());
-        let (mut trace, mut root) = (0u128, 0u64);
-        for (i, slot) in self.slots.iter().enumerate() {
-            let id = first + i as u64;
-            if i % 8 == 0 {
-                root = id;
-                trace = ((id as u128) << 64) | 0x5eed;
-            }
-            let start = now + (i % 8) as u64 * 1_000_000;
-            body[slot.trace..slot.trace + 16].copy_from_slice(&trace.to_be_bytes());
-            body[slot.span..slot.span + 8].copy_from_slice(&id.to_be_bytes());
-            if let Some(p) = slot.parent {
-                body[p..p + 8].copy_from_slice(&root.to_be_bytes());
-            }
-            body[slot.start..slot.start + 8].copy_from_slice(&start.to_le_bytes());
-            body[slot.end..slot.end + 8].copy_from_slice(&(start + 800_000).to_le_bytes());
-            ids.push((trace, id));
-        }
-        (body, ids)
-    }
-}
-
 /// CPU samples linking to some of `spans`: pprof-shaped (samples/count and cpu/nanoseconds).
-fn profiles(worker: usize, spans: &[(u128, u64)], count: usize) -> ProfilesBatch {
+fn profiles(service: &str, spans: &[(u128, u64)], count: usize) -> ProfilesBatch {
     let names = [
         "main.handle",
         "main.validateCart",
@@ -361,7 +167,7 @@ fn profiles(worker: usize, spans: &[(u128, u64)], count: usize) -> ProfilesBatch
     };
     ProfilesBatch::from_request(ExportProfilesServiceRequest {
         resource_profiles: vec![ResourceProfiles {
-            resource: Some(resource(worker)),
+            resource: Some(resource(service)),
             scope_profiles: vec![ScopeProfiles {
                 profiles: vec![profile(1, 2, count_samples), profile(3, 4, cpu_samples)],
                 ..Default::default()
@@ -370,6 +176,50 @@ fn profiles(worker: usize, spans: &[(u128, u64)], count: usize) -> ProfilesBatch
         }],
         dictionary: Some(d),
     })
+}
+
+/// A worker's templates: realistic load cycles through several, so route mixes, failures
+/// and counts vary between requests too.
+fn templates(shape: Shape, worker: usize, batch: usize) -> Result<Vec<Template>> {
+    let n = if shape == Shape::Realistic { 4 } else { 1 };
+    (0..n)
+        .map(|k| Template::new(shape, worker, batch, (worker * 31 + k) as u64).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Bytes per span of a payload, as sent and compressed as exporters compress it: one JSON
+/// line, for the README and for checking a payload change.
+fn describe(args: &[String]) -> Result<()> {
+    let shape: Shape = arg(args, "--payload")
+        .unwrap_or("realistic")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let batch: usize = arg(args, "--batch").unwrap_or("512").parse()?;
+    let mut rng = Rng::new(11);
+    let (mut spans, mut raw, mut gz1, mut gz6) = (0usize, 0usize, 0usize, 0usize);
+    for w in 0..8 {
+        for t in templates(shape, w, batch)? {
+            let (body, _) = t.fill(&mut rng, 1, now_ns());
+            spans += t.spans();
+            raw += body.len();
+            gz1 += gzip_len(&body, 1)?;
+            gz6 += gzip_len(&body, 6)?;
+        }
+    }
+    let per = |n: usize| n as f64 / spans as f64;
+    println!(
+        "{{\"payload\":\"{shape:?}\",\"spans\":{spans},\"bytes_per_span\":{:.1},\"gzip1_bytes_per_span\":{:.1},\"gzip6_bytes_per_span\":{:.1}}}",
+        per(raw),
+        per(gz1),
+        per(gz6)
+    );
+    Ok(())
+}
+
+fn gzip_len(body: &[u8], level: u32) -> Result<usize> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    enc.write_all(body)?;
+    Ok(enc.finish()?.len())
 }
 
 struct Stats {
@@ -388,6 +238,22 @@ async fn send(args: &[String]) -> Result<()> {
     let run_for = duration(arg(args, "--duration").unwrap_or("10s"))?;
     let gzip = args.iter().any(|a| a == "--gzip");
     let ratio: f64 = arg(args, "--profiles-ratio").unwrap_or("0").parse()?;
+    let shape: Shape = arg(args, "--payload")
+        .unwrap_or("realistic")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    // --rate SPANS_PER_SEC: paced, each worker sending its share on a fixed tick (a sidecar's
+    // steady load); without it, as fast as accepted.
+    let tick = match arg(args, "--rate") {
+        Some(r) => {
+            let rate: f64 = r.parse().context("--rate SPANS_PER_SEC")?;
+            if rate <= 0.0 {
+                bail!("--rate must be positive");
+            }
+            Some(Duration::from_secs_f64(batch as f64 * concurrency as f64 / rate))
+        }
+        None => None,
+    };
     let stats = Arc::new(Stats {
         accepted: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -408,7 +274,14 @@ async fn send(args: &[String]) -> Result<()> {
             // them from falling behind the spans they link to.
             let (profiles_tx, mut profiles_rx) = tokio::sync::mpsc::channel::<ProfilesBatch>(2);
             let mut profile_client = Client::new(&endpoint, &protocol, gzip).await?;
-            let template = Template::new(w, batch)?;
+            let templates = templates(shape, w, batch)?;
+            let mut rng = Rng::new(0x5eed_0000 + w as u64 * 7919 + std::process::id() as u64);
+            let service = service_name(shape, w);
+            let mut pace = tick.map(|t| {
+                let mut i = tokio::time::interval(t);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             let profile_stats = stats.clone();
             let profile_sender = tokio::spawn(async move {
                 while let Some(p) = profiles_rx.recv().await {
@@ -421,10 +294,18 @@ async fn send(args: &[String]) -> Result<()> {
                     }
                 }
             });
-            while Instant::now() < deadline {
-                let (body, sent) = template.fill(&next);
+            for round in 0.. {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
+                let template = &templates[round % templates.len()];
+                let seq = next.fetch_add(batch as u64, Ordering::Relaxed) + 1;
+                let (body, sent) = template.fill(&mut rng, seq, now_ns());
                 let samples = (batch as f64 * ratio).round() as usize;
-                let profiles = (samples > 0).then(|| profiles(w, &sent, samples));
+                let profiles = (samples > 0).then(|| profiles(service, &sent, samples));
                 let t0 = Instant::now();
                 let ok = client.export(hotspan_config::Signal::Traces, body).await;
                 latencies.push(t0.elapsed());

@@ -1,7 +1,6 @@
 //! The `otlp_http` exporter (alias `otlphttp`): OTLP/HTTP POSTs to `endpoint` + signal path.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
-use crate::exporters::otlp_grpc::{log_partial_success, Compression};
+use crate::exporters::otlp_grpc::{log_partial_success, Compression, CompressionParams};
 use crate::exporters::{
     check_headers, ExportError, QueueConfig, RetryConfig, TlsClientConfig, EXPORT_TIMEOUTS,
 };
@@ -46,6 +45,7 @@ pub struct OtlpHttpConfig {
     pub profiles_endpoint: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub compression: Compression,
+    pub compression_params: CompressionParams,
     pub encoding: BodyEncoding,
     #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
     pub timeout: Duration,
@@ -64,6 +64,7 @@ impl Default for OtlpHttpConfig {
             profiles_endpoint: None,
             headers: BTreeMap::new(),
             compression: Compression::Gzip,
+            compression_params: CompressionParams::default(),
             encoding: BodyEncoding::Proto,
             timeout: Duration::from_secs(30),
             tls: TlsClientConfig::default(),
@@ -98,6 +99,12 @@ impl ComponentConfig for OtlpHttpConfig {
         }
         if let Some(p) = &self.profiles_endpoint {
             urls.push(("profiles_endpoint", p));
+        }
+        if let Err(e) = hotspan_proto::compression::level(self.compression, self.compression_params) {
+            errs.push(FieldError {
+                path: "compression_params.level".into(),
+                message: e.to_string(),
+            });
         }
         if self.endpoint.is_empty() && self.traces_endpoint.is_none() && self.profiles_endpoint.is_none() {
             errs.push(FieldError {
@@ -221,16 +228,14 @@ impl Exporter for OtlpHttpExporter {
                 headers.insert(name, value);
             }
         }
-        if self.config.compression == Compression::Gzip {
-            let mut gz = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::fast(),
-            );
-            body = gz
-                .write_all(&body)
-                .and_then(|_| gz.finish())
-                .map_err(|e| ExportError::Permanent(format!("gzip: {e}")))?;
-            request = request.header(CONTENT_ENCODING, "gzip");
+        if let Some(name) = self.config.compression.header() {
+            let level =
+                hotspan_proto::compression::level(self.config.compression, self.config.compression_params)
+                    .map_err(|e| ExportError::Permanent(e.to_string()))?;
+            body = crate::exporters::otlp_grpc::compress(self.config.compression, level, body, false)
+                .await
+                .map_err(|e| ExportError::Permanent(e.to_string()))?;
+            request = request.header(CONTENT_ENCODING, name);
         }
         let request = request
             .body(Full::new(Bytes::from(body)))

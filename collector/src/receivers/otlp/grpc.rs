@@ -62,6 +62,13 @@ impl tonic::codegen::Service<http::Request<axum::body::Body>> for ExportService 
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            let req = match inflate_foreign(req, this.max_message_size).await {
+                Ok(req) => req,
+                Err(status) => {
+                    let (parts, ()) = status.into_http::<()>().into_parts();
+                    return Ok(http::Response::from_parts(parts, tonic::body::Body::empty()));
+                }
+            };
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             let mut grpc = Grpc::new(RawCodec)
@@ -78,6 +85,58 @@ impl tonic::codegen::Service<http::Request<axum::body::Body>> for ExportService 
                 .await)
         })
     }
+}
+
+/// tonic's server reads gzip (and here only gzip); otelcol's other gRPC codecs, zstd and
+/// snappy, are inflated here, bounded as tonic bounds, into the uncompressed message tonic
+/// then reads as usual.
+async fn inflate_foreign(
+    req: http::Request<axum::body::Body>,
+    max_message_size: usize,
+) -> Result<http::Request<axum::body::Body>, Status> {
+    use hotspan_proto::compression::{decompress_grpc, Compression, CompressionError};
+    let codec = match req.headers().get("grpc-encoding").and_then(|v| v.to_str().ok()) {
+        Some("zstd") => Compression::Zstd,
+        Some("snappy") => Compression::Snappy,
+        _ => return Ok(req),
+    };
+    let (mut parts, body) = req.into_parts();
+    // A compressed message can be a little larger than the plain one (snappy's worst case).
+    let bound = max_message_size + max_message_size / 6 + 64;
+    let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, bound))
+        .await
+        .map_err(|e| Status::resource_exhausted(format!("reading the request: {e}")))?
+        .to_bytes();
+    let message = match bytes.first() {
+        None => return Err(Status::invalid_argument("no message")),
+        Some(0) => {
+            // Not compressed after all: let tonic read it (the header no longer applies).
+            parts.headers.remove("grpc-encoding");
+            return Ok(http::Request::from_parts(parts, axum::body::Body::from(bytes)));
+        }
+        Some(_) => {
+            let len = bytes
+                .get(1..5)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| Status::invalid_argument("truncated message frame"))?;
+            if bytes.len() != 5 + len {
+                return Err(Status::invalid_argument("one unary message expected, whole"));
+            }
+            decompress_grpc(codec, &bytes[5..], max_message_size).map_err(|e| match e {
+                CompressionError::TooLarge(n) => {
+                    Status::resource_exhausted(format!("the message inflates past {n} bytes"))
+                }
+                e => Status::invalid_argument(e.to_string()),
+            })?
+        }
+    };
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    parts.headers.remove("grpc-encoding");
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(http::Request::from_parts(parts, axum::body::Body::from(frame)))
 }
 
 struct Handler {

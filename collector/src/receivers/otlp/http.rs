@@ -179,10 +179,40 @@ async fn handle(
             };
             inflated.map_err(|(status, msg)| bad(status, msg))?
         }
+        Some(name @ ("zstd" | "snappy")) => {
+            let codec = if name == "zstd" {
+                hotspan_proto::compression::Compression::Zstd
+            } else {
+                hotspan_proto::compression::Compression::Snappy
+            };
+            let name = name.to_string();
+            let inflate = move || {
+                hotspan_proto::compression::decompress(codec, &raw, limit)
+                    .map(Bytes::from)
+                    .map_err(|e| match e {
+                        hotspan_proto::compression::CompressionError::TooLarge(_) => (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("{name} body inflates past {limit} bytes"),
+                        ),
+                        e => (StatusCode::BAD_REQUEST, format!("{name} body: {e}")),
+                    })
+            };
+            let inflated = if raw_len > INFLATE_INLINE_BYTES {
+                tokio::task::spawn_blocking(inflate).await.unwrap_or_else(|e| {
+                    Err((
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("inflating the body: {e}"),
+                    ))
+                })
+            } else {
+                inflate()
+            };
+            inflated.map_err(|(status, msg)| bad(status, msg))?
+        }
         Some(other) => {
             return Err(bad(
                 StatusCode::BAD_REQUEST,
-                format!("content encoding {other:?} is not supported; use gzip"),
+                format!("content encoding {other:?} is not supported; use gzip, deflate, zstd or snappy"),
             ))
         }
     };

@@ -1,0 +1,205 @@
+//! otelcol's compression codecs and levels between hotspan and the real OpenTelemetry
+//! Collector (v0.165, scripts/peers.sh), both ways, over gRPC and HTTP:
+//! - hotspan's `otlp_grpc` and `otlp_http` exporters with `compression` gzip (at level 9),
+//!   zstd (at level 7), snappy and none, each into its own otelcol receiver and file: otelcol
+//!   reads every codec and writes every span;
+//! - otelcol's exporters with zstd and snappy into hotspan's receivers: hotspan reads them;
+//! - a level a codec does not take is refused at start with the field named.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use hotspan_config::Signal;
+use hotspan_proto::synthetic::{Rng, Shape, Template};
+use hotspan_tests::peers::start_otelcol;
+use hotspan_tests::{grpc_export, wait_for_spans, Hotspan};
+
+const SPANS: usize = 64;
+
+/// 64 realistic spans (8 traces) with fresh ids.
+fn spans(seed: u64) -> Result<Vec<u8>> {
+    let t = Template::new(Shape::Realistic, 0, SPANS, seed)?;
+    Ok(t.fill(&mut Rng::new(seed), 1, 1_700_000_000_000_000_000).0)
+}
+
+const CODECS: &[(&str, &str)] = &[
+    ("gzip9", "compression: gzip, compression_params: {level: 9}"),
+    ("zstd7", "compression: zstd, compression_params: {level: 7}"),
+    ("snappy", "compression: snappy"),
+    ("none", "compression: none"),
+];
+
+#[test]
+fn hotspan_exports_with_every_otelcol_codec_and_otelcol_reads_each() -> Result<()> {
+    let (mut receivers, mut exporters, mut pipelines) = (String::new(), String::new(), String::new());
+    for (name, _) in CODECS {
+        for proto in ["grpc", "http"] {
+            receivers.push_str(&format!(
+                "  otlp/{proto}_{name}:\n    protocols:\n      {proto}: {{endpoint: \"127.0.0.1:{{port:{proto}_{name}}}\"}}\n"
+            ));
+            exporters.push_str(&format!(
+                "  file/{proto}_{name}: {{path: \"{{dir}}/{proto}_{name}.jsonl\", flush_interval: 50ms}}\n"
+            ));
+            pipelines.push_str(&format!(
+                "    traces/{proto}_{name}: {{receivers: [otlp/{proto}_{name}], exporters: [file/{proto}_{name}]}}\n"
+            ));
+        }
+    }
+    let mut otelcol = start_otelcol(&format!(
+        "receivers:\n{receivers}exporters:\n{exporters}extensions:\n  health_check: {{endpoint: \"127.0.0.1:{{port:health}}\"}}\nservice:\n  extensions: [health_check]\n  pipelines:\n{pipelines}"
+    ))?;
+
+    let mut out = String::new();
+    let mut names = Vec::new();
+    for (name, codec) in CODECS {
+        out.push_str(&format!(
+            "  otlp_grpc/{name}: {{endpoint: \"127.0.0.1:{}\", tls: {{insecure: true}}, {codec}}}\n",
+            otelcol.port(&format!("grpc_{name}"))
+        ));
+        out.push_str(&format!(
+            "  otlp_http/{name}: {{endpoint: \"http://127.0.0.1:{}\", {codec}}}\n",
+            otelcol.port(&format!("http_{name}"))
+        ));
+        names.push(format!("otlp_grpc/{name}"));
+        names.push(format!("otlp_http/{name}"));
+    }
+    let mut hotspan = Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{{port:grpc}}"}}
+exporters:
+{out}extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [{}]}}
+"#,
+        names.join(", ")
+    ))?;
+    grpc_export(hotspan.port("grpc"), Signal::Traces, spans(1)?)?
+        .map_err(|s| anyhow::anyhow!("hotspan refused the spans: {s:?}"))?;
+    for (name, _) in CODECS {
+        for proto in ["grpc", "http"] {
+            let got = wait_for_spans(
+                &otelcol.path(&format!("{proto}_{name}.jsonl")),
+                SPANS,
+                Duration::from_secs(30),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{proto} {name}: {e}\n--- otelcol ---\n{}\n--- hotspan ---\n{}",
+                    otelcol.log(),
+                    hotspan.log()
+                )
+            })?;
+            ensure!(got.len() == SPANS, "{proto} {name}: {} spans", got.len());
+        }
+    }
+    ensure!(hotspan.terminate()?.success());
+    ensure!(otelcol.terminate()?.success(), "otelcol: {}", otelcol.log());
+    Ok(())
+}
+
+#[test]
+fn otelcol_exports_zstd_and_snappy_that_hotspan_reads() -> Result<()> {
+    let mut hotspan = Hotspan::start(
+        r#"
+receivers:
+  otlp/grpc:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:{port:grpc}"}
+  otlp/http:
+    protocols:
+      http: {endpoint: "127.0.0.1:{port:http}"}
+exporters:
+  file/grpc: {path: "{dir}/grpc.jsonl", flush_interval: 50ms}
+  file/http: {path: "{dir}/http.jsonl", flush_interval: 50ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces/grpc: {receivers: [otlp/grpc], exporters: [file/grpc]}
+    traces/http: {receivers: [otlp/http], exporters: [file/http]}
+"#,
+    )?;
+    let (g, h) = (hotspan.port("grpc"), hotspan.port("http"));
+    let mut otelcol = start_otelcol(&format!(
+        r#"
+receivers:
+  otlp/zstd:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{{port:zstd}}"}}
+  otlp/snappy:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{{port:snappy}}"}}
+exporters:
+  otlp_grpc/zstd: {{endpoint: "127.0.0.1:{g}", tls: {{insecure: true}}, compression: zstd}}
+  otlp_grpc/snappy: {{endpoint: "127.0.0.1:{g}", tls: {{insecure: true}}, compression: snappy}}
+  otlp_http/zstd: {{endpoint: "http://127.0.0.1:{h}", compression: zstd}}
+  otlp_http/snappy: {{endpoint: "http://127.0.0.1:{h}", compression: snappy}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces/zstd: {{receivers: [otlp/zstd], exporters: [otlp_grpc/zstd, otlp_http/zstd]}}
+    traces/snappy: {{receivers: [otlp/snappy], exporters: [otlp_grpc/snappy, otlp_http/snappy]}}
+"#
+    ))?;
+    // Different spans through each codec: each file must hold both sets.
+    grpc_export(otelcol.port("zstd"), Signal::Traces, spans(2)?)?
+        .map_err(|s| anyhow::anyhow!("otelcol refused: {s:?}"))?;
+    grpc_export(otelcol.port("snappy"), Signal::Traces, spans(3)?)?
+        .map_err(|s| anyhow::anyhow!("otelcol refused: {s:?}"))?;
+    for via in ["grpc", "http"] {
+        let got = wait_for_spans(
+            &hotspan.path(&format!("{via}.jsonl")),
+            2 * SPANS,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{via}: {e}\n--- otelcol ---\n{}\n--- hotspan ---\n{}",
+                otelcol.log(),
+                hotspan.log()
+            )
+        })?;
+        ensure!(got.len() == 2 * SPANS, "{via}: {} spans", got.len());
+    }
+    ensure!(otelcol.terminate()?.success(), "otelcol: {}", otelcol.log());
+    ensure!(hotspan.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn a_level_the_codec_does_not_take_is_refused_at_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:0"}}}
+exporters:
+  otlp: {endpoint: "127.0.0.1:4317", compression: snappy, compression_params: {level: 3}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [otlp]}
+"#,
+    )?;
+    let out = std::process::Command::new(hotspan_tests::hotspan_bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    ensure!(!out.status.success(), "a snappy level was taken: {text}");
+    ensure!(
+        text.contains("compression_params.level") && text.contains("snappy"),
+        "the error names the field and the codec: {text}"
+    );
+    Ok(())
+}
