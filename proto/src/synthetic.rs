@@ -11,8 +11,13 @@
 //! - [`Shape::Uniform`]: every span alike except ids and times (the earlier benchmark load; it
 //!   compresses far better than real spans).
 
+use crate::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
 use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use crate::otlp::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue};
+use crate::otlp::profiles::v1development::{
+    Function, Line, Link, Location, Profile, ProfilesDictionary, ResourceProfiles, Sample, ScopeProfiles,
+    Stack, ValueType,
+};
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
@@ -659,6 +664,113 @@ fn request(worker: usize, shape: Shape, spans: Vec<Span>) -> ExportTraceServiceR
             }],
             ..Default::default()
         }],
+    }
+}
+
+/// CPU samples linking to `spans` (each of up to `count` samples to the next span, seven on,
+/// so every span gets one when `count` is their number and not a multiple of seven), as a
+/// profiler with OTLP `Link`s sends them: pprof-shaped (samples/count and cpu/nanoseconds).
+pub fn linked_profiles(
+    service: &str,
+    spans: &[(u128, u64)],
+    count: usize,
+    now_ns: u64,
+) -> ExportProfilesServiceRequest {
+    let names = [
+        "main.handle",
+        "main.validateCart",
+        "main.chargeCard",
+        "crypto/sha256.block",
+        "runtime.mallocgc",
+    ];
+    let mut d = ProfilesDictionary {
+        string_table: vec![
+            String::new(),
+            "samples".into(),
+            "count".into(),
+            "cpu".into(),
+            "nanoseconds".into(),
+        ],
+        function_table: vec![Function::default()],
+        location_table: vec![Location::default()],
+        stack_table: vec![Stack::default()],
+        link_table: vec![Link::default()],
+        attribute_table: vec![Default::default()],
+        mapping_table: vec![Default::default()],
+    };
+    for (i, n) in names.iter().enumerate() {
+        d.string_table.push((*n).into());
+        d.function_table.push(Function {
+            name_strindex: (5 + i) as i32,
+            ..Default::default()
+        });
+        d.location_table.push(Location {
+            lines: vec![Line {
+                function_index: (i + 1) as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    for leaf in 2..=5 {
+        d.stack_table.push(Stack {
+            location_indices: vec![leaf, 1],
+        });
+    }
+    let mut count_samples = Vec::with_capacity(count);
+    let mut cpu_samples = Vec::with_capacity(count);
+    for i in 0..count.min(spans.len().max(1) * 4) {
+        let Some((trace, span)) = spans.get((i * 7) % spans.len().max(1)) else {
+            break;
+        };
+        d.link_table.push(Link {
+            trace_id: trace.to_be_bytes().to_vec(),
+            span_id: span.to_be_bytes().to_vec(),
+        });
+        let link_index = d.link_table.len() as i32 - 1;
+        let stack_index = 1 + (i % 4) as i32;
+        count_samples.push(Sample {
+            stack_index,
+            link_index,
+            values: vec![1],
+            ..Default::default()
+        });
+        cpu_samples.push(Sample {
+            stack_index,
+            link_index,
+            values: vec![10_000_000],
+            ..Default::default()
+        });
+    }
+    let period_type = Some(ValueType {
+        type_strindex: 3,
+        unit_strindex: 4,
+    });
+    let profile = |type_strindex, unit_strindex, samples| Profile {
+        sample_type: Some(ValueType {
+            type_strindex,
+            unit_strindex,
+        }),
+        samples,
+        period_type,
+        period: 10_000_000,
+        time_unix_nano: now_ns,
+        duration_nano: 1_000_000_000,
+        ..Default::default()
+    };
+    ExportProfilesServiceRequest {
+        resource_profiles: vec![ResourceProfiles {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s(service))],
+                ..Default::default()
+            }),
+            scope_profiles: vec![ScopeProfiles {
+                profiles: vec![profile(1, 2, count_samples), profile(3, 4, cpu_samples)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        dictionary: Some(d),
     }
 }
 

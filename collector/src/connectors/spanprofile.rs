@@ -65,6 +65,7 @@ struct JoinMetrics {
     unjoined: Follower,
     late: Follower,
     released_early: Follower,
+    drained: Follower,
     pauses: Follower,
     misfits: Follower,
     cpu_readings: Follower,
@@ -100,6 +101,11 @@ impl JoinMetrics {
             released_early: counter(
                 "hotspan_spanprofile_spans_released_early",
                 "Spans that left before their wait was over, to keep the buffer bounded.",
+                &[("connector", name)],
+            ),
+            drained: counter(
+                "hotspan_spanprofile_spans_drained",
+                "Spans that left before their wait was over because the connector stopped (shutdown, or a reload that rebuilt it).",
                 &[("connector", name)],
             ),
             pauses: counter(
@@ -138,6 +144,7 @@ impl JoinMetrics {
         self.late.follow(join.stats.late.load(Ordering::Relaxed));
         self.released_early
             .follow(join.stats.released_early.load(Ordering::Relaxed));
+        self.drained.follow(join.stats.drained.load(Ordering::Relaxed));
         self.pauses.follow(join.stats.pauses.load(Ordering::Relaxed));
         self.misfits.follow(join.stats.misfits.load(Ordering::Relaxed));
         self.cpu_readings

@@ -24,6 +24,8 @@ pub struct JoinStats {
     pub unjoined: AtomicU64,
     pub late: AtomicU64,
     pub released_early: AtomicU64,
+    /// Spans that left before their wait because the join stopped (shutdown, or a reload).
+    pub drained: AtomicU64,
     pub spans_in: AtomicU64,
     pub spans_out: AtomicU64,
     /// Stop-the-world pauses taken from logs.

@@ -429,7 +429,9 @@ impl Join {
                 }
             };
             let Some(block) = due else { break };
-            count += self.release_block(&block, now, &mut out);
+            let released = self.release_block(&block, now, &mut out);
+            count += released;
+            self.stats.drained.fetch_add(released as u64, Ordering::Relaxed);
             self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
         }
         for s in &self.shards {
@@ -546,7 +548,9 @@ impl Join {
             let next = lock(&self.blocks).pop_front();
             next
         } {
-            count += self.release_block(&block, now, &mut out);
+            let released = self.release_block(&block, now, &mut out);
+            count += released;
+            self.stats.drained.fetch_add(released as u64, Ordering::Relaxed);
             self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
         }
         for s in &self.shards {

@@ -521,6 +521,8 @@ fn duplicate_spans_both_come_out() {
         join.drain(now).iter().map(TracesBatch::span_count).sum::<usize>(),
         1
     );
+    // The one held span left at the drain, before its wait: counted as drained.
+    assert_eq!(join.stats.drained.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[test]

@@ -19,14 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use hotspan_proto::otlp::collector::profiles::v1development::ExportProfilesServiceRequest;
-use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use hotspan_proto::otlp::profiles::v1development::{
-    Function, Line, Link, Location, Profile, ProfilesDictionary, ResourceProfiles, Sample, ScopeProfiles,
-    Stack, ValueType,
-};
-use hotspan_proto::otlp::resource::v1::Resource;
-use hotspan_proto::synthetic::{service_name, Rng, Shape, Template};
+use hotspan_proto::synthetic::{linked_profiles, service_name, Rng, Shape, Template};
 use hotspan_proto::{Encoding, ProfilesBatch};
 use hotspan_tests::wire::count_spans;
 use tokio::net::TcpListener;
@@ -60,122 +53,11 @@ fn main() -> Result<()> {
     }
 }
 
-/// The profiles' resource: the same service as the spans they link to.
-fn resource(service: &str) -> Resource {
-    Resource {
-        attributes: vec![KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(service.into())),
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// CPU samples linking to some of `spans`: pprof-shaped (samples/count and cpu/nanoseconds).
-fn profiles(service: &str, spans: &[(u128, u64)], count: usize) -> ProfilesBatch {
-    let names = [
-        "main.handle",
-        "main.validateCart",
-        "main.chargeCard",
-        "crypto/sha256.block",
-        "runtime.mallocgc",
-    ];
-    let mut d = ProfilesDictionary {
-        string_table: vec![
-            String::new(),
-            "samples".into(),
-            "count".into(),
-            "cpu".into(),
-            "nanoseconds".into(),
-        ],
-        function_table: vec![Function::default()],
-        location_table: vec![Location::default()],
-        stack_table: vec![Stack::default()],
-        link_table: vec![Link::default()],
-        attribute_table: vec![Default::default()],
-        mapping_table: vec![Default::default()],
-    };
-    for (i, n) in names.iter().enumerate() {
-        d.string_table.push((*n).into());
-        d.function_table.push(Function {
-            name_strindex: (5 + i) as i32,
-            ..Default::default()
-        });
-        d.location_table.push(Location {
-            lines: vec![Line {
-                function_index: (i + 1) as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-    }
-    for leaf in 2..=5 {
-        d.stack_table.push(Stack {
-            location_indices: vec![leaf, 1],
-        });
-    }
-    let mut count_samples = Vec::with_capacity(count);
-    let mut cpu_samples = Vec::with_capacity(count);
-    for i in 0..count.min(spans.len().max(1) * 4) {
-        let Some((trace, span)) = spans.get((i * 7) % spans.len().max(1)) else {
-            break;
-        };
-        d.link_table.push(Link {
-            trace_id: trace.to_be_bytes().to_vec(),
-            span_id: span.to_be_bytes().to_vec(),
-        });
-        let link_index = d.link_table.len() as i32 - 1;
-        let stack_index = 1 + (i % 4) as i32;
-        count_samples.push(Sample {
-            stack_index,
-            link_index,
-            values: vec![1],
-            ..Default::default()
-        });
-        cpu_samples.push(Sample {
-            stack_index,
-            link_index,
-            values: vec![10_000_000],
-            ..Default::default()
-        });
-    }
-    let period_type = Some(ValueType {
-        type_strindex: 3,
-        unit_strindex: 4,
-    });
-    let profile = |type_strindex, unit_strindex, samples| Profile {
-        sample_type: Some(ValueType {
-            type_strindex,
-            unit_strindex,
-        }),
-        samples,
-        period_type,
-        period: 10_000_000,
-        time_unix_nano: now_ns(),
-        duration_nano: 1_000_000_000,
-        ..Default::default()
-    };
-    ProfilesBatch::from_request(ExportProfilesServiceRequest {
-        resource_profiles: vec![ResourceProfiles {
-            resource: Some(resource(service)),
-            scope_profiles: vec![ScopeProfiles {
-                profiles: vec![profile(1, 2, count_samples), profile(3, 4, cpu_samples)],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        dictionary: Some(d),
-    })
 }
 
 /// A worker's templates: realistic load cycles through several, so route mixes, failures
@@ -305,7 +187,8 @@ async fn send(args: &[String]) -> Result<()> {
                 let seq = next.fetch_add(batch as u64, Ordering::Relaxed) + 1;
                 let (body, sent) = template.fill(&mut rng, seq, now_ns());
                 let samples = (batch as f64 * ratio).round() as usize;
-                let profiles = (samples > 0).then(|| profiles(service, &sent, samples));
+                let profiles = (samples > 0)
+                    .then(|| ProfilesBatch::from_request(linked_profiles(service, &sent, samples, now_ns())));
                 let t0 = Instant::now();
                 let ok = client.export(hotspan_config::Signal::Traces, body).await;
                 latencies.push(t0.elapsed());
