@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use hotspan_proto::otlp::trace::v1::Span;
 use hotspan_proto::{Encoding, TracesBatch};
 
 use crate::{hotspan_bin, wait_for, Hotspan};
@@ -46,15 +47,34 @@ impl Hotspan {
     }
 }
 
-/// How many times each span id appears in a file exporter's output (one OTLP/JSON export
-/// request per line); unlike `read_spans`, a span seen twice is counted, not an error.
-pub fn count_spans(path: &Path) -> Result<BTreeMap<Vec<u8>, usize>> {
+/// A backend for tests of what arrives: a hotspan taking OTLP/gRPC on `port` (chosen by the
+/// caller, so senders can be configured before it runs, and kept across its restarts) and
+/// appending every span to `{dir}/out.jsonl` within 50 ms.
+pub fn file_backend(port: u16) -> String {
+    format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
+exporters:
+  file: {{path: "{{dir}}/out.jsonl", flush_interval: 50ms}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [file]}}
+"#
+    )
+}
+
+/// Calls `f` on every span in a file exporter's output (one OTLP/JSON export request per
+/// line), a span written twice twice; a missing file has none.
+pub fn each_span(path: &Path, mut f: impl FnMut(&Span) -> Result<()>) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e.into()),
     };
-    let mut out = BTreeMap::new();
     // The last line may be half written while hotspan runs; complete lines end in '\n'.
     for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
         let batch = TracesBatch::decode(line.trim_end().as_bytes(), Encoding::Json)
@@ -65,8 +85,19 @@ pub fn count_spans(path: &Path) -> Result<BTreeMap<Vec<u8>, usize>> {
             .flat_map(|rs| &rs.scope_spans)
             .flat_map(|ss| &ss.spans)
         {
-            *out.entry(span.span_id.clone()).or_insert(0) += 1;
+            f(span)?;
         }
     }
+    Ok(())
+}
+
+/// How many times each span id appears in a file exporter's output; unlike `read_spans`, a
+/// span seen twice is counted, not an error.
+pub fn count_spans(path: &Path) -> Result<BTreeMap<Vec<u8>, usize>> {
+    let mut out = BTreeMap::new();
+    each_span(path, |span| {
+        *out.entry(span.span_id.clone()).or_insert(0) += 1;
+        Ok(())
+    })?;
     Ok(out)
 }

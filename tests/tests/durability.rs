@@ -10,27 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use hotspan_tests::restart::count_spans;
+use hotspan_tests::restart::{count_spans, file_backend};
 use hotspan_tests::{free_port, json_span_id, json_spans, metric, post, scrape, wait_for, Hotspan};
-
-/// The backend: OTLP/gRPC on a port chosen by the caller (so A can be configured before B
-/// runs), written to `out.jsonl` almost at once.
-fn backend_config(port: u16) -> String {
-    format!(
-        r#"
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
-exporters:
-  file: {{path: "{{dir}}/out.jsonl", flush_interval: 50ms}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [file]}}
-"#
-    )
-}
 
 /// The forwarder: OTLP/HTTP in, `otlp` to the backend with short retries that never give up;
 /// `sending_queue` is spliced in.
@@ -193,7 +174,7 @@ fn kill_9_loses_nothing_acknowledged_with_a_persistent_queue() -> Result<()> {
     forwarder.kill()?;
     let acked = clients.stop();
 
-    let backend = Hotspan::start(&backend_config(backend_port))?;
+    let backend = Hotspan::start(&file_backend(backend_port))?;
     forwarder.restart()?;
     let duplicates = all_arrived(&backend, &acked, &[&forwarder, &backend])?;
     eprintln!(
@@ -216,7 +197,7 @@ fn kill_9_loses_nothing_acknowledged_with_a_persistent_queue() -> Result<()> {
 #[test]
 fn backend_outage_loses_nothing_with_the_memory_queue_and_retries() -> Result<()> {
     let backend_port = free_port();
-    let mut backend = Hotspan::start(&backend_config(backend_port))?;
+    let mut backend = Hotspan::start(&file_backend(backend_port))?;
     let forwarder = Hotspan::start(&forwarder_config(backend_port, "{queue_size: 5000}"))?;
     let clients = Clients::start(forwarder.port("http"), 2, Duration::from_millis(5));
     clients.wait_acked(200, Duration::from_secs(10))?;
@@ -300,7 +281,7 @@ fn corrupt_queue_files_are_skipped_and_the_rest_replays() -> Result<()> {
         (queue_size(&forwarder)? == 4.0).then_some(())
     })
     .with_context(|| forwarder.log())?;
-    let backend = Hotspan::start(&backend_config(backend_port))?;
+    let backend = Hotspan::start(&file_backend(backend_port))?;
     let good: BTreeSet<Vec<u8>> = [0, 2, 3, 4]
         .iter()
         .flat_map(|i| (i * PER_REQUEST..(i + 1) * PER_REQUEST).map(json_span_id))

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use hotspan_tests::load::{fat_spans, rss_kib};
+use hotspan_tests::restart::file_backend;
 use hotspan_tests::{free_port, json_span_id, metric, post, read_spans, scrape, wait_for, Hotspan};
 
 const LIMIT_MIB: u64 = 96;
@@ -107,20 +108,7 @@ service:
     );
 
     // The backend comes up; everything acknowledged reaches it.
-    let backend = Hotspan::start(&format!(
-        r#"
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{backend_port}"}}}}}}
-exporters:
-  file: {{path: "{{dir}}/out.jsonl", flush_interval: 100ms}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [file]}}
-"#
-    ))?;
+    let backend = Hotspan::start(&file_backend(backend_port))?;
     let acked = acked.lock().expect("lock").clone();
     ensure!(acked.len() >= 10_000, "only {} spans acknowledged", acked.len());
     eprintln!(

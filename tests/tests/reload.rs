@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use hotspan_tests::restart::file_backend;
 use hotspan_tests::{json_span_id, json_spans, post, read_spans, signal, wait_for, wait_for_spans, Hotspan};
 
 fn config(file: &str, http_port: u16, health_port: u16, metrics_port: u16) -> String {
@@ -139,25 +140,6 @@ service:
     )
 }
 
-/// The backend: a hotspan writing what it gets to a file, on a port that survives restarts.
-fn backend(grpc: u16, file: &std::path::Path) -> String {
-    format!(
-        r#"
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc}"}}}}}}
-exporters:
-  file: {{path: "{}", flush_interval: 20ms}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [file]}}
-"#,
-        file.display()
-    )
-}
-
 /// Reloads while clients send without pause and the backend is away: no connection is
 /// refused or reset, every acknowledged span reaches the backend once it is back (the
 /// exporter whose config changed handed its queue to its successor), and an exporter whose
@@ -172,9 +154,8 @@ fn sighup_under_load_refuses_nothing_and_loses_nothing() -> Result<()> {
         hotspan_tests::free_port(),
         hotspan_tests::free_port(),
     );
-    let out = tempfile::tempdir()?;
-    let delivered = out.path().join("backend.jsonl");
-    let mut sink = Hotspan::start(&backend(backend_port, &delivered))?;
+    let mut sink = Hotspan::start(&file_backend(backend_port))?;
+    let delivered = sink.path("out.jsonl");
     let mut hotspan = Hotspan::start(&forwarding(http, grpc, backend_port, "5s", "100ms"))?;
     let config_path = hotspan.path("config.yaml");
 
@@ -272,7 +253,7 @@ fn sighup_under_load_refuses_nothing_and_loses_nothing() -> Result<()> {
     );
 
     // The backend comes back on its port: every acknowledged span arrives.
-    let mut sink = Hotspan::start(&backend(backend_port, &delivered))?;
+    sink.restart()?;
     let acked = acked.lock().expect("acked").clone();
     let spans =
         wait_for_spans(&delivered, acked.len(), Duration::from_secs(60)).with_context(|| hotspan.log())?;

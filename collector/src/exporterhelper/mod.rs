@@ -290,6 +290,7 @@ impl Lifecycle for ExporterRuntime {
                 }
             }
             self.queue_size.update(queue.as_ref());
+            queue.release();
             let left = queue.size();
             if left > 0 && self.persistent {
                 info!(exporter = %self.sender.name, left, "data still queued stays on disk for the next start");

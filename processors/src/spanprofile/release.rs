@@ -429,9 +429,7 @@ impl Join {
                 }
             };
             let Some(block) = due else { break };
-            let released = self.release_block(&block, now, &mut out);
-            count += released;
-            self.stats.drained.fetch_add(released as u64, Ordering::Relaxed);
+            count += self.release_block(&block, now, &mut out);
             self.cut(&mut batches, &mut out, &mut count, RELEASE_BATCH_SPANS);
         }
         for s in &self.shards {

@@ -526,6 +526,21 @@ fn duplicate_spans_both_come_out() {
 }
 
 #[test]
+fn only_spans_a_drain_releases_count_as_drained() {
+    let join = Join::new(config());
+    let now = Instant::now();
+    join.add_spans(traces("shop", vec![span(1, None, 0, 10)]), now);
+    let due = join.release_due(now + join.config.wait + Duration::from_secs(1));
+    assert_eq!(due.iter().map(TracesBatch::span_count).sum::<usize>(), 1);
+    join.add_spans(traces("shop", vec![span(2, None, 0, 10)]), now);
+    assert_eq!(
+        join.drain(now).iter().map(TracesBatch::span_count).sum::<usize>(),
+        1
+    );
+    assert_eq!(join.stats.drained.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
 fn profiles_out_gets_links_from_labels() {
     let mut p = plant(&["main.x"], 2, 3);
     p.as_labels = true;

@@ -148,6 +148,10 @@ pub trait SendingQueue: Send + Sync {
     /// No more pushes. The in-memory queue's pops drain what is left; a durable queue's stop at
     /// once, leaving the rest on disk for the next start.
     fn close(&self);
+    /// Called once nothing pops or pushes any more (the exporter's workers have ended): a
+    /// durable queue lets go of its directory, which the exporter replacing this one on a
+    /// reload opens next, in this same process.
+    fn release(&self) {}
     /// Occupied capacity, in sizer units.
     fn size(&self) -> usize;
     fn capacity(&self) -> usize;

@@ -59,9 +59,9 @@ pub struct FileQueue {
 
 struct Inner {
     dir: PathBuf,
-    /// Held for the queue's life: a second process on the same directory would send this
-    /// one's batches (and delete them under it), so it is refused at start instead.
-    _lock: std::fs::File,
+    /// Held until released: a second process on the same directory would send this one's
+    /// batches (and delete them under it), so it is refused at start instead.
+    lock: Mutex<Option<std::fs::File>>,
     config: QueueConfig,
     options: FileQueueOptions,
     /// The exporter's name, for logs.
@@ -118,7 +118,7 @@ impl FileQueue {
             std::thread::sleep(Duration::from_millis(10));
         }
         let inner = Inner {
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             dir,
             config,
             options,
@@ -545,6 +545,11 @@ impl SendingQueue for FileQueue {
         self.inner.lock().closed = true;
         self.inner.items.notify_waiters();
         self.inner.space.notify_waiters();
+    }
+
+    fn release(&self) {
+        // Closing the file lets go of its lock.
+        drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     fn size(&self) -> usize {

@@ -111,6 +111,20 @@ async fn a_second_process_on_the_same_directory_is_refused() {
     let (_third, _) = open(&dir, config(10, Sizer::Requests));
 }
 
+#[tokio::test]
+async fn a_released_queue_lets_its_successor_in_the_same_process_take_its_batches() {
+    let dir = TempDir::new("release");
+    let (old, _) = open(&dir, config(10, Sizer::Requests));
+    old.push(spans(7, 3)).await.expect("push");
+    old.close();
+    // A reload: the old exporter's workers have ended, the old queue still exists.
+    old.release();
+    let (next, _) = open(&dir, config(10, Sizer::Requests));
+    let item = pop_now(&next).await.expect("the old queue's batch");
+    assert_eq!(first_id(&item.batch), 7);
+    drop(old);
+}
+
 #[test]
 fn opening_waits_for_the_lock_up_to_the_timeout() {
     let dir = TempDir::new("lock-wait");
