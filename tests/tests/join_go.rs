@@ -165,7 +165,8 @@ fn every_span_gets_its_own_code_and_go_pprofs_counts(run: &Run, tagfocus: bool) 
     for (id, want) in run.go_counts.iter().take(3) {
         let mut total = 0;
         for p in &run.payloads {
-            let raw = go_tool_pprof_raw_with(p, &[&format!("-tagfocus=span_id={id}")])?;
+            // Anchored: pprof reads a value of digits only (an id can be) as a numeric range.
+            let raw = go_tool_pprof_raw_with(p, &[&format!("-tagfocus=span_id=^{id}$")])?;
             total += raw.total_of("samples/count");
         }
         ensure!(total == *want, "-tagfocus span_id={id}: {total} vs {want}");
