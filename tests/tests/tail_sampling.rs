@@ -61,6 +61,9 @@ fn go_service_traces_are_kept_whole_by_their_cpu_and_by_probability() -> Result<
     go_binary();
     let otlp = free_port();
     let go_port = free_port();
+    // A trace's spans leave the join as they came, the SDK's 200 ms batches apart and more on a
+    // loaded machine: the decision waits long enough for the last, or a hot span coming after
+    // it would follow a decision already made without it.
     let mut hotspan = Hotspan::start(&format!(
         r#"
 receivers:
@@ -72,7 +75,7 @@ connectors:
   spanprofile: {{wait: 4s}}
 processors:
   tail_sampling:
-    decision_wait: 1s
+    decision_wait: 3s
     policies:
       - {{name: hot, type: numeric_attribute, numeric_attribute: {{key: profile.cpu_ns, min_value: {HOT_NS}}}}}
       - {{name: some, type: probabilistic, probabilistic: {{hash_salt: {SALT}, sampling_percentage: {PERCENT}}}}}
