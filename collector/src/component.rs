@@ -53,6 +53,9 @@ pub struct BuildContext<'a> {
     pub id: &'a ComponentId,
     pub telemetry: &'a Arc<Telemetry>,
     pub extensions: &'a Extensions,
+    /// On a reload, what the component of the same id and config in the service being
+    /// replaced handed over ([`Lifecycle::carry_over`]), for the new one to carry on with.
+    pub carried: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl BuildContext<'_> {
@@ -70,6 +73,12 @@ pub trait Lifecycle: Send + Sync {
         Ok(())
     }
     async fn shutdown(&self, _deadline: Instant) {}
+    /// On a reload that rebuilds this component with the same config: state its successor
+    /// takes over instead of this one draining it at shutdown (a join's held spans). The
+    /// successor gets it as [`BuildContext::carried`].
+    fn carry_over(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
 }
 
 /// A component that is handed batches: an exporter behind its queue, or a connector.

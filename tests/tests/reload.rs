@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use hotspan_tests::restart::file_backend;
-use hotspan_tests::{json_span_id, json_spans, post, read_spans, signal, wait_for, wait_for_spans, Hotspan};
+use hotspan_tests::restart::{each_span, file_backend};
+use hotspan_tests::{
+    attrs, json_span_id, json_spans, metric, post, read_spans, scrape, signal, wait_for, wait_for_spans,
+    Hotspan,
+};
 
 fn config(file: &str, http_port: u16, health_port: u16, metrics_port: u16) -> String {
     format!(
@@ -271,4 +274,130 @@ fn sighup_under_load_refuses_nothing_and_loses_nothing() -> Result<()> {
     ensure!(hotspan.terminate()?.success());
     ensure!(sink.terminate()?.success());
     Ok(())
+}
+
+/// A join whose config did not change is carried into the reloaded service with what it holds:
+/// spans taken before a SIGHUP get samples that come after it, and none leaves early. One whose
+/// config changed drains at the reload, and says how many spans left so.
+#[test]
+fn sighup_carries_an_unchanged_join_over_and_drains_a_changed_one() -> Result<()> {
+    use std::collections::BTreeMap;
+
+    use hotspan_proto::synthetic::{linked_profiles, service_name, Rng, Shape, Template};
+    use prost::Message;
+
+    let config = |flush: &str, wait: &str| {
+        format!(
+            r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{{port:http}}"}}}}}}
+connectors:
+  spanprofile: {{wait: {wait}}}
+exporters:
+  file: {{path: "{{dir}}/out.jsonl", flush_interval: {flush}}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{{port:metrics}}"}}}}
+  pipelines:
+    traces/in: {{receivers: [otlp], exporters: [spanprofile]}}
+    profiles/in: {{receivers: [otlp], exporters: [spanprofile]}}
+    traces/out: {{receivers: [spanprofile], exporters: [file]}}
+"#
+        )
+    };
+    let mut hotspan = Hotspan::start(&config("20ms", "4s"))?;
+    let base = format!("http://127.0.0.1:{}", hotspan.port("http"));
+    let reload = |h: &Hotspan, text: String, n: usize| -> Result<()> {
+        let mut text = text.replace("{dir}", &h.dir.path().display().to_string());
+        for (name, port) in &h.ports {
+            text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
+        }
+        std::fs::write(h.path("config.yaml"), text)?;
+        signal(h.child.id(), "HUP")?;
+        wait_for(Duration::from_secs(20), "the reload", || {
+            (h.log().matches("config reloaded").count() >= n).then_some(())
+        })
+    };
+    // Spans of two realistic traces; returns their ids and the profile samples linked to them.
+    let send = |seed: u64| -> Result<(Vec<u64>, Vec<u8>)> {
+        let t = Template::new(Shape::Realistic, 0, 16, seed)?;
+        let (body, ids) = t.fill(&mut Rng::new(seed), 0, unix_nanos());
+        ensure!(post(&format!("{base}/v1/traces"), "application/x-protobuf", None, body)?.status == 200);
+        let profiles = linked_profiles(service_name(Shape::Realistic, 0), &ids, ids.len(), unix_nanos());
+        Ok((
+            ids.into_iter().map(|(_, s)| s).collect(),
+            profiles.encode_to_vec(),
+        ))
+    };
+    let send_profiles = |profiles: Vec<u8>| -> Result<()> {
+        let url = format!("{base}/v1development/profiles");
+        ensure!(post(&url, "application/x-protobuf", None, profiles)?.status == 200);
+        Ok(())
+    };
+    let annotated = |ids: &[u64]| -> Result<Option<usize>> {
+        let mut seen = BTreeMap::new();
+        each_span(&hotspan.path("out.jsonl"), |span| {
+            let id = u64::from_be_bytes(span.span_id.as_slice().try_into()?);
+            seen.insert(id, attrs::int(span, "profile.samples").is_some_and(|n| n > 0));
+            Ok(())
+        })?;
+        Ok(ids
+            .iter()
+            .all(|id| seen.contains_key(id))
+            .then(|| ids.iter().filter(|id| seen[*id]).count()))
+    };
+    let drained = |h: &Hotspan| -> Result<f64> {
+        Ok(metric(
+            &scrape(h.port("metrics"))?,
+            r#"hotspan_spanprofile_spans_drained{connector="spanprofile"}"#,
+        )
+        .unwrap_or(0.0))
+    };
+
+    // The exporter changes, the join does not: the spans held across the reload meet the
+    // samples sent after it.
+    let (first, profiles) = send(1)?;
+    reload(&hotspan, config("30ms", "4s"), 1)?;
+    ensure!(
+        hotspan
+            .log()
+            .contains("the reloaded connector carries on with the spans held"),
+        "{}",
+        hotspan.log()
+    );
+    send_profiles(profiles)?;
+    let got = wait_for(Duration::from_secs(20), "the first spans", || {
+        annotated(&first).ok().flatten()
+    })?;
+    ensure!(got == first.len(), "{got} of {} spans annotated", first.len());
+    ensure!(
+        drained(&hotspan)? == 0.0,
+        "spans drained at a reload that kept the join"
+    );
+
+    // The join's wait changes: what it holds leaves at the reload, counted, before its samples.
+    let (second, profiles) = send(2)?;
+    reload(&hotspan, config("30ms", "3s"), 2)?;
+    send_profiles(profiles)?;
+    let got = wait_for(Duration::from_secs(20), "the second spans", || {
+        annotated(&second).ok().flatten()
+    })?;
+    ensure!(got == 0, "{got} spans annotated after their join was drained");
+    ensure!(
+        drained(&hotspan)? == second.len() as f64,
+        "drained {} of {}",
+        drained(&hotspan)?,
+        second.len()
+    );
+    ensure!(hotspan.terminate()?.success());
+    Ok(())
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

@@ -295,7 +295,8 @@ fn soak_through_reloads_a_kill_and_a_flapping_backend_loses_nothing_acknowledged
                 reload(&side, &sidecar(gateway_port, timeout))?;
                 reloads_side += 1;
             } else {
-                let wait = if reloads_gw % 2 == 0 { "3s" } else { "2s" };
+                // The join's wait changes at every other gateway reload: the others carry the join over.
+                let wait = if reloads_gw % 4 < 2 { "3s" } else { "2s" };
                 reload(&gw, &gateway(gateway_port, backend_port, timeout, wait))?;
                 reloads_gw += 1;
             }

@@ -2,8 +2,9 @@
 //! (spans annotated with their hot paths) and profiles/out (samples with Links filled in).
 //! The join itself lives in `hotspan_processors::spanprofile`; this is its runtime.
 
+use std::any::Any;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use hotspan_proto::{Batch, TracesBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, Instrument};
+use tracing::{error, info, Instrument};
 
 use crate::component::{BoxError, BuildContext, ComponentType, ConnectorType, ConsumerComponent, Lifecycle};
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer, SignalConsumers};
@@ -45,18 +46,36 @@ impl ConnectorType for SpanProfile {
         next: SignalConsumers,
     ) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
         let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        // A reload with this config unchanged: carry on with the old join and its counters.
+        let taken = ctx.carried.clone().and_then(|c| c.downcast::<Carry>().ok());
+        let (join, metrics) = match &taken {
+            Some(c) => (c.join.clone(), c.metrics.clone()),
+            None => (
+                Arc::new(Join::new(config)),
+                Arc::new(JoinMetrics::new(ctx.telemetry, &ctx.name())),
+            ),
+        };
         Ok(Arc::new(SpanProfile {
             name: ctx.name(),
-            join: Arc::new(Join::new(config)),
+            join,
             traces_out: next.get(Signal::Traces).cloned(),
             profiles_out: next.get(Signal::Profiles).cloned(),
             tx: Mutex::new(Some(tx)),
             rx: Mutex::new(Some(rx)),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
-            metrics: Arc::new(JoinMetrics::new(ctx.telemetry, &ctx.name())),
+            metrics,
+            handed: Mutex::new(Weak::new()),
+            _taken: taken,
         }))
     }
+}
+
+/// What a reload hands to the connector rebuilt with the same config: the join with the spans
+/// and samples it holds, and its counters, so that nothing leaves early and no count restarts.
+struct Carry {
+    join: Arc<Join>,
+    metrics: Arc<JoinMetrics>,
 }
 
 /// The join's counters, mirrored into the collector's metrics on every tick.
@@ -165,6 +184,11 @@ pub struct SpanProfile {
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<JoinMetrics>,
+    /// What this connector handed to its successor; alive while the successor is (a reload
+    /// refused after building it drops it, and this one drains at shutdown as usual).
+    handed: Mutex<Weak<Carry>>,
+    /// What this connector took over from its predecessor, kept alive for the check above.
+    _taken: Option<Arc<Carry>>,
 }
 
 impl SpanProfile {
@@ -288,6 +312,15 @@ impl Lifecycle for SpanProfile {
         Ok(())
     }
 
+    fn carry_over(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        let carry = Arc::new(Carry {
+            join: self.join.clone(),
+            metrics: self.metrics.clone(),
+        });
+        *self.handed.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&carry);
+        Some(carry)
+    }
+
     async fn shutdown(&self, deadline: Instant) {
         self.stop.cancel();
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -296,7 +329,14 @@ impl Lifecycle for SpanProfile {
             let ticker = tasks.remove(0);
             let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), ticker).await;
         }
-        let drained = self.join.drain(Instant::now());
+        let successor = self.handed.lock().unwrap_or_else(|p| p.into_inner()).upgrade();
+        let drained = match successor {
+            Some(_) => {
+                info!(connector = %self.name, held = self.join.held_spans(), "the reloaded connector carries on with the spans held");
+                Vec::new()
+            }
+            None => self.join.drain(Instant::now()),
+        };
         if let Some(next) = &self.traces_out {
             // What is already queued goes first, in order, then what was still held.
             let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -33,6 +33,14 @@ pub(super) struct ExporterPart {
     pub runtime: Arc<ExporterRuntime>,
 }
 
+/// A built connector and its config: a reload that rebuilds it with the same config lets the
+/// new one carry on with what it holds ([`Lifecycle::carry_over`]).
+#[derive(Clone)]
+pub(super) struct ConnectorPart {
+    pub settings: ComponentSettings,
+    pub component: Arc<dyn ConsumerComponent>,
+}
+
 /// A built receiver and the switches between it and each signal's pipelines.
 #[derive(Clone)]
 pub(super) struct ReceiverPart {
@@ -47,6 +55,7 @@ pub(super) struct Reusable {
     pub extensions: BTreeMap<ComponentId, ExtensionPart>,
     pub exporters: BTreeMap<ComponentId, ExporterPart>,
     pub receivers: BTreeMap<ComponentId, ReceiverPart>,
+    pub connectors: BTreeMap<ComponentId, ConnectorPart>,
 }
 
 pub(super) struct Graph {
@@ -69,7 +78,7 @@ struct Builder<'a> {
     /// Exporters taken over from the running service.
     kept: BTreeSet<ComponentId>,
     previous: Option<&'a Reusable>,
-    connectors: BTreeMap<ComponentId, Arc<dyn ConsumerComponent>>,
+    connectors: BTreeMap<ComponentId, ConnectorPart>,
     heads: BTreeMap<PipelineId, SharedConsumer>,
     /// Stages and connectors in creation order, which is downstream first.
     created: Vec<Node>,
@@ -115,6 +124,7 @@ pub(super) fn build(
                     id,
                     telemetry,
                     extensions: &services,
+                    carried: None,
                 };
                 let built = factory
                     .build(&ctx, &settings.parsed)
@@ -182,6 +192,7 @@ pub(super) fn build(
                     id,
                     telemetry,
                     extensions: &services,
+                    carried: None,
                 };
                 let mut switched = SignalConsumers::default();
                 let mut switches = Vec::new();
@@ -236,6 +247,7 @@ pub(super) fn build(
             extensions: extension_parts,
             exporters: b.exporters,
             receivers: receiver_parts,
+            connectors: b.connectors,
         },
         repoint,
     })
@@ -299,6 +311,7 @@ impl Builder<'_> {
                 id,
                 telemetry: self.telemetry,
                 extensions: self.extensions,
+                carried: None,
             };
             let processor = factory
                 .build(&ctx, &self.config.processors[id].parsed)
@@ -349,6 +362,7 @@ impl Builder<'_> {
             id,
             telemetry: self.telemetry,
             extensions: self.extensions,
+            carried: None,
         };
         let built = factory
             .build(&ctx, &settings.parsed)
@@ -370,9 +384,15 @@ impl Builder<'_> {
 
     fn connector(&mut self, id: &ComponentId) -> Result<Arc<dyn ConsumerComponent>, BoxError> {
         if let Some(c) = self.connectors.get(id) {
-            return Ok(c.clone());
+            return Ok(c.component.clone());
         }
         let next = self.outputs_of(id)?;
+        let settings = &self.config.connectors[id];
+        let carried = self
+            .previous
+            .and_then(|p| p.connectors.get(id))
+            .filter(|old| old.settings == *settings)
+            .and_then(|old| old.component.carry_over());
         let factory = self
             .registry
             .connector(&id.type_name)
@@ -382,16 +402,23 @@ impl Builder<'_> {
             id,
             telemetry: self.telemetry,
             extensions: self.extensions,
+            carried,
         };
         let connector = factory
-            .build(&ctx, &self.config.connectors[id].parsed, next)
+            .build(&ctx, &settings.parsed, next)
             .map_err(|e| format!("connectors.{id}: {e}"))?;
         self.created.push(Node::new(
             "connector",
             id.to_string(),
             connector.clone() as Arc<dyn Lifecycle>,
         ));
-        self.connectors.insert(id.clone(), connector.clone());
+        self.connectors.insert(
+            id.clone(),
+            ConnectorPart {
+                settings: settings.clone(),
+                component: connector.clone(),
+            },
+        );
         Ok(connector)
     }
 }
