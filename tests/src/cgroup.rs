@@ -224,10 +224,4 @@ pub fn series<'a>(points: &'a [Point], instance: &str, name: &str) -> Vec<&'a Po
     out
 }
 
-/// Nanoseconds since the Unix epoch, as OTLP times are.
-pub fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use crate::unix_nanos;

@@ -35,6 +35,14 @@ pub fn hotspan_bin() -> PathBuf {
     .clone()
 }
 
+/// Nanoseconds since the Unix epoch, as OTLP times are.
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// A port free right now on 127.0.0.1, not handed out before in this process.
 pub fn free_port() -> u16 {
     // The OS may offer a port again once its probe socket closes: never hand one out twice in

@@ -45,6 +45,37 @@ impl Hotspan {
             .context("restarting hotspan")?;
         self.wait_healthy()
     }
+
+    /// Writes `config` (its `{dir}` and `{port:NAME}` filled as `start` filled them) over the
+    /// running config and sends SIGHUP; returns once the log says it was reloaded once more.
+    /// A refused reload is an error, with the end of the log.
+    pub fn reload(&self, config: &str) -> Result<()> {
+        let mut text = config.replace("{dir}", &self.dir.path().display().to_string());
+        for (name, port) in &self.ports {
+            text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
+        }
+        let log = self.log();
+        let (reloaded, refused) = (
+            log.matches("config reloaded").count(),
+            log.matches("config reload refused").count(),
+        );
+        std::fs::write(self.path("config.yaml"), text)?;
+        crate::signal(self.child.id(), "HUP")?;
+        wait_for(Duration::from_secs(40), "the reload", || {
+            let log = self.log();
+            if log.matches("config reload refused").count() > refused {
+                return Some(Err(anyhow::anyhow!("reload refused")));
+            }
+            (log.matches("config reloaded").count() > reloaded).then_some(Ok(()))
+        })
+        .and_then(|r| r)
+        .with_context(|| {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- the log's end ---\n{}", tail.join("\n"))
+        })
+    }
 }
 
 /// A backend for tests of what arrives: a hotspan taking OTLP/gRPC on `port` (chosen by the

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use hotspan_tests::restart::{each_span, file_backend};
 use hotspan_tests::{
-    attrs, json_span_id, json_spans, metric, post, read_spans, scrape, signal, wait_for, wait_for_spans,
-    Hotspan,
+    attrs, json_span_id, json_spans, metric, post, read_spans, scrape, signal, unix_nanos, wait_for,
+    wait_for_spans, Hotspan,
 };
 
 fn config(file: &str, http_port: u16, health_port: u16, metrics_port: u16) -> String {
@@ -309,17 +309,6 @@ service:
     };
     let mut hotspan = Hotspan::start(&config("20ms", "4s"))?;
     let base = format!("http://127.0.0.1:{}", hotspan.port("http"));
-    let reload = |h: &Hotspan, text: String, n: usize| -> Result<()> {
-        let mut text = text.replace("{dir}", &h.dir.path().display().to_string());
-        for (name, port) in &h.ports {
-            text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
-        }
-        std::fs::write(h.path("config.yaml"), text)?;
-        signal(h.child.id(), "HUP")?;
-        wait_for(Duration::from_secs(20), "the reload", || {
-            (h.log().matches("config reloaded").count() >= n).then_some(())
-        })
-    };
     // Spans of two realistic traces; returns their ids and the profile samples linked to them.
     let send = |seed: u64| -> Result<(Vec<u64>, Vec<u8>)> {
         let t = Template::new(Shape::Realistic, 0, 16, seed)?;
@@ -359,7 +348,7 @@ service:
     // The exporter changes, the join does not: the spans held across the reload meet the
     // samples sent after it.
     let (first, profiles) = send(1)?;
-    reload(&hotspan, config("30ms", "4s"), 1)?;
+    hotspan.reload(&config("30ms", "4s"))?;
     ensure!(
         hotspan
             .log()
@@ -379,7 +368,7 @@ service:
 
     // The join's wait changes: what it holds leaves at the reload, counted, before its samples.
     let (second, profiles) = send(2)?;
-    reload(&hotspan, config("30ms", "3s"), 2)?;
+    hotspan.reload(&config("30ms", "3s"))?;
     send_profiles(profiles)?;
     let got = wait_for(Duration::from_secs(20), "the second spans", || {
         annotated(&second).ok().flatten()
@@ -393,11 +382,4 @@ service:
     );
     ensure!(hotspan.terminate()?.success());
     Ok(())
-}
-
-fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }

@@ -4,7 +4,7 @@
 //! Go's own parser's answer for a committed trace, and with traces hotspan must refuse.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use hotspan::receivers::pprof_scrape::align::{align, Alignment, LocalClocks, Method, ScrapeTimes};
@@ -13,17 +13,10 @@ use hotspan_proto::otlp::common::v1::any_value::Value;
 use hotspan_proto::otlp::logs::v1::LogRecord;
 use hotspan_tests::goservice::{goroot, GoOptions, GoService, Scenario};
 use hotspan_tests::profiles::{read_profiles, FakeTarget};
-use hotspan_tests::{hotspan_bin, metric, read_logs, scrape, wait_for, Hotspan};
+use hotspan_tests::{hotspan_bin, metric, read_logs, scrape, unix_nanos, wait_for, Hotspan};
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as u64
-}
 
 /// One `go.stw` record.
 #[derive(Clone, Debug)]
@@ -196,14 +189,14 @@ fn fits(sweeps: &[u64], gcs: &[GcLine], tol: u64) -> Vec<(usize, i128)> {
 
 #[test]
 fn gc_pauses_of_the_go_service_agree_with_its_gctrace_and_goroutine_snapshots() -> Result<()> {
-    let spawned = unix_now();
+    let spawned = unix_nanos();
     let mut service = GoService::start(GoOptions {
         scenario: Scenario::Alloc,
         truth: false,
         env: vec![("GODEBUG".into(), "gctrace=1".into())],
         ..GoOptions::default()
     })?;
-    let before = unix_now();
+    let before = unix_nanos();
     let mut hotspan = Hotspan::start(&format!(
         r#"
 receivers:
@@ -232,7 +225,7 @@ service:
         (t.len() >= 3).then_some(t)
     })
     .with_context(|| format!("--- hotspan log ---\n{}", hotspan.log()))?;
-    let after = unix_now();
+    let after = unix_nanos();
     let metrics = scrape(hotspan.port("metrics"))?;
     ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
     ensure!(service.stop()?.success(), "goservice exit\n{}", service.log());
@@ -574,7 +567,7 @@ fn monotonic_and_scrape_alignments_agree_with_the_clock_snapshots() -> Result<()
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let request_unix_ns = unix_now();
+    let request_unix_ns = unix_nanos();
     let started = Instant::now();
     let response = client.get(service.url("/debug/pprof/trace?seconds=1")).send()?;
     ensure!(response.status() == 200, "{}", response.status());

@@ -17,13 +17,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use hotspan_proto::synthetic::{linked_profiles, service_name, Rng, Shape, Template};
 use hotspan_tests::load::rss_kib;
 use hotspan_tests::restart::{each_span, file_backend};
-use hotspan_tests::{attrs, free_port, metric, post, scrape, signal, wait_for, Hotspan};
+use hotspan_tests::{attrs, free_port, metric, post, scrape, signal, unix_nanos, wait_for, Hotspan};
 use prost::Message;
 
 /// Spans per request (two realistic traces) and requests a second: 320 spans/s.
@@ -40,13 +40,6 @@ fn soak_length() -> Result<Duration> {
         "HOTSPAN_SOAK_SECS: at least 30 (reloads, a kill and flaps must fit)"
     );
     Ok(Duration::from_secs(secs))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// What the sidecar and the gateway share: an `otlp` exporter to `next` with a persistent
@@ -99,33 +92,6 @@ connectors:
 "#,
         exporter_and_extensions(backend, timeout)
     )
-}
-
-/// Writes `config` (with `{dir}` and `{port:NAME}` as `Hotspan::start` filled them) over the
-/// running config and sends SIGHUP; returns once the log says it was reloaded.
-fn reload(h: &Hotspan, config: &str) -> Result<()> {
-    let mut text = config.replace("{dir}", &h.dir.path().display().to_string());
-    for (name, port) in &h.ports {
-        text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
-    }
-    let before = h.log().matches("config reloaded").count();
-    std::fs::write(h.path("config.yaml"), text)?;
-    signal(h.child.id(), "HUP")?;
-    wait_for(Duration::from_secs(40), "the reload", || {
-        let log = h.log();
-        if log.matches("config reload refused").count() > 0 {
-            return Some(Err(anyhow::anyhow!("reload refused:\n{log}")));
-        }
-        (log.matches("config reloaded").count() > before).then_some(Ok(()))
-    })
-    .with_context(|| {
-        let log = h.log();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        format!(
-            "--- the log's end ---\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
-    })?
 }
 
 /// What the client saw.
@@ -217,14 +183,14 @@ fn soak_through_reloads_a_kill_and_a_flapping_backend_loses_nothing_acknowledged
                 // Requests not taken within a minute of the end count as failures.
                 let give_up = Instant::now() + Duration::from_secs(60);
                 let template = &templates[seq as usize % templates.len()];
-                let (body, ids) = template.fill(&mut rng, seq, unix_now());
+                let (body, ids) = template.fill(&mut rng, seq, unix_nanos());
                 client.sent.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 if client.deliver(&format!("{base}/v1/traces"), &body, &dead, give_up) {
                     if let Ok(mut acked) = client.acked.lock() {
                         acked.extend(ids.iter().map(|&(_, span)| span));
                     }
                 }
-                let profiles = linked_profiles(service, &ids, ids.len(), unix_now()).encode_to_vec();
+                let profiles = linked_profiles(service, &ids, ids.len(), unix_nanos()).encode_to_vec();
                 client.deliver(
                     &format!("{base}/v1development/profiles"),
                     &profiles,
@@ -292,12 +258,12 @@ fn soak_through_reloads_a_kill_and_a_flapping_backend_loses_nothing_acknowledged
                 "5s"
             };
             if (reloads_side + reloads_gw) % 2 == 0 {
-                reload(&side, &sidecar(gateway_port, timeout))?;
+                side.reload(&sidecar(gateway_port, timeout))?;
                 reloads_side += 1;
             } else {
                 // The join's wait changes at every other gateway reload: the others carry the join over.
                 let wait = if reloads_gw % 4 < 2 { "3s" } else { "2s" };
-                reload(&gw, &gateway(gateway_port, backend_port, timeout, wait))?;
+                gw.reload(&gateway(gateway_port, backend_port, timeout, wait))?;
                 reloads_gw += 1;
             }
             next_reload = Instant::now() + Duration::from_secs(4);
