@@ -88,8 +88,10 @@ fn the_readme_demo_runs_as_written() -> Result<()> {
             "the report does not show {name} with {function}:\n{out}"
         );
     }
-    // Nothing the demo started outlives it.
-    let leftover = wait_for(Duration::from_secs(20), "the demo's jobs to end", || {
+    // Nothing the demo started outlives it. `kill` stops the sidecar and the gateway together, so
+    // the sidecar may retry its last spans until its 20 s `--shutdown-timeout`; the Go service
+    // flushes within 10 s.
+    let leftover = wait_for(Duration::from_secs(40), "the demo's jobs to end", || {
         let alive = Command::new("pgrep")
             .arg("-g")
             .arg(pgid.to_string())
@@ -98,6 +100,16 @@ fn the_readme_demo_runs_as_written() -> Result<()> {
             .ok()?;
         (!alive.success()).then_some(())
     });
-    ensure!(leftover.is_ok(), "processes of the demo still run");
+    if leftover.is_err() {
+        let alive = Command::new("pgrep")
+            .args(["-a", "-g", &pgid.to_string()])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let _ = Command::new("kill").arg("--").arg(format!("-{pgid}")).status();
+        let err = read("stderr");
+        let tail = err.get(err.len().saturating_sub(4000)..).unwrap_or(&err);
+        anyhow::bail!("processes of the demo still run:\n{alive}\n{tail}");
+    }
     Ok(())
 }
