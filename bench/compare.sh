@@ -118,13 +118,13 @@ YAML
 
 # The join's bounds are sized for this rate (spans/s x wait, with room), so spans leave after
 # `wait`, not early at the defaults (100k spans, 64 MiB).
-hotspan_join() {
-  local in=$1 sink=$2 metrics=$3 cfg="$work/hotspan-join.yaml"
+hotspan_join() { # IN SINK METRICS [HELD_COMPRESSION]
+  local in=$1 sink=$2 metrics=$3 held=${4:-snappy} cfg="$work/hotspan-join-${4:-snappy}.yaml"
   cat > "$cfg" <<YAML
 receivers:
   otlp: {protocols: {grpc: {endpoint: "127.0.0.1:$in", max_recv_msg_size_mib: 16}}}
 connectors:
-  spanprofile: {wait: 2s, max_buffered_spans: 2000000, max_buffered_bytes: 2147483648}
+  spanprofile: {wait: 2s, max_buffered_spans: 2000000, max_buffered_bytes: 2147483648, held_compression: $held}
 processors:
   batch: {send_batch_size: 8192, timeout: 200ms}
 exporters:
@@ -165,6 +165,9 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "join $(PROFILES=0.1 METRICS=$m measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m")")" >> "$work/results"
   read -r joined late unjoined early < "$work/join.join"
   echo "$round $joined $late $unjoined $early $(awk '{print $5}' < <(tail -n 1 "$work/results"))" >> "$work/joins"
+  # The same join keeping held spans as received (`held_compression: none`).
+  s=$(free_port); i=$(free_port); m=$(free_port)
+  echo "join_plain $(PROFILES=0.1 METRICS=$m measure join_plain "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m" none)")" >> "$work/results"
   echo "round $round done"
 done
 median() { python3 - "$work/results" "$1" "$2" <<'PY'
@@ -173,7 +176,7 @@ rows = [l.split() for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2]]
 print(f"{statistics.median(float(r[int(sys.argv[3])]) for r in rows):.10g}" if rows else "")
 PY
 }
-for n in rotel hotspan otelcol join; do
+for n in rotel hotspan otelcol join join_plain; do
   read -r "${n}_rate" "${n}_cpu" "${n}_rss" < <(echo "$(median $n 1) $(median $n 2) $(median $n 3)")
 done
 per_round=$(python3 - "$work/results" <<'PY'
@@ -183,9 +186,9 @@ for l in open(sys.argv[1]):
     f = l.split()
     rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
 out = []
-for r, h, o, j in zip(rows["rotel"], rows["hotspan"], rows["otelcol"], rows["join"]):
+for r, h, o, j, p in zip(rows["rotel"], rows["hotspan"], rows["otelcol"], rows["join"], rows["join_plain"]):
     out.append(f"spans/s {h[0]/r[0]:.2f}x Rotel, {h[0]/o[0]:.2f}x otelcol; CPU per span {h[1]/r[1]:.2f}x Rotel's, "
-               f"{h[1]/o[1]:.2f}x otelcol's; join {j[0]/h[0]:.2f} of forwarding")
+               f"{h[1]/o[1]:.2f}x otelcol's; join {j[0]/h[0]:.2f} of forwarding ({p[0]/h[0]:.2f} held uncompressed)")
 print("\n".join(f"round {i + 1}: {o}" for i, o in enumerate(out)))
 PY
 )
@@ -214,28 +217,33 @@ otelcol_p99=$(latency otelcol "$OTELCOL" --config "$(hotspan_forward "$IN" "$SIN
 
 # Resident memory per held span: the join with a wait longer than the load, so every span
 # sent is still held when RSS is read; RSS growth over the held-spans gauge, against the
-# payload's encoded bytes per span.
-s=$(free_port); i=$(free_port); m=$(free_port); cfg=$(hotspan_join "$i" "$s" "$m")
-sed -i 's/wait: 2s/wait: 300s/' "$cfg"
-taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/held.sink" &
-sink=$!; pids+=("$sink"); wait_port "$s"
-taskset -c 1 "$HOTSPAN" --config "$cfg" > "$work/held.log" 2>&1 &
-held_pid=$!; pids+=("$held_pid"); wait_port "$i"; sleep 1
-rss0=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
-taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
-  --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/held.load"
-sleep 2
-rss1=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
-held=$(python3 - "$m" <<'PY'
+# payload's encoded bytes per span. Prints "bytes_per_held_span held_spans".
+held_memory() { # HELD_COMPRESSION
+  local s i m cfg sink held_pid rss0 rss1 held
+  s=$(free_port); i=$(free_port); m=$(free_port); cfg=$(hotspan_join "$i" "$s" "$m" "$1")
+  sed -i 's/wait: 2s/wait: 300s/' "$cfg"
+  taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/held-$1.sink" &
+  sink=$!; pids+=("$sink"); wait_port "$s"
+  taskset -c 1 "$HOTSPAN" --config "$cfg" > "$work/held-$1.log" 2>&1 &
+  held_pid=$!; pids+=("$held_pid"); wait_port "$i"; sleep 1
+  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
+  taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
+    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/held-$1.load"
+  sleep 2
+  rss1=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
+  held=$(python3 - "$m" <<'PY'
 import re, sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
 print(int(sum(float(v) for v in re.findall(r"^hotspan_spanprofile_held_spans(?:{[^}]*})? (\S+)$", text, re.M))))
 PY
 )
-kill -KILL "$held_pid"; wait "$held_pid" 2>/dev/null || true
-kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
+  kill -KILL "$held_pid"; wait "$held_pid" 2>/dev/null || true
+  kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
+  echo "$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($held, 1)))") $held"
+}
+read -r per_held held < <(held_memory snappy)
+read -r per_held_plain held_plain < <(held_memory none)
 encoded=$("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_span"])')
-per_held=$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($held, 1)))")
 
 # A sidecar (config/examples/sidecar.yaml: the join's defaults, wait 20s) taking
 # SIDECAR_RATE spans/s for 45 s: its peak RSS.
@@ -272,7 +280,9 @@ cat <<TABLE
 | CPU s per million spans | $rotel_cpu | $otelcol_cpu | $hotspan_cpu | $(ratio "$hotspan_cpu" "$rotel_cpu") | $(ratio "$hotspan_cpu" "$otelcol_cpu") |
 | peak RSS, MiB | $rotel_rss | $otelcol_rss | $hotspan_rss | $(ratio "$hotspan_rss" "$rotel_rss") | $(ratio "$hotspan_rss" "$otelcol_rss") |
 | join on, profiles at 10%: spans/s (CPU s per M, peak MiB) | | | $join_rate ($join_cpu, $join_rss) | $(ratio "$join_rate" "$hotspan_rate") of hotspan's forwarding | |
+| the same, held spans uncompressed (\`held_compression: none\`) | | | $join_plain_rate ($join_plain_cpu, $join_plain_rss) | $(ratio "$join_plain_rate" "$hotspan_rate") of hotspan's forwarding | |
 | resident bytes per held span (encoded: $encoded B) | | | $per_held ($held held) | $(ratio "$per_held" "$encoded") of encoded | |
+| the same, held spans uncompressed | | | $per_held_plain ($held_plain held) | $(ratio "$per_held_plain" "$encoded") of encoded | |
 | sidecar at $SIDECAR_RATE spans/s, wait 20s: peak RSS MiB | | | $sidecar_rss | | |
 | latency p99 ms, one request in flight (sink alone: $sink_p99) | $rotel_p99 (+$(added "$rotel_p99" "$sink_p99")) | $otelcol_p99 (+$(added "$otelcol_p99" "$sink_p99")) | $hotspan_p99 (+$(added "$hotspan_p99" "$sink_p99")) | | |
 | idle sidecar RSS, MiB | | | $idle_rss | | |

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use hotspan_processors::spanprofile::fixtures::{profiles, span_in, traces, Plant};
-use hotspan_processors::spanprofile::{Join, SpanProfileConfig};
+use hotspan_processors::spanprofile::{HeldCompression, Join, SpanProfileConfig};
+use hotspan_proto::synthetic::{Rng, Shape, Template};
 use hotspan_proto::{Encoding, TracesBatch};
 
 /// 512 spans: 64 traces of a root and 7 children, like an SDK's export batch.
@@ -172,5 +173,56 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Realistic spans (`hotspan_proto::synthetic`, 512 a request) held and released, with held
+/// spans packed (snappy, the default) and as received, against decoding and encoding the same
+/// request.
+fn realistic(c: &mut Criterion) {
+    let template = Template::new(Shape::Realistic, 0, 512, 5).expect("template");
+    let mut rng = Rng::new(11);
+    let bodies: Vec<Vec<u8>> = (0..16)
+        .map(|i| template.fill(&mut rng, i, 1_700_000_000_000_000_000).0)
+        .collect();
+    let next = std::cell::Cell::new(0);
+    let body = || {
+        next.set((next.get() + 1) % bodies.len());
+        &bodies[next.get()]
+    };
+    let mut g = c.benchmark_group("join_realistic");
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("baseline_decode_encode_512", |b| {
+        b.iter(|| {
+            let batch = TracesBatch::decode(body(), Encoding::Protobuf).expect("decodes");
+            batch.encode(Encoding::Protobuf)
+        })
+    });
+    for (name, held_compression) in [
+        ("snappy", HeldCompression::Snappy),
+        ("none", HeldCompression::None),
+    ] {
+        g.bench_function(format!("spans_in_and_out_512_{name}"), |b| {
+            b.iter_batched(
+                || {
+                    let join = Join::new(SpanProfileConfig {
+                        held_compression,
+                        ..config()
+                    });
+                    let batch = TracesBatch::decode(body(), Encoding::Protobuf).expect("decodes");
+                    (join, batch)
+                },
+                |(join, batch)| {
+                    let now = Instant::now();
+                    join.add_spans(batch, now);
+                    let out = join.drain(now);
+                    out.iter()
+                        .map(|b| b.encode(Encoding::Protobuf))
+                        .collect::<Vec<_>>()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, realistic);
 criterion_main!(benches);

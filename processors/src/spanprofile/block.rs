@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, SpanIndex};
+use hotspan_proto::raw::{Head, PackedSpans, RawSpan, ResourceSpansRaw, SpanIndex};
 use hotspan_proto::TracesBatch;
 
 use super::index::lock;
@@ -28,8 +28,8 @@ pub(super) struct Block {
     /// When its wait is over, in nanoseconds since the join's epoch.
     pub(super) deadline: u64,
     pub(super) bytes: usize,
-    /// The spans as received; taken when the block leaves.
-    pub(super) resources: Mutex<Vec<ResourceSpansRaw>>,
+    /// The spans, as received or packed; taken when the block leaves.
+    resources: Mutex<Held>,
     /// Each span's index and place, by its position in the block: read without the lock.
     pub(super) index: Vec<SpanIndex>,
     pub(super) locs: Vec<Loc>,
@@ -38,6 +38,13 @@ pub(super) struct Block {
     /// Spans that left apart from the block: with an ancestor from an older block, or at
     /// once (a second copy of a held span, or ids nothing could join).
     pub(super) gone: Vec<AtomicU64>,
+}
+
+/// A block's spans while held: as received, or packed (then `received` is empty).
+#[derive(Default)]
+struct Held {
+    received: Vec<ResourceSpansRaw>,
+    packed: Option<PackedSpans>,
 }
 
 /// A span that leaves apart from its block, with its resource and scope.
@@ -104,11 +111,39 @@ impl Block {
             deadline,
             bytes,
             gone: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            resources: Mutex::new(resources),
+            resources: Mutex::new(Held {
+                received: resources,
+                packed: None,
+            }),
             index,
             locs,
             keys,
         }
+    }
+
+    /// Packs the spans, compressed (see [`PackedSpans`]), for the rest of their wait.
+    pub(super) fn pack(&self) {
+        let mut held = lock(&self.resources);
+        if held.packed.is_none() && !held.received.is_empty() {
+            let packed = PackedSpans::pack(&held.received, true);
+            *held = Held {
+                received: Vec::new(),
+                packed: Some(packed),
+            };
+        }
+    }
+
+    /// The spans as containers, unpacked if they were packed (and kept so: a block some of
+    /// whose spans leave on their own is unpacked once, not once for each).
+    fn received<'a>(&self, held: &'a mut Held) -> &'a mut Vec<ResourceSpansRaw> {
+        if let Some(packed) = held.packed.take() {
+            held.received = packed.unpack(&self.index).unwrap_or_else(|e| {
+                // Packed here from spans checked on the way in: not expected, but not a panic.
+                tracing::error!(error = %e, spans = self.index.len(), "held spans did not unpack and are lost");
+                Vec::new()
+            });
+        }
+        &mut held.received
     }
 
     pub(super) fn len(&self) -> usize {
@@ -129,8 +164,8 @@ impl Block {
         let i = i as usize;
         self.gone[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
         let loc = self.locs[i];
-        let resources = lock(&self.resources);
-        let rs = resources.get(loc.resource as usize)?;
+        let mut held = lock(&self.resources);
+        let rs = self.received(&mut held).get(loc.resource as usize)?;
         let ss = rs.scopes().get(loc.scope as usize)?;
         Some(Loose {
             resource: rs.head().clone(),
@@ -148,7 +183,7 @@ impl Block {
         gathered: Vec<(u32, Gathered)>,
         annotate: &mut dyn FnMut(&RawSpan, &Gathered) -> Box<[u8]>,
     ) -> Vec<ResourceSpansRaw> {
-        let mut resources = std::mem::take(&mut *lock(&self.resources));
+        let mut resources = std::mem::take(self.received(&mut lock(&self.resources)));
         let any_gone = self.gone.iter().any(|w| w.load(Ordering::Acquire) != 0);
         if gathered.is_empty() && !any_gone {
             return resources;

@@ -50,6 +50,17 @@ pub struct SpanProfileConfig {
     pub service_by_executable: BTreeMap<String, String>,
     /// A sidecar beside one service: profiles still without a service are that service's.
     pub default_service: Option<String>,
+    /// How held spans are kept: `snappy` compresses each request's spans (about 4x smaller on
+    /// real spans, about 0.4 µs a span), `none` keeps them as received.
+    pub held_compression: HeldCompression,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldCompression {
+    #[default]
+    Snappy,
+    None,
 }
 
 impl Default for SpanProfileConfig {
@@ -80,6 +91,7 @@ impl Default for SpanProfileConfig {
             ignore_leaf_frames: vec!["runtime.asyncPreempt".into()],
             service_by_executable: BTreeMap::new(),
             default_service: None,
+            held_compression: HeldCompression::Snappy,
         }
     }
 }

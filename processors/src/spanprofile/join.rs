@@ -11,7 +11,7 @@ use foldhash::HashMap;
 use hotspan_proto::{LogsBatch, MetricsBatch, ProfilesBatch, TracesBatch};
 
 use super::block::{Block, Loose};
-use super::config::SpanProfileConfig;
+use super::config::{HeldCompression, SpanProfileConfig};
 use super::extract;
 use super::index::{lock, shard_of, sharded, Entry, Shard, ThreadBucket, ThreadKey, Waiting, SHARDS};
 use super::model::{Event, Rule, SpanId, TraceId};
@@ -221,6 +221,10 @@ impl Join {
                 .filter_map(|&at| block.take_loose(at, None))
                 .collect();
             leaving += self.put_loose(&mut out, loose);
+        }
+        // Packed once those that leave at once are out, outside every lock but the block's.
+        if self.config.held_compression == HeldCompression::Snappy {
+            block.pack();
         }
         self.held_bytes.fetch_add(block.bytes, Ordering::AcqRel);
         lock(&self.blocks).push_back(block);

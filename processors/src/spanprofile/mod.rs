@@ -18,6 +18,6 @@ mod timeline;
 mod waits;
 
 pub use annotate::collapsed;
-pub use config::SpanProfileConfig;
+pub use config::{HeldCompression, SpanProfileConfig};
 pub use join::{Join, JoinStats};
 pub use model::Rule;

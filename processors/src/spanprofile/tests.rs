@@ -1254,3 +1254,64 @@ fn samples_that_came_before_their_spans_wait_while_the_spans_are_held() {
     assert_eq!(join.stats.unjoined.load(Relaxed), 0);
     assert_eq!(join.pending_samples(), 0);
 }
+
+#[test]
+fn packed_spans_leave_exactly_as_unpacked_ones() {
+    use hotspan_proto::synthetic::{linked_profiles, service_name, Rng, Shape, Template};
+    use hotspan_proto::Encoding;
+    use prost::Message;
+
+    let template = Template::new(Shape::Realistic, 0, 512, 5).expect("template");
+    let now_ns = 1_700_000_000_000_000_000;
+    let (body, ids) = template.fill(&mut Rng::new(3), 1, now_ns);
+    let profiles = ProfilesBatch::from_request(linked_profiles(
+        service_name(Shape::Realistic, 0),
+        &ids,
+        300,
+        now_ns,
+    ));
+    let leaving = |held_compression| {
+        let join = Join::new(SpanProfileConfig {
+            held_compression,
+            ..config()
+        });
+        let now = Instant::now();
+        let mut batch = TracesBatch::decode(&body, Encoding::Protobuf).expect("decodes");
+        // Two requests, a trace cut between them: the younger block's half of that trace
+        // leaves with its root, on its own, out of a packed block.
+        let older = batch.split_front(260);
+        let mut out = join.add_spans(older, now);
+        out.extend(join.add_spans(batch, now));
+        join.add_profiles(&profiles, now);
+        // Every span again: the copies leave at once, before their block is packed.
+        out.extend(join.add_spans(
+            TracesBatch::decode(&body, Encoding::Protobuf).expect("decodes"),
+            now,
+        ));
+        out.extend(join.drain(now));
+        let mut spans: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = out
+            .into_iter()
+            .flat_map(TracesBatch::into_resource_spans)
+            .flat_map(|rs| {
+                let resource = rs.resource.unwrap_or_default().encode_to_vec();
+                rs.scope_spans.into_iter().flat_map(move |ss| {
+                    let (resource, scope) = (resource.clone(), ss.scope.unwrap_or_default().encode_to_vec());
+                    ss.spans
+                        .into_iter()
+                        .map(move |s| (resource.clone(), scope.clone(), s.encode_to_vec()))
+                })
+            })
+            .collect();
+        spans.sort();
+        let annotated = spans
+            .iter()
+            .filter(|(_, _, s)| Span::decode(&s[..]).is_ok_and(|s| int_of(&s, "profile.cpu_ns").is_some()))
+            .count();
+        (spans, annotated)
+    };
+    let (packed, annotated) = leaving(HeldCompression::Snappy);
+    let (received, _) = leaving(HeldCompression::None);
+    assert_eq!(packed.len(), 1024);
+    assert!(annotated >= 256, "{annotated} annotated");
+    assert!(packed == received, "packed spans left changed");
+}

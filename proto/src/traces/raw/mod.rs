@@ -15,7 +15,9 @@ use prost::Message;
 
 use super::wire::{skip, take_len};
 
+mod packed;
 mod scan;
+pub use packed::PackedSpans;
 pub(crate) use scan::scan;
 
 /// Tags of the containers this module rebuilds.
