@@ -1,5 +1,6 @@
-//! Held spans as blocks: the spans of one request, kept as the bytes they came in, released
-//! together in arrival order and sent on as those same bytes plus whatever the join appended.
+//! Held spans as blocks: the spans of one request, kept as the bytes they came in (packed and
+//! compressed for their wait unless `held_compression: none`), released together in arrival
+//! order and sent on as those same bytes plus whatever the join appended.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
