@@ -146,9 +146,7 @@ mod tests {
             ..Default::default()
         }
         .validate(&mut errs);
-        errs.iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect()
+        errs.iter().map(ToString::to_string).collect()
     }
 
     #[test]

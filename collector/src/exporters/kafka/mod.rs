@@ -264,7 +264,7 @@ mod tests {
     fn errors(yaml: &str) -> Vec<String> {
         hotspan_config::yaml_errors::<KafkaExporterConfig>(yaml)
             .into_iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
+            .map(|e| e.to_string())
             .collect()
     }
 

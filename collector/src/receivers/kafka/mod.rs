@@ -236,7 +236,7 @@ mod tests {
     fn errors(yaml: &str) -> Vec<String> {
         hotspan_config::yaml_errors::<KafkaReceiverConfig>(yaml)
             .into_iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
+            .map(|e| e.to_string())
             .collect()
     }
 
