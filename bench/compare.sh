@@ -66,20 +66,24 @@ measure() {
   wait_port "$in_port"
   sleep 1
   local cpu0; cpu0=$(cpu_seconds "$collector")
+  local t0; t0=$(date +%s.%N)
   taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$in_port" --concurrency "$CONCURRENCY" --batch "$BATCH" \
     --duration "${DURATION}s" --payload "$PAYLOAD" ${PROFILES:+--profiles-ratio "$PROFILES"} ${RATE:+--rate "$RATE"} > "$work/$name.load"
-  local cpu1; cpu1=$(cpu_seconds "$collector")
-  local peak; peak=$(peak_rss_mib "$collector")
   local accepted; accepted=$(json "$(cat "$work/$name.load")" '["accepted_spans"]')
-  local rate; rate=$(json "$(cat "$work/$name.load")" '["spans_per_sec"]')
-  # Let the collector deliver what it holds, then stop it gracefully (that flushes the rest).
-  local last=-1 now=0
-  for _ in $(seq 1 40); do
+  # Until the sink has every accepted span: a collector's queue can take spans faster than it
+  # sends them, so spans/s and CPU count from the first span sent to the last one delivered
+  # (less HOLD, the join's wait, during which it holds spans by design).
+  local last=-1 now=0 still=0
+  for _ in $(seq 1 600); do
     now=$(tail -n 1 "$work/$name.sink" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read() or "{\"spans\":0}")["spans"])')
     [ "$now" -ge "$accepted" ] && break
-    [ "$now" = "$last" ] && [ "$now" -gt 0 ] && break
-    last=$now; sleep 0.5
+    if [ "$now" = "$last" ]; then still=$((still + 1)); [ "$still" -ge 30 ] && break; else still=0; fi
+    last=$now; sleep 0.1
   done
+  local t1; t1=$(date +%s.%N)
+  local cpu1; cpu1=$(cpu_seconds "$collector")
+  local peak; peak=$(peak_rss_mib "$collector")
+  local rate; rate=$(python3 -c "print(round($accepted / max($t1 - $t0 - ${HOLD:-0}, 1e-3)))")
   # The join's own counters, read before it stops: how many samples it joined, and how many
   # spans left early (past its bounds) rather than after `wait`.
   [ -n "${METRICS:-}" ] && python3 - "$METRICS" > "$work/$name.join" <<'PY'
@@ -162,12 +166,12 @@ for round in $(seq 1 "$ROUNDS"); do
   s=$(free_port); i=$(free_port)
   echo "otelcol $(measure otelcol "$s" "$i" "$OTELCOL" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
   s=$(free_port); i=$(free_port); m=$(free_port)
-  echo "join $(PROFILES=0.1 METRICS=$m measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m")")" >> "$work/results"
+  echo "join $(PROFILES=0.1 METRICS=$m HOLD=2 measure join "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m")")" >> "$work/results"
   read -r joined late unjoined early < "$work/join.join"
   echo "$round $joined $late $unjoined $early $(awk '{print $5}' < <(tail -n 1 "$work/results"))" >> "$work/joins"
   # The same join keeping held spans as received (`held_compression: none`).
   s=$(free_port); i=$(free_port); m=$(free_port)
-  echo "join_plain $(PROFILES=0.1 METRICS=$m measure join_plain "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m" none)")" >> "$work/results"
+  echo "join_plain $(PROFILES=0.1 METRICS=$m HOLD=2 measure join_plain "$s" "$i" "$HOTSPAN" --config "$(hotspan_join "$i" "$s" "$m" none)")" >> "$work/results"
   echo "round $round done"
 done
 median() { python3 - "$work/results" "$1" "$2" <<'PY'

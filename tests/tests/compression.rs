@@ -4,7 +4,9 @@
 //!   zstd (at level 7), snappy and none, each into its own otelcol receiver and file: otelcol
 //!   reads every codec and writes every span;
 //! - otelcol's exporters with zstd and snappy into hotspan's receivers: hotspan reads them;
-//! - a level a codec does not take is refused at start with the field named.
+//! - a level a codec does not take is refused at start with the field named;
+//! - big bodies are compressed on threads of their own at the lowest priority, not on the
+//!   threads that answer receivers.
 
 use std::time::Duration;
 
@@ -201,5 +203,102 @@ service:
         text.contains("compression_params.level") && text.contains("snappy"),
         "the error names the field and the codec: {text}"
     );
+    Ok(())
+}
+
+/// Each of the process's threads named `name`, with its nice value (field 19 of
+/// `/proc/<pid>/task/<tid>/stat`, after the parenthesised name).
+fn nice_of_threads(pid: u32, name: &str) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        if std::fs::read_to_string(dir.join("comm"))?.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat"))?;
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        // After the name: state is field 3, nice field 19.
+        let nice = after
+            .split_whitespace()
+            .nth(16)
+            .ok_or_else(|| anyhow::anyhow!("short stat: {stat}"))?;
+        out.push(nice.parse()?);
+    }
+    Ok(out)
+}
+
+#[test]
+fn big_bodies_are_compressed_at_the_lowest_priority_and_delivered() -> Result<()> {
+    let mut otelcol = start_otelcol(concat!(
+        "receivers:\n",
+        "  otlp/grpc: {protocols: {grpc: {endpoint: \"127.0.0.1:{port:grpc}\"}}}\n",
+        "  otlp/http: {protocols: {http: {endpoint: \"127.0.0.1:{port:http}\"}}}\n",
+        "exporters:\n",
+        "  file/grpc: {path: \"{dir}/grpc.jsonl\", flush_interval: 50ms}\n",
+        "  file/http: {path: \"{dir}/http.jsonl\", flush_interval: 50ms}\n",
+        "extensions:\n  health_check: {endpoint: \"127.0.0.1:{port:health}\"}\n",
+        "service:\n  extensions: [health_check]\n  pipelines:\n",
+        "    traces/grpc: {receivers: [otlp/grpc], exporters: [file/grpc]}\n",
+        "    traces/http: {receivers: [otlp/http], exporters: [file/http]}\n",
+    ))?;
+    let mut hotspan = Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{{port:grpc}}"}}
+exporters:
+  otlp_grpc: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}, compression: gzip}}
+  otlp_http: {{endpoint: "http://127.0.0.1:{}", compression: gzip}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp_grpc, otlp_http]}}
+"#,
+        otelcol.port("grpc"),
+        otelcol.port("http")
+    ))?;
+    // 512 realistic spans: about 200 KB, past what is compressed inline.
+    let t = Template::new(Shape::Realistic, 0, 512, 4)?;
+    let (body, _) = t.fill(&mut Rng::new(4), 1, 1_700_000_000_000_000_000);
+    ensure!(body.len() > 64 * 1024, "{} bytes", body.len());
+    grpc_export(hotspan.port("grpc"), Signal::Traces, body)?
+        .map_err(|s| anyhow::anyhow!("hotspan refused the spans: {s:?}"))?;
+    // Each exporter's copy arrives.
+    for proto in ["grpc", "http"] {
+        let got = wait_for_spans(
+            &otelcol.path(&format!("{proto}.jsonl")),
+            512,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{proto}: {e}\n--- otelcol ---\n{}\n--- hotspan ---\n{}",
+                otelcol.log(),
+                hotspan.log()
+            )
+        })?;
+        ensure!(got.len() == 512, "{proto}: {} spans", got.len());
+    }
+
+    let pid = hotspan.child.id();
+    let compressors = nice_of_threads(pid, hotspan::exporterhelper::COMPRESSION_THREAD)?;
+    ensure!(!compressors.is_empty(), "no compression threads");
+    ensure!(
+        compressors
+            .iter()
+            .all(|n| *n == hotspan::exporterhelper::COMPRESSION_NICE),
+        "compression threads' nice values: {compressors:?}"
+    );
+    // tokio's worker threads, which answer the receivers.
+    let workers = nice_of_threads(pid, "tokio-rt-worker")?;
+    ensure!(
+        !workers.is_empty() && workers.iter().all(|n| *n == 0),
+        "the async workers' nice values: {workers:?}"
+    );
+    ensure!(hotspan.terminate()?.success());
+    ensure!(otelcol.terminate()?.success(), "otelcol: {}", otelcol.log());
     Ok(())
 }

@@ -12,9 +12,12 @@ use hotspan_proto::Batch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, Instrument};
 
+mod compress;
 pub mod queue;
 mod sender;
 
+pub(crate) use compress::compress;
+pub use compress::{COMPRESSION_NICE, COMPRESSION_THREAD};
 pub use queue::QueueConfig;
 
 use crate::component::{BoxError, BuiltExporter, Extensions, Lifecycle};

@@ -208,40 +208,6 @@ enum CallError {
     Local(String),
 }
 
-/// Bodies up to this size are compressed on the async worker; bigger ones take milliseconds.
-const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
-
-/// `body` compressed; a big one on a blocking thread, so that on a single core the
-/// receivers' workers keep answering while a batch deflates (the kernel time-slices the
-/// two) instead of waiting behind it: one request in flight took 60-70 ms at the p99 when
-/// 8192-span batches were deflated inline.
-/// `grpc`: as a gRPC message (snappy framed, as grpc-go's codec has it; HTTP's is the block
-/// format).
-pub(crate) async fn compress(
-    c: Compression,
-    level: i32,
-    body: Vec<u8>,
-    grpc: bool,
-) -> Result<Vec<u8>, compression::CompressionError> {
-    let small = body.len() <= COMPRESS_INLINE_BYTES;
-    let run = move || {
-        if grpc {
-            compression::compress_grpc(c, level, &body)
-        } else {
-            compression::compress(c, level, &body)
-        }
-    };
-    if small {
-        return run();
-    }
-    tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
-        Err(compression::CompressionError::Codec(
-            "compression task",
-            e.to_string(),
-        ))
-    })
-}
-
 /// The most of a response read: a partial success or an error, never bulk data.
 const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -254,7 +220,7 @@ impl OtlpGrpcExporter {
             Compression::None => (0u8, body),
             c => (
                 1,
-                compress(c, self.level, body, true)
+                crate::exporterhelper::compress(c, self.level, body, true)
                     .await
                     .map_err(|e| CallError::Local(e.to_string()))?,
             ),

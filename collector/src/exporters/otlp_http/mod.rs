@@ -232,7 +232,7 @@ impl Exporter for OtlpHttpExporter {
             let level =
                 hotspan_proto::compression::level(self.config.compression, self.config.compression_params)
                     .map_err(|e| ExportError::Permanent(e.to_string()))?;
-            body = crate::exporters::otlp_grpc::compress(self.config.compression, level, body, false)
+            body = crate::exporterhelper::compress(self.config.compression, level, body, false)
                 .await
                 .map_err(|e| ExportError::Permanent(e.to_string()))?;
             request = request.header(CONTENT_ENCODING, name);
