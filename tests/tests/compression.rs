@@ -24,6 +24,26 @@ fn spans(seed: u64) -> Result<Vec<u8>> {
     Ok(t.fill(&mut Rng::new(seed), 1, 1_700_000_000_000_000_000).0)
 }
 
+/// hotspan taking OTLP/gRPC into `exporters` (YAML under `exporters:`), all of `names`.
+fn start_hotspan(exporters: &str, names: &[String]) -> Result<Hotspan> {
+    Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{{port:grpc}}"}}
+exporters:
+{exporters}extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [{}]}}
+"#,
+        names.join(", ")
+    ))
+}
+
 const CODECS: &[(&str, &str)] = &[
     ("gzip9", "compression: gzip, compression_params: {level: 9}"),
     ("zstd7", "compression: zstd, compression_params: {level: 7}"),
@@ -65,22 +85,7 @@ fn hotspan_exports_with_every_otelcol_codec_and_otelcol_reads_each() -> Result<(
         names.push(format!("otlp_grpc/{name}"));
         names.push(format!("otlp_http/{name}"));
     }
-    let mut hotspan = Hotspan::start(&format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{{port:grpc}}"}}
-exporters:
-{out}extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [{}]}}
-"#,
-        names.join(", ")
-    ))?;
+    let mut hotspan = start_hotspan(&out, &names)?;
     grpc_export(hotspan.port("grpc"), Signal::Traces, spans(1)?)?
         .map_err(|s| anyhow::anyhow!("hotspan refused the spans: {s:?}"))?;
     for (name, _) in CODECS {
@@ -241,25 +246,14 @@ fn big_bodies_are_compressed_at_the_lowest_priority_and_delivered() -> Result<()
         "    traces/grpc: {receivers: [otlp/grpc], exporters: [file/grpc]}\n",
         "    traces/http: {receivers: [otlp/http], exporters: [file/http]}\n",
     ))?;
-    let mut hotspan = Hotspan::start(&format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{{port:grpc}}"}}
-exporters:
-  otlp_grpc: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}, compression: gzip}}
-  otlp_http: {{endpoint: "http://127.0.0.1:{}", compression: gzip}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [otlp_grpc, otlp_http]}}
-"#,
-        otelcol.port("grpc"),
-        otelcol.port("http")
-    ))?;
+    let mut hotspan = start_hotspan(
+        &format!(
+            "  otlp_grpc: {{endpoint: \"127.0.0.1:{}\", tls: {{insecure: true}}, compression: gzip}}\n  otlp_http: {{endpoint: \"http://127.0.0.1:{}\", compression: gzip}}\n",
+            otelcol.port("grpc"),
+            otelcol.port("http")
+        ),
+        &["otlp_grpc".to_string(), "otlp_http".to_string()],
+    )?;
     // 512 realistic spans: about 200 KB, past what is compressed inline.
     let t = Template::new(Shape::Realistic, 0, 512, 4)?;
     let (body, _) = t.fill(&mut Rng::new(4), 1, 1_700_000_000_000_000_000);

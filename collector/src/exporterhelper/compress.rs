@@ -4,8 +4,11 @@
 //! at once instead of sharing the core with the deflate, which tripled the p99 of one request
 //! in flight (`bench/compare.sh`). In practice the priority ranks hotspan's own threads:
 //! a sidecar or a service usually runs in a cgroup of its own, and the kernel shares CPU between cgroups
-//! first. Under overload the receivers still fill the sending queue, and then wait on it.
+//! first. Only while those threads keep up: a body that would wait behind others is compressed
+//! at normal priority instead, so under overload compression keeps its fair share of the core
+//! rather than leave the receivers to fill the sending queue (gigabytes at its default bound).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -24,9 +27,16 @@ pub const COMPRESSION_THREAD: &str = "export-compress";
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The compression threads, started on first use: as many as the machine's cores.
-fn pool() -> Option<&'static mpsc::Sender<Job>> {
-    static POOL: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+/// The compression threads, and how many bodies given to them are not compressed yet.
+struct Pool {
+    jobs: mpsc::Sender<Job>,
+    threads: usize,
+    pending: Arc<AtomicUsize>,
+}
+
+/// The compression threads, started on first use: as many as the cores hotspan may run on.
+fn pool() -> Option<&'static Pool> {
+    static POOL: OnceLock<Option<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -55,14 +65,18 @@ fn pool() -> Option<&'static mpsc::Sender<Job>> {
                 });
             started += usize::from(spawned.is_ok());
         }
-        (started > 0).then_some(tx)
+        (started > 0).then(|| Pool {
+            jobs: tx,
+            threads: started,
+            pending: Arc::default(),
+        })
     })
     .as_ref()
 }
 
 /// `body` compressed with `c` at `level`; `grpc`: as a gRPC message (snappy framed, as
 /// grpc-go's codec has it; HTTP's is the block format). Big bodies go to the compression
-/// threads (to the blocking pool should they not start).
+/// threads while one is free, else to the blocking pool at normal priority.
 pub(crate) async fn compress(
     c: Compression,
     level: i32,
@@ -81,15 +95,29 @@ pub(crate) async fn compress(
         return run();
     }
     let lost = |e: &dyn std::fmt::Display| CompressionError::Codec("compression task", e.to_string());
-    let Some(pool) = pool() else {
+    let free = pool().filter(|p| p.pending.fetch_add(1, Ordering::AcqRel) < p.threads);
+    let Some(pool) = free else {
+        // Counted above even when every thread was busy.
+        if let Some(p) = pool() {
+            release(&p.pending);
+        }
         return tokio::task::spawn_blocking(run)
             .await
             .unwrap_or_else(|e| Err(lost(&e)));
     };
     let (done, result) = oneshot::channel();
-    pool.send(Box::new(move || {
+    let pending = pool.pending.clone();
+    let sent = pool.jobs.send(Box::new(move || {
         let _ = done.send(run());
-    }))
-    .map_err(|e| lost(&e))?;
+        release(&pending);
+    }));
+    if let Err(e) = sent {
+        release(&pool.pending);
+        return Err(lost(&e));
+    }
     result.await.unwrap_or_else(|e| Err(lost(&e)))
+}
+
+fn release(pending: &AtomicUsize) {
+    pending.fetch_sub(1, Ordering::AcqRel);
 }
