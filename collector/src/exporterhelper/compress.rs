@@ -48,6 +48,7 @@ fn pool() -> Option<&'static Pool> {
                 .name(COMPRESSION_THREAD.into())
                 .spawn(move || {
                     // Linux's nice is per thread; if it is refused the thread runs as any other.
+                    #[cfg(target_os = "linux")]
                     if let Err(e) = rustix::process::nice(COMPRESSION_NICE) {
                         tracing::debug!(error = %e, "compression threads keep their priority");
                     }
