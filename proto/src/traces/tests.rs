@@ -513,6 +513,42 @@ mod raw {
         agrees_with_prost(&[0x1c]);
     }
 
+    /// Strings that are all ASCII skip the UTF-8 check; any other byte anywhere (within the
+    /// first eight, in a later word, in the tail) must still be checked, and lengths past one
+    /// varint byte read.
+    #[test]
+    fn strings_past_ascii_are_checked_as_utf8() {
+        let with_value = |value: &str| {
+            let mut request = rich_request();
+            request.resource_spans[0].scope_spans[0].spans[0]
+                .attributes
+                .push(attr("text", Value::StringValue(value.into())));
+            request.encode_to_vec()
+        };
+        let long = "x".repeat(300);
+        for value in ["café ☕ 東京", "ascii then é", &long, &format!("{long}ü{long}")] {
+            let bytes = with_value(value);
+            agrees_with_prost(&bytes);
+            assert!(TracesBatch::decode(&bytes, Encoding::Protobuf).is_ok(), "{value}");
+        }
+        let marker = "0123456789abcdefghij";
+        for at in [0, 3, 8, 13, 16, 19] {
+            for bad in [0xff, 0x80, 0xc3] {
+                let mut bytes = with_value(marker);
+                let start = bytes
+                    .windows(marker.len())
+                    .position(|w| w == marker.as_bytes())
+                    .expect("the value");
+                bytes[start + at] = bad;
+                agrees_with_prost(&bytes);
+                assert!(
+                    TracesBatch::decode(&bytes, Encoding::Protobuf).is_err(),
+                    "{bad:#x} at {at}"
+                );
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]

@@ -26,6 +26,7 @@ pub(crate) enum Field {
 
 /// The messages nested inside a span, resource or scope.
 #[derive(Clone, Copy)]
+#[repr(u8)]
 pub(crate) enum Msg {
     Resource,
     Scope,
@@ -40,7 +41,24 @@ pub(crate) enum Msg {
     EntityRef,
 }
 
+impl Msg {
+    const ALL: [Msg; 11] = [
+        Msg::Resource,
+        Msg::Scope,
+        Msg::Span,
+        Msg::Event,
+        Msg::Link,
+        Msg::Status,
+        Msg::KeyValue,
+        Msg::AnyValue,
+        Msg::ArrayValue,
+        Msg::KeyValueList,
+        Msg::EntityRef,
+    ];
+}
+
 /// The schema: opentelemetry-proto's trace, resource and common messages.
+#[inline(always)]
 pub(crate) fn field(msg: Msg, tag: u32) -> Option<Field> {
     use Field::*;
     Some(match (msg, tag) {
@@ -107,8 +125,16 @@ pub(crate) fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeE
 }
 
 /// A length-delimited value's bytes.
+#[inline(always)]
 pub(crate) fn take_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
-    let len = decode_varint(buf)?;
+    // Most lengths fit in one byte: read inline, without prost's general varint decoder.
+    let len = match buf.first() {
+        Some(&b) if b < 0x80 => {
+            *buf = buf.get(1..).unwrap_or_default();
+            u64::from(b)
+        }
+        _ => decode_varint(buf)?,
+    };
     let len = usize::try_from(len).map_err(|_| error("buffer underflow"))?;
     take(buf, len)
 }
@@ -124,6 +150,7 @@ pub(crate) fn expect(actual: WireType, expected: WireType) -> Result<(), DecodeE
 
 /// Checks one known field's value at a message `depth` levels below the request, and returns
 /// its bytes (empty for varints).
+#[inline(always)]
 pub(crate) fn check_field<'a>(
     f: Field,
     wire_type: WireType,
@@ -141,7 +168,10 @@ pub(crate) fn check_field<'a>(
         Field::Bytes => take_len(buf)?,
         Field::Str => {
             let s = take_len(buf)?;
-            std::str::from_utf8(s).map_err(|_| error("invalid string value: data is not UTF-8 encoded"))?;
+            if !s.is_ascii() {
+                std::str::from_utf8(s)
+                    .map_err(|_| error("invalid string value: data is not UTF-8 encoded"))?;
+            }
             s
         }
         Field::Message(m) => {
@@ -156,7 +186,34 @@ pub(crate) fn check_field<'a>(
 }
 
 /// Checks a whole message of kind `msg` at `depth`.
-pub(crate) fn check_message(msg: Msg, mut buf: &[u8], depth: u32) -> Result<(), DecodeError> {
+#[inline(always)]
+pub(crate) fn check_message(msg: Msg, buf: &[u8], depth: u32) -> Result<(), DecodeError> {
+    // One loop per message kind: each has its own few fields, so the branches that pick a
+    // field's check are predicted per kind rather than shared by all.
+    const fn kind(m: Msg) -> u8 {
+        m as u8
+    }
+    match msg {
+        Msg::Resource => check_kind::<{ kind(Msg::Resource) }>(buf, depth),
+        Msg::Scope => check_kind::<{ kind(Msg::Scope) }>(buf, depth),
+        Msg::Span => check_kind::<{ kind(Msg::Span) }>(buf, depth),
+        Msg::Event => check_kind::<{ kind(Msg::Event) }>(buf, depth),
+        Msg::Link => check_kind::<{ kind(Msg::Link) }>(buf, depth),
+        Msg::Status => check_kind::<{ kind(Msg::Status) }>(buf, depth),
+        Msg::KeyValue => check_kind::<{ kind(Msg::KeyValue) }>(buf, depth),
+        Msg::AnyValue => check_kind::<{ kind(Msg::AnyValue) }>(buf, depth),
+        Msg::ArrayValue => check_kind::<{ kind(Msg::ArrayValue) }>(buf, depth),
+        Msg::KeyValueList => check_kind::<{ kind(Msg::KeyValueList) }>(buf, depth),
+        Msg::EntityRef => check_kind::<{ kind(Msg::EntityRef) }>(buf, depth),
+    }
+}
+
+fn check_kind<const KIND: u8>(mut buf: &[u8], depth: u32) -> Result<(), DecodeError> {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "evaluated at compile time: no kind is past the list"
+    )]
+    let msg = const { Msg::ALL[KIND as usize] };
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf)?;
         match field(msg, tag) {
