@@ -7,7 +7,6 @@
 //! buffers, which is what libdeflate takes. Inflating stays streaming (flate2), so a receiver
 //! can stop at its size bound.
 
-use std::cell::RefCell;
 use std::io::Read;
 
 use serde::Deserialize;
@@ -99,8 +98,21 @@ pub fn level(compression: Compression, params: CompressionParams) -> Result<i32,
     }
 }
 
-/// `body` compressed; `level` as returned by [`level`].
+/// `body` compressed; `level` as returned by [`level`]. Shrunk to the compressed bytes: the
+/// codecs write into a buffer sized for the worst case (about the body's size), and a body
+/// kept for retries would otherwise hold several times the memory it needs.
 pub fn compress(compression: Compression, level: i32, body: &[u8]) -> Result<Vec<u8>, CompressionError> {
+    compress_into_worst_case(compression, level, body).map(|mut out| {
+        out.shrink_to_fit();
+        out
+    })
+}
+
+fn compress_into_worst_case(
+    compression: Compression,
+    level: i32,
+    body: &[u8],
+) -> Result<Vec<u8>, CompressionError> {
     match compression {
         Compression::None => Ok(body.to_vec()),
         Compression::Gzip => gzip(level, body),
@@ -124,8 +136,11 @@ pub fn compress_grpc(compression: Compression, level: i32, body: &[u8]) -> Resul
     let mut w = snap::write::FrameEncoder::new(Vec::with_capacity(body.len() / 2));
     w.write_all(body)
         .map_err(|e| CompressionError::Codec("snappy", e.to_string()))?;
-    w.into_inner()
-        .map_err(|e| CompressionError::Codec("snappy", e.to_string()))
+    let mut out = w
+        .into_inner()
+        .map_err(|e| CompressionError::Codec("snappy", e.to_string()))?;
+    out.shrink_to_fit();
+    Ok(out)
 }
 
 /// A gRPC message decompressed, refusing to grow past `limit` bytes (snappy framed).
@@ -140,55 +155,17 @@ pub fn decompress_grpc(
     bounded("snappy", snap::read::FrameDecoder::new(body), limit)
 }
 
-/// A thread's libdeflate compressor and the output buffer it writes into, kept between
-/// bodies: a fresh pair is a large allocation and the whole worst-case output zeroed for
-/// every body, most of which the compressed bytes never use.
-struct Gzipper {
-    level: i32,
-    compressor: libdeflater::Compressor,
-    scratch: Vec<u8>,
-}
-
-/// Output buffers up to this size stay with their thread; a bigger body gets one of its own.
-const KEPT_SCRATCH: usize = 8 << 20;
-
-thread_local! {
-    static GZIPPER: RefCell<Option<Gzipper>> = const { RefCell::new(None) };
-}
-
-/// gzip with libdeflate. The result is exactly as long as the compressed bytes, so a queued
-/// body holds no more memory than it needs.
+/// gzip with libdeflate, in a buffer sized for the worst case ([`compress`] shrinks it).
 pub fn gzip(level: i32, body: &[u8]) -> Result<Vec<u8>, CompressionError> {
     let lvl = libdeflater::CompressionLvl::new(level)
         .map_err(|_| CompressionError::Codec("gzip", format!("level {level}")))?;
-    GZIPPER.with_borrow_mut(|slot| {
-        let g = match slot {
-            Some(g) if g.level == level => g,
-            _ => slot.insert(Gzipper {
-                level,
-                compressor: libdeflater::Compressor::new(lvl),
-                scratch: Vec::new(),
-            }),
-        };
-        let bound = g.compressor.gzip_compress_bound(body.len());
-        let mut own = Vec::new();
-        let out = if bound <= KEPT_SCRATCH {
-            if g.scratch.len() < bound {
-                g.scratch.resize(bound, 0);
-            }
-            &mut g.scratch
-        } else {
-            own.resize(bound, 0);
-            &mut own
-        };
-        let n = g
-            .compressor
-            .gzip_compress(body, out)
-            .map_err(|e| CompressionError::Codec("gzip", e.to_string()))?;
-        out.get(..n)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| CompressionError::Codec("gzip", format!("{n} bytes out of {bound}")))
-    })
+    let mut c = libdeflater::Compressor::new(lvl);
+    let mut out = vec![0; c.gzip_compress_bound(body.len())];
+    let n = c
+        .gzip_compress(body, &mut out)
+        .map_err(|e| CompressionError::Codec("gzip", e.to_string()))?;
+    out.truncate(n);
+    Ok(out)
 }
 
 /// gzip with flate2 (zlib-rs), kept for the benchmark that chose libdeflate.
@@ -281,28 +258,25 @@ mod tests {
         );
     }
 
-    /// One thread's compressor and buffer serve bodies of any size and level in turn: each
-    /// result holds its own bytes only, whatever the buffer held before.
+    /// A compressed body holds its own bytes only, not the worst-case buffer it was
+    /// written into, whatever its codec, size and level.
     #[test]
-    fn gzip_reuses_its_buffer_without_leaking_earlier_bodies() {
+    fn compressed_bodies_hold_only_their_bytes() {
         let body = |n: usize, seed: u32| -> Vec<u8> {
             (0..n as u32).map(|i| (i.wrapping_mul(seed) >> 7) as u8).collect()
         };
-        let big = KEPT_SCRATCH + 1024;
-        for (n, level, seed) in [
-            (200_000, 6, 7),
-            (10, 6, 3),
-            (big, 1, 11),
-            (50_000, 9, 5),
-            (0, 6, 1),
-        ] {
-            let plain = body(n, seed);
-            let packed = gzip(level, &plain).expect("compresses");
-            assert!(packed.capacity() == packed.len(), "exact size");
-            assert_eq!(
-                decompress(Compression::Gzip, &packed, n).expect("inflates"),
-                plain
-            );
+        for c in [Compression::Gzip, Compression::Zstd, Compression::Snappy] {
+            for (n, seed) in [(200_000, 7), (10, 3), (3 << 20, 11), (0, 1)] {
+                let plain = body(n, seed);
+                let lvl = level(c, CompressionParams::default()).expect("default level");
+                let packed = compress(c, lvl, &plain).expect("compresses");
+                let framed = compress_grpc(c, lvl, &plain).expect("compresses");
+                for body in [&packed, &framed] {
+                    assert_eq!(body.capacity(), body.len(), "{c:?}, {n} bytes");
+                }
+                assert_eq!(decompress(c, &packed, n).expect("inflates"), plain);
+                assert_eq!(decompress_grpc(c, &framed, n).expect("inflates"), plain);
+            }
         }
     }
 
