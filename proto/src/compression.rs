@@ -259,7 +259,7 @@ mod tests {
     }
 
     /// A compressed body holds its own bytes only, not the worst-case buffer it was
-    /// written into, whatever its codec, size and level.
+    /// written into, whatever its codec and size.
     #[test]
     fn compressed_bodies_hold_only_their_bytes() {
         let body = |n: usize, seed: u32| -> Vec<u8> {
