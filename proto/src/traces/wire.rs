@@ -42,6 +42,8 @@ pub(crate) enum Msg {
 }
 
 impl Msg {
+    /// Every kind in declaration order, so `ALL[m as usize]` is `m` (asserted below):
+    /// `check_message` picks each kind's loop by that number.
     const ALL: [Msg; 11] = [
         Msg::Resource,
         Msg::Scope,
@@ -56,6 +58,14 @@ impl Msg {
         Msg::EntityRef,
     ];
 }
+
+const _: () = {
+    let (mut rest, mut i): (&[Msg], usize) = (&Msg::ALL, 0);
+    while let [m, tail @ ..] = rest {
+        assert!(*m as usize == i, "Msg::ALL lists the kinds in declaration order");
+        (rest, i) = (tail, i + 1);
+    }
+};
 
 /// The schema: opentelemetry-proto's trace, resource and common messages.
 #[inline(always)]
