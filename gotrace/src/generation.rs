@@ -74,7 +74,7 @@ impl Generation {
         if id == 0 {
             return Some(b"");
         }
-        self.strings.get(&id).map(|&(s, e)| &self.strs[s..e])
+        self.strings.get(&id).and_then(|&(s, e)| self.strs.get(s..e))
     }
 
     fn buffered(&self) -> usize {
@@ -320,26 +320,30 @@ impl<R: Read> GenReader<R> {
             _ => Special::Skip,
         };
         if let Special::Events = kind {
-            let end = g.data.len();
-            let idx = *g.m_index.entry(h.m).or_insert_with(|| {
-                g.ms.push(MStream {
-                    m: h.m,
-                    batches: Vec::new(),
-                });
-                g.ms.len() - 1
-            });
-            g.ms[idx].batches.push(Batch {
+            let batch = Batch {
                 time: h.time,
                 start,
-                end,
+                end: g.data.len(),
                 offset: h.offset,
-            });
+            };
+            match g.m_index.get(&h.m).and_then(|&i| g.ms.get_mut(i)) {
+                Some(ms) => ms.batches.push(batch),
+                None => {
+                    g.m_index.insert(h.m, g.ms.len());
+                    g.ms.push(MStream {
+                        m: h.m,
+                        batches: vec![batch],
+                    });
+                }
+            }
         } else {
             let data = std::mem::take(&mut g.data);
+            // `start` is where this batch's bytes begin: its first byte was read above.
+            let batch = data.get(start..).unwrap_or_default();
             let result = match kind {
-                Special::Strings => add_strings(g, &data[start..], h.offset),
-                Special::CpuSamples => add_cpu_samples(g, &data[start..], h.offset),
-                Special::Sync => add_sync(g, &data[start..], h, self.version),
+                Special::Strings => add_strings(g, batch, h.offset),
+                Special::CpuSamples => add_cpu_samples(g, batch, h.offset),
+                Special::Sync => add_sync(g, batch, h, self.version),
                 _ => Ok(()),
             };
             g.data = data;
@@ -398,14 +402,14 @@ impl Cursor<'_> {
     }
 
     fn bytes(&mut self, n: u64) -> Result<&[u8], TraceError> {
-        let end = (self.pos as u64)
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len() as u64);
-        let Some(end) = end else {
+        let s = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.pos.checked_add(n))
+            .and_then(|end| self.b.get(self.pos..end));
+        let Some(s) = s else {
             return Err(malformed(self.at(), "string runs past its batch".into()));
         };
-        let s = &self.b[self.pos..end as usize];
-        self.pos = end as usize;
+        self.pos += s.len();
         Ok(s)
     }
 

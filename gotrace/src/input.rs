@@ -90,12 +90,20 @@ impl<R: Read> Input<R> {
         Ok(n > 0)
     }
 
+    /// What is read but not yet taken.
+    fn buffered(&self) -> &[u8] {
+        self.buf.get(self.pos..self.len).unwrap_or_default()
+    }
+
     /// The next byte, or `None` at a clean end of stream.
     pub fn byte(&mut self) -> Result<Option<u8>, TraceError> {
         if !self.fill()? {
             return Ok(None);
         }
-        let b = self.buf[self.pos];
+        // `fill` leaves `pos` below `len`, and `len` within `buf`.
+        let Some(&b) = self.buf.get(self.pos) else {
+            return Ok(None);
+        };
         self.pos += 1;
         Ok(Some(b))
     }
@@ -110,7 +118,7 @@ impl<R: Read> Input<R> {
     pub fn uvarint(&mut self, what: &str) -> Result<u64, TraceError> {
         let at = self.offset();
         // Fast path: the whole varint is in the buffer.
-        if let Some((v, n)) = uvarint(&self.buf[self.pos..self.len]) {
+        if let Some((v, n)) = uvarint(self.buffered()) {
             self.pos += n;
             return Ok(v);
         }
@@ -141,8 +149,12 @@ impl<R: Read> Input<R> {
             if !self.fill()? {
                 return Err(truncated(at, what));
             }
-            let take = left.min(self.len - self.pos);
-            out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            let chunk = self.buffered();
+            let take = left.min(chunk.len());
+            if take == 0 {
+                return Err(truncated(at, what));
+            }
+            out.extend_from_slice(chunk.get(..take).unwrap_or_default());
             self.pos += take;
             left -= take;
         }

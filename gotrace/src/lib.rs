@@ -24,8 +24,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
-// A panic on input would take the collector down: errors are handled; tests may unwrap.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// A panic on input would take the collector down: errors are handled, and indexing is `get`
+// (the trace comes from outside); tests may unwrap and index.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod clock;
 mod generation;

@@ -10,7 +10,7 @@
 use std::io::Read;
 
 use crate::clock::Freq;
-use crate::generation::{GenReader, Generation};
+use crate::generation::{GenReader, Generation, MStream};
 use crate::input::{uvarint, Input};
 use crate::order::{Ev, Ordering, Sink};
 use crate::spec::{name, TIMED_ARGS};
@@ -71,8 +71,8 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
         cpu.sort_unstable();
 
         frontier.clear();
-        for ms in 0..g.ms.len() {
-            let mut c = Cursor::new(ms, &g, &mut order);
+        for (ms, stream) in g.ms.iter().enumerate() {
+            let mut c = Cursor::new(ms, stream, &mut order);
             if c.next(&g, freq)? {
                 heap_insert(&mut frontier, c);
             }
@@ -96,7 +96,7 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
                 retry_work += frontier.len() as u64;
                 if retry_work > RETRY_BUDGET_BASE + RETRY_BUDGET_PER_BYTE * gens.bytes_read() {
                     return Err(bad(
-                        frontier[0].ev.offset,
+                        frontier.first().map_or(0, |c| c.ev.offset),
                         format!(
                             "events too far out of time order: gave up after {retry_work} out-of-order retries"
                         ),
@@ -111,7 +111,7 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
                     }
                 }
                 if !advanced {
-                    let head = &frontier[0].ev;
+                    let head = frontier.first().map(|c| c.ev).unwrap_or_default();
                     return Err(bad(
                         head.offset,
                         format!(
@@ -171,8 +171,13 @@ fn try_advance(
     order: &mut Ordering,
     sink: &mut Sink,
 ) -> Result<bool, TraceError> {
-    let c = &mut frontier[i];
-    if !order.advance(&c.ev, g.ms[c.ms].m, c.slot, g, sink)? {
+    let Some(c) = frontier.get_mut(i) else {
+        return Ok(false);
+    };
+    let Some(m) = g.ms.get(c.ms).map(|s| s.m) else {
+        return Ok(false);
+    };
+    if !order.advance(&c.ev, m, c.slot, g, sink)? {
         return Ok(false);
     }
     if c.next(g, freq)? {
@@ -200,11 +205,11 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(ms: usize, g: &Generation, order: &mut Ordering) -> Self {
-        let pos = g.ms[ms].batches.first().map_or(0, |b| b.start);
+    fn new(ms: usize, stream: &MStream, order: &mut Ordering) -> Self {
+        let pos = stream.batches.first().map_or(0, |b| b.start);
         Cursor {
             ms,
-            slot: order.thread_slot(g.ms[ms].m),
+            slot: order.thread_slot(stream.m),
             batch: 0,
             pos,
             last: None,
@@ -214,7 +219,9 @@ impl Cursor {
 
     /// Reads the next event into `self.ev`; `false` when the M has no more.
     fn next(&mut self, g: &Generation, freq: Freq) -> Result<bool, TraceError> {
-        let batches = &g.ms[self.ms].batches;
+        let Some(batches) = g.ms.get(self.ms).map(|s| &s.batches) else {
+            return Ok(false);
+        };
         let b = loop {
             let Some(b) = batches.get(self.batch) else {
                 return Ok(false);
@@ -235,9 +242,12 @@ impl Cursor {
                 .ns(b.time)
                 .ok_or_else(|| bad(at, format!("batch time {} overflows", b.time)))?,
         };
-        let data = &g.data[self.pos..b.end];
-        let typ = data[0];
-        let nargs = TIMED_ARGS[typ as usize] as usize;
+        // Within the batch: `pos < b.end`, and batches lie within `data`.
+        let data = g.data.get(self.pos..b.end).unwrap_or_default();
+        let Some(&typ) = data.first() else {
+            return Err(bad(at, "event past the end of its batch".into()));
+        };
+        let nargs = TIMED_ARGS.get(usize::from(typ)).map_or(0, |&n| n as usize);
         if nargs == 0 {
             return Err(bad(at, format!("{} is not an event with a timestamp", name(typ))));
         }
@@ -245,13 +255,13 @@ impl Cursor {
         let mut dt = 0;
         let mut args = [0u64; 4];
         for i in 0..nargs {
-            let (v, len) = uvarint(&data[n..])
+            let (v, len) = uvarint(data.get(n..).unwrap_or_default())
                 .ok_or_else(|| bad(at, format!("{} event: bad or cut-short varint", name(typ))))?;
             n += len;
             if i == 0 {
                 dt = v;
-            } else {
-                args[i - 1] = v;
+            } else if let Some(arg) = args.get_mut(i - 1) {
+                *arg = v;
             }
         }
         let time = freq
@@ -299,9 +309,13 @@ fn heap_remove(heap: &mut Vec<Cursor>, mut i: usize) {
 }
 
 fn sift_up(heap: &mut [Cursor], mut i: usize) -> usize {
-    while i > 0 && heap[(i - 1) / 2].ev.time > heap[i].ev.time {
-        heap.swap((i - 1) / 2, i);
-        i = (i - 1) / 2;
+    while i > 0 {
+        let parent = (i - 1) / 2;
+        match (heap.get(parent), heap.get(i)) {
+            (Some(p), Some(c)) if p.ev.time > c.ev.time => heap.swap(parent, i),
+            _ => break,
+        }
+        i = parent;
     }
     i
 }

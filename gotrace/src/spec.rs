@@ -171,6 +171,10 @@ pub const fn spec(typ: u8) -> Option<Spec> {
 }
 
 /// Timed-event argument counts indexed by type (0 = not a timed event): the hot loop's lookup.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time, where an index out of range fails the build"
+)]
 pub static TIMED_ARGS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;

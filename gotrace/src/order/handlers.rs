@@ -170,8 +170,9 @@ impl Ordering {
                         }
                         Some(_) => {}
                         None => {
-                            if let Some(slot) = self.thread_slot(mid) {
-                                self.ms[slot] = MState {
+                            let slot = self.thread_slot(mid);
+                            if let Some(m) = slot.and_then(|s| self.ms.get_mut(s)) {
+                                *m = MState {
                                     g: gid,
                                     p: NO_PROC,
                                     seen: true,
