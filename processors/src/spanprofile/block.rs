@@ -224,26 +224,3 @@ impl Block {
         resources
     }
 }
-
-/// Adds `r` to `out`, under an equal resource (and scope) already there if there is one:
-/// one service's spans from many requests leave under one resource.
-pub(super) fn merge(out: &mut Vec<ResourceSpansRaw>, r: ResourceSpansRaw) {
-    let Some(i) = out.iter().rposition(|o| same(o.head(), r.head())) else {
-        out.push(r);
-        return;
-    };
-    let placeholder = ResourceSpansRaw::new(Arc::default(), Vec::new());
-    let (head, mut scopes) = std::mem::replace(&mut out[i], placeholder).into_parts();
-    for s in r.into_parts().1 {
-        match scopes.iter().rposition(|o| same(o.head(), s.head())) {
-            Some(j) => scopes[j].absorb(s),
-            None => scopes.push(s),
-        }
-    }
-    out[i] = ResourceSpansRaw::new(head, scopes);
-}
-
-/// The same head: one shared copy, or equal bytes.
-pub(super) fn same(a: &Arc<Head>, b: &Arc<Head>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
-}

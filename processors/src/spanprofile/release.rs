@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotspan_proto::raw::{RawSpan, ResourceSpansRaw, ScopeSpansRaw};
+use hotspan_proto::raw::{merge_into, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::TracesBatch;
 
 use super::annotate::{annotate, annotate_overlap, annotate_rollup, PYROSCOPE_PROFILE_ID};
-use super::block::{merge, Block, Gathered, Loose};
+use super::block::{Block, Gathered, Loose};
 use super::index::{lock, shard_of, Entry, Generation, Shard, TraceState, Waiting, MAX_DEPTH_WALK, SHARDS};
 use super::join::Join;
 use super::model::{Event, Rule, SpanId, TraceId};
@@ -188,7 +188,7 @@ impl Join {
         let mut annotate = |span: &RawSpan, g: &Gathered| self.annotation(span, g, &mut scratch);
         for r in block.take_spans(accs, &mut annotate) {
             spans += r.span_count();
-            merge(out, r);
+            merge_into(out, r);
         }
         spans + self.put_loose(out, loose)
     }
@@ -203,7 +203,7 @@ impl Join {
                 l.span.append(annotation);
             }
             let span = l.span;
-            merge(
+            merge_into(
                 out,
                 ResourceSpansRaw::new(l.resource, vec![ScopeSpansRaw::new(l.scope, vec![span])]),
             );

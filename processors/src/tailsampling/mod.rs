@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foldhash::fast::RandomState;
-use hotspan_proto::raw::{Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
+use hotspan_proto::raw::{merge_into, Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::{Batch, TracesBatch};
 
 pub use config::{
@@ -294,7 +294,8 @@ impl Processor for TailSamplingProcessor {
     }
 }
 
-/// Sampled traces' pieces, gathered into batches of about [`OUTPUT_SPANS`].
+/// Sampled traces' pieces, gathered into batches of about [`OUTPUT_SPANS`], each resource's
+/// traces under one container (otelcol sends one a trace, repeating the resource).
 #[derive(Default)]
 struct Output {
     pieces: Vec<ResourceSpansRaw>,
@@ -303,7 +304,9 @@ struct Output {
 
 impl Output {
     fn add(&mut self, pieces: Vec<ResourceSpansRaw>, spans: usize, out: &mut Vec<Batch>) {
-        self.pieces.extend(pieces);
+        for piece in pieces {
+            merge_into(&mut self.pieces, piece);
+        }
         self.spans += spans;
         if self.spans >= OUTPUT_SPANS {
             self.flush(out);

@@ -426,6 +426,60 @@ fn a_trace_is_decided_once_whole_and_late_spans_follow() {
 }
 
 #[test]
+fn kept_traces_of_one_service_leave_under_one_resource() {
+    let mut p = processor("policies: [{name: all, type: always_sample}]");
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    // Three requests from "shop" (three traces, two in one request) and one from "db".
+    let sent = vec![
+        batch(vec![span(1, 1, 5, vec![]), span(2, 1, 5, vec![])]),
+        batch(vec![span(3, 1, 5, vec![("http.route", s("/cart"))])]),
+        batch_with(vec![("service.name", s("db"))], vec![span(4, 1, 5, vec![])]),
+        batch(vec![span(1, 2, 5, vec![])]),
+    ];
+    let mut expected: Vec<Span> = Vec::new();
+    for b in &sent {
+        let Batch::Traces(t) = b else { panic!() };
+        expected.extend(
+            t.resource_spans()
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans),
+        );
+    }
+    for b in sent {
+        p.process_at(b, t0, &mut out);
+    }
+    p.on_deadline(t0 + Duration::from_secs(1), &mut out);
+    let [Batch::Traces(t)] = &out[..] else {
+        panic!("one batch: {out:?}")
+    };
+    let resources = t.resource_spans();
+    let services: Vec<_> = resources
+        .iter()
+        .map(|r| r.resource.as_ref().map(|r| r.attributes[0].clone()))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            Some(kv("service.name", s("shop"))),
+            Some(kv("service.name", s("db")))
+        ],
+        "one container a service, not one a trace"
+    );
+    assert_eq!(resources[0].scope_spans.len(), 1, "and one a scope");
+    let mut got: Vec<Span> = resources
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect();
+    let key = |s: &Span| (s.trace_id.clone(), s.span_id.clone());
+    got.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(got, expected, "every span, unchanged");
+}
+
+#[test]
 fn waiting_traces_are_bounded_and_the_oldest_is_decided_early() {
     let yaml = "num_traces: 3\npolicies: [{name: all, type: always_sample}]";
     let mut p = processor(yaml);

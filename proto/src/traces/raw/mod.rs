@@ -427,6 +427,29 @@ pub struct ResourceSpansRaw {
     scopes: Vec<ScopeSpansRaw>,
 }
 
+/// Adds `r` to `out`, under an equal resource (and scope) already there if there is one, so one
+/// service's spans from many requests or traces leave under one container, as its SDK sends
+/// them, and the resource is written (and compressed) once rather than once a piece.
+pub fn merge_into(out: &mut Vec<ResourceSpansRaw>, r: ResourceSpansRaw) {
+    // The latest container is the likeliest match: pieces come in runs from one request.
+    let Some(o) = out.iter_mut().rev().find(|o| same_head(&o.head, &r.head)) else {
+        out.push(r);
+        return;
+    };
+    o.whole = None;
+    for s in r.scopes {
+        match o.scopes.iter_mut().rev().find(|x| same_head(&x.head, &s.head)) {
+            Some(x) => x.absorb(s),
+            None => o.scopes.push(s),
+        }
+    }
+}
+
+/// The same head: one shared copy, or equal bytes.
+fn same_head(a: &Arc<Head>, b: &Arc<Head>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 impl ResourceSpansRaw {
     pub fn new(head: Arc<Head>, scopes: Vec<ScopeSpansRaw>) -> Self {
         ResourceSpansRaw {
