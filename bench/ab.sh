@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two hotspan binaries in alternating runs, on compare.sh's load and configs (hotspan on core 1,
-# the load generator and sink on core 0): forwarding, or the join with profiles at 10%. On a
+# the load generator and sink on core 0): forwarding, the join with profiles at 10%, or that
+# join followed by tail_sampling (`MODE=join-sampling`, every trace kept). On a
 # shared machine whose speed drifts by 10% from one run to the next, alternating is what shows
 # a change of a few percent. Prints each run, then each binary's medians.
 #
@@ -18,7 +19,7 @@ BATCH="${BATCH:-512}"
 ROUNDS="${ROUNDS:-4}"
 PAYLOAD="${PAYLOAD:-realistic}"
 MODE="${MODE:-forward}"
-case "$MODE" in forward | join) ;; *) echo "MODE is forward or join"; exit 2 ;; esac
+case "$MODE" in forward | join | join-sampling) ;; *) echo "MODE is forward, join or join-sampling"; exit 2 ;; esac
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p hotspan-tests --bin loadgen
 LOADGEN=target/release/loadgen
@@ -37,6 +38,11 @@ for round in $(seq 1 "$ROUNDS"); do
       metrics=$(free_port)
       cfg=$(hotspan_join "$in" "$sink" "$metrics")
       out=$(PROFILES=0.1 HOLD=2 METRICS=$metrics measure "$side-$round" "$sink" "$in" "$bin" --config "$cfg")
+    elif [ "$MODE" = join-sampling ]; then
+      # Spans wait the join's 2 s, then tail_sampling's 1 s.
+      metrics=$(free_port)
+      cfg=$(hotspan_join_sampling "$in" "$sink" "$metrics")
+      out=$(PROFILES=0.1 HOLD=3 METRICS=$metrics measure "$side-$round" "$sink" "$in" "$bin" --config "$cfg")
     else
       cfg=$(hotspan_forward "$in" "$sink")
       out=$(measure "$side-$round" "$sink" "$in" "$bin" --config "$cfg")

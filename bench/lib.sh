@@ -104,3 +104,12 @@ service:
 YAML
   echo "$cfg"
 }
+
+# The join, then tail_sampling keeping every trace (so the sink gets every span: what grouping
+# and deciding cost), then batch.
+hotspan_join_sampling() { # IN SINK METRICS
+  local cfg; cfg=$(hotspan_join "$@")
+  sed -i -e 's|^processors:$|processors:\n  tail_sampling: {decision_wait: 1s, num_traces: 500000, policies: [{name: all, type: always_sample}]}|' \
+    -e 's|processors: \[batch\], exporters|processors: [tail_sampling, batch], exporters|' "$cfg"
+  echo "$cfg"
+}
