@@ -4,9 +4,10 @@
 # three: Rotel's and tonic's fixed level, otelcol's default) to a counting sink, each collector
 # pinned to core 1 with the load generator and the sink on core 0; then hotspan with the
 # spanprofile join and profiles at 10% of span volume; then, once per run: latency with one
-# request in flight (the sink's own too), the join's resident memory per held span, a sidecar
-# at 5,000 spans/s with `wait: 20s`, and an idle sidecar's memory. Prints one table and each
-# round's ratios, and checks that the sink got every span.
+# request in flight (the sink's own too), the join's resident memory per held span, that of a
+# span waiting in tail_sampling (hotspan's and otelcol's), a sidecar at 5,000 spans/s with
+# `wait: 20s`, and an idle sidecar's memory. Prints one table and each round's ratios, and
+# checks that the sink got every span.
 #
 #   bench/compare.sh                 # 3 rounds of 20 s of load per measurement
 #   ROUNDS=5 DURATION=60 CONCURRENCY=8 bench/compare.sh
@@ -147,6 +148,33 @@ PY
 }
 read -r per_held held < <(held_memory snappy)
 read -r per_held_plain held_plain < <(held_memory none)
+
+# Resident memory per span waiting in tail_sampling, hotspan against otelcol on the same config
+# file: forwarding with tail_sampling before batch and a decision_wait longer than the load, so
+# every span sent is still waiting when RSS is read. Prints "bytes_per_waiting_span spans".
+waiting_memory() { # COMMAND...
+  local s i cfg sink pid rss0 rss1 waiting
+  s=$(free_port); i=$(free_port); cfg=$(hotspan_forward "$i" "$s")
+  with_tail_sampling "$cfg" 300s
+  taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/waiting.sink" &
+  sink=$!; pids+=("$sink"); wait_port "$s"
+  taskset -c 1 "$@" --config "$cfg" > "$work/waiting.log" 2>&1 &
+  pid=$!; pids+=("$pid"); wait_port "$i"; sleep 1
+  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
+    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/waiting.load"
+  sleep 2
+  rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  waiting=$(json "$(cat "$work/waiting.load")" '["accepted_spans"]')
+  # Nothing may have left yet: the figure divides by every span accepted.
+  [ "$(tail -n 1 "$work/waiting.sink" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read() or "{\"spans\":0}")["spans"])')" = 0 ] ||
+    { echo "tail_sampling let spans go before decision_wait" >&2; exit 1; }
+  kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
+  echo "$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($waiting, 1)))") $waiting"
+}
+read -r per_waiting waiting < <(waiting_memory "$HOTSPAN")
+read -r per_waiting_otelcol waiting_otelcol < <(waiting_memory "$OTELCOL")
 encoded=$("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_span"])')
 
 # A sidecar (config/examples/sidecar.yaml: the join's defaults, wait 20s) taking
@@ -187,6 +215,7 @@ cat <<TABLE
 | the same, held spans uncompressed (\`held_compression: none\`) | | | $join_plain_rate ($join_plain_cpu, $join_plain_rss) | $(ratio "$join_plain_rate" "$hotspan_rate") of hotspan's forwarding | |
 | resident bytes per held span (encoded: $encoded B) | | | $per_held ($held held) | $(ratio "$per_held" "$encoded") of encoded | |
 | the same, held spans uncompressed | | | $per_held_plain ($held_plain held) | $(ratio "$per_held_plain" "$encoded") of encoded | |
+| tail_sampling: resident bytes per span waiting for its decision | | $per_waiting_otelcol ($waiting_otelcol spans) | $per_waiting ($waiting spans) | | $(ratio "$per_waiting" "$per_waiting_otelcol") |
 | sidecar at $SIDECAR_RATE spans/s, wait 20s: peak RSS MiB | | | $sidecar_rss | | |
 | latency p99 ms, one request in flight (sink alone: $sink_p99) | $rotel_p99 (+$(added "$rotel_p99" "$sink_p99")) | $otelcol_p99 (+$(added "$otelcol_p99" "$sink_p99")) | $hotspan_p99 (+$(added "$hotspan_p99" "$sink_p99")) | | |
 | idle sidecar RSS, MiB | | | $idle_rss | | |

@@ -105,11 +105,15 @@ YAML
   echo "$cfg"
 }
 
-# The join, then tail_sampling keeping every trace (so the sink gets every span: what grouping
-# and deciding cost), then batch.
+# Puts tail_sampling before batch in CONFIG, keeping every trace (so the sink gets every span).
+with_tail_sampling() { # CONFIG DECISION_WAIT
+  sed -i -e "s|^processors:\$|processors:\n  tail_sampling: {decision_wait: $2, num_traces: 1000000, policies: [{name: all, type: always_sample}]}|" \
+    -e 's|processors: \[batch\], exporters|processors: [tail_sampling, batch], exporters|' "$1"
+}
+
+# The join, then tail_sampling (what grouping and deciding cost), then batch.
 hotspan_join_sampling() { # IN SINK METRICS
   local cfg; cfg=$(hotspan_join "$@")
-  sed -i -e 's|^processors:$|processors:\n  tail_sampling: {decision_wait: 1s, num_traces: 500000, policies: [{name: all, type: always_sample}]}|' \
-    -e 's|processors: \[batch\], exporters|processors: [tail_sampling, batch], exporters|' "$cfg"
+  with_tail_sampling "$cfg" 1s
   echo "$cfg"
 }
