@@ -455,6 +455,42 @@ mod raw {
         assert_eq!(decoded.resource_spans[0].scope_spans[0].spans, expected);
     }
 
+    /// Scopes of many requests absorbed one after another (as tail_sampling gathers kept
+    /// traces), one of them again later: each span is still found in its request's bytes or
+    /// written out, and the body is the spans in order.
+    #[test]
+    fn many_absorbed_sources_encode_as_prost_would() {
+        let spans: Vec<Span> = (1..=120u8).map(span).collect();
+        let mut scopes: Vec<ScopeSpansRaw> = spans
+            .chunks(3)
+            .enumerate()
+            .map(|(i, chunk)| {
+                // Some records padded (written anew), most as an encoder writes them.
+                let request = request_padding(chunk, i % 4);
+                let mut resources = TracesBatch::decode_bytes(request, Encoding::Protobuf)
+                    .expect("valid")
+                    .into_raw();
+                resources.remove(0).into_parts().1.remove(0)
+            })
+            .collect();
+        let again = scopes[5].clone();
+        let mut scope = scopes.remove(0);
+        for other in scopes {
+            scope.absorb(other);
+        }
+        scope.absorb(again);
+        let out = TracesBatch::from_raw(vec![ResourceSpansRaw::new(
+            Arc::new(Head::default()),
+            vec![scope],
+        )]);
+        let bytes = out.encode(Encoding::Protobuf);
+        assert_eq!(bytes.len(), out.encoded_len());
+        let mut expected = spans.clone();
+        expected.extend_from_slice(&spans[15..18]);
+        let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("decodes");
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans, expected);
+    }
+
     fn nested(depth: usize) -> Vec<u8> {
         let mut value = AnyValue {
             value: Some(Value::IntValue(1)),
