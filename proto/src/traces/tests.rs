@@ -585,6 +585,95 @@ mod raw {
         }
     }
 
+    /// Requests from two services (one with two scopes), spans numbered from `first`.
+    fn services_request(first: u8) -> TracesBatch {
+        let resource = |service: &str| Resource {
+            attributes: vec![attr("service.name", Value::StringValue(service.into()))],
+            ..Default::default()
+        };
+        let scope = |name: &str, spans: Vec<Span>| ScopeSpans {
+            scope: Some(opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spans,
+            ..Default::default()
+        };
+        let spans = |from: u8, n: u8| (from..from + n).map(span).collect::<Vec<_>>();
+        TracesBatch::from_resource_spans(vec![
+            ResourceSpans {
+                resource: Some(resource("shop")),
+                scope_spans: vec![scope("http", spans(first, 3)), scope("sql", spans(first + 3, 2))],
+                ..Default::default()
+            },
+            ResourceSpans {
+                resource: Some(resource("db")),
+                scope_spans: vec![scope("sql", spans(first + 5, 3))],
+                ..Default::default()
+            },
+        ])
+    }
+
+    /// Every span with its service and scope, sorted.
+    fn placed(resources: &[ResourceSpans]) -> Vec<(String, String, Span)> {
+        let mut all: Vec<_> = resources
+            .iter()
+            .flat_map(|r| {
+                let service = format!("{:?}", r.resource.as_ref().map(|r| &r.attributes));
+                r.scope_spans.iter().flat_map(move |s| {
+                    let scope = format!("{:?}", s.scope.as_ref().map(|s| &s.name));
+                    let service = service.clone();
+                    s.spans
+                        .iter()
+                        .map(move |sp| (service.clone(), scope.clone(), sp.clone()))
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| a.2.span_id.cmp(&b.2.span_id));
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Pieces of several requests, cut anywhere and merged in any order: every span once,
+        /// under its own service and scope, one container for each.
+        #[test]
+        fn merged_pieces_keep_every_span_under_its_own_containers(
+            cuts in proptest::collection::vec(1usize..6, 1..12),
+            order in proptest::collection::vec(any::<u32>(), 40),
+        ) {
+            let requests: Vec<TracesBatch> = (0..4u8).map(|r| services_request(1 + r * 8)).collect();
+            let expected = placed(&requests.iter().flat_map(TracesBatch::resource_spans).collect::<Vec<_>>());
+            let mut pieces: Vec<ResourceSpansRaw> = Vec::new();
+            for (r, mut request) in requests.into_iter().enumerate() {
+                let mut c = r;
+                while request.span_count() > 0 {
+                    let cut = cuts[c % cuts.len()];
+                    pieces.extend(request.split_front(cut).into_raw());
+                    c += 1;
+                }
+            }
+            let mut keyed: Vec<_> = pieces.into_iter().enumerate().map(|(i, p)| (order[i % order.len()], i, p)).collect();
+            keyed.sort_by_key(|(k, i, _)| (*k, *i));
+            let mut out = Vec::new();
+            for (_, _, piece) in keyed {
+                crate::raw::merge_into(&mut out, piece);
+            }
+            let merged = TracesBatch::from_raw(out);
+            let bytes = merged.encode(Encoding::Protobuf);
+            prop_assert_eq!(bytes.len(), merged.encoded_len());
+            let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("decodes").resource_spans;
+            prop_assert_eq!(decoded.len(), 2, "one container a service");
+            for r in &decoded {
+                let mut scopes: Vec<_> = r.scope_spans.iter().map(|s| s.scope.clone()).collect();
+                let n = scopes.len();
+                scopes.dedup();
+                prop_assert_eq!(scopes.len(), n, "one container a scope");
+            }
+            prop_assert_eq!(placed(&decoded), expected);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
