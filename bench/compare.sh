@@ -120,61 +120,64 @@ hotspan_p99=$(latency hotspan "$HOTSPAN" --config "$(hotspan_forward "$IN" "$SIN
 SINK=$(free_port); IN=$(free_port)
 otelcol_p99=$(latency otelcol "$OTELCOL" --config "$(hotspan_forward "$IN" "$SINK")")
 
+# Starts COMMAND (its receiver on IN) against a sink on SINK, sends HELD_RATE spans/s for
+# HELD_DURATION s, then asks COUNT (a function, given NAME) how many spans the collector holds
+# while it still holds them. Prints "resident_bytes_per_span spans" (spans 0 if COUNT refused).
+resident_growth() { # NAME SINK IN COUNT COMMAND...
+  local name=$1 s=$2 i=$3 count=$4; shift 4
+  local sink pid rss0 rss1 n
+  taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/$name.sink" &
+  sink=$!; pids+=("$sink"); wait_port "$s"
+  taskset -c 1 "$@" > "$work/$name.log" 2>&1 &
+  pid=$!; pids+=("$pid"); wait_port "$i"; sleep 1
+  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
+    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/$name.load"
+  sleep 2
+  rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  n=$("$count" "$name")
+  kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
+  echo "$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($n, 1)))") $n"
+}
+
 # Resident memory per held span: the join with a wait longer than the load, so every span
 # sent is still held when RSS is read; RSS growth over the held-spans gauge, against the
-# payload's encoded bytes per span. Prints "bytes_per_held_span held_spans".
-held_memory() { # HELD_COMPRESSION
-  local s i m cfg sink held_pid rss0 rss1 held
-  s=$(free_port); i=$(free_port); m=$(free_port); cfg=$(hotspan_join "$i" "$s" "$m" "$1")
-  sed -i 's/wait: 2s/wait: 300s/' "$cfg"
-  taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/held-$1.sink" &
-  sink=$!; pids+=("$sink"); wait_port "$s"
-  taskset -c 1 "$HOTSPAN" --config "$cfg" > "$work/held-$1.log" 2>&1 &
-  held_pid=$!; pids+=("$held_pid"); wait_port "$i"; sleep 1
-  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
-  taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
-    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/held-$1.load"
-  sleep 2
-  rss1=$(awk '/VmRSS/ {print $2}' "/proc/$held_pid/status")
-  held=$(python3 - "$m" <<'PY'
+# payload's encoded bytes per span.
+held_count() { python3 - "$HELD_METRICS" <<'PY'
 import re, sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
 print(int(sum(float(v) for v in re.findall(r"^hotspan_spanprofile_held_spans(?:{[^}]*})? (\S+)$", text, re.M))))
 PY
-)
-  kill -KILL "$held_pid"; wait "$held_pid" 2>/dev/null || true
-  kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
-  echo "$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($held, 1)))") $held"
+}
+held_memory() { # HELD_COMPRESSION
+  local s i cfg
+  s=$(free_port); i=$(free_port); HELD_METRICS=$(free_port); cfg=$(hotspan_join "$i" "$s" "$HELD_METRICS" "$1")
+  sed -i 's/wait: 2s/wait: 300s/' "$cfg"
+  resident_growth "held-$1" "$s" "$i" held_count "$HOTSPAN" --config "$cfg"
 }
 read -r per_held held < <(held_memory snappy)
 read -r per_held_plain held_plain < <(held_memory none)
 
 # Resident memory per span waiting in tail_sampling, hotspan against otelcol on the same config
 # file: forwarding with tail_sampling before batch and a decision_wait longer than the load, so
-# every span sent is still waiting when RSS is read. Prints "bytes_per_waiting_span spans".
-waiting_memory() { # COMMAND...
-  local s i cfg sink pid rss0 rss1 waiting
+# every span sent is still waiting when RSS is read: the spans accepted, if none left.
+waiting_count() {
+  local left
+  left=$(tail -n 1 "$work/$1.sink" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read() or "{\"spans\":0}")["spans"])')
+  if [ "$left" = 0 ]; then json "$(cat "$work/$1.load")" '["accepted_spans"]'; else echo 0; fi
+}
+waiting_memory() { # NAME COMMAND...
+  local name=$1 s i cfg; shift
   s=$(free_port); i=$(free_port); cfg=$(hotspan_forward "$i" "$s")
   with_tail_sampling "$cfg" 300s
-  taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/waiting.sink" &
-  sink=$!; pids+=("$sink"); wait_port "$s"
-  taskset -c 1 "$@" --config "$cfg" > "$work/waiting.log" 2>&1 &
-  pid=$!; pids+=("$pid"); wait_port "$i"; sleep 1
-  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
-    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/waiting.load"
-  sleep 2
-  rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  waiting=$(json "$(cat "$work/waiting.load")" '["accepted_spans"]')
-  # Nothing may have left yet: the figure divides by every span accepted.
-  [ "$(tail -n 1 "$work/waiting.sink" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read() or "{\"spans\":0}")["spans"])')" = 0 ] ||
-    { echo "tail_sampling let spans go before decision_wait" >&2; exit 1; }
-  kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
-  kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
-  echo "$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($waiting, 1)))") $waiting"
+  resident_growth "$name" "$s" "$i" waiting_count "$@" --config "$cfg"
 }
-read -r per_waiting waiting < <(waiting_memory "$HOTSPAN")
-read -r per_waiting_otelcol waiting_otelcol < <(waiting_memory "$OTELCOL")
+read -r per_waiting waiting < <(waiting_memory waiting-hotspan "$HOTSPAN")
+read -r per_waiting_otelcol waiting_otelcol < <(waiting_memory waiting-otelcol "$OTELCOL")
+for n in "$held" "$held_plain" "$waiting" "$waiting_otelcol"; do
+  [ "${n:-0}" -gt 0 ] || { echo "a memory measurement held no spans (or tail_sampling let them go early)"; exit 1; }
+done
 encoded=$("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_span"])')
 
 # A sidecar (config/examples/sidecar.yaml: the join's defaults, wait 20s) taking
