@@ -435,19 +435,36 @@ pub struct ResourceSpansRaw {
 /// service's spans from many requests or traces leave under one container, as its SDK sends
 /// them, and the resource is written (and compressed) once rather than once a piece.
 pub fn merge_into(out: &mut Vec<ResourceSpansRaw>, r: ResourceSpansRaw) {
-    // The latest container is the likeliest match: pieces come in runs from one request.
-    let Some(o) = out.iter_mut().rev().find(|o| same_head(&o.head, &r.head)) else {
+    // The latest container is the likeliest match: pieces come in runs from one request. Only
+    // the latest few are compared: a gateway taking from a thousand pods (a resource each)
+    // would otherwise compare each piece with hundreds of heads, byte by byte.
+    let Some(o) = out
+        .iter_mut()
+        .rev()
+        .take(MERGE_LOOKBACK)
+        .find(|o| same_head(&o.head, &r.head))
+    else {
         out.push(r);
         return;
     };
     o.whole = None;
     for s in r.scopes {
-        match o.scopes.iter_mut().rev().find(|x| same_head(&x.head, &s.head)) {
+        match o
+            .scopes
+            .iter_mut()
+            .rev()
+            .take(MERGE_LOOKBACK)
+            .find(|x| same_head(&x.head, &s.head))
+        {
             Some(x) => x.absorb(s),
             None => o.scopes.push(s),
         }
     }
 }
+
+/// Containers `merge_into` looks back through for an equal one; past them a piece gets one of
+/// its own, which costs its head's bytes again, not a wrong body.
+const MERGE_LOOKBACK: usize = 16;
 
 /// The same head: one shared copy, or equal bytes.
 fn same_head(a: &Arc<Head>, b: &Arc<Head>) -> bool {
