@@ -694,13 +694,10 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A port the OS just offered. Cases run one at a time, so it is this case's.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+// The tests crate's port choice (below the ephemeral range); that crate depends on this one.
+#[path = "../../tests/src/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// The OTLP/gRPC and OTLP/HTTP ports of a hotspan that takes whatever exporters send, for the
 /// whole run: exports succeed and no case waits out retries (`retry.rs` tests those numbers

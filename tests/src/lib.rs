@@ -1,18 +1,21 @@
 //! Test support: start the real `hotspan` binary with a config, wait until it is healthy, talk
 //! to it over loopback, read what its file exporter wrote, stop it with a signal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+// Also compiled into the collector's own tests (config_numbers), which cannot depend on this crate.
+mod ports;
 use hotspan_proto::otlp::common::v1::KeyValue;
 use hotspan_proto::otlp::trace::v1::Span;
 use hotspan_proto::{Encoding, LogsBatch, TracesBatch};
+pub use ports::free_port;
 
 /// Builds the binary once per test process and returns its path.
 pub fn hotspan_bin() -> PathBuf {
@@ -41,23 +44,6 @@ pub fn unix_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// A port free right now on 127.0.0.1, not handed out before in this process.
-pub fn free_port() -> u16 {
-    // The OS may offer a port again once its probe socket closes: never hand one out twice in
-    // this process, or two listeners of one test (or two parallel tests) would collide.
-    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if given.insert(port) {
-            return port;
-        }
-    }
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
