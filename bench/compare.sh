@@ -2,7 +2,8 @@
 # Side by side, in one run: Rotel, hotspan and the OpenTelemetry Collector (tests/peers/otelcol,
 # built by scripts/peers.sh) forwarding OTLP/gRPC -> batch -> OTLP/gRPC (gzip, level 6 on all
 # three: Rotel's and tonic's fixed level, otelcol's default) to a counting sink, each collector
-# pinned to core 1 with the load generator and the sink on core 0; then hotspan with the
+# pinned to core 1 with the load generator and the sink on core 0; gzip level 6 alone on the
+# same requests and core, the floor under every collector's CPU a span; then hotspan with the
 # spanprofile join and profiles at 10% of span volume; then, once per run: latency with one
 # request in flight (the sink's own too), the join's resident memory per held span, that of a
 # span waiting in tail_sampling (hotspan's and otelcol's), a sidecar at 5,000 spans/s with
@@ -57,12 +58,16 @@ echo "payload $PAYLOAD: $("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BAT
 # medians, and every round's ratios are printed too.
 : > "$work/results"
 : > "$work/joins"
+: > "$work/gzip6"
 for round in $(seq 1 "$ROUNDS"); do
   s=$(free_port); i=$(free_port)
   # shellcheck disable=SC2046
   echo "rotel $(measure rotel "$s" "$i" $(rotel_cmd "$i" "$s"))" >> "$work/results"
   s=$(free_port); i=$(free_port)
   echo "hotspan $(measure hotspan "$s" "$i" "$HOTSPAN" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
+  # gzip level 6 alone on the collectors' core, between the runs it bounds: what any
+  # collector compressing at that level must spend a span, whatever else it does.
+  echo "gzip6 $(json "$(taskset -c 1 "$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH")" "[\"gzip6_us_per_span\"]")" >> "$work/gzip6"
   # otelcol runs the very same config file (it is in otelcol's shape).
   s=$(free_port); i=$(free_port)
   echo "otelcol $(measure otelcol "$s" "$i" "$OTELCOL" --config "$(hotspan_forward "$i" "$s")")" >> "$work/results"
@@ -81,19 +86,21 @@ rows = [l.split() for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2]]
 print(f"{statistics.median(float(r[int(sys.argv[3])]) for r in rows):.10g}" if rows else "")
 PY
 }
+gzip6_us=$(python3 -c 'import statistics,sys; print(f"{statistics.median(float(l.split()[1]) for l in open(sys.argv[1])):.3f}")' "$work/gzip6")
 for n in rotel hotspan otelcol join join_plain; do
   read -r "${n}_rate" "${n}_cpu" "${n}_rss" < <(echo "$(median $n 1) $(median $n 2) $(median $n 3)")
 done
-per_round=$(python3 - "$work/results" <<'PY'
+per_round=$(python3 - "$work/results" "$work/gzip6" <<'PY'
 import sys
 rows = {}
-for l in open(sys.argv[1]):
+for l in open(sys.argv[1]).readlines() + open(sys.argv[2]).readlines():
     f = l.split()
     rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
 out = []
-for r, h, o, j, p in zip(rows["rotel"], rows["hotspan"], rows["otelcol"], rows["join"], rows["join_plain"]):
+for r, h, o, j, p, g in zip(rows["rotel"], rows["hotspan"], rows["otelcol"], rows["join"], rows["join_plain"], rows["gzip6"]):
     out.append(f"spans/s {h[0]/r[0]:.2f}x Rotel, {h[0]/o[0]:.2f}x otelcol; CPU per span {h[1]/r[1]:.2f}x Rotel's, "
-               f"{h[1]/o[1]:.2f}x otelcol's; join {j[0]/h[0]:.2f} of forwarding ({p[0]/h[0]:.2f} held uncompressed)")
+               f"{h[1]/o[1]:.2f}x otelcol's; join {j[0]/h[0]:.2f} of forwarding ({p[0]/h[0]:.2f} held uncompressed); "
+               f"gzip 6 alone {g[0]:.2f} µs a span, {g[0]/h[1]:.2f} of hotspan's CPU a span")
 print("\n".join(f"round {i + 1}: {o}" for i, o in enumerate(out)))
 PY
 )
@@ -213,6 +220,7 @@ cat <<TABLE
 |---|---|---|---|---|---|
 | forwarding spans/s at saturation, one core | $rotel_rate | $otelcol_rate | $hotspan_rate | $(ratio "$hotspan_rate" "$rotel_rate") | $(ratio "$hotspan_rate" "$otelcol_rate") |
 | CPU s per million spans | $rotel_cpu | $otelcol_cpu | $hotspan_cpu | $(ratio "$hotspan_cpu" "$rotel_cpu") | $(ratio "$hotspan_cpu" "$otelcol_cpu") |
+| of which gzip level 6 alone (libdeflate, the load's requests in 8192-span batches), µs a span | | | $gzip6_us | Rotel's CPU a span is $(ratio "$rotel_cpu" "$gzip6_us")x it: the most a collector gzipping at level 6 could do a core against Rotel | |
 | peak RSS, MiB | $rotel_rss | $otelcol_rss | $hotspan_rss | $(ratio "$hotspan_rss" "$rotel_rss") | $(ratio "$hotspan_rss" "$otelcol_rss") |
 | join on, profiles at 10%: spans/s (CPU s per M, peak MiB) | | | $join_rate ($join_cpu, $join_rss) | $(ratio "$join_rate" "$hotspan_rate") of hotspan's forwarding | |
 | the same, held spans uncompressed (\`held_compression: none\`) | | | $join_plain_rate ($join_plain_cpu, $join_plain_rss) | $(ratio "$join_plain_rate" "$hotspan_rate") of hotspan's forwarding | |

@@ -9,8 +9,9 @@
 //!
 //! Every loop is bounded by --duration. `send` prints one JSON line with what was accepted and
 //! request latency percentiles; `sink` prints the spans it has received once a second;
-//! `describe` the payload's bytes per span, raw and gzipped. The payloads are
-//! `hotspan_proto::synthetic`'s: realistic (the default) or uniform (every value alike).
+//! `describe` the payload's bytes per span, raw and gzipped, and what gzip level 6 costs a
+//! span. The payloads are `hotspan_proto::synthetic`'s: realistic (the default) or uniform
+//! (every value alike).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +80,7 @@ fn describe(args: &[String]) -> Result<()> {
     let batch: usize = arg(args, "--batch").unwrap_or("512").parse()?;
     let mut rng = Rng::new(11);
     let (mut spans, mut raw, mut gz1, mut gz6) = (0usize, 0usize, 0usize, 0usize);
+    let mut bodies = Vec::new();
     for w in 0..8 {
         for t in templates(shape, w, batch)? {
             let (body, _) = t.fill(&mut rng, 1, now_ns());
@@ -86,16 +88,35 @@ fn describe(args: &[String]) -> Result<()> {
             raw += body.len();
             gz1 += gzip_len(&body, 1)?;
             gz6 += gzip_len(&body, 6)?;
+            bodies.push(body);
         }
     }
     let per = |n: usize| n as f64 / spans as f64;
     println!(
-        "{{\"payload\":\"{shape:?}\",\"spans\":{spans},\"bytes_per_span\":{:.1},\"gzip1_bytes_per_span\":{:.1},\"gzip6_bytes_per_span\":{:.1}}}",
+        "{{\"payload\":\"{shape:?}\",\"spans\":{spans},\"bytes_per_span\":{:.1},\"gzip1_bytes_per_span\":{:.1},\"gzip6_bytes_per_span\":{:.1},\"gzip6_us_per_span\":{:.3}}}",
         per(raw),
         per(gz1),
-        per(gz6)
+        per(gz6),
+        gzip6_us_per_span(&bodies, spans)?
     );
     Ok(())
+}
+
+/// What gzip level 6 alone costs a span, with the exporters' libdeflate on export-sized
+/// batches (the requests concatenated, 8192 spans of 512-span requests): the floor under any
+/// forwarding collector's CPU a span at that level. Best of 20 passes, as noise only adds.
+fn gzip6_us_per_span(bodies: &[Vec<u8>], spans: usize) -> Result<f64> {
+    let per_batch = (8192 / (spans / bodies.len().max(1)).max(1)).max(1);
+    let batches: Vec<Vec<u8>> = bodies.chunks(per_batch).map(|c| c.concat()).collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..20 {
+        let start = Instant::now();
+        for b in &batches {
+            hotspan_proto::compression::gzip(6, b)?;
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(best * 1e6 / spans as f64)
 }
 
 fn gzip_len(body: &[u8], level: u32) -> Result<usize> {
