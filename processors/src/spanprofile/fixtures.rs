@@ -51,6 +51,25 @@ pub fn span_in(trace: u128, id: u64, parent: Option<u64>, start_ms: u64, end_ms:
     }
 }
 
+/// Every span in `batches`, decoded, in order.
+pub fn spans_of(batches: impl IntoIterator<Item = TracesBatch>) -> impl Iterator<Item = Span> {
+    batches
+        .into_iter()
+        .flat_map(TracesBatch::into_resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+}
+
+/// The spans in `batches` by span id (0 for an id not 8 bytes long); none may come twice.
+pub fn spans_by_id(batches: impl IntoIterator<Item = TracesBatch>) -> std::collections::BTreeMap<u64, Span> {
+    let mut by_id = std::collections::BTreeMap::new();
+    for span in spans_of(batches) {
+        let id = span.span_id.as_slice().try_into().map_or(0, u64::from_be_bytes);
+        assert!(by_id.insert(id, span).is_none(), "span {id} came out twice");
+    }
+    by_id
+}
+
 pub fn traces(service: &str, spans: Vec<Span>) -> TracesBatch {
     TracesBatch::from_resource_spans(vec![ResourceSpans {
         resource: resource(service),
@@ -63,7 +82,7 @@ pub fn traces(service: &str, spans: Vec<Span>) -> TracesBatch {
 }
 
 /// One planted sample.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Plant {
     /// Leaf first.
     pub stack: Vec<&'static str>,

@@ -8,6 +8,8 @@ mod extract;
 /// Planted spans and samples with known answers, for tests and benches only.
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+#[cfg(test)]
+mod hostile;
 mod index;
 mod join;
 mod model;

@@ -78,18 +78,7 @@ fn run(join: &Join, steps: Vec<Step>) -> BTreeMap<u64, Span> {
         }
     }
     out.extend(join.release_due(now + Duration::from_secs(11)));
-    let mut by_id = BTreeMap::new();
-    for b in out {
-        for span in b
-            .into_resource_spans()
-            .into_iter()
-            .flat_map(|r| r.scope_spans)
-            .flat_map(|s| s.spans)
-        {
-            let id = u64::from_be_bytes(span.span_id.clone().try_into().expect("8 bytes"));
-            assert!(by_id.insert(id, span).is_none(), "span {id} came out twice");
-        }
-    }
+    let by_id = spans_by_id(out);
     assert_eq!(by_id.len(), sent, "every span comes out");
     assert_eq!(join.held_spans(), 0);
     by_id
@@ -679,19 +668,7 @@ fn big_traces_find_every_span() {
     let copies = join.add_spans(traces("shop", vec![span(n, Some(1), n, n + 1)]), now);
     assert_eq!(copies.iter().map(TracesBatch::span_count).sum::<usize>(), 1);
     join.add_profiles(&profiles("shop", &plants, false), now);
-    let out: BTreeMap<u64, Span> = join
-        .release_due(now + Duration::from_secs(11))
-        .into_iter()
-        .flat_map(|b| b.into_resource_spans())
-        .flat_map(|r| r.scope_spans)
-        .flat_map(|s| s.spans)
-        .map(|s| {
-            (
-                u64::from_be_bytes(s.span_id.clone().try_into().expect("8 bytes")),
-                s,
-            )
-        })
-        .collect();
+    let out = spans_by_id(join.release_due(now + Duration::from_secs(11)));
     assert_eq!(out.len(), n as usize);
     assert_eq!(join.held_spans(), 0);
     for id in 2..=n {
@@ -1236,19 +1213,7 @@ fn samples_that_came_before_their_spans_wait_while_the_spans_are_held() {
     // 10.5 s: the samples' wait is over, the spans' not yet.
     assert!(join.release_due(t0 + Duration::from_millis(10_500)).is_empty());
     assert_eq!(join.stats.unjoined.load(Relaxed), 0);
-    let out: BTreeMap<u64, Span> = join
-        .release_due(t0 + Duration::from_secs(12))
-        .into_iter()
-        .flat_map(|b| b.into_resource_spans())
-        .flat_map(|r| r.scope_spans)
-        .flat_map(|s| s.spans)
-        .map(|s| {
-            (
-                u64::from_be_bytes(s.span_id.clone().try_into().expect("8 bytes")),
-                s,
-            )
-        })
-        .collect();
+    let out = spans_by_id(join.release_due(t0 + Duration::from_secs(12)));
     assert_eq!(seen(&out[&2]).samples, 2);
     assert_eq!(seen(&out[&1]).samples, 1);
     assert_eq!(join.stats.unjoined.load(Relaxed), 0);

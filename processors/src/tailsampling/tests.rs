@@ -7,7 +7,7 @@ use hotspan_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use hotspan_proto::{Batch, TracesBatch};
 
 use super::*;
-use crate::spanprofile::fixtures::{kv, s, span_in};
+use crate::spanprofile::fixtures::{kv, s, span_in, spans_by_id};
 
 /// A processor from YAML; `decision_wait` 1s unless the text sets it.
 fn processor(yaml: &str) -> TailSamplingProcessor {
@@ -582,4 +582,49 @@ fn other_signals_pass_through() {
     let mut out = Vec::new();
     p.process(Batch::Logs(Default::default()), &mut out);
     assert_eq!(out.len(), 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+
+    /// With a policy that decides by trace id alone, whatever the arrival order and timing
+    /// (spans long after their trace's decision included) and however small the bounds on
+    /// waiting traces and remembered decisions, a span leaves exactly when a fresh processor
+    /// keeps its trace, once and unchanged.
+    #[test]
+    fn a_span_leaves_once_exactly_when_its_trace_is_kept(
+        traces in proptest::collection::vec(1u128.., 1..8),
+        arrivals in proptest::collection::vec((0usize..8, 0u64..2500, proptest::bool::ANY), 1..60),
+        num_traces in proptest::prop_oneof![proptest::strategy::Just(50_000u64), 1u64..5],
+        cache in proptest::prop_oneof![proptest::strategy::Just(0usize), 1usize..4],
+    ) {
+        let config = format!(
+            "num_traces: {num_traces}
+decision_cache: {{sampled_cache_size: {cache}, non_sampled_cache_size: {cache}}}
+policies: [{{name: p, type: probabilistic, probabilistic: {{sampling_percentage: 40, hash_salt: s}}}}]"
+        );
+        let kept_alone = |trace: u128| {
+            !run(&mut processor(&config), vec![batch(vec![span(trace, 1, 1, vec![])])]).is_empty()
+        };
+        let mut p = processor(&config);
+        let (mut now, mut out, mut expected) = (Instant::now(), Vec::new(), std::collections::BTreeMap::new());
+        for (n, (which, after_ms, db)) in arrivals.into_iter().enumerate() {
+            let trace = traces[which % traces.len()];
+            let mut one = span(trace, 0, 1, vec![]);
+            one.span_id = (n as u64 + 1).to_be_bytes().to_vec();
+            if kept_alone(trace) {
+                expected.insert(n as u64 + 1, one.clone());
+            }
+            now += Duration::from_millis(after_ms);
+            p.on_deadline(now, &mut out);
+            let service = if db { "db" } else { "shop" };
+            p.process_at(batch_with(vec![("service.name", s(service))], vec![one]), now, &mut out);
+        }
+        p.drain(&mut out);
+        let traces = out.into_iter().map(|b| match b {
+            Batch::Traces(t) => t,
+            _ => panic!("not traces"),
+        });
+        proptest::prop_assert_eq!(spans_by_id(traces), expected);
+    }
 }
