@@ -5,7 +5,8 @@
 //! with its `join_alone` of the same run, as a ratio of spans/s. Apart from those,
 //! `sampling_then_export_realistic_requests_8192`: tail_sampling alone on realistic SDK
 //! requests, what it keeps encoded and gzipped as the exporter would, with the bytes a span
-//! printed (kept traces of one service leave under one resource).
+//! printed (kept traces of one service leave under one resource); and
+//! `gateway_policies_realistic_requests_8192`, those requests decided by the four policies.
 
 use std::time::{Duration, Instant};
 
@@ -198,6 +199,19 @@ fn bench(c: &mut Criterion) {
                     })
                     .map(|gz| gz.len())
                     .sum::<usize>()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // The same requests decided by the gateway's four policies (`sampler`): the attribute and
+    // status policies read every span (none has `profile.cpu_ns` without the join in front).
+    g.bench_function("gateway_policies_realistic_requests_8192", |b| {
+        b.iter_batched(
+            || (requests.clone(), sampler(50_000)),
+            |(requests, mut sampler)| {
+                let now = Instant::now();
+                sample(&mut sampler, requests, now, Some(now + DECISION_WAIT))
             },
             BatchSize::SmallInput,
         )

@@ -1,11 +1,15 @@
 //! Decoding and encoding a realistic 512-span export request (about 600 bytes a span: 8
 //! resource attributes, 10 span attributes of mixed types, one or two events), protobuf and
-//! OTLP/JSON, and splitting it as the batch processor does. Run: `cargo bench -p hotspan-proto`.
+//! OTLP/JSON, and splitting it as the batch processor does; and reading one attribute of each
+//! span of a realistic request (`hotspan_proto::synthetic`), as tail_sampling's attribute
+//! policies do. Run: `cargo bench -p hotspan-proto --bench codec`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hotspan_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hotspan_proto::otlp::resource::v1::Resource;
 use hotspan_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+use hotspan_proto::raw::AttributeKey;
+use hotspan_proto::synthetic::{Rng, Shape, Template};
 use hotspan_proto::{Encoding, TracesBatch};
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
@@ -117,6 +121,32 @@ fn bench(c: &mut Criterion) {
         protobuf.len() / 512,
         json.len()
     );
+
+    // A key no span has (what the join adds, before the join), one the server spans have,
+    // and one most spans have.
+    let template = Template::new(Shape::Realistic, 0, 512, 5).expect("the realistic template builds");
+    let (body, _) = template.fill(&mut Rng::new(3), 1, 1_700_000_000_000_000_000);
+    let realistic = TracesBatch::decode(&body, Encoding::Protobuf).expect("a synthetic request decodes");
+    let spans = || {
+        realistic
+            .raw()
+            .iter()
+            .flat_map(|r| r.scopes().iter().flat_map(|s| s.spans()))
+    };
+    let mut g = c.benchmark_group("attribute_of_each_realistic_span_512");
+    g.throughput(Throughput::Elements(512));
+    for name in ["profile.cpu_ns", "enduser.id", "server.address"] {
+        let key = AttributeKey::new(name);
+        let found = spans().filter(|s| s.attribute(&key).is_some()).count();
+        eprintln!("{name}: on {found} of 512 realistic spans");
+        g.bench_function(name, |b| {
+            b.iter(|| spans().filter(|s| s.attribute(&key).is_some()).count())
+        });
+    }
+    g.bench_function("status_code", |b| {
+        b.iter(|| spans().filter(|s| s.status_code() == 2).count())
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

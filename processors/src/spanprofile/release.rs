@@ -3,10 +3,10 @@
 //! trace or thread given to it or left for others; then expiry of what waited too long.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use hotspan_proto::raw::{merge_into, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
+use hotspan_proto::raw::{merge_into, AttributeKey, RawSpan, ResourceSpansRaw, ScopeSpansRaw};
 use hotspan_proto::TracesBatch;
 
 use super::annotate::{annotate, annotate_overlap, annotate_rollup, PYROSCOPE_PROFILE_ID};
@@ -15,6 +15,9 @@ use super::index::{lock, shard_of, Entry, Generation, Shard, TraceState, Waiting
 use super::join::Join;
 use super::model::{Event, Rule, SpanId, TraceId};
 use super::timeline::{Matching, Timelines};
+
+/// Looked for on every span that got samples, before its annotation is written.
+static PROFILE_ID_KEY: LazyLock<AttributeKey> = LazyLock::new(|| AttributeKey::new(PYROSCOPE_PROFILE_ID));
 
 /// A trace's held spans by parent, as (parent, child) sorted by parent: built once per
 /// release of the trace, so finding a span's children is a binary search, not a scan.
@@ -218,7 +221,7 @@ impl Join {
         match &gathered.acc {
             Some(acc) => {
                 // otel-profiling-go sets it already on the spans it labels; a key appears once.
-                let has_profile_id = span.attribute(PYROSCOPE_PROFILE_ID).is_some();
+                let has_profile_id = span.attribute(&PROFILE_ID_KEY).is_some();
                 annotate(
                     &span.index,
                     acc,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use hotspan_proto::otlp::common::v1::any_value::Value;
 use hotspan_proto::otlp::common::v1::AnyValue;
-use hotspan_proto::raw::{RawSpan, ResourceSpansRaw};
+use hotspan_proto::raw::{AttributeKey, RawSpan, ResourceSpansRaw};
 use regex::Regex;
 
 use super::config::PolicyConfig;
@@ -114,7 +114,7 @@ pub enum Policy {
         upper_ms: i64,
     },
     Numeric {
-        key: String,
+        key: AttributeKey,
         min: i64,
         max: i64,
         invert: bool,
@@ -127,12 +127,12 @@ pub enum Policy {
         codes: Vec<i32>,
     },
     String {
-        key: String,
+        key: AttributeKey,
         matcher: Matcher,
         invert: bool,
     },
     Boolean {
-        key: String,
+        key: AttributeKey,
         value: bool,
         invert: bool,
     },
@@ -229,7 +229,7 @@ impl Policy {
                     ));
                 }
                 Policy::Numeric {
-                    key: n.key.clone(),
+                    key: AttributeKey::new(&n.key),
                     min: if n.min_value == 0 { i64::MIN } else { n.min_value },
                     max: if n.max_value == 0 { i64::MAX } else { n.max_value },
                     invert: n.invert_match,
@@ -301,13 +301,13 @@ impl Policy {
                     Matcher::Exact(s.values.iter().filter(|v| !v.is_empty()).cloned().collect())
                 };
                 Policy::String {
-                    key: s.key.clone(),
+                    key: AttributeKey::new(&s.key),
                     matcher,
                     invert: s.invert_match,
                 }
             }
             ("boolean_attribute", _) => Policy::Boolean {
-                key: c.boolean_attribute.key.clone(),
+                key: AttributeKey::new(&c.boolean_attribute.key),
                 value: c.boolean_attribute.value,
                 invert: c.boolean_attribute.invert_match,
             },
@@ -448,12 +448,14 @@ fn bool_of(v: &AnyValue) -> bool {
 /// is nowhere is sampled.
 fn by_attribute(
     trace: &TraceView,
-    key: &str,
+    key: &AttributeKey,
     invert: bool,
     mut test: impl FnMut(&AnyValue, bool) -> bool,
 ) -> Decision {
     let found = trace.pieces.iter().any(|r| {
-        r.head().resource_attribute(key).is_some_and(|v| test(&v, false))
+        r.head()
+            .resource_attribute(key.as_str())
+            .is_some_and(|v| test(&v, false))
             || r.scopes()
                 .iter()
                 .flat_map(|s| s.spans())

@@ -2,6 +2,7 @@ use super::*;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
+use crate::raw::AttributeKey;
 use crate::Encoding;
 
 /// A request as the OTLP spec's JSON encoding writes it: hex ids, 64-bit integers as strings,
@@ -251,10 +252,11 @@ mod raw {
         assert_eq!(span.index.id_problem(), None);
         assert_eq!(span.index.thread_id(), Some(7));
         assert_eq!(
-            span.attribute("thread.id").and_then(|v| v.value),
+            span.attribute(&AttributeKey::new("thread.id"))
+                .and_then(|v| v.value),
             Some(Value::IntValue(7))
         );
-        assert_eq!(span.attribute("missing"), None);
+        assert_eq!(span.attribute(&AttributeKey::new("missing")), None);
         let resource = batch.raw()[0].head().resource().expect("resource");
         assert_eq!(resource.attributes[0].key, "service.name");
     }
@@ -342,7 +344,9 @@ mod raw {
             out.raw()[0].scopes()[0].spans()[0].len() * 2 - spans_len
         );
         assert_eq!(
-            twice.attribute("hotspan.cpu_ns").and_then(|v| v.value),
+            twice
+                .attribute(&AttributeKey::new("hotspan.cpu_ns"))
+                .and_then(|v| v.value),
             Some(Value::IntValue(42))
         );
         let again = TracesBatch::from_raw(vec![ResourceSpansRaw::new(
@@ -671,6 +675,93 @@ mod raw {
                 prop_assert_eq!(scopes.len(), n, "one container a scope");
             }
             prop_assert_eq!(placed(&decoded), expected);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Keys that are parts of each other and values that spell keys: the substring search
+        /// in front of the walk never hides an attribute, and the first one counts, the bytes
+        /// received before the fields appended.
+        #[test]
+        fn attribute_finds_what_a_decoder_finds(
+            received in proptest::collection::vec(("[ab.]{0,3}", "[ab.]{0,4}"), 0..6),
+            appended in proptest::collection::vec(("[ab.]{0,3}", "[ab.]{0,4}"), 0..3),
+            key in "[ab.]{0,3}",
+        ) {
+            let attrs = |kvs: &[(String, String)]| -> Vec<KeyValue> {
+                kvs.iter()
+                    .map(|(k, v)| KeyValue {
+                        key: k.clone(),
+                        value: Some(AnyValue { value: Some(Value::StringValue(v.clone())) }),
+                        ..Default::default()
+                    })
+                    .collect()
+            };
+            let span = Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                attributes: attrs(&received),
+                ..Default::default()
+            };
+            let extra = Span { attributes: attrs(&appended), ..Default::default() }.encode_to_vec();
+            let batch = TracesBatch::from_resource_spans(vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                ..Default::default()
+            }]);
+            let raw = batch.raw()[0].scopes()[0].spans()[0].clone().appended(extra);
+            let expected = received
+                .iter()
+                .chain(&appended)
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| AnyValue { value: Some(Value::StringValue(v.clone())) });
+            prop_assert_eq!(raw.attribute(&AttributeKey::new(&key)), expected);
+        }
+    }
+
+    /// A length-delimited field: key, length, bytes.
+    fn record(tag: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Any codes (0 written out too, as a sender may), in any number of `Status` fields
+        /// received and appended, some without a code: the status the scan noted, with what
+        /// was appended, is what a decoder reads.
+        #[test]
+        fn status_code_is_what_a_decoder_reads(
+            received in proptest::collection::vec(proptest::option::of(prop_oneof![3 => 0i32..3, 1 => 250i32..260, 1 => any::<i32>()]), 0..4),
+            appended in proptest::collection::vec(proptest::option::of(prop_oneof![0i32..3, any::<i32>()]), 0..2),
+        ) {
+            let statuses = |codes: &[Option<i32>]| -> Vec<u8> {
+                codes
+                    .iter()
+                    .flat_map(|code| {
+                        let mut status = record(2, b"m");
+                        if let Some(c) = code {
+                            prost::encoding::int32::encode(3, c, &mut status);
+                            // prost leaves out a 0; put it in.
+                            if *c == 0 {
+                                status.extend([0x18, 0]);
+                            }
+                        }
+                        record(15, &status)
+                    })
+                    .collect()
+            };
+            let mut span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() }.encode_to_vec();
+            span.extend(statuses(&received));
+            let extra = statuses(&appended);
+            let request = record(1, &record(2, &record(2, &span)));
+            let batch = TracesBatch::decode(&request, Encoding::Protobuf).expect("a valid request");
+            let raw = batch.raw()[0].scopes()[0].spans()[0].clone().appended(extra.clone());
+            let decoded = Span::decode(&[&span[..], &extra[..]].concat()[..]).expect("decodes");
+            prop_assert_eq!(raw.status_code(), decoded.status.map_or(0, |s| s.code));
         }
     }
 

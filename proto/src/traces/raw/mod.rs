@@ -48,17 +48,52 @@ pub struct SpanIndex {
     /// Lengths of the ids as received, 255 standing for 255 or more.
     pub trace_id_len: u8,
     pub span_id_len: u8,
-    has_thread: bool,
-    /// Whether the span's record (tag and length) was written minimally, as the encoder
-    /// here writes it: then an unchanged span can be copied with it, as received.
-    record_minimal: bool,
+    /// [`HAS_THREAD`], [`RECORD_MINIMAL`]: flags, so the status fits in the same 64 bytes.
+    bits: u8,
+    /// The status code the span's bytes give, when it is 0-254 (every code OTLP defines);
+    /// [`STATUS_UNREAD`] for any other, which [`RawSpan::status_code`] then reads from them.
+    status: u8,
 }
+
+/// `thread` holds the span's `thread.id`.
+const HAS_THREAD: u8 = 1;
+/// The span's record (tag and length) was written minimally, as the encoder here writes it:
+/// then an unchanged span can be copied with it, as received.
+const RECORD_MINIMAL: u8 = 2;
+const STATUS_UNREAD: u8 = u8::MAX;
+
+// Every held and waiting span carries one: the flags and the status fill the last bytes.
+const _: () = assert!(std::mem::size_of::<SpanIndex>() == 64);
 
 impl SpanIndex {
     /// The `thread.id` attribute (an int, or a string holding one), which the join's thread
     /// rule reads; found while the scan checks the attributes anyway.
     pub fn thread_id(&self) -> Option<i64> {
-        self.has_thread.then_some(self.thread)
+        (self.bits & HAS_THREAD != 0).then_some(self.thread)
+    }
+
+    fn set_thread_id(&mut self, thread: i64) {
+        self.thread = thread;
+        self.bits |= HAS_THREAD;
+    }
+
+    fn record_minimal(&self) -> bool {
+        self.bits & RECORD_MINIMAL != 0
+    }
+
+    fn set_record_minimal(&mut self, minimal: bool) {
+        self.bits = if minimal {
+            self.bits | RECORD_MINIMAL
+        } else {
+            self.bits & !RECORD_MINIMAL
+        };
+    }
+
+    fn set_status(&mut self, code: i32) {
+        self.status = u8::try_from(code)
+            .ok()
+            .filter(|c| *c != STATUS_UNREAD)
+            .unwrap_or(STATUS_UNREAD);
     }
 
     /// Why nothing downstream could correlate this span, if so.
@@ -76,6 +111,29 @@ impl SpanIndex {
         };
         problem(self.trace_id_len, 16, self.trace_id == 0, "trace_id")
             .or_else(|| problem(self.span_id_len, 8, self.span_id == 0, "span_id"))
+    }
+}
+
+/// An attribute key to look for in many spans. A key is written as its bytes, so where they
+/// appear nowhere in a span no attribute there has it: a substring search, with its searcher
+/// built once here, costs a fraction of walking the span's fields, and most spans lack most
+/// keys asked for (`cargo bench -p hotspan-proto --bench codec -- attribute_of`).
+#[derive(Clone, Debug)]
+pub struct AttributeKey {
+    key: String,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl AttributeKey {
+    pub fn new(key: &str) -> Self {
+        AttributeKey {
+            key: key.to_string(),
+            finder: memchr::memmem::Finder::new(key.as_bytes()).into_owned(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.key
     }
 }
 
@@ -120,19 +178,24 @@ impl RawSpan {
     }
 
     /// The value of the first attribute named `key`, decoded.
-    pub fn attribute(&self, key: &str) -> Option<AnyValue> {
+    pub fn attribute(&self, key: &AttributeKey) -> Option<AnyValue> {
         [&self.bytes[..], &self.extra[..]]
             .into_iter()
-            .find_map(|part| first_attribute(part, key))
+            .filter(|part| key.finder.find(part).is_some())
+            .find_map(|part| first_attribute(part, &key.key))
     }
 
-    /// The span's status code (0 unset, 1 ok, 2 error), read from its bytes; the last one given
-    /// counts, as when a decoder merges a `Status` given twice.
+    /// The span's status code (0 unset, 1 ok, 2 error); the last one given counts, as when a
+    /// decoder merges a `Status` given twice. The scan noted the received bytes' own.
     pub fn status_code(&self) -> i32 {
         let mut code = 0;
-        for part in [&self.bytes[..], &self.extra[..]] {
-            status_codes(part, &mut code);
+        match self.index.status {
+            STATUS_UNREAD => {
+                status_codes(&self.bytes, &mut code);
+            }
+            known => code = i32::from(known),
         }
+        status_codes(&self.extra, &mut code);
         code
     }
 
@@ -150,7 +213,7 @@ impl RawSpan {
     /// written as this module writes it (a padded length would not be). Decided without
     /// reading `source`, which has mostly left the cache by the time spans go out.
     fn record_in(&self, source: &Bytes) -> Option<Range<usize>> {
-        if !self.extra.is_empty() || !self.index.record_minimal {
+        if !self.extra.is_empty() || !self.index.record_minimal() {
             return None;
         }
         let n = self.bytes.len();
@@ -187,15 +250,20 @@ fn status_codes(mut buf: &[u8], code: &mut i32) -> Option<()> {
             skip(wire_type, tag, &mut buf, 0).ok()?;
             continue;
         }
-        let mut status = take_len(&mut buf).ok()?;
-        while !status.is_empty() {
-            let (tag, wire_type) = decode_key(&mut status).ok()?;
-            if tag == STATUS_CODE && wire_type == WireType::Varint {
-                // An enum is an int32 on the wire: its low 32 bits.
-                *code = prost::encoding::decode_varint(&mut status).ok()? as i32;
-            } else {
-                skip(wire_type, tag, &mut status, 0).ok()?;
-            }
+        status_code_in(take_len(&mut buf).ok()?, code)?;
+    }
+    Some(())
+}
+
+/// Sets `code` to each code in an encoded `Status`.
+fn status_code_in(mut status: &[u8], code: &mut i32) -> Option<()> {
+    while !status.is_empty() {
+        let (tag, wire_type) = decode_key(&mut status).ok()?;
+        if tag == STATUS_CODE && wire_type == WireType::Varint {
+            // An enum is an int32 on the wire: its low 32 bits.
+            *code = prost::encoding::decode_varint(&mut status).ok()? as i32;
+        } else {
+            skip(wire_type, tag, &mut status, 0).ok()?;
         }
     }
     Some(())
@@ -218,7 +286,8 @@ fn thread_id(kv: &[u8]) -> Option<i64> {
 
 /// The value of an encoded `KeyValue` if its key is `key`.
 fn key_value(mut kv: &[u8], key: &str) -> Option<AnyValue> {
-    let mut matched = false;
+    // No key field is the empty key, as a decoder reads it (an empty string is not written).
+    let mut matched = key.is_empty();
     let mut value = None;
     while !kv.is_empty() {
         let (tag, wire_type) = decode_key(&mut kv).ok()?;

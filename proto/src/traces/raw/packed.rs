@@ -113,7 +113,7 @@ impl PackedSpans {
                         .next()
                         .ok_or_else(|| error("packed spans: fewer indexes than spans"))?;
                     // Written here, with a minimal key and length.
-                    index.record_minimal = true;
+                    index.set_record_minimal(true);
                     spans.push(RawSpan {
                         bytes: buf.slice(start..at),
                         extra: Box::default(),

@@ -8,8 +8,8 @@ use prost::encoding::{decode_key, WireType};
 
 use super::super::wire::{self, check_field, expect, field, skip, take_len, Msg};
 use super::{
-    record_len, thread_id, Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw, SpanIndex, RESOURCE_SPANS,
-    SCOPE_SPANS, SPANS, SPAN_ATTRIBUTES,
+    record_len, status_code_in, thread_id, Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw, SpanIndex,
+    RESOURCE_SPANS, SCOPE_SPANS, SPANS, SPAN_ATTRIBUTES, SPAN_STATUS,
 };
 use crate::DecodeError;
 
@@ -106,11 +106,10 @@ fn scan_scope(buf: &Bytes, body: &[u8]) -> Result<ScopeSpansRaw, DecodeError> {
             _ => None,
         },
         |span, record_minimal| {
+            let mut index = scan_span(span)?;
+            index.set_record_minimal(record_minimal);
             spans.push(RawSpan {
-                index: SpanIndex {
-                    record_minimal,
-                    ..scan_span(span)?
-                },
+                index,
                 bytes: buf.slice_ref(span),
                 extra: Box::default(),
             });
@@ -134,6 +133,7 @@ fn len_u8(bytes: &[u8]) -> u8 {
 
 fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
     let mut index = SpanIndex::default();
+    let mut status = 0;
     let mut rest = body;
     while !rest.is_empty() {
         let (tag, wire_type) = decode_key(&mut rest)?;
@@ -156,13 +156,18 @@ fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
             7 => index.start = value.try_into().map_or(0, u64::from_le_bytes),
             8 => index.end = value.try_into().map_or(0, u64::from_le_bytes),
             16 => index.flags = value.try_into().map_or(0, u32::from_le_bytes),
-            SPAN_ATTRIBUTES if !index.has_thread => {
+            SPAN_ATTRIBUTES if index.thread_id().is_none() => {
                 if let Some(t) = thread_id(value) {
-                    (index.thread, index.has_thread) = (t, true);
+                    index.set_thread_id(t);
                 }
+            }
+            SPAN_STATUS => {
+                // Checked above; a code given in any of several `Status` fields counts.
+                status_code_in(value, &mut status);
             }
             _ => {}
         }
     }
+    index.set_status(status);
     Ok(index)
 }
