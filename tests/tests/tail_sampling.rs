@@ -152,8 +152,10 @@ service:
         )
     })?;
     let metrics = scrape(metrics_port)?;
-    let kept = traces_in(&hotspan.path("kept.jsonl"))?;
+    // Read once hotspan has stopped: a decision is counted before its spans reach the file
+    // exporter, which writes them up to a flush interval later; stopping flushes it.
     ensure!(hotspan.terminate()?.success(), "hotspan exit\n{}", hotspan.log());
+    let kept = traces_in(&hotspan.path("kept.jsonl"))?;
 
     // The join passed on exactly the service's spans.
     let all_ids: BTreeSet<String> = all.keys().map(|id| hex(id)).collect();
@@ -192,10 +194,14 @@ service:
     let got: BTreeSet<String> = kept.keys().cloned().collect();
     ensure!(
         got == expected,
-        "kept {} traces, expected {}: missing {:?}, extra {:?}",
+        "kept {} traces, expected {}: missing {:?} (hot: {:?}), extra {:?}",
         got.len(),
         expected.len(),
         expected.difference(&got).collect::<Vec<_>>(),
+        expected
+            .difference(&got)
+            .filter(|t| hot.contains(*t))
+            .collect::<Vec<_>>(),
         got.difference(&expected).collect::<Vec<_>>()
     );
     // Each kept trace is whole: every span the service finished in it.
