@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     let s = hotspan_gotrace::parse(file, &hotspan_gotrace::Limits::default())?;
     let took = started.elapsed();
     println!(
-        "{} {} bytes, {} generations, {} events, {} ticks/s, {}..{} ns, parsed in {took:?} ({:.0} MB/s)",
+        "{} {} bytes, {} generations, {} events, {} ticks/s, {}..{} ns (traced until {}), parsed in {took:?} ({:.0} MB/s)",
         s.version,
         s.bytes,
         s.generations,
@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         s.ticks_per_sec,
         s.start_ns,
         s.end_ns,
+        s.covered_until_ns,
         s.bytes as f64 / took.as_secs_f64() / 1e6
     );
     let paused: u64 = s

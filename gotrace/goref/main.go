@@ -183,8 +183,11 @@ type summaryJSON struct {
 	Clocks []clockJSON `json:"clock_snapshots"`
 	Start  int64       `json:"start"`
 	End    int64       `json:"end"`
-	Events uint64      `json:"events"`
-	Syncs  int         `json:"syncs"`
+	// The last event but goroutine statuses and the closing Sync: Go writes those after it
+	// stopped tracing.
+	TracedUntil int64  `json:"traced_until"`
+	Events      uint64 `json:"events"`
+	Syncs       int    `json:"syncs"`
 }
 
 const stwPrefix = "stop-the-world ("
@@ -203,6 +206,9 @@ func read(path string, w io.Writer) error {
 	// Open pauses per goroutine (the runtime ends a pause on the goroutine that began it).
 	openSTW := map[xtrace.GoID][]int{}
 	openGC := -1
+	// The latest time traced, and what it was before the latest Sync (the closing one, at EOF).
+	var live, liveBeforeSync int64
+	lastWasSync := false
 	for {
 		ev, err := r.ReadEvent()
 		if err == io.EOF {
@@ -217,6 +223,13 @@ func read(path string, w io.Writer) error {
 		}
 		s.End = t
 		s.Events++
+		lastWasSync = ev.Kind() == xtrace.EventSync
+		if lastWasSync {
+			liveBeforeSync = live
+		}
+		if !isGoStatus(ev) {
+			live = t
+		}
 		switch ev.Kind() {
 		case xtrace.EventSync:
 			s.Syncs++
@@ -264,6 +277,24 @@ func read(path string, w io.Writer) error {
 			}
 		}
 	}
+	s.TracedUntil = live
+	if lastWasSync {
+		s.TracedUntil = liveBeforeSync
+	}
 	enc := json.NewEncoder(w)
 	return enc.Encode(s)
+}
+
+// isGoStatus: a goroutine's status as the trace recorded it, which Go's parser reports as a
+// transition to the state it was already in (or from an unknown one).
+func isGoStatus(ev xtrace.Event) bool {
+	if ev.Kind() != xtrace.EventStateTransition {
+		return false
+	}
+	st := ev.StateTransition()
+	if st.Resource.Kind != xtrace.ResourceGoroutine {
+		return false
+	}
+	from, to := st.Goroutine()
+	return from == to || from == xtrace.GoUndetermined
 }

@@ -126,6 +126,10 @@ pub struct Summary {
     pub start_ns: u64,
     /// Time of the last event Go's parser reports (its closing Sync), trace ns.
     pub end_ns: u64,
+    /// Time of the last event but goroutine statuses, trace ns: the end of what was traced.
+    /// The statuses Go writes as it stops tracing can come milliseconds later, and a GC
+    /// that begins in between is not in the trace.
+    pub covered_until_ns: u64,
     /// Trace clock ticks per second, from the first generation (15,625,000 on Linux).
     pub ticks_per_sec: u64,
     /// Generations read.

@@ -136,13 +136,16 @@ pub fn parse<R: Read>(input: R, limits: &Limits) -> Result<Summary, TraceError> 
     if generations == 0 {
         return Err(bad(bytes, "the trace has a header but no events".into()));
     }
-    // Go closes the trace with one more Sync event.
+    // Go closes the trace with one more Sync event, after what was traced.
     let last = sink.last;
-    emit(&mut sink, last, bytes)?;
+    sink.emit_status(last)
+        .map_err(|what| bad(bytes, what.to_string()))?;
     Ok(Summary {
         version,
         start_ns: sink.first.unwrap_or(0) as u64,
         end_ns: sink.last as u64,
+        // A trace of statuses alone traced nothing: its window is empty.
+        covered_until_ns: sink.last_live.max(sink.first.unwrap_or(0)) as u64,
         ticks_per_sec: ticks_per_sec.unwrap_or(0),
         generations,
         events: sink.count,

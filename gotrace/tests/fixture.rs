@@ -57,6 +57,15 @@ fn the_fixture_reads_as_go_read_it() {
         gc_pauses >= 2 * complete && complete > 10,
         "{complete} cycles, {gc_pauses} GC pauses"
     );
+    // Go writes the statuses of goroutines idle in the last generation, and its closing Sync,
+    // after it stopped tracing: what was traced ends before them, and after every pause.
+    let last_pause = s.stw.iter().filter_map(|p| p.end_ns).max().unwrap_or(0);
+    assert!(
+        last_pause < s.covered_until_ns && s.covered_until_ns < s.end_ns,
+        "last pause ends {last_pause}, traced until {}, trace ends {}",
+        s.covered_until_ns,
+        s.end_ns
+    );
 }
 
 #[test]

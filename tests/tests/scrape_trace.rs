@@ -545,10 +545,12 @@ service:
         .map(|p| (p.start, p.duration, p.reason.clone()))
         .collect();
     ensure!(got == want, "pauses differ from Go's parser");
-    // The window: from the pause that switched tracing on to the trace's last event.
+    // The window: from the pause that switched tracing on to the last event traced before
+    // tracing stopped (Go's parser's last, less goroutine statuses and the closing Sync).
     let first = &go["stw"][0];
     ensure!(first["reason"] == "start trace");
-    ensure!((t.start, t.end) == (unix(n(&first["start"])?), unix(n(&go["end"])?)));
+    ensure!(n(&go["traced_until"])? < n(&go["end"])?);
+    ensure!((t.start, t.end) == (unix(n(&first["start"])?), unix(n(&go["traced_until"])?)));
     ensure!(t.gc_cycles == go["gc"].as_array().context("gc")?.len() as i64);
     ensure!(t.alignment == "clock_snapshot" && t.version == "go1.26");
     Ok(())

@@ -184,7 +184,7 @@ impl Ordering {
             }
             _ => {}
         }
-        sink.emit(ev.time)?;
+        sink.emit_status(ev.time)?;
         Ok(Some(new))
     }
 

@@ -157,6 +157,9 @@ enum GcState {
 pub struct Sink {
     /// Time of the last emitted event, ns.
     pub last: i64,
+    /// Time of the last emitted event other than a goroutine's status (see
+    /// [`Sink::emit_status`]).
+    pub last_live: i64,
     /// Time of the first emitted event.
     pub first: Option<i64>,
     /// Events emitted.
@@ -173,6 +176,7 @@ impl Sink {
     pub fn new(limits: &Limits) -> Self {
         Sink {
             last: 0,
+            last_live: 0,
             first: None,
             count: 0,
             stw: Vec::new(),
@@ -186,6 +190,17 @@ impl Sink {
     /// Emits an event at `t`, returning the time Go reports for it.
     #[inline]
     pub fn emit(&mut self, t: i64) -> Result<i64, String> {
+        let t = self.emit_status(t)?;
+        self.last_live = t;
+        Ok(t)
+    }
+
+    /// As [`Sink::emit`], for a goroutine's status. Go writes the statuses of goroutines that
+    /// did not run in a generation after it has moved tracing on (or off) and flushed every
+    /// thread's buffer: at a trace's end they are stamped after tracing stopped, by
+    /// milliseconds on a busy machine, when a GC may already have begun untraced.
+    #[inline]
+    pub fn emit_status(&mut self, t: i64) -> Result<i64, String> {
         let t = if t <= self.last {
             self.last.checked_add(1).ok_or("event time overflows")?
         } else {

@@ -115,6 +115,7 @@ pub struct GoSummary {
     pub clock_snapshots: Vec<GoClock>,
     pub start: i64,
     pub end: i64,
+    pub traced_until: i64,
     pub events: u64,
     pub syncs: u64,
 }
@@ -185,6 +186,7 @@ pub fn as_go(s: &Summary) -> GoSummary {
             .collect(),
         start: s.start_ns as i64,
         end: s.end_ns as i64,
+        traced_until: s.covered_until_ns as i64,
         events: s.events,
         // One Sync per generation and the closing one.
         syncs: s.generations + 1,
@@ -210,6 +212,10 @@ pub fn assert_same(ours: &Summary, go: &GoSummary, what: &str) {
         (ours.start, ours.end, ours.events, ours.syncs),
         (go.start, go.end, go.events, go.syncs),
         "{what}: first and last event times, event and sync counts"
+    );
+    assert_eq!(
+        ours.traced_until, go.traced_until,
+        "{what}: the last event but goroutine statuses and the closing Sync"
     );
 }
 

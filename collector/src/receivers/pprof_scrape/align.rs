@@ -238,6 +238,7 @@ mod tests {
             clock_snapshots: snapshots,
             start_ns,
             end_ns,
+            covered_until_ns: end_ns,
             ticks_per_sec: LINUX_TICKS_PER_SEC,
             generations: 1,
             events: 0,

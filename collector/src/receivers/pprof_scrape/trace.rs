@@ -306,7 +306,7 @@ pub fn records(
         })
     };
     let method = alignment.method().as_str();
-    let (start, end) = (unix(covered_from(summary))?, unix(summary.end_ns)?);
+    let (start, end) = (unix(covered_from(summary))?, unix(summary.covered_until_ns)?);
     let mut max_error = start.error_ns.max(end.error_ns);
     let mut out = Vec::with_capacity(summary.stw.len() + 1);
     out.push(LogRecord {
@@ -331,7 +331,9 @@ pub fn records(
             attribute("go.stw.gc", any_value::Value::BoolValue(p.gc)),
             int(
                 "go.stw.duration_ns",
-                p.end_ns.unwrap_or(summary.end_ns).saturating_sub(p.start_ns),
+                p.end_ns
+                    .unwrap_or(summary.covered_until_ns)
+                    .saturating_sub(p.start_ns),
             ),
             string("go.trace.clock_alignment", method),
             int("go.trace.clock_error_ns", at.error_ns),
@@ -430,7 +432,9 @@ mod tests {
                 mono_ns: 1_000_000,
             }],
             start_ns: 1_000_000,
-            end_ns: 2_000_000,
+            end_ns: 2_000_100,
+            // Goroutine statuses written as tracing stopped come after: the window ends here.
+            covered_until_ns: 2_000_000,
             ticks_per_sec: 15_625_000,
             generations: 1,
             events: 10,
