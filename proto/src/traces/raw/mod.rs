@@ -42,7 +42,7 @@ pub struct SpanIndex {
     pub parent_span_id: u64,
     pub start: u64,
     pub end: u64,
-    /// Valid when `has_thread` (an `Option<i64>` would take 8 bytes more).
+    /// Valid when the [`HAS_THREAD`] bit is set (an `Option<i64>` would take 8 bytes more).
     thread: i64,
     pub flags: u32,
     /// Lengths of the ids as received, 255 standing for 255 or more.
