@@ -4,6 +4,7 @@
 //! a held span costs its share of the compressed buffer instead of its encoded bytes plus a
 //! `RawSpan`. Unpacking gives back containers that encode to the same spans.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +26,49 @@ pub struct PackedSpans {
 
 /// A scope's head and how many spans it holds.
 type Scope = (Arc<Head>, u32);
+
+/// A packing thread's snappy encoder and output buffer, reused: snappy writes into a buffer
+/// sized for the worst case, which `compress_vec` zeroes on every call and then leaves as the
+/// held buffer, slack and all. Once the freed memory of released spans was being reused, that
+/// slack was zeroed, so resident, and a sidecar's memory kept growing past its `wait`.
+struct Snappy {
+    encoder: snap::raw::Encoder,
+    out: Vec<u8>,
+}
+
+/// A buffer bigger than this (a request of several thousand spans) is let go after use rather
+/// than kept by the thread.
+const SNAPPY_KEEP_BYTES: usize = 4 << 20;
+
+thread_local! {
+    static SNAPPY: RefCell<Snappy> = RefCell::new(Snappy {
+        encoder: snap::raw::Encoder::new(),
+        out: Vec::new(),
+    });
+}
+
+/// `records` in snappy's block format, in a buffer of exactly its size; `None` if snappy
+/// refuses (an input past its 4 GiB bound).
+fn snappy(records: &[u8]) -> Option<Bytes> {
+    SNAPPY.with_borrow_mut(|Snappy { encoder, out }| {
+        let bound = snap::raw::max_compress_len(records.len());
+        if bound == 0 {
+            return None;
+        }
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        let packed = encoder
+            .compress(records, out)
+            .ok()
+            .and_then(|n| out.get(..n))
+            .map(Bytes::copy_from_slice);
+        if out.len() > SNAPPY_KEEP_BYTES {
+            *out = Vec::new();
+        }
+        packed
+    })
+}
 
 impl PackedSpans {
     /// Packs `resources`, compressed if `compress` (left plain should snappy refuse).
@@ -64,12 +108,10 @@ impl PackedSpans {
                 (own(&r.head), scopes)
             })
             .collect();
-        let packed = compress
-            .then(|| snap::raw::Encoder::new().compress_vec(&records).ok())
-            .flatten();
+        let packed = compress.then(|| snappy(&records)).flatten();
         let compressed = packed.is_some();
         PackedSpans {
-            data: Bytes::from(packed.unwrap_or(records)),
+            data: packed.unwrap_or_else(|| Bytes::from(records)),
             compressed,
             shape,
         }
