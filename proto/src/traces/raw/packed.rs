@@ -236,6 +236,21 @@ mod tests {
     }
 
     #[test]
+    fn packed_bytes_take_no_more_memory_than_their_length() {
+        let batch = TracesBatch::decode(&realistic(512), Encoding::Protobuf).expect("decodes");
+        let resources = batch.into_raw();
+        for compress in [true, false] {
+            // Twice: the second packing reuses the thread's snappy buffer.
+            for _ in 0..2 {
+                let packed = PackedSpans::pack(&resources, compress);
+                let len = packed.data.len();
+                let own = packed.data.try_into_mut().expect("the only owner of its buffer");
+                assert_eq!(own.capacity(), len, "compress: {compress}");
+            }
+        }
+    }
+
+    #[test]
     fn an_index_short_or_long_is_an_error_not_a_panic() {
         let batch = TracesBatch::decode(&realistic(16), Encoding::Protobuf).expect("decodes");
         let resources = batch.into_raw();
