@@ -5,8 +5,9 @@
 # pinned to core 1 with the load generator and the sink on core 0; gzip level 6 alone on the
 # same requests and core, the floor under every collector's CPU a span; then hotspan with the
 # spanprofile join and profiles at 10% of span volume; then, once per run: latency with one
-# request in flight (the sink's own too), the join's resident memory per held span, that of a
-# span waiting in tail_sampling (hotspan's and otelcol's), a sidecar at 5,000 spans/s with
+# request in flight (the sink's own too), the join's resident memory per held span (all held,
+# and in a steady state where released spans' memory is reused), that of a span waiting in
+# tail_sampling (hotspan's and otelcol's), a sidecar at 5,000 spans/s with
 # `wait: 20s`, and an idle sidecar's memory. Prints one table and each round's ratios, and
 # checks that the sink got every span.
 #
@@ -129,20 +130,23 @@ otelcol_p99=$(latency otelcol "$OTELCOL" --config "$(hotspan_forward "$IN" "$SIN
 
 # Starts COMMAND (its receiver on IN) against a sink on SINK, sends HELD_RATE spans/s for
 # HELD_DURATION s, then asks COUNT (a function, given NAME) how many spans the collector holds
-# while it still holds them. Prints "resident_bytes_per_span spans" (spans 0 if COUNT refused).
+# while it still holds them: 2 s after the load, or READ_AFTER s into it. Prints
+# "resident_bytes_per_span spans" (spans 0 if COUNT refused).
 resident_growth() { # NAME SINK IN COUNT COMMAND...
   local name=$1 s=$2 i=$3 count=$4; shift 4
-  local sink pid rss0 rss1 n
+  local sink pid rss0 rss1 n load
   taskset -c 0 "$LOADGEN" sink --listen "127.0.0.1:$s" --duration 400s > "$work/$name.sink" &
   sink=$!; pids+=("$sink"); wait_port "$s"
   taskset -c 1 "$@" > "$work/$name.log" 2>&1 &
   pid=$!; pids+=("$pid"); wait_port "$i"; sleep 1
   rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$i" --concurrency 2 --batch "$BATCH" --duration "${HELD_DURATION:-10}s" \
-    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/$name.load"
-  sleep 2
+    --rate "${HELD_RATE:-40000}" --payload "$PAYLOAD" > "$work/$name.load" &
+  load=$!
+  if [ -n "${READ_AFTER:-}" ]; then sleep "$READ_AFTER"; else wait "$load"; sleep 2; fi
   rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   n=$("$count" "$name")
+  wait "$load"
   kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
   kill "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true
   echo "$(python3 -c "print(round(($rss1 - $rss0) * 1024 / max($n, 1)))") $n"
@@ -157,14 +161,18 @@ text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout
 print(int(sum(float(v) for v in re.findall(r"^hotspan_spanprofile_held_spans(?:{[^}]*})? (\S+)$", text, re.M))))
 PY
 }
-held_memory() { # HELD_COMPRESSION
+held_memory() { # HELD_COMPRESSION [WAIT]
   local s i cfg
   s=$(free_port); i=$(free_port); HELD_METRICS=$(free_port); cfg=$(hotspan_join "$i" "$s" "$HELD_METRICS" "$1")
-  sed -i 's/wait: 2s/wait: 300s/' "$cfg"
-  resident_growth "held-$1" "$s" "$i" held_count "$HOTSPAN" --config "$cfg"
+  sed -i "s/wait: 2s/wait: ${2:-300s}/" "$cfg"
+  resident_growth "held-$1-${2:-300s}" "$s" "$i" held_count "$HOTSPAN" --config "$cfg"
 }
 read -r per_held held < <(held_memory snappy)
 read -r per_held_plain held_plain < <(held_memory none)
+# The same in a steady state: `wait: 5s` under 30 s of load, read while it runs, so blocks
+# have left and new ones live in the memory they freed (fresh memory flatters: pages a buffer
+# never touched are not resident).
+read -r per_held_steady held_steady < <(HELD_DURATION=30 READ_AFTER=28 held_memory snappy 5s)
 
 # Resident memory per span waiting in tail_sampling, hotspan against otelcol on the same config
 # file: forwarding with tail_sampling before batch and a decision_wait longer than the load, so
@@ -182,7 +190,7 @@ waiting_memory() { # NAME COMMAND...
 }
 read -r per_waiting waiting < <(waiting_memory waiting-hotspan "$HOTSPAN")
 read -r per_waiting_otelcol waiting_otelcol < <(waiting_memory waiting-otelcol "$OTELCOL")
-for n in "$held" "$held_plain" "$waiting" "$waiting_otelcol"; do
+for n in "$held" "$held_plain" "$held_steady" "$waiting" "$waiting_otelcol"; do
   [ "${n:-0}" -gt 0 ] || { echo "a memory measurement held no spans (or tail_sampling let them go early)"; exit 1; }
 done
 encoded=$("$LOADGEN" describe --payload "$PAYLOAD" --batch "$BATCH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_span"])')
@@ -226,6 +234,7 @@ cat <<TABLE
 | the same, held spans uncompressed (\`held_compression: none\`) | | | $join_plain_rate ($join_plain_cpu, $join_plain_rss) | $(ratio "$join_plain_rate" "$hotspan_rate") of hotspan's forwarding | |
 | resident bytes per held span (encoded: $encoded B) | | | $per_held ($held held) | $(ratio "$per_held" "$encoded") of encoded | |
 | the same, held spans uncompressed | | | $per_held_plain ($held_plain held) | $(ratio "$per_held_plain" "$encoded") of encoded | |
+| the same in a steady state: RSS growth over spans held, with what is on its way out (\`wait: 5s\`, 30 s at ${HELD_RATE:-40000} spans/s) | | | $per_held_steady ($held_steady held) | $(ratio "$per_held_steady" "$encoded") of encoded | |
 | tail_sampling: resident bytes per span waiting for its decision | | $per_waiting_otelcol ($waiting_otelcol spans) | $per_waiting ($waiting spans) | | $(ratio "$per_waiting" "$per_waiting_otelcol") |
 | sidecar at $SIDECAR_RATE spans/s, wait 20s: peak RSS MiB | | | $sidecar_rss | | |
 | latency p99 ms, one request in flight (sink alone: $sink_p99) | $rotel_p99 (+$(added "$rotel_p99" "$sink_p99")) | $otelcol_p99 (+$(added "$otelcol_p99" "$sink_p99")) | $hotspan_p99 (+$(added "$hotspan_p99" "$sink_p99")) | | |
