@@ -149,10 +149,29 @@ pub fn decompress_grpc(
     body: &[u8],
     limit: usize,
 ) -> Result<Vec<u8>, CompressionError> {
-    if compression != Compression::Snappy {
-        return decompress(compression, body, limit);
+    let mut out = Vec::new();
+    inflate_into(compression, true, body, limit, &mut out)?;
+    Ok(out)
+}
+
+/// A gRPC message decompressed as [`decompress_grpc`] does, as a whole uncompressed gRPC
+/// frame (flag 0, then the length): what a server's decoder reads, without a second copy of
+/// the message to put the header in front.
+pub fn decompress_grpc_frame(
+    compression: Compression,
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, CompressionError> {
+    const HEADER: usize = 5;
+    let mut frame = vec![0; HEADER];
+    // A gRPC length is 32 bits.
+    let limit = limit.min(u32::MAX as usize);
+    inflate_into(compression, true, body, limit, &mut frame)?;
+    let len = u32::try_from(frame.len() - HEADER).map_err(|_| CompressionError::TooLarge(limit))?;
+    if let Some(at) = frame.get_mut(1..HEADER) {
+        at.copy_from_slice(&len.to_be_bytes());
     }
-    bounded("snappy", snap::read::FrameDecoder::new(body), limit)
+    Ok(frame)
 }
 
 /// gzip with libdeflate, in a buffer sized for the worst case ([`compress`] shrinks it).
@@ -183,42 +202,99 @@ pub fn gzip_flate2(level: i32, body: &[u8]) -> Result<Vec<u8>, CompressionError>
 
 /// `body` decompressed, refusing to grow past `limit` bytes.
 pub fn decompress(compression: Compression, body: &[u8], limit: usize) -> Result<Vec<u8>, CompressionError> {
+    let mut out = Vec::new();
+    inflate_into(compression, false, body, limit, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `body` decompressed to `out`, refusing to append more than `limit` bytes; snappy in
+/// its framed format for gRPC, its block format otherwise (otelcol's choices). Sized up front
+/// where the body tells its size: grown by doubling, the buffer would be copied on the way and
+/// keep up to twice the message's memory for as long as its spans are held.
+fn inflate_into(
+    compression: Compression,
+    grpc: bool,
+    body: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
     match compression {
         Compression::None => {
             if body.len() > limit {
                 return Err(CompressionError::TooLarge(limit));
             }
-            Ok(body.to_vec())
+            out.extend_from_slice(body);
+            Ok(())
         }
-        Compression::Gzip => bounded("gzip", flate2::read::GzDecoder::new(body), limit),
+        // Every member, as Go's gzip reader (otelcol's) reads them: a body of several members
+        // is one body, and bytes after a member that are not another are an error, not
+        // ignored.
+        Compression::Gzip => {
+            // The last member's ISIZE: the whole size of the usual body of one member.
+            let hint = body
+                .len()
+                .checked_sub(4)
+                .and_then(|at| body.get(at..))
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, |b| u32::from_le_bytes(b) as usize);
+            out.reserve(hint.min(limit));
+            bounded("gzip", flate2::read::MultiGzDecoder::new(body), limit, out)
+        }
         Compression::Zstd => {
+            // The first frame's size, when its writer put it in (otelcol's does).
+            if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(body) {
+                out.reserve(usize::try_from(n).unwrap_or(usize::MAX).min(limit));
+            }
             let d = zstd::stream::read::Decoder::new(body)
                 .map_err(|e| CompressionError::Codec("zstd", e.to_string()))?;
-            bounded("zstd", d, limit)
+            bounded("zstd", d, limit, out)
         }
+        Compression::Snappy if grpc => bounded("snappy", snap::read::FrameDecoder::new(body), limit, out),
         Compression::Snappy => {
             let n = snap::raw::decompress_len(body)
                 .map_err(|e| CompressionError::Codec("snappy", e.to_string()))?;
             if n > limit {
                 return Err(CompressionError::TooLarge(limit));
             }
-            snap::raw::Decoder::new()
-                .decompress_vec(body)
-                .map_err(|e| CompressionError::Codec("snappy", e.to_string()))
+            let from = out.len();
+            out.resize(from + n, 0);
+            let written = snap::raw::Decoder::new()
+                .decompress(body, out.get_mut(from..).unwrap_or_default())
+                .map_err(|e| CompressionError::Codec("snappy", e.to_string()))?;
+            out.truncate(from + written);
+            Ok(())
         }
     }
 }
 
-fn bounded(codec: &'static str, reader: impl Read, limit: usize) -> Result<Vec<u8>, CompressionError> {
+/// What `reader` gives, up to `limit` bytes; more is an error. For codecs other than
+/// otelcol's (HTTP's `deflate`).
+pub fn read_bounded(
+    codec: &'static str,
+    reader: impl Read,
+    limit: usize,
+) -> Result<Vec<u8>, CompressionError> {
     let mut out = Vec::new();
+    bounded(codec, reader, limit, &mut out)?;
+    Ok(out)
+}
+
+/// Appends what `reader` gives to `out`, up to `limit` bytes; more is an error.
+fn bounded(
+    codec: &'static str,
+    reader: impl Read,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
+    let from = out.len();
     reader
         .take(limit as u64 + 1)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|e| CompressionError::Codec(codec, e.to_string()))?;
-    if out.len() > limit {
+    if out.len() - from > limit {
         return Err(CompressionError::TooLarge(limit));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -291,5 +367,44 @@ mod tests {
         assert!(level(Compression::Snappy, p(1)).is_err());
         assert!(level(Compression::None, p(1)).is_err());
         assert!(decompress(Compression::Gzip, b"not gzip", 100).is_err());
+    }
+
+    #[test]
+    fn a_gzip_body_is_read_to_its_last_member_and_trailing_bytes_are_refused() {
+        let (a, b) = (b"first member ".repeat(50), b"second member".repeat(70));
+        let two = [gzip(6, &a).expect("gzip"), gzip(1, &b).expect("gzip")].concat();
+        let whole = [&a[..], &b[..]].concat();
+        assert_eq!(
+            decompress(Compression::Gzip, &two, whole.len()).expect("inflates"),
+            whole
+        );
+        assert!(matches!(
+            decompress(Compression::Gzip, &two, whole.len() - 1),
+            Err(CompressionError::TooLarge(_))
+        ));
+        let trailing = [&gzip(6, &a).expect("gzip")[..], b"junk"].concat();
+        assert!(matches!(
+            decompress(Compression::Gzip, &trailing, 1 << 20),
+            Err(CompressionError::Codec("gzip", _))
+        ));
+    }
+
+    #[test]
+    fn a_grpc_frame_holds_the_whole_message_after_its_header() {
+        let plain = b"a message, a little repeated, repeated".repeat(40);
+        for c in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Snappy,
+            Compression::None,
+        ] {
+            let lvl = level(c, CompressionParams::default()).expect("default level");
+            let body = compress_grpc(c, lvl, &plain).expect("compresses");
+            let frame = decompress_grpc_frame(c, &body, plain.len()).expect("inflates");
+            assert_eq!(frame[0], 0, "{c:?}: not compressed any more");
+            assert_eq!(frame[1..5], (plain.len() as u32).to_be_bytes(), "{c:?}");
+            assert_eq!(frame[5..], plain[..], "{c:?}");
+            assert!(decompress_grpc_frame(c, &body, plain.len() - 1).is_err(), "{c:?}");
+        }
     }
 }
