@@ -1,5 +1,5 @@
 //! OTLP/gRPC: `<Signal>Service/Export`, one unary method per signal. Message bytes come in
-//! raw (tonic still bounds and decompresses them) and are decoded by `Ingest`.
+//! raw (inflated here, bounded by tonic) and are decoded by `Ingest`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use crate::consumer::{BoxFuture, ConsumeError};
 use crate::extensions::bearertokenauth::ServerAuth;
 use crate::grpc::{export_path, RawCodec};
 use crate::receivers::ingest::{Ingest, IngestError};
+
+use super::INFLATE_INLINE_BYTES;
 
 /// The export services; with `auth`, every call must carry its token.
 pub fn routes(
@@ -62,13 +64,16 @@ impl tonic::codegen::Service<http::Request<axum::body::Body>> for ExportService 
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let req = match inflate_foreign(req, this.max_message_size).await {
+            let req = match inflate_message(req, this.max_message_size).await {
                 Ok(req) => req,
                 Err(status) => {
+                    this.ingest.bad_request(this.signal, status.message());
                     let (parts, ()) = status.into_http::<()>().into_parts();
                     return Ok(http::Response::from_parts(parts, tonic::body::Body::empty()));
                 }
             };
+            // Only advertised (`grpc-accept-encoding`): `inflate_message` has inflated the
+            // message already.
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             let mut grpc = Grpc::new(RawCodec)
@@ -87,15 +92,17 @@ impl tonic::codegen::Service<http::Request<axum::body::Body>> for ExportService 
     }
 }
 
-/// tonic's server reads gzip (and here only gzip); otelcol's other gRPC codecs, zstd and
-/// snappy, are inflated here, bounded as tonic bounds, into the uncompressed message tonic
-/// then reads as usual.
-async fn inflate_foreign(
+/// Compressed messages (otelcol's gRPC codecs: gzip, zstd, snappy) are inflated here, bounded
+/// as tonic bounds, into the uncompressed message tonic then reads as usual. gzip too: tonic's
+/// own reads only a body's first gzip member and ignores the rest, where Go's reader (so
+/// otelcol's) reads every member; a client would be told "ok" for spans never read.
+async fn inflate_message(
     req: http::Request<axum::body::Body>,
     max_message_size: usize,
 ) -> Result<http::Request<axum::body::Body>, Status> {
-    use hotspan_proto::compression::{decompress_grpc, Compression, CompressionError};
+    use hotspan_proto::compression::{decompress_grpc_frame, Compression, CompressionError};
     let codec = match req.headers().get("grpc-encoding").and_then(|v| v.to_str().ok()) {
+        Some("gzip") => Compression::Gzip,
         Some("zstd") => Compression::Zstd,
         Some("snappy") => Compression::Snappy,
         _ => return Ok(req),
@@ -107,7 +114,7 @@ async fn inflate_foreign(
         .await
         .map_err(|e| Status::resource_exhausted(format!("reading the request: {e}")))?
         .to_bytes();
-    let message = match bytes.first() {
+    let frame = match bytes.first() {
         None => return Err(Status::invalid_argument("no message")),
         Some(0) => {
             // Not compressed after all: let tonic read it (the header no longer applies).
@@ -122,18 +129,25 @@ async fn inflate_foreign(
             if bytes.len() != 5 + len {
                 return Err(Status::invalid_argument("one unary message expected, whole"));
             }
-            decompress_grpc(codec, &bytes[5..], max_message_size).map_err(|e| match e {
-                CompressionError::TooLarge(n) => {
-                    Status::resource_exhausted(format!("the message inflates past {n} bytes"))
-                }
-                e => Status::invalid_argument(e.to_string()),
-            })?
+            let inflate = move || {
+                decompress_grpc_frame(codec, bytes.get(5..).unwrap_or_default(), max_message_size).map_err(
+                    |e| match e {
+                        CompressionError::TooLarge(n) => {
+                            Status::resource_exhausted(format!("the message inflates past {n} bytes"))
+                        }
+                        e => Status::invalid_argument(e.to_string()),
+                    },
+                )
+            };
+            if len > INFLATE_INLINE_BYTES {
+                tokio::task::spawn_blocking(inflate)
+                    .await
+                    .unwrap_or_else(|e| Err(Status::internal(format!("inflating the message: {e}"))))?
+            } else {
+                inflate()?
+            }
         }
     };
-    let mut frame = Vec::with_capacity(5 + message.len());
-    frame.push(0);
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
     parts.headers.remove("grpc-encoding");
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok(http::Request::from_parts(parts, axum::body::Body::from(frame)))

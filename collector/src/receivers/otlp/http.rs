@@ -1,7 +1,7 @@
 //! OTLP/HTTP: `POST /v1/traces` (and the other signals' paths), protobuf or JSON, optionally
-//! gzip; status codes and error bodies as the OTLP/HTTP spec gives them.
+//! compressed (gzip, deflate, zstd, snappy); status codes and error bodies as the OTLP/HTTP spec
+//! gives them.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use crate::receivers::body::{read_limited, BodyError};
@@ -15,6 +15,7 @@ use hotspan_config::Signal;
 use hotspan_proto::{rpc, Encoding};
 
 use super::config::HttpConfig;
+use super::INFLATE_INLINE_BYTES;
 use crate::consumer::ConsumeError;
 use crate::receivers::ingest::{Ingest, IngestError};
 
@@ -155,48 +156,11 @@ async fn handle(
     let limit = route.max_body;
     let payload = match content_encoding.as_deref() {
         None | Some("") | Some("identity") => raw,
-        Some(name @ ("gzip" | "deflate")) => {
+        Some(name @ ("gzip" | "deflate" | "zstd" | "snappy")) => {
             let name = name.to_string();
-            let inflate = move || {
-                let result = if name == "gzip" {
-                    decompress(flate2::read::GzDecoder::new(&raw[..]), limit)
-                } else {
-                    decompress(flate2::read::ZlibDecoder::new(&raw[..]), limit)
-                };
-                result.map_err(|(status, msg)| (status, format!("{name} body: {msg}")))
-            };
+            let inflate = move || inflate(&name, &raw, limit);
             // Inflating megabytes takes milliseconds of CPU: on a blocking thread, so one
             // client's big body does not hold an async worker every other request needs.
-            let inflated = if raw_len > INFLATE_INLINE_BYTES {
-                tokio::task::spawn_blocking(inflate).await.unwrap_or_else(|e| {
-                    Err((
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("inflating the body: {e}"),
-                    ))
-                })
-            } else {
-                inflate()
-            };
-            inflated.map_err(|(status, msg)| bad(status, msg))?
-        }
-        Some(name @ ("zstd" | "snappy")) => {
-            let codec = if name == "zstd" {
-                hotspan_proto::compression::Compression::Zstd
-            } else {
-                hotspan_proto::compression::Compression::Snappy
-            };
-            let name = name.to_string();
-            let inflate = move || {
-                hotspan_proto::compression::decompress(codec, &raw, limit)
-                    .map(Bytes::from)
-                    .map_err(|e| match e {
-                        hotspan_proto::compression::CompressionError::TooLarge(_) => (
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("{name} body inflates past {limit} bytes"),
-                        ),
-                        e => (StatusCode::BAD_REQUEST, format!("{name} body: {e}")),
-                    })
-            };
             let inflated = if raw_len > INFLATE_INLINE_BYTES {
                 tokio::task::spawn_blocking(inflate).await.unwrap_or_else(|e| {
                     Err((
@@ -256,22 +220,21 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
-/// Compressed bodies up to this size are inflated where they are read: a hop to the blocking
-/// pool costs more than inflating them.
-const INFLATE_INLINE_BYTES: usize = 64 * 1024;
-
-/// Inflates at most `limit` bytes; a bigger result is refused rather than buffered.
-fn decompress(reader: impl Read, limit: usize) -> Result<Bytes, (StatusCode, String)> {
-    let mut out = Vec::new();
-    match reader
-        .take((limit as u64).saturating_add(1))
-        .read_to_end(&mut out)
-    {
-        Ok(_) if out.len() > limit => Err((
+/// `raw` inflated as its `Content-Encoding` `name` says, at most `limit` bytes: otelcol's
+/// codecs as its exporters write them, and HTTP's `deflate` (zlib), which none of them writes.
+fn inflate(name: &str, raw: &[u8], limit: usize) -> Result<Bytes, (StatusCode, String)> {
+    use hotspan_proto::compression::{decompress, read_bounded, Compression, CompressionError};
+    let inflated = match name {
+        "gzip" => decompress(Compression::Gzip, raw, limit),
+        "zstd" => decompress(Compression::Zstd, raw, limit),
+        "snappy" => decompress(Compression::Snappy, raw, limit),
+        _ => read_bounded("deflate", flate2::read::ZlibDecoder::new(raw), limit),
+    };
+    inflated.map(Bytes::from).map_err(|e| match e {
+        CompressionError::TooLarge(_) => (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("decompresses to more than {limit} bytes"),
-        )),
-        Ok(_) => Ok(Bytes::from(out)),
-        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
-    }
+            format!("{name} body inflates past {limit} bytes"),
+        ),
+        e => (StatusCode::BAD_REQUEST, format!("{name} body: {e}")),
+    })
 }

@@ -14,6 +14,11 @@ use hotspan_config::Signal;
 use tracing::info;
 
 pub(crate) use config::check_endpoint;
+
+/// Compressed bodies up to this size are inflated where they are read: a hop to the blocking
+/// pool costs more than inflating them. Bigger ones are inflated there, so one client's big
+/// body does not hold an async worker every other request needs.
+const INFLATE_INLINE_BYTES: usize = 64 * 1024;
 pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig};
 
 use crate::component::{BoxError, BuildContext, ComponentType, Lifecycle, ReceiverType};
