@@ -30,7 +30,7 @@ measure() {
   local cpu0; cpu0=$(cpu_seconds "$collector")
   local t0; t0=$(date +%s.%N)
   taskset -c 0 "$LOADGEN" send --endpoint "127.0.0.1:$in_port" --concurrency "$CONCURRENCY" --batch "$BATCH" \
-    --duration "${DURATION}s" --payload "$PAYLOAD" ${PROFILES:+--profiles-ratio "$PROFILES"} ${RATE:+--rate "$RATE"} > "$work/$name.load"
+    --duration "${DURATION}s" --payload "$PAYLOAD" ${PROFILES:+--profiles-ratio "$PROFILES"} ${RATE:+--rate "$RATE"} ${SEND_GZIP:+--gzip} > "$work/$name.load"
   local accepted; accepted=$(json "$(cat "$work/$name.load")" '["accepted_spans"]')
   # Until the sink has every accepted span: a collector's queue can take spans faster than it
   # sends them, so spans/s and CPU count from the first span sent to the last one delivered
