@@ -923,19 +923,26 @@ fn add(sum: &mut [i64], values: &[i64]) {
 
 /// The function of `name file:line s=N[(system name)]`, or of `??`. The name may hold spaces
 /// and so may the system name; the first ` s=<digits>` ending the text or followed by `(`
-/// marks the end of `file:line`.
+/// marks the end of `file:line`. The system name, when given, is the one the profile holds
+/// (what hotspan keeps): pprof shortens the other, e.g. a generic instantiation's
+/// `OnceValue[go.shape.func(*T, reflect.Value)].func3` to `OnceValue[go.shape.func].func3`.
 fn frame_function(frame: &str) -> Option<String> {
     if frame == "??" {
         return Some("??".into());
     }
-    let (at, _) = frame.match_indices(" s=").find(|(i, _)| {
+    let (at, digits) = frame.match_indices(" s=").find_map(|(i, _)| {
         let rest = &frame[i + 3..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        digits > 0 && (rest.len() == digits || rest[digits..].starts_with('('))
+        (digits > 0 && (rest.len() == digits || rest[digits..].starts_with('('))).then_some((i, digits))
     })?;
     let (name, file_line) = frame[..at].rsplit_once(' ')?;
     let (_, line) = file_line.rsplit_once(':')?;
     line.parse::<u64>().ok()?;
+    let system = frame[at + 3 + digits..]
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .filter(|s| !s.is_empty());
+    let name = system.unwrap_or(name);
     (!name.is_empty()).then(|| name.to_string())
 }
 
@@ -1141,7 +1148,7 @@ Locations
      3: 0x6bb725 M=1 main.main /src/main.go:1 s=0
      4: 0x6bb726 M=1 [F] ??
      5: 0x6bb727 
-     6: 0x6bb728 M=1 encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3 /go/src/sync/oncefunc.go:95 s=0(encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3)
+     6: 0x6bb728 M=1 encoding/json.typeEncoder.OnceValue[go.shape.func].func3 /go/src/sync/oncefunc.go:95:0 s=0(encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, reflect.Value, encoding/json.encOpts)].func3)
 Mappings
 1: 0x400000/0x6be000/0x0 /tmp/goservice  [FN]
 ";
@@ -1164,7 +1171,8 @@ Mappings
         assert_eq!(p.flat("main.main", "cpu"), 0);
         assert_eq!(p.label("domain", "cart", "cpu/nanoseconds"), 30_000_000);
         assert_eq!(p.label("span_id", "b", "samples"), 2);
-        // A generic instantiation's name holds spaces.
+        // A generic instantiation's name holds spaces; pprof prints it shortened, and whole
+        // as the system name.
         let generic = "encoding/json.typeEncoder.OnceValue[go.shape.func(*encoding/json.encodeState, \
                        reflect.Value, encoding/json.encOpts)].func3";
         assert_eq!(p.samples[3].stack, [generic, "main.main"]);
