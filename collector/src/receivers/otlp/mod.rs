@@ -14,11 +14,6 @@ use hotspan_config::Signal;
 use tracing::info;
 
 pub(crate) use config::check_endpoint;
-
-/// Compressed bodies up to this size are inflated where they are read: a hop to the blocking
-/// pool costs more than inflating them. Bigger ones are inflated there, so one client's big
-/// body does not hold an async worker every other request needs.
-const INFLATE_INLINE_BYTES: usize = 64 * 1024;
 pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig};
 
 use crate::component::{BoxError, BuildContext, ComponentType, Lifecycle, ReceiverType};
@@ -28,6 +23,11 @@ use crate::net::{bind, serve_grpc, serve_http_tls, ServerHandle};
 use crate::receivers::ingest::Ingest;
 use crate::telemetry::Telemetry;
 use crate::tls::{load_server, ALPN_GRPC, ALPN_HTTP};
+
+/// Compressed bodies up to this size are inflated where they are read: a hop to the blocking
+/// pool costs more than inflating them. Bigger ones are inflated there, so one client's big
+/// body does not hold an async worker every other request needs.
+const INFLATE_INLINE_BYTES: usize = 64 * 1024;
 
 impl ComponentType for OtlpReceiver {
     const TYPE_NAME: &'static str = "otlp";
