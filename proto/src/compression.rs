@@ -390,6 +390,20 @@ mod tests {
     }
 
     #[test]
+    fn a_zstd_body_of_several_frames_is_read_whole() {
+        let (a, b) = (b"first frame ".repeat(50), b"second frame".repeat(70));
+        let lvl = ZSTD_DEFAULT_LEVEL;
+        let two = [
+            compress(Compression::Zstd, lvl, &a).expect("zstd"),
+            compress(Compression::Zstd, lvl, &b).expect("zstd"),
+        ]
+        .concat();
+        let whole = [&a[..], &b[..]].concat();
+        let got = decompress(Compression::Zstd, &two, whole.len()).expect("inflates");
+        assert!(got == whole, "{} bytes of {}", got.len(), whole.len());
+    }
+
+    #[test]
     fn a_grpc_frame_holds_the_whole_message_after_its_header() {
         let plain = b"a message, a little repeated, repeated".repeat(40);
         for c in [
