@@ -301,15 +301,17 @@ fn bounded(
 mod tests {
     use super::*;
 
+    const CODECS: [Compression; 4] = [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Snappy,
+        Compression::None,
+    ];
+
     #[test]
     fn every_codec_round_trips_and_bounds_hold() {
         let body: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for c in [
-            Compression::Gzip,
-            Compression::Zstd,
-            Compression::Snappy,
-            Compression::None,
-        ] {
+        for c in CODECS {
             let lvl = level(c, CompressionParams::default()).expect("default level");
             let packed = compress(c, lvl, &body).expect("compresses");
             if c != Compression::None {
@@ -406,12 +408,7 @@ mod tests {
     #[test]
     fn a_grpc_frame_holds_the_whole_message_after_its_header() {
         let plain = b"a message, a little repeated, repeated".repeat(40);
-        for c in [
-            Compression::Gzip,
-            Compression::Zstd,
-            Compression::Snappy,
-            Compression::None,
-        ] {
+        for c in CODECS {
             let lvl = level(c, CompressionParams::default()).expect("default level");
             let body = compress_grpc(c, lvl, &plain).expect("compresses");
             let frame = decompress_grpc_frame(c, &body, plain.len()).expect("inflates");
