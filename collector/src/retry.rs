@@ -121,23 +121,23 @@ impl<'a> Backoff<'a> {
         }
     }
 
-    /// The next wait, honouring a server's hint when it gives one.
+    /// The next wait: the jittered backoff, or a server's hint when it asks for longer. As in
+    /// otelcol, a hint never shortens the backoff: `Retry-After: 0` from a struggling server
+    /// must not turn retries into a tight loop. A hint past [`MAX_INTERVAL`] waits that long.
     pub fn next(&mut self, hint: Option<Duration>) -> Duration {
         let base = self.current;
         self.current = self
             .current
             .mul_f64(self.config.multiplier)
             .min(self.config.max_interval);
-        if let Some(hint) = hint {
-            return hint;
-        }
         // xorshift
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         let unit = (self.seed % 10_000) as f64 / 10_000.0; // [0, 1)
         let r = self.config.randomization_factor;
-        base.mul_f64(1.0 - r + 2.0 * r * unit)
+        let wait = base.mul_f64(1.0 - r + 2.0 * r * unit);
+        hint.map_or(wait, |hint| wait.max(hint.min(MAX_INTERVAL)))
     }
 }
 
@@ -275,6 +275,13 @@ mod tests {
             );
         }
         assert_eq!(b.next(Some(Duration::from_secs(3))), Duration::from_secs(3));
+        // A shorter hint than the backoff changes nothing; one past the longest wait is capped.
+        let wait = b.next(Some(Duration::ZERO)).as_millis();
+        assert!(
+            (200..=600).contains(&wait),
+            "wait {wait} for base 400 and a hint of 0"
+        );
+        assert_eq!(b.next(Some(Duration::from_secs(1 << 40))), MAX_INTERVAL);
     }
 
     fn problems(yaml: &str) -> Vec<String> {

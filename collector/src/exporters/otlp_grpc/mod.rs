@@ -277,18 +277,36 @@ impl OtlpGrpcExporter {
                 format!("HTTP status {}", parts.status),
             )));
         }
+        // As grpc-go: a 200 that is not gRPC comes from something that does not speak it (a
+        // login page, a misrouted proxy), whatever its body holds.
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if !content_type.starts_with("application/grpc") {
+            return Err(CallError::Status(tonic::Status::unknown(format!(
+                "the answer is not gRPC (content-type {content_type:?})"
+            ))));
+        }
         // Trailers-only: the verdict is in the headers and there is no message.
-        if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
-            if status.code() != Code::Ok {
-                return Err(CallError::Status(status));
-            }
+        let in_headers = verdict(&parts.headers);
+        if let Some(status) = in_headers.as_ref().filter(|s| s.code() != Code::Ok) {
+            return Err(CallError::Status(status.clone()));
         }
         let collected = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_RESPONSE))
             .await
             .map_err(|e| CallError::Transport(format!("reading the answer: {e}")))?;
-        if let Some(status) = collected.trailers().and_then(tonic::Status::from_header_map) {
-            if status.code() != Code::Ok {
-                return Err(CallError::Status(status));
+        match collected.trailers().and_then(verdict).or(in_headers) {
+            Some(status) if status.code() == Code::Ok => {}
+            Some(status) => return Err(CallError::Status(status)),
+            // A stream a proxy cut short can end cleanly; without a verdict nothing says the
+            // backend took the data (grpc-go: INTERNAL, "server closed the stream without
+            // sending trailers").
+            None => {
+                return Err(CallError::Status(tonic::Status::internal(
+                    "the answer ended without a gRPC status (a stream cut short?)",
+                )))
             }
         }
         let bytes = collected.to_bytes();
@@ -317,28 +335,56 @@ impl OtlpGrpcExporter {
     }
 }
 
-/// OTLP/gRPC's list of retryable codes; everything else is permanent.
+/// The gRPC verdict in `headers` (a response's headers or trailers), if they hold one, read
+/// by tonic, except that status details that are not base64 are left out: tonic's reader
+/// panics on them, and they come from the backend.
+fn verdict(headers: &http::HeaderMap) -> Option<tonic::Status> {
+    use base64::Engine as _;
+    // tonic's own reading of the header: padding optional.
+    const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    const DETAILS: &str = "grpc-status-details-bin";
+    match headers.get(DETAILS) {
+        Some(details) if BASE64.decode(details.as_bytes()).is_err() => {
+            let mut headers = headers.clone();
+            headers.remove(DETAILS);
+            tonic::Status::from_header_map(&headers)
+        }
+        _ => tonic::Status::from_header_map(headers),
+    }
+}
+
+/// OTLP/gRPC's list of retryable codes, as otelcol reads them; everything else is permanent.
+/// A `google.rpc.RetryInfo` in the status says how long to wait.
 fn classify(status: &tonic::Status) -> ExportError {
+    use tonic_types::StatusExt as _;
     let reason = format!("{:?}: {}", status.code(), status.message());
-    match status.code() {
+    let retry_info = status.get_details_retry_info();
+    let retryable = match status.code() {
         Code::Unavailable
         | Code::Cancelled
         | Code::DeadlineExceeded
         | Code::Aborted
         | Code::OutOfRange
-        | Code::DataLoss
-        | Code::ResourceExhausted => ExportError::Retryable {
-            reason,
-            retry_after: None,
-        },
+        | Code::DataLoss => true,
+        // Only when the server says when: grpc-go answers a message over its size limit with
+        // RESOURCE_EXHAUSTED, which no retry of the same batch would pass.
+        Code::ResourceExhausted => retry_info.is_some(),
         // A connection that broke mid-call (the backend died) surfaces as Unknown or Internal
         // with the transport error as its source: the backend never judged the data, so
         // retry it. A status the server sent carries no source.
-        _ if std::error::Error::source(status).is_some() => ExportError::Retryable {
+        _ => std::error::Error::source(status).is_some(),
+    };
+    if retryable {
+        ExportError::Retryable {
             reason,
-            retry_after: None,
-        },
-        _ => ExportError::Permanent(reason),
+            retry_after: retry_info.and_then(|i| i.retry_delay),
+        }
+    } else {
+        ExportError::Permanent(reason)
     }
 }
 

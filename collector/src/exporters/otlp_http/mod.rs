@@ -270,8 +270,7 @@ impl Exporter for OtlpHttpExporter {
             .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry_after);
         let text = String::from_utf8_lossy(&bytes);
         let reason = format!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
         // OTLP/HTTP: only these are worth retrying.
@@ -279,6 +278,18 @@ impl Exporter for OtlpHttpExporter {
             429 | 502 | 503 | 504 => Err(ExportError::Retryable { reason, retry_after }),
             _ => Err(ExportError::Permanent(reason)),
         }
+    }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (a date already past means now).
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => httpdate::parse_http_date(value).ok().map(|when| {
+            when.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        }),
     }
 }
 
