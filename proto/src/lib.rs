@@ -17,9 +17,9 @@ mod batch;
 pub mod compression;
 mod error;
 mod otlp_batch;
+pub mod otlp_json;
 pub mod pprof;
 mod profiles;
-pub mod profiles_json;
 pub mod rpc;
 mod signal;
 // Benchmark load built from its own tables and templates, never from outside input.

@@ -6,14 +6,13 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics};
 use prost::Message;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use crate::otlp_json::{self, Request};
 use crate::tree::{self, Level};
 use crate::{DecodeError, Encoding};
 
 /// An OTLP export request whose items live under resources and scopes.
-pub trait TreeRequest: Message + Default + Clone + PartialEq + Serialize + DeserializeOwned {
+pub trait TreeRequest: Message + Default + Clone + PartialEq + Request {
     type Resource: Level<Child = Self::Scope>;
     type Scope: Level<Child = Self::Item>;
     type Item;
@@ -85,7 +84,7 @@ impl<R: TreeRequest> OtlpBatch<R> {
     pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Self, DecodeError> {
         let request: R = match encoding {
             Encoding::Protobuf => R::decode(bytes)?,
-            Encoding::Json => serde_json::from_slice(bytes)?,
+            Encoding::Json => otlp_json::decode(bytes)?,
         };
         let items = tree::count(request.resources(), R::weight);
         Ok(OtlpBatch { request, items })
@@ -95,8 +94,7 @@ impl<R: TreeRequest> OtlpBatch<R> {
     pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
         match encoding {
             Encoding::Protobuf => self.request.encode_to_vec(),
-            // Serializing plain data structs into a Vec cannot fail.
-            Encoding::Json => serde_json::to_vec(&self.request).unwrap_or_default(),
+            Encoding::Json => otlp_json::encode(&self.request),
         }
     }
 

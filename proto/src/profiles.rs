@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, Key
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, ProfilesDictionary, ResourceProfiles};
 use prost::Message;
 
-use crate::{profiles_json, DecodeError, Encoding};
+use crate::{otlp_json, DecodeError, Encoding};
 
 /// A batch of OTLP profiles (`profiles/v1development`): resource profiles plus the dictionary
 /// their indices point into. Like [`crate::TracesBatch`], components use its methods only.
@@ -46,7 +46,7 @@ impl ProfilesBatch {
     pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Self, DecodeError> {
         let request = match encoding {
             Encoding::Protobuf => ExportProfilesServiceRequest::decode(bytes)?,
-            Encoding::Json => profiles_json::decode(bytes)?,
+            Encoding::Json => otlp_json::decode(bytes)?,
         };
         Ok(Self::from_request(request))
     }
@@ -54,7 +54,7 @@ impl ProfilesBatch {
     pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
         match encoding {
             Encoding::Protobuf => self.request.encode_to_vec(),
-            Encoding::Json => profiles_json::encode(&self.request),
+            Encoding::Json => otlp_json::encode(&self.request),
         }
     }
 

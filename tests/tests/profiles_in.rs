@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use hotspan_config::Signal;
 use hotspan_proto::pprof::{self, ConvertOptions};
-use hotspan_proto::{profiles_json, Encoding, ProfilesBatch};
+use hotspan_proto::{otlp_json, Encoding, ProfilesBatch};
 use hotspan_tests::profiles::{
     flatten, read_profiles, resource_values, synthetic_pprof, FakeTarget, FlatSample, TargetMode,
 };
@@ -88,7 +88,7 @@ fn otlp_profiles_over_grpc_and_http_keep_samples_and_links() -> Result<()> {
         &url,
         "application/json",
         None,
-        profiles_json::encode(batch.request()),
+        otlp_json::encode(batch.request()),
     )?;
     ensure!(answer.status == 200, "{}", answer.body);
 

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 
-use crate::{DecodeError, Encoding};
+use crate::{otlp_json, DecodeError, Encoding};
 
 pub mod raw;
 mod wire;
@@ -41,7 +41,7 @@ impl TracesBatch {
         match encoding {
             Encoding::Protobuf => Self::from_protobuf(Bytes::copy_from_slice(bytes)),
             Encoding::Json => {
-                let request: ExportTraceServiceRequest = serde_json::from_slice(bytes)?;
+                let request: ExportTraceServiceRequest = otlp_json::decode(bytes)?;
                 Ok(Self::from_resource_spans(request.resource_spans))
             }
         }
@@ -85,11 +85,9 @@ impl TracesBatch {
     pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
         match encoding {
             Encoding::Protobuf => raw::encode(&self.resources),
-            // Serializing plain data structs into a Vec cannot fail.
-            Encoding::Json => serde_json::to_vec(&ExportTraceServiceRequest {
+            Encoding::Json => otlp_json::encode(&ExportTraceServiceRequest {
                 resource_spans: self.resource_spans(),
-            })
-            .unwrap_or_default(),
+            }),
         }
     }
 

@@ -1,5 +1,4 @@
-use super::scalars::{base64_decode, hex_decode, Base64, Hex};
-use super::{decode, encode};
+use crate::otlp_json::scalars::{base64_decode, hex_decode, Base64, Hex};
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{
@@ -11,6 +10,16 @@ use opentelemetry_proto::tonic::profiles::v1development::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::{json, Value as Json};
+
+use super::{mutations_never_panic, snake_case, walk};
+
+fn encode(request: &ExportProfilesServiceRequest) -> Vec<u8> {
+    crate::otlp_json::encode(request)
+}
+
+fn decode(bytes: &[u8]) -> Result<ExportProfilesServiceRequest, serde_json::Error> {
+    crate::otlp_json::decode(bytes)
+}
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -501,20 +510,6 @@ fn encode_writes_otlp_json_forms() {
     });
 }
 
-/// Calls `f` with every object key and its value, depth first.
-fn walk(v: &Json, f: &mut dyn FnMut(&str, &Json)) {
-    match v {
-        Json::Object(map) => {
-            for (k, v) in map {
-                f(k, v);
-                walk(v, f);
-            }
-        }
-        Json::Array(items) => items.iter().for_each(|v| walk(v, f)),
-        _ => {}
-    }
-}
-
 #[test]
 fn empty_request_is_an_empty_object() {
     assert_eq!(encode(&ExportProfilesServiceRequest::default()), b"{}");
@@ -539,29 +534,9 @@ fn round_trips_every_field() {
 
 #[test]
 fn decodes_original_snake_case_names() {
-    fn snake(v: Json) -> Json {
-        match v {
-            Json::Object(map) => Json::Object(
-                map.into_iter()
-                    .map(|(k, v)| {
-                        let mut out = String::new();
-                        for c in k.chars() {
-                            if c.is_ascii_uppercase() {
-                                out.push('_');
-                            }
-                            out.push(c.to_ascii_lowercase());
-                        }
-                        (out, snake(v))
-                    })
-                    .collect(),
-            ),
-            Json::Array(items) => Json::Array(items.into_iter().map(snake).collect()),
-            other => other,
-        }
-    }
     let req = full_request();
     let camel: Json = serde_json::from_slice(&encode(&req)).expect("valid JSON");
-    let snake = serde_json::to_vec(&snake(camel)).expect("serializes");
+    let snake = serde_json::to_vec(&snake_case(camel)).expect("serializes");
     assert!(String::from_utf8_lossy(&snake).contains("\"time_unix_nano\""));
     assert_eq!(decode(&snake).expect("decodes"), req);
 }
@@ -767,33 +742,9 @@ fn every_truncation_is_an_error() {
 
 #[test]
 fn mutated_input_never_panics() {
-    let bytes = encode(&full_request());
-    let snippets: [&[u8]; 8] = [b"\"", b"{", b"]", b"null", b"-", b"\"zz\"", b"1e999", b"\\u0000"];
-    // A fixed xorshift sequence keeps the test deterministic.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for _ in 0..3000 {
-        let mut input = bytes.clone();
-        for _ in 0..1 + next() % 4 {
-            let at = (next() % input.len() as u64) as usize;
-            match next() % 3 {
-                0 => input[at] = next() as u8,
-                1 => {
-                    input.remove(at);
-                }
-                _ => {
-                    let snippet = snippets[(next() % snippets.len() as u64) as usize];
-                    input.splice(at..at, snippet.iter().copied());
-                }
-            }
-        }
-        let _ = decode(&input);
-    }
+    mutations_never_panic(&encode(&full_request()), |b| {
+        let _ = decode(b);
+    });
 }
 
 #[test]

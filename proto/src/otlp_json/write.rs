@@ -63,6 +63,15 @@ impl Serialize for Double {
     }
 }
 
+/// A repeated double field.
+struct Doubles<'a>(&'a [f64]);
+
+impl Serialize for Doubles<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| Double(*v)))
+    }
+}
+
 /// Writes a message's fields into the JSON object being serialized, leaving defaults out.
 pub(super) struct Out<'a, M>(pub(super) &'a mut M);
 
@@ -93,6 +102,29 @@ impl<M: SerializeMap> Out<'_, M> {
         } else {
             self.entry(key, v)
         }
+    }
+
+    pub(super) fn double(&mut self, key: &'static str, v: f64) -> Result<(), M::Error> {
+        // NaN is not 0 and is written; -0.0 is left out like 0, as protobuf does.
+        if v == 0.0 {
+            return Ok(());
+        }
+        self.entry(key, &Double(v))
+    }
+
+    /// A proto3 `optional double`: written whenever present, 0 included.
+    pub(super) fn optional_double(&mut self, key: &'static str, v: Option<f64>) -> Result<(), M::Error> {
+        match v {
+            Some(v) => self.entry(key, &Double(v)),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn doubles(&mut self, key: &'static str, v: &[f64]) -> Result<(), M::Error> {
+        if v.is_empty() {
+            return Ok(());
+        }
+        self.entry(key, &Doubles(v))
     }
 
     pub(super) fn string(&mut self, key: &'static str, v: &str) -> Result<(), M::Error> {

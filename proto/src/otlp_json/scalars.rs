@@ -1,5 +1,5 @@
-//! Scalars: integers (numbers or decimal strings), doubles (with NaN and the infinities as
-//! strings), hex ids and base64 bytes.
+//! Scalars: integers (numbers or decimal strings), enums (numbers or names), doubles (with NaN
+//! and the infinities as strings), hex ids and base64 bytes.
 
 use std::fmt::{self, Display};
 use std::marker::PhantomData;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::read::unexpected_str;
 
-/// The integer types of the profiles messages.
+/// The integer types of the OTLP messages.
 pub(super) trait Int:
     Copy + Default + PartialEq + Display + FromStr + TryFrom<i128> + Serialize
 {
@@ -89,6 +89,52 @@ impl<T: Int> Visitor<'_> for IntVisitor<T> {
             Ok(f) => self.integral(f),
             Err(_) => Err(E::invalid_value(unexpected_str(v), &self)),
         }
+    }
+}
+
+/// A protobuf enum, for reading its values by name.
+pub(super) trait Enum {
+    /// The enum's name, for error messages.
+    const NAME: &'static str;
+    /// The number of the value named `name` in the .proto (`SPAN_KIND_SERVER` -> 2).
+    fn number(name: &str) -> Option<i32>;
+}
+
+/// An enum field read from a number or a value's name. Numbers outside the enum are kept as they
+/// are (proto3 enums are open); a name the enum does not have is an error, as in otelcol's pdata
+/// and protojson. A number as a string ("2") is not a name, so it is an error too.
+pub(super) struct EnumIn<E>(pub(super) i32, PhantomData<E>);
+
+impl<'de, E: Enum> Deserialize<'de> for EnumIn<E> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EnumVisitor::<E>(PhantomData))
+            .map(|n| EnumIn(n, PhantomData))
+    }
+}
+
+struct EnumVisitor<E>(PhantomData<E>);
+
+impl<E: Enum> Visitor<'_> for EnumVisitor<E> {
+    type Value = i32;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {} as an int32 number or a value's name", E::NAME)
+    }
+
+    fn visit_i64<Er: de::Error>(self, v: i64) -> Result<i32, Er> {
+        IntVisitor::<i32>(PhantomData).visit_i64(v)
+    }
+
+    fn visit_u64<Er: de::Error>(self, v: u64) -> Result<i32, Er> {
+        IntVisitor::<i32>(PhantomData).visit_u64(v)
+    }
+
+    fn visit_f64<Er: de::Error>(self, v: f64) -> Result<i32, Er> {
+        IntVisitor::<i32>(PhantomData).integral(v)
+    }
+
+    fn visit_str<Er: de::Error>(self, v: &str) -> Result<i32, Er> {
+        E::number(v).ok_or_else(|| Er::invalid_value(unexpected_str(v), &self))
     }
 }
 

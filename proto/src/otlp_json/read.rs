@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use serde::de::{self, IgnoredAny, MapAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::scalars::{Base64In, HexIn, Int, IntIn};
+use super::scalars::{Base64In, DoubleIn, Enum, EnumIn, HexIn, Int, IntIn};
 use super::Msg;
 
 /// Deserializes a message from a JSON object.
@@ -99,6 +99,24 @@ pub(super) fn ints<'de, A: MapAccess<'de>, T: Int>(a: &mut A) -> Result<Vec<T>, 
     Ok(v.into_iter().map(|v| v.0).collect())
 }
 
+pub(super) fn enumeration<'de, A: MapAccess<'de>, E: Enum>(a: &mut A) -> Result<i32, A::Error> {
+    Ok(a.next_value::<Option<EnumIn<E>>>()?.map_or(0, |v| v.0))
+}
+
+pub(super) fn double<'de, A: MapAccess<'de>>(a: &mut A) -> Result<f64, A::Error> {
+    Ok(a.next_value::<Option<DoubleIn>>()?.map_or(0.0, |v| v.0))
+}
+
+/// A proto3 `optional double`: present (even as 0) or absent.
+pub(super) fn optional_double<'de, A: MapAccess<'de>>(a: &mut A) -> Result<Option<f64>, A::Error> {
+    Ok(a.next_value::<Option<DoubleIn>>()?.map(|v| v.0))
+}
+
+pub(super) fn doubles<'de, A: MapAccess<'de>>(a: &mut A) -> Result<Vec<f64>, A::Error> {
+    let v = a.next_value::<Option<Vec<DoubleIn>>>()?.unwrap_or_default();
+    Ok(v.into_iter().map(|v| v.0).collect())
+}
+
 pub(super) fn string<'de, A: MapAccess<'de>>(a: &mut A) -> Result<String, A::Error> {
     Ok(a.next_value::<Option<String>>()?.unwrap_or_default())
 }
@@ -124,6 +142,21 @@ pub(super) fn msg<'de, A: MapAccess<'de>, T: Msg>(a: &mut A) -> Result<Option<T>
 pub(super) fn msgs<'de, A: MapAccess<'de>, T: Msg>(a: &mut A) -> Result<Vec<T>, A::Error> {
     let v = a.next_value::<Option<Vec<In<T>>>>()?.unwrap_or_default();
     Ok(v.into_iter().map(|m| m.0).collect())
+}
+
+/// Sets a oneof from one of its fields' keys; `None` (the key was `null`) leaves it alone.
+/// A second member, or the same one twice, is an error: which one the sender meant is unknown,
+/// and keeping either would silently drop the other.
+pub(super) fn oneof<T, E: de::Error>(slot: &mut Option<T>, value: Option<T>, what: &str) -> Result<(), E> {
+    if value.is_some() {
+        if slot.is_some() {
+            return Err(E::custom(format_args!(
+                "{what} sets more than one of its oneof fields"
+            )));
+        }
+        *slot = value;
+    }
+    Ok(())
 }
 
 /// A bad string for an error message; long ones are not copied into it.
