@@ -3,7 +3,9 @@
 //! - hotspan's `otlp_grpc` and `otlp_http` exporters with `compression` gzip (at level 9),
 //!   zstd (at level 7), snappy and none, each into its own otelcol receiver and file: otelcol
 //!   reads every codec and writes every span;
-//! - otelcol's exporters with zstd and snappy into hotspan's receivers: hotspan reads them;
+//! - otelcol's exporters with every codec they write (zstd and snappy over gRPC; those,
+//!   `x-snappy-framed`, `zlib`, `deflate` and `lz4` over HTTP) into hotspan's receivers:
+//!   hotspan reads them all, and framed snappy sent as `snappy`, as older otelcol sent it;
 //! - a level a codec does not take is refused at start with the field named;
 //! - big bodies are compressed on threads of their own at the lowest priority, not on the
 //!   threads that answer receivers.
@@ -110,8 +112,19 @@ fn hotspan_exports_with_every_otelcol_codec_and_otelcol_reads_each() -> Result<(
     Ok(())
 }
 
+/// otelcol's codecs over gRPC (zstd, snappy) and over HTTP (those and every other one its
+/// exporters write: `x-snappy-framed`, `zlib`, `deflate`, `lz4`), each its own spans.
+const OTELCOL_CODECS: &[(&str, bool)] = &[
+    ("zstd", true),
+    ("snappy", true),
+    ("x-snappy-framed", false),
+    ("zlib", false),
+    ("deflate", false),
+    ("lz4", false),
+];
+
 #[test]
-fn otelcol_exports_zstd_and_snappy_that_hotspan_reads() -> Result<()> {
+fn otelcol_exports_with_each_of_its_codecs_and_hotspan_reads_them() -> Result<()> {
     let mut hotspan = Hotspan::start(
         r#"
 receivers:
@@ -134,38 +147,45 @@ service:
 "#,
     )?;
     let (g, h) = (hotspan.port("grpc"), hotspan.port("http"));
+    let (mut receivers, mut exporters, mut pipelines) = (String::new(), String::new(), String::new());
+    for (i, (codec, grpc)) in OTELCOL_CODECS.iter().enumerate() {
+        receivers +=
+            &format!("  otlp/c{i}:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{{port:c{i}}}\"}}\n");
+        exporters +=
+            &format!("  otlp_http/c{i}: {{endpoint: \"http://127.0.0.1:{h}\", compression: {codec}}}\n");
+        let mut to = format!("otlp_http/c{i}");
+        if *grpc {
+            exporters += &format!(
+                "  otlp_grpc/c{i}: {{endpoint: \"127.0.0.1:{g}\", tls: {{insecure: true}}, compression: {codec}}}\n"
+            );
+            to += &format!(", otlp_grpc/c{i}");
+        }
+        pipelines += &format!("    traces/c{i}: {{receivers: [otlp/c{i}], exporters: [{to}]}}\n");
+    }
     let mut otelcol = start_otelcol(&format!(
         r#"
 receivers:
-  otlp/zstd:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{{port:zstd}}"}}
-  otlp/snappy:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{{port:snappy}}"}}
-exporters:
-  otlp_grpc/zstd: {{endpoint: "127.0.0.1:{g}", tls: {{insecure: true}}, compression: zstd}}
-  otlp_grpc/snappy: {{endpoint: "127.0.0.1:{g}", tls: {{insecure: true}}, compression: snappy}}
-  otlp_http/zstd: {{endpoint: "http://127.0.0.1:{h}", compression: zstd}}
-  otlp_http/snappy: {{endpoint: "http://127.0.0.1:{h}", compression: snappy}}
-extensions:
+{receivers}exporters:
+{exporters}extensions:
   health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
 service:
   extensions: [health_check]
   pipelines:
-    traces/zstd: {{receivers: [otlp/zstd], exporters: [otlp_grpc/zstd, otlp_http/zstd]}}
-    traces/snappy: {{receivers: [otlp/snappy], exporters: [otlp_grpc/snappy, otlp_http/snappy]}}
-"#
+{pipelines}"#
     ))?;
-    // Different spans through each codec: each file must hold both sets.
-    grpc_export(otelcol.port("zstd"), Signal::Traces, spans(2)?)?
-        .map_err(|s| anyhow::anyhow!("otelcol refused: {s:?}"))?;
-    grpc_export(otelcol.port("snappy"), Signal::Traces, spans(3)?)?
-        .map_err(|s| anyhow::anyhow!("otelcol refused: {s:?}"))?;
-    for via in ["grpc", "http"] {
+    for (i, (codec, _)) in OTELCOL_CODECS.iter().enumerate() {
+        grpc_export(
+            otelcol.port(&format!("c{i}")),
+            Signal::Traces,
+            spans(2 + i as u64)?,
+        )?
+        .map_err(|s| anyhow::anyhow!("otelcol refused the spans for {codec}: {s:?}"))?;
+    }
+    let over_grpc = OTELCOL_CODECS.iter().filter(|(_, grpc)| *grpc).count();
+    for (via, sets) in [("grpc", over_grpc), ("http", OTELCOL_CODECS.len())] {
         let got = wait_for_spans(
             &hotspan.path(&format!("{via}.jsonl")),
-            2 * SPANS,
+            sets * SPANS,
             Duration::from_secs(30),
         )
         .map_err(|e| {
@@ -175,8 +195,29 @@ service:
                 hotspan.log()
             )
         })?;
-        ensure!(got.len() == 2 * SPANS, "{via}: {} spans", got.len());
+        ensure!(got.len() == sets * SPANS, "{via}: {} spans", got.len());
     }
+
+    // otelcol before v0.131 wrote the framed format under `Content-Encoding: snappy`; its
+    // receivers tell the two apart by the stream's first bytes, and so does hotspan.
+    let mut framed = snap::write::FrameEncoder::new(Vec::new());
+    std::io::Write::write_all(&mut framed, &spans(40)?)?;
+    let framed = framed.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let answer = hotspan_tests::post(
+        &format!("http://127.0.0.1:{h}/v1/traces"),
+        "application/x-protobuf",
+        Some("snappy"),
+        framed,
+    )?;
+    ensure!(
+        answer.status == 200,
+        "framed snappy as `snappy`: {} {}",
+        answer.status,
+        answer.body
+    );
+    let all = (OTELCOL_CODECS.len() + 1) * SPANS;
+    wait_for_spans(&hotspan.path("http.jsonl"), all, Duration::from_secs(30))?;
+
     ensure!(otelcol.terminate()?.success(), "otelcol: {}", otelcol.log());
     ensure!(hotspan.terminate()?.success());
     Ok(())

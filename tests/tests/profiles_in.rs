@@ -84,12 +84,7 @@ fn otlp_profiles_over_grpc_and_http_keep_samples_and_links() -> Result<()> {
     let url = format!("http://127.0.0.1:{}/v1development/profiles", hotspan.port("http"));
     let answer = post(&url, "application/x-protobuf", None, body)?;
     ensure!(answer.status == 200, "{}", answer.body);
-    let answer = post(
-        &url,
-        "application/json",
-        None,
-        otlp_json::encode(batch.request()),
-    )?;
+    let answer = post(&url, "application/json", None, otlp_json::encode(batch.request()))?;
     ensure!(answer.status == 200, "{}", answer.body);
 
     let got = sorted(all_samples(&hotspan.path("profiles.jsonl"), 18)?);

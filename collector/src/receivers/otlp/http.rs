@@ -156,7 +156,7 @@ async fn handle(
     let limit = route.max_body;
     let payload = match content_encoding.as_deref() {
         None | Some("") | Some("identity") => raw,
-        Some(name @ ("gzip" | "deflate" | "zstd" | "snappy")) => {
+        Some(name @ ("gzip" | "deflate" | "zlib" | "zstd" | "snappy" | "x-snappy-framed" | "lz4")) => {
             let name = name.to_string();
             let inflate = move || inflate(&name, &raw, limit);
             // Inflating megabytes takes milliseconds of CPU: on a blocking thread, so one
@@ -176,7 +176,9 @@ async fn handle(
         Some(other) => {
             return Err(bad(
                 StatusCode::BAD_REQUEST,
-                format!("content encoding {other:?} is not supported; use gzip, deflate, zstd or snappy"),
+                format!(
+                    "content encoding {other:?} is not supported; use gzip, zstd, snappy, x-snappy-framed, zlib, deflate or lz4"
+                ),
             ))
         }
     };
@@ -220,15 +222,22 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
-/// `raw` inflated as its `Content-Encoding` `name` says, at most `limit` bytes: otelcol's
-/// codecs as its exporters write them, and HTTP's `deflate` (zlib), which none of them writes.
+/// `raw` inflated as its `Content-Encoding` `name` says, at most `limit` bytes: every codec
+/// otelcol's HTTP receivers read, as its exporters write them (`deflate` is zlib's format, as
+/// in HTTP and otelcol; `lz4` its frame format).
 fn inflate(name: &str, raw: &[u8], limit: usize) -> Result<Bytes, (StatusCode, String)> {
     use hotspan_proto::compression::{decompress, read_bounded, Compression, CompressionError};
+    // The framed format's first chunk: its stream identifier.
+    const SNAPPY_FRAMED: &[u8] = b"\xff\x06\x00\x00sNaPpY";
     let inflated = match name {
         "gzip" => decompress(Compression::Gzip, raw, limit),
         "zstd" => decompress(Compression::Zstd, raw, limit),
-        "snappy" => decompress(Compression::Snappy, raw, limit),
-        _ => read_bounded("deflate", flate2::read::ZlibDecoder::new(raw), limit),
+        // otelcol before v0.131 wrote the framed format as `snappy`; otelcol's receivers tell
+        // the two apart by the stream identifier, and so does this one.
+        "snappy" if !raw.starts_with(SNAPPY_FRAMED) => decompress(Compression::Snappy, raw, limit),
+        "snappy" | "x-snappy-framed" => read_bounded("snappy", snap::read::FrameDecoder::new(raw), limit),
+        "lz4" => read_bounded("lz4", lz4_flex::frame::FrameDecoder::new(raw), limit),
+        _ => read_bounded("zlib", flate2::read::ZlibDecoder::new(raw), limit),
     };
     inflated.map(Bytes::from).map_err(|e| match e {
         CompressionError::TooLarge(_) => (
