@@ -10,6 +10,7 @@ use serde_path_to_error::Segment;
 use yaml_serde::Value;
 
 use crate::model::FieldError;
+use crate::Signal;
 
 /// A component's YAML after env expansion (null normalized to an empty mapping). The YAML
 /// library stays behind this type: components see only their own parsed config struct.
@@ -101,6 +102,8 @@ pub struct ComponentSettings {
     pub value: ComponentValue,
     pub parsed: Parsed,
     pub extensions: Vec<ExtensionRef>,
+    /// The signals this config cannot take, and why ([`ComponentConfig::cannot_take`]).
+    pub cannot_take: Vec<(Signal, String)>,
 }
 
 impl PartialEq for ComponentSettings {
@@ -114,6 +117,7 @@ impl PartialEq for ComponentSettings {
 pub struct Checked {
     pub parsed: Parsed,
     pub extensions: Vec<ExtensionRef>,
+    pub cannot_take: Vec<(Signal, String)>,
 }
 
 /// Parses and validates YAML text as a component config `T`: the config, or every problem.
@@ -140,9 +144,14 @@ pub fn check_component<T: ComponentConfig + Send + Sync + 'static>(
 ) -> Result<Checked, Vec<FieldError>> {
     let parsed: T = value.parse()?;
     let extensions = parsed.extensions();
+    let cannot_take = Signal::ALL
+        .into_iter()
+        .filter_map(|signal| Some((signal, parsed.cannot_take(signal)?)))
+        .collect();
     Ok(Checked {
         parsed: Parsed::new(parsed),
         extensions,
+        cannot_take,
     })
 }
 
@@ -208,6 +217,11 @@ pub trait ComponentConfig: DeserializeOwned {
     /// The extensions it uses at run time.
     fn extensions(&self) -> Vec<ExtensionRef> {
         Vec::new()
+    }
+    /// Why this config cannot take `signal`, though its type can (an exporter given only
+    /// another signal's URL): a pipeline of that signal using it is refused at load.
+    fn cannot_take(&self, _signal: Signal) -> Option<String> {
+        None
     }
 }
 

@@ -183,6 +183,7 @@ fn yaml(s: &str) -> ComponentSettings {
         value: ComponentValue::from_yaml(s).unwrap(),
         parsed: Parsed::default(),
         extensions: Vec::new(),
+        cannot_take: Vec::new(),
     }
 }
 

@@ -142,11 +142,13 @@ impl Validator<'_> {
             let info = self.catalog.component(kind, &id.type_name);
             let mut parsed = Parsed::default();
             let mut extensions = Vec::new();
+            let mut cannot_take = Vec::new();
             if info.is_some() {
                 match self.catalog.check(kind, &id.type_name, &value) {
                     Ok(checked) => {
                         parsed = checked.parsed;
                         extensions = checked.extensions;
+                        cannot_take = checked.cannot_take;
                         self.extension_refs
                             .extend(extensions.iter().map(|r| (kind, id.clone(), r.clone())));
                     }
@@ -174,6 +176,7 @@ impl Validator<'_> {
                     value,
                     parsed,
                     extensions,
+                    cannot_take,
                 },
             );
         }
@@ -428,6 +431,12 @@ impl Validator<'_> {
         };
         if !supported {
             self.err(item, format!("{kind} \"{id}\" does not support {signal}"));
+            return;
+        }
+        let settings = self.config.section(kind).get(id);
+        let why = settings.and_then(|c| c.cannot_take.iter().find(|(s, _)| *s == signal));
+        if let Some((_, why)) = why {
+            self.err(item, format!("{kind} \"{id}\" cannot take {signal}: {why}"));
         }
     }
 

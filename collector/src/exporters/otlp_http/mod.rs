@@ -39,9 +39,10 @@ pub enum BodyEncoding {
 pub struct OtlpHttpConfig {
     /// Base URL; the signal's path (`/v1/traces`) is appended.
     pub endpoint: String,
-    /// Full URL for traces, used as is.
+    /// Full URL for each signal, used as is instead of `endpoint`'s.
     pub traces_endpoint: Option<String>,
-    /// Full URL for profiles, used as is.
+    pub metrics_endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
     pub profiles_endpoint: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub compression: Compression,
@@ -61,6 +62,8 @@ impl Default for OtlpHttpConfig {
         OtlpHttpConfig {
             endpoint: String::new(),
             traces_endpoint: None,
+            metrics_endpoint: None,
+            logs_endpoint: None,
             profiles_endpoint: None,
             headers: BTreeMap::new(),
             compression: Compression::Gzip,
@@ -76,9 +79,19 @@ impl Default for OtlpHttpConfig {
 }
 
 impl OtlpHttpConfig {
+    /// The signal's own URL key and value.
+    fn signal_endpoint(&self, signal: Signal) -> (&'static str, &Option<String>) {
+        match signal {
+            Signal::Traces => ("traces_endpoint", &self.traces_endpoint),
+            Signal::Metrics => ("metrics_endpoint", &self.metrics_endpoint),
+            Signal::Logs => ("logs_endpoint", &self.logs_endpoint),
+            Signal::Profiles => ("profiles_endpoint", &self.profiles_endpoint),
+        }
+    }
+
     fn url(&self, signal: Signal) -> String {
-        match (signal, &self.traces_endpoint, &self.profiles_endpoint) {
-            (Signal::Traces, Some(url), _) | (Signal::Profiles, _, Some(url)) => url.clone(),
+        match self.signal_endpoint(signal) {
+            (_, Some(url)) => url.clone(),
             _ => format!("{}{}", self.endpoint.trim_end_matches('/'), http_path(signal)),
         }
     }
@@ -92,13 +105,18 @@ impl ComponentConfig for OtlpHttpConfig {
             .collect()
     }
 
+    /// As otelcol: a signal with neither `endpoint` nor its own URL has nowhere to go.
+    fn cannot_take(&self, signal: Signal) -> Option<String> {
+        let (key, url) = self.signal_endpoint(signal);
+        (self.endpoint.is_empty() && url.is_none()).then(|| format!("it has neither `endpoint` nor `{key}`"))
+    }
+
     fn validate(&self, errs: &mut Vec<FieldError>) {
         let mut urls = vec![("endpoint", self.endpoint.as_str())];
-        if let Some(t) = &self.traces_endpoint {
-            urls.push(("traces_endpoint", t));
-        }
-        if let Some(p) = &self.profiles_endpoint {
-            urls.push(("profiles_endpoint", p));
+        for signal in Signal::ALL {
+            if let (key, Some(url)) = self.signal_endpoint(signal) {
+                urls.push((key, url));
+            }
         }
         if let Err(e) = hotspan_proto::compression::level(self.compression, self.compression_params) {
             errs.push(FieldError {
@@ -106,7 +124,7 @@ impl ComponentConfig for OtlpHttpConfig {
                 message: e.to_string(),
             });
         }
-        if self.endpoint.is_empty() && self.traces_endpoint.is_none() && self.profiles_endpoint.is_none() {
+        if self.endpoint.is_empty() && Signal::ALL.iter().all(|s| self.signal_endpoint(*s).1.is_none()) {
             errs.push(FieldError {
                 path: "endpoint".into(),
                 message: "is required".into(),
@@ -164,10 +182,9 @@ impl ExporterType for OtlpHttpExporter {
         let auth = config.auth.as_ref().map(|a| a.find(ctx, "auth")).transpose()?;
         // One TLS setting for every URL: the endpoint's scheme, or the signal URL's when only
         // those are given (validation checked each against the tls block).
-        let scheme_of = config
-            .traces_endpoint
+        let scheme_of = Signal::ALL
             .iter()
-            .chain(&config.profiles_endpoint)
+            .filter_map(|s| config.signal_endpoint(*s).1.as_deref())
             .fold(config.endpoint.as_str(), |first, url| {
                 if first.is_empty() {
                     url
@@ -318,6 +335,27 @@ mod tests {
         assert_eq!(
             paths("{endpoint: https://b, tls: {cert_file: /c.pem}, auth: {authenticator: 'bad id/'}}"),
             ["tls.key_file", "auth.authenticator"]
+        );
+    }
+
+    #[test]
+    fn each_signal_goes_to_its_own_url_or_the_endpoints_path() {
+        let config: OtlpHttpConfig = hotspan_config::parse_yaml(
+            "{endpoint: 'http://b:4318/', metrics_endpoint: 'http://m/x', logs_endpoint: 'http://l/y'}",
+        )
+        .expect("valid");
+        assert_eq!(config.url(Signal::Traces), "http://b:4318/v1/traces");
+        assert_eq!(config.url(Signal::Metrics), "http://m/x");
+        assert_eq!(config.url(Signal::Logs), "http://l/y");
+        assert_eq!(
+            config.url(Signal::Profiles),
+            "http://b:4318/v1development/profiles"
+        );
+        assert!(Signal::ALL.iter().all(|s| config.cannot_take(*s).is_none()));
+        assert_eq!(
+            paths("{endpoint: http://b, logs_endpoint: 'https://l/y'}"),
+            ["logs_endpoint"],
+            "one scheme for every URL"
         );
     }
 
