@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use hotspan_config::Signal;
 use hotspan_proto::rpc;
+use hotspan_tests::peers::start_otelcol;
 use hotspan_tests::{
     grpc_export, gzip, json_span_id, json_spans, metric, post, scrape, wait_for_spans, Hotspan,
 };
@@ -146,6 +147,65 @@ fn http_bad_requests_are_refused_and_good_ones_still_pass() -> Result<()> {
         accepted == Some(good as f64),
         "accepted {accepted:?}, sent {good}"
     );
+    Ok(())
+}
+
+/// A span whose parent id is 16 bytes long is refused as a partial success. Passed on, it
+/// would make the OpenTelemetry Collector downstream refuse the whole batch it is in, other
+/// clients' good spans with it (pdata takes no id of the wrong length).
+#[test]
+fn a_parent_id_of_the_wrong_length_costs_its_span_not_the_batch_downstream() -> Result<()> {
+    let mut otelcol = start_otelcol(
+        r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:{port:grpc}"}}}
+exporters:
+  file: {path: "{dir}/out.jsonl", flush_interval: 50ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+"#,
+    )?;
+    let hotspan = Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{{port:http}}"}}}}}}
+processors:
+  batch: {{timeout: 1s}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+"#,
+        otelcol.port("grpc")
+    ))?;
+    let url = format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http"));
+    // Two clients within one batch: one sends good spans, the other one bad parent id.
+    let good = post(
+        &url,
+        "application/json",
+        None,
+        json_spans("good", 0, 4).into_bytes(),
+    )?;
+    ensure!(good.status == 200, "{}", good.body);
+    let bad_parent =
+        r#""name":"op 11","#.to_string() + r#""parentSpanId":"0102030405060708090a0b0c0d0e0f10","#;
+    let body = json_spans("mixed", 10, 3).replacen(r#""name":"op 11","#, &bad_parent, 1);
+    let answer = post(&url, "application/json", None, body.into_bytes())?;
+    ensure!(answer.status == 200, "{}", answer.body);
+    let found = wait_for_spans(&otelcol.path("out.jsonl"), 6, Duration::from_secs(20))
+        .map_err(|e| anyhow::anyhow!("{e}\n--- otelcol ---\n{}", otelcol.log()))?;
+    ensure!(found.len() == 6, "{} spans", found.len());
+    let json: serde_json::Value = serde_json::from_str(&answer.body)?;
+    ensure!(json["partialSuccess"]["rejectedSpans"] == "1", "{json}");
+    otelcol.terminate()?;
     Ok(())
 }
 

@@ -172,6 +172,54 @@ fn invalid_ids_are_removed_and_counted() {
     assert_eq!(crate::tree::count(&batch.resource_spans(), |_: &Span| 1), 13);
 }
 
+/// A parent or link id no decoder takes (otelcol's pdata refuses the whole request for one)
+/// refuses its span; empty ones are fine, and the last parent id given counts.
+#[test]
+fn parent_and_link_ids_of_the_wrong_length_refuse_their_span() {
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+    let link = |trace: usize, span: usize| Link {
+        trace_id: vec![7; trace],
+        span_id: vec![7; span],
+        ..Default::default()
+    };
+    let mut rs = uneven_batch().resource_spans();
+    let spans = &mut rs[0].scope_spans[0].spans;
+    spans[0].parent_span_id = vec![1; 16];
+    spans[1].links = vec![link(16, 8), link(16, 9)];
+    spans[2].links = vec![link(15, 8)];
+    let fine = &mut rs[1].scope_spans[0].spans[0];
+    fine.parent_span_id = Vec::new();
+    fine.links = vec![link(0, 0), link(16, 8)];
+    let mut batch = TracesBatch::from_resource_spans(rs.clone());
+    let split = batch.remove_invalid_spans();
+    assert_eq!(split.rejected, 3);
+    assert_eq!(
+        split.reason.as_deref(),
+        Some("parent_span_id must be empty or 8 bytes")
+    );
+    assert_eq!(batch.span_count(), 12);
+
+    // A bad parent id given first, then a good one: the good one counts, as in any decoder.
+    let mut span = rs[1].scope_spans[0].spans[0].clone();
+    span.parent_span_id = vec![3; 5];
+    let mut bytes = span.encode_to_vec();
+    prost::encoding::bytes::encode(4, &vec![2u8; 8], &mut bytes);
+    assert_eq!(
+        Span::decode(&bytes[..]).expect("a span").parent_span_id,
+        vec![2; 8]
+    );
+    // ResourceSpans { ScopeSpans { spans } } written by hand, so the span keeps both ids.
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &bytes, &mut scope);
+    let mut resource = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut resource);
+    let mut request = Vec::new();
+    prost::encoding::bytes::encode(1, &resource, &mut request);
+    let mut batch = TracesBatch::decode(&request, Encoding::Protobuf).expect("valid");
+    assert_eq!(batch.remove_invalid_spans().rejected, 0);
+    assert_eq!(batch.span_count(), 1);
+}
+
 mod raw {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;

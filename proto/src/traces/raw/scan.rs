@@ -9,7 +9,7 @@ use prost::encoding::{decode_key, WireType};
 use super::super::wire::{self, check_field, expect, field, skip, take_len, Msg};
 use super::{
     record_len, status_code_in, thread_id, Head, RawSpan, ResourceSpansRaw, ScopeSpansRaw, SpanIndex,
-    RESOURCE_SPANS, SCOPE_SPANS, SPANS, SPAN_ATTRIBUTES, SPAN_STATUS,
+    RESOURCE_SPANS, SCOPE_SPANS, SPANS, SPAN_ATTRIBUTES, SPAN_LINKS, SPAN_STATUS,
 };
 use crate::DecodeError;
 
@@ -152,7 +152,11 @@ fn scan_span(body: &[u8]) -> Result<SpanIndex, DecodeError> {
                 index.span_id_len = len_u8(value);
                 index.span_id = value.try_into().map_or(0, u64::from_be_bytes);
             }
-            4 => index.parent_span_id = value.try_into().map_or(0, u64::from_be_bytes),
+            4 => {
+                index.parent_span_id = value.try_into().map_or(0, u64::from_be_bytes);
+                index.check_nested_ids(tag, value);
+            }
+            SPAN_LINKS => index.check_nested_ids(tag, value),
             7 => index.start = value.try_into().map_or(0, u64::from_le_bytes),
             8 => index.end = value.try_into().map_or(0, u64::from_le_bytes),
             16 => index.flags = value.try_into().map_or(0, u32::from_le_bytes),
