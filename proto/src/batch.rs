@@ -20,6 +20,17 @@ pub struct Rejected {
     pub reason: Option<String>,
 }
 
+impl Rejected {
+    /// `n` items rejected, counted the same way by OTLP and by hotspan.
+    fn counted((n, reason): (usize, Option<String>)) -> Self {
+        Rejected {
+            reported: n,
+            items: n,
+            reason,
+        }
+    }
+}
+
 impl Batch {
     pub fn signal(&self) -> Signal {
         match self {
@@ -81,17 +92,13 @@ impl Batch {
         }
     }
 
-    /// Takes out items nothing downstream could use (spans with invalid ids, profiles whose
-    /// indices point outside their dictionary).
+    /// Takes out items nothing downstream could use (spans, log records and data points with
+    /// ids of the wrong length, profiles whose indices point outside their dictionary).
     pub fn remove_invalid(&mut self) -> Rejected {
         match self {
             Batch::Traces(t) => {
                 let split = t.remove_invalid_spans();
-                Rejected {
-                    reported: split.rejected,
-                    items: split.rejected,
-                    reason: split.reason,
-                }
+                Rejected::counted((split.rejected, split.reason))
             }
             Batch::Profiles(p) => {
                 let r = p.remove_invalid_profiles();
@@ -101,8 +108,8 @@ impl Batch {
                     reason: r.reason,
                 }
             }
-            // Metrics and logs carry no ids the collector relies on.
-            Batch::Metrics(_) | Batch::Logs(_) => Rejected::default(),
+            Batch::Logs(l) => Rejected::counted(l.remove_invalid_records()),
+            Batch::Metrics(m) => Rejected::counted(m.remove_invalid_points()),
         }
     }
 

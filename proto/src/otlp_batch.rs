@@ -148,6 +148,70 @@ impl<R: TreeRequest> OtlpBatch<R> {
 pub type LogsBatch = OtlpBatch<ExportLogsServiceRequest>;
 pub type MetricsBatch = OtlpBatch<ExportMetricsServiceRequest>;
 
+/// Whether a trace and a span id have lengths pdata takes: empty, or 16 and 8 bytes.
+fn ids_fit(trace_id: &[u8], span_id: &[u8]) -> bool {
+    matches!(trace_id.len(), 0 | 16) && matches!(span_id.len(), 0 | 8)
+}
+
+impl MetricsBatch {
+    /// Drops the data points with an exemplar whose trace or span id is neither empty nor 16
+    /// and 8 bytes, and says how many went and why: otelcol's pdata refuses a whole request
+    /// for one such id, so passed on, it would cost the batch it joins downstream.
+    pub fn remove_invalid_points(&mut self) -> (usize, Option<String>) {
+        use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Exemplar};
+        fn keep<P>(points: &mut Vec<P>, exemplars: impl Fn(&P) -> &[Exemplar], rejected: &mut usize) {
+            points.retain(|p| {
+                let fits = exemplars(p).iter().all(|e| ids_fit(&e.trace_id, &e.span_id));
+                *rejected += usize::from(!fits);
+                fits
+            });
+        }
+        let mut rejected = 0;
+        let metrics = self
+            .request
+            .resource_metrics
+            .iter_mut()
+            .flat_map(|r| &mut r.scope_metrics);
+        for metric in metrics.flat_map(|s| &mut s.metrics) {
+            match &mut metric.data {
+                Some(Data::Gauge(g)) => keep(&mut g.data_points, |p| &p.exemplars, &mut rejected),
+                Some(Data::Sum(s)) => keep(&mut s.data_points, |p| &p.exemplars, &mut rejected),
+                Some(Data::Histogram(h)) => keep(&mut h.data_points, |p| &p.exemplars, &mut rejected),
+                Some(Data::ExponentialHistogram(h)) => {
+                    keep(&mut h.data_points, |p| &p.exemplars, &mut rejected)
+                }
+                Some(Data::Summary(_)) | None => {}
+            }
+        }
+        self.items -= rejected;
+        let reason = (rejected > 0)
+            .then(|| "an exemplar's trace_id and span_id must be empty or 16 and 8 bytes".to_string());
+        (rejected, reason)
+    }
+}
+
+impl LogsBatch {
+    /// Drops the log records whose trace or span id is neither empty nor 16 and 8 bytes, and
+    /// says how many went and why: otelcol's pdata refuses a whole request for one such id, so
+    /// passed on, it would cost the batch it joins downstream.
+    pub fn remove_invalid_records(&mut self) -> (usize, Option<String>) {
+        let mut rejected = 0;
+        for resource in &mut self.request.resource_logs {
+            for scope in &mut resource.scope_logs {
+                scope.log_records.retain(|r| {
+                    let fits = ids_fit(&r.trace_id, &r.span_id);
+                    rejected += usize::from(!fits);
+                    fits
+                });
+            }
+        }
+        self.items -= rejected;
+        let reason = (rejected > 0)
+            .then(|| "a log record's trace_id and span_id must be empty or 16 and 8 bytes".to_string());
+        (rejected, reason)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -156,6 +220,78 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn log_records_with_ids_of_the_wrong_length_are_removed_and_counted() {
+        let record = |trace: usize, span: usize| LogRecord {
+            trace_id: vec![1; trace],
+            span_id: vec![2; span],
+            ..Default::default()
+        };
+        let mut batch = LogsBatch::from_resources(vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![
+                    record(16, 8),
+                    record(0, 0),
+                    record(16, 7),
+                    record(15, 8),
+                    record(16, 0),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let (rejected, reason) = batch.remove_invalid_records();
+        assert_eq!(rejected, 2);
+        assert!(reason.is_some_and(|r| r.contains("trace_id")));
+        assert_eq!(batch.item_count(), 3);
+        assert_eq!(
+            tree::count(batch.resources(), ExportLogsServiceRequest::weight),
+            3
+        );
+    }
+
+    #[test]
+    fn data_points_with_exemplar_ids_of_the_wrong_length_are_removed_and_counted() {
+        use opentelemetry_proto::tonic::metrics::v1::{Exemplar, Histogram, HistogramDataPoint};
+        let exemplar = |trace: usize| Exemplar {
+            trace_id: vec![1; trace],
+            span_id: vec![2; 8],
+            ..Default::default()
+        };
+        let mut good = gauge("g", 3);
+        let mut hist = Metric {
+            name: "h".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint::default(); 2],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        if let Some(metric::Data::Gauge(g)) = &mut good.data {
+            g.data_points[0].exemplars = vec![exemplar(16), exemplar(0)];
+            g.data_points[1].exemplars = vec![exemplar(16), exemplar(17)];
+        }
+        if let Some(metric::Data::Histogram(h)) = &mut hist.data {
+            h.data_points[1].exemplars = vec![exemplar(8)];
+        }
+        let mut batch = MetricsBatch::from_resources(vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![good, hist],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        assert_eq!(batch.item_count(), 5);
+        let (rejected, reason) = batch.remove_invalid_points();
+        assert_eq!(rejected, 2);
+        assert!(reason.is_some_and(|r| r.contains("exemplar")));
+        assert_eq!(batch.item_count(), 3);
+        assert_eq!(
+            tree::count(batch.resources(), ExportMetricsServiceRequest::weight),
+            3
+        );
+    }
 
     fn gauge(name: &str, points: usize) -> Metric {
         Metric {

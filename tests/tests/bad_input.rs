@@ -8,7 +8,8 @@ use hotspan_config::Signal;
 use hotspan_proto::rpc;
 use hotspan_tests::peers::start_otelcol;
 use hotspan_tests::{
-    grpc_export, gzip, json_span_id, json_spans, metric, post, scrape, wait_for_spans, Hotspan,
+    grpc_export, gzip, json_span_id, json_spans, metric, post, read_logs, scrape, wait_for, wait_for_spans,
+    Hotspan,
 };
 use prost::Message;
 
@@ -150,23 +151,26 @@ fn http_bad_requests_are_refused_and_good_ones_still_pass() -> Result<()> {
     Ok(())
 }
 
-/// A span whose parent id is 16 bytes long is refused as a partial success. Passed on, it
-/// would make the OpenTelemetry Collector downstream refuse the whole batch it is in, other
-/// clients' good spans with it (pdata takes no id of the wrong length).
+/// A span whose parent id is 16 bytes long, and a log record whose trace id is 10, are
+/// refused as a partial success. Passed on, each would make the OpenTelemetry Collector
+/// downstream refuse the whole batch it is in, other clients' good data with it (pdata takes
+/// no id of the wrong length).
 #[test]
-fn a_parent_id_of_the_wrong_length_costs_its_span_not_the_batch_downstream() -> Result<()> {
+fn ids_of_the_wrong_length_cost_their_item_not_the_batch_downstream() -> Result<()> {
     let mut otelcol = start_otelcol(
         r#"
 receivers:
   otlp: {protocols: {grpc: {endpoint: "127.0.0.1:{port:grpc}"}}}
 exporters:
   file: {path: "{dir}/out.jsonl", flush_interval: 50ms}
+  file/logs: {path: "{dir}/logs.jsonl", flush_interval: 50ms}
 extensions:
   health_check: {endpoint: "127.0.0.1:{port:health}"}
 service:
   extensions: [health_check]
   pipelines:
     traces: {receivers: [otlp], exporters: [file]}
+    logs: {receivers: [otlp], exporters: [file/logs]}
 "#,
     )?;
     let hotspan = Hotspan::start(&format!(
@@ -183,6 +187,7 @@ service:
   extensions: [health_check]
   pipelines:
     traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+    logs: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
 "#,
         otelcol.port("grpc")
     ))?;
@@ -205,6 +210,37 @@ service:
     ensure!(found.len() == 6, "{} spans", found.len());
     let json: serde_json::Value = serde_json::from_str(&answer.body)?;
     ensure!(json["partialSuccess"]["rejectedSpans"] == "1", "{json}");
+
+    // The same for a log record's trace id.
+    let logs = |trace_id: &str| {
+        format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{{"stringValue":"a"}}}},{{"body":{{"stringValue":"b"}},"traceId":"{trace_id}"}}]}}]}}]}}"#
+        )
+    };
+    let url = format!("http://127.0.0.1:{}/v1/logs", hotspan.port("http"));
+    let good = post(
+        &url,
+        "application/json",
+        None,
+        logs("5b8efff798038103d269b633813fc60c").into_bytes(),
+    )?;
+    ensure!(good.status == 200, "{}", good.body);
+    let answer = post(
+        &url,
+        "application/json",
+        None,
+        logs("0102030405060708090a").into_bytes(),
+    )?;
+    ensure!(answer.status == 200, "{}", answer.body);
+    let records = wait_for(Duration::from_secs(20), "3 log records in otelcol's file", || {
+        let batches = read_logs(&otelcol.path("logs.jsonl")).ok()?;
+        let n: usize = batches.iter().map(|b| b.item_count()).sum();
+        (n >= 3).then_some(n)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n--- otelcol ---\n{}", otelcol.log()))?;
+    ensure!(records == 3, "{records} log records");
+    let json: serde_json::Value = serde_json::from_str(&answer.body)?;
+    ensure!(json["partialSuccess"]["rejectedLogRecords"] == "1", "{json}");
     otelcol.terminate()?;
     Ok(())
 }
