@@ -16,10 +16,16 @@ impl Catalog for AnyCatalog {
             _ => ComponentInfo::Signals(Signal::ALL.to_vec()),
         })
     }
-    fn check(&self, _kind: Kind, _type_name: &str, _config: &ComponentValue) -> Result<Checked, Vec<FieldError>> {
+    fn check(&self, _kind: Kind, type_name: &str, _config: &ComponentValue) -> Result<Checked, Vec<FieldError>> {
+        // Some types cannot take metrics, so the rule for that is reached too.
+        let cannot_take = match type_name.len() % 3 {
+            0 => vec![(Signal::Metrics, "no URL for metrics".to_string())],
+            _ => Vec::new(),
+        };
         Ok(Checked {
             parsed: Parsed::default(),
             extensions: Vec::new(),
+            cannot_take,
         })
     }
 }
