@@ -41,8 +41,22 @@ pub struct ResolverConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StaticResolver {
-    /// `host:port` of each backend.
+    /// `host:port` of each backend; a host alone is on OTLP/gRPC's port ([`StaticResolver::endpoints`]).
     pub hostnames: Vec<String>,
+}
+
+impl StaticResolver {
+    /// Each hostname as `host:port`: one written without a port gets 4317, as otelcol gives it
+    /// (dialled as it was, it went to port 80).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.hostnames
+            .iter()
+            .map(|h| match format!("http://{h}").parse::<http::Uri>() {
+                Ok(uri) if uri.port().is_none() => format!("{h}:4317"),
+                _ => h.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Backends are the addresses `hostname` resolves to (a headless Kubernetes service, say),

@@ -109,7 +109,7 @@ impl ExporterType for LoadBalancingExporter {
             config: config.clone(),
         };
         if let Some(s) = &config.resolver.static_list {
-            lb.set_backends(s.hostnames.clone())?;
+            lb.set_backends(s.endpoints())?;
         }
         Ok(BuiltExporter {
             exporter: Arc::new(LoadBalancingExporter(Arc::new(lb))),

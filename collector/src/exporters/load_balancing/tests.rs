@@ -287,6 +287,18 @@ impl Exporter for Arc<Fake> {
     }
 }
 
+#[test]
+fn a_static_hostname_without_a_port_is_on_4317() {
+    let config =
+        config("resolver: {static: {hostnames: [a, \"b:1\", \"[::1]\", \"10.0.0.1\"]}}").expect("valid");
+    let endpoints = config
+        .resolver
+        .static_list
+        .map(|s| s.endpoints())
+        .unwrap_or_default();
+    assert_eq!(endpoints, ["a:4317", "b:1", "[::1]:4317", "10.0.0.1:4317"]);
+}
+
 fn balancer(fakes: &[Arc<Fake>]) -> LoadBalancer {
     let config = config("resolver: {static: {hostnames: [\"unused:1\"]}}").expect("valid");
     let lb = LoadBalancer {
