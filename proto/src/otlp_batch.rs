@@ -21,10 +21,13 @@ pub trait TreeRequest: Message + Default + Clone + PartialEq + Request {
     fn from_resources(resources: Vec<Self::Resource>) -> Self;
     /// How much one item counts: 1 for a span or log record, data points for a metric.
     fn weight(item: &Self::Item) -> usize;
+    /// Cuts items weighing more than `max` into items of at most `max`, where the signal
+    /// allows it (a metric's data points).
+    fn split_heavy(resources: &mut [Self::Resource], max: usize);
 }
 
 macro_rules! tree_request {
-    ($req:ty, $res:ty, $scope:ty, $item:ty, $field:ident, $weight:expr) => {
+    ($req:ty, $res:ty, $scope:ty, $item:ty, $field:ident, $weight:expr, $split_heavy:expr) => {
         impl TreeRequest for $req {
             type Resource = $res;
             type Scope = $scope;
@@ -41,6 +44,9 @@ macro_rules! tree_request {
             fn weight(item: &$item) -> usize {
                 $weight(item)
             }
+            fn split_heavy(resources: &mut [$res], max: usize) {
+                $split_heavy(resources, max)
+            }
         }
     };
 }
@@ -51,7 +57,8 @@ tree_request!(
     opentelemetry_proto::tonic::logs::v1::ScopeLogs,
     LogRecord,
     resource_logs,
-    |_: &LogRecord| 1
+    |_: &LogRecord| 1,
+    |_: &mut [ResourceLogs], _| {}
 );
 tree_request!(
     ExportMetricsServiceRequest,
@@ -59,7 +66,8 @@ tree_request!(
     opentelemetry_proto::tonic::metrics::v1::ScopeMetrics,
     Metric,
     resource_metrics,
-    tree::data_points
+    tree::data_points,
+    tree::split_heavy_metrics
 );
 
 /// A batch of one signal as it travels through a pipeline. Components use its methods, so
@@ -136,6 +144,7 @@ impl<R: TreeRequest> OtlpBatch<R> {
         if max >= self.items {
             return std::mem::take(self);
         }
+        R::split_heavy(self.request.resources_mut(), max);
         let (front, taken) = tree::split_front(self.request.resources_mut(), max, R::weight);
         self.items -= taken;
         OtlpBatch {
@@ -321,15 +330,70 @@ mod tests {
     fn metrics_count_and_split_by_data_points() {
         let mut b = metrics(&[5, 1, 2, 4]);
         assert_eq!(b.item_count(), 12);
-        // A metric heavier than the cut still goes out whole, alone.
+        // A metric heavier than the cut is cut too, as otelcol's batch processor cuts it: the
+        // same metric, part of its points in each.
         let first = b.split_front(3);
-        assert_eq!(first.item_count(), 5);
+        assert_eq!(first.item_count(), 3);
+        assert_eq!(first.resources()[0].scope_metrics[0].metrics[0].name, "m0");
         let second = b.split_front(3);
         assert_eq!(second.item_count(), 3);
-        assert_eq!(b.item_count(), 4);
+        let names: Vec<_> = second.resources()[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| &m.name)
+            .collect();
+        assert_eq!(names, ["m0", "m1"]);
+        assert_eq!(b.item_count(), 6);
+        assert_eq!(tree::count(b.resources(), ExportMetricsServiceRequest::weight), 6);
         assert_eq!(b.split_front(0).item_count(), 0);
         let again = MetricsBatch::decode(&second.encode(Encoding::Json), Encoding::Json).expect("json");
         assert_eq!(again, second);
+    }
+
+    #[test]
+    fn a_metric_cut_in_pieces_keeps_its_kind_and_temporality_in_each() {
+        use opentelemetry_proto::tonic::metrics::v1::Sum;
+        let sum = Metric {
+            name: "requests".into(),
+            unit: "1".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: (0..7)
+                    .map(|i| NumberDataPoint {
+                        time_unix_nano: i,
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        };
+        let mut b = MetricsBatch::from_resources(vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![sum],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let mut times = Vec::new();
+        while b.item_count() > 0 {
+            let piece = b.split_front(3);
+            assert!(piece.item_count() <= 3);
+            for m in piece
+                .resources()
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+            {
+                assert_eq!((m.name.as_str(), m.unit.as_str()), ("requests", "1"));
+                let Some(metric::Data::Sum(s)) = &m.data else {
+                    panic!("not a sum: {m:?}");
+                };
+                assert_eq!((s.aggregation_temporality, s.is_monotonic), (2, true));
+                times.extend(s.data_points.iter().map(|p| p.time_unix_nano));
+            }
+        }
+        assert_eq!(times, (0..7).collect::<Vec<_>>());
     }
 
     #[test]

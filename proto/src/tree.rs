@@ -104,6 +104,84 @@ where
     (front, taken)
 }
 
+/// Cuts each metric with more than `max` data points into metrics of at most `max`: the same
+/// metric (name, unit, kind, temporality), part of its points in each, as otelcol's batch
+/// processor cuts one, so `send_batch_max_size` holds for metrics too.
+pub(crate) fn split_heavy_metrics(resources: &mut [ResourceMetrics], max: usize) {
+    let max = max.max(1);
+    for scope in resources.iter_mut().flat_map(|r| &mut r.scope_metrics) {
+        if scope.metrics.iter().all(|m| data_points(m) <= max) {
+            continue;
+        }
+        for m in std::mem::take(&mut scope.metrics) {
+            if data_points(&m) <= max {
+                scope.metrics.push(m);
+            } else {
+                scope.metrics.extend(split_metric(m, max));
+            }
+        }
+    }
+}
+
+fn split_metric(mut m: Metric, max: usize) -> Vec<Metric> {
+    use metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::{ExponentialHistogram, Gauge, Histogram, Sum, Summary};
+    /// `points` in runs of `max`, each made a metric's data by `wrap`.
+    fn runs<P>(points: Vec<P>, max: usize, wrap: impl Fn(Vec<P>) -> Data) -> Vec<Data> {
+        let mut out = Vec::new();
+        let mut points = points.into_iter().peekable();
+        while points.peek().is_some() {
+            out.push(wrap(points.by_ref().take(max).collect()));
+        }
+        out
+    }
+    let parts = match m.data.take() {
+        Some(Data::Gauge(g)) => runs(g.data_points, max, |data_points| {
+            Data::Gauge(Gauge { data_points })
+        }),
+        Some(Data::Sum(Sum {
+            data_points,
+            aggregation_temporality,
+            is_monotonic,
+        })) => runs(data_points, max, |data_points| {
+            Data::Sum(Sum {
+                data_points,
+                aggregation_temporality,
+                is_monotonic,
+            })
+        }),
+        Some(Data::Histogram(Histogram {
+            data_points,
+            aggregation_temporality,
+        })) => runs(data_points, max, |data_points| {
+            Data::Histogram(Histogram {
+                data_points,
+                aggregation_temporality,
+            })
+        }),
+        Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points,
+            aggregation_temporality,
+        })) => runs(data_points, max, |data_points| {
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points,
+                aggregation_temporality,
+            })
+        }),
+        Some(Data::Summary(s)) => runs(s.data_points, max, |data_points| {
+            Data::Summary(Summary { data_points })
+        }),
+        None => return vec![m],
+    };
+    parts
+        .into_iter()
+        .map(|data| Metric {
+            data: Some(data),
+            ..m.clone()
+        })
+        .collect()
+}
+
 /// Data points of a metric: the unit otelcol counts metrics in.
 pub(crate) fn data_points(m: &Metric) -> usize {
     match &m.data {
