@@ -92,6 +92,10 @@ pub trait Exporter: Send + Sync + 'static {
         Ok(())
     }
     async fn export(&self, batch: &Batch) -> Result<(), ExportError>;
+    /// Shutdown began. An exporter that retries inside itself, not through the runtime's
+    /// retry, stops waiting to retry as the runtime would: at once when `keep` (the runtime
+    /// keeps the batch, on disk or for a reloaded successor), else no later than `deadline`.
+    fn begin_shutdown(&self, _deadline: std::time::Instant, _keep: bool) {}
     /// Flush whatever the exporter buffers itself (files, connections).
     async fn shutdown(&self) {}
 }

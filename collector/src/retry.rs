@@ -211,12 +211,14 @@ impl Retrier<'_> {
                 }
             };
             let stopping = self.stopping.is_some_and(CancellationToken::is_cancelled);
+            // Kept rather than dropped, retry or not: an exporter that retries inside itself
+            // (load_balancing) runs with the runtime's retry off and gives up at shutdown.
+            if self.stop_at_shutdown.load(Ordering::Acquire) && stopping {
+                return Err(GaveUp::Stopped { reason, item });
+            }
             if !self.policy.enabled {
                 let reason = format!("{reason} (retry disabled)");
                 return Err(GaveUp::Exhausted { reason, item });
-            }
-            if self.stop_at_shutdown.load(Ordering::Acquire) && stopping {
-                return Err(GaveUp::Stopped { reason, item });
             }
             let wait = backoff.next(after);
             let elapsed = started.elapsed();

@@ -108,6 +108,8 @@ impl Sender {
     pub(super) fn begin_shutdown(&self, deadline: Instant) {
         let _ = self.deadline.set(deadline);
         self.stopping.cancel();
+        let keep = self.keep_on_stop.load(std::sync::atomic::Ordering::Acquire);
+        self.exporter.begin_shutdown(deadline, keep);
     }
 
     pub(super) fn deadline_lock(&self) -> &OnceLock<Instant> {

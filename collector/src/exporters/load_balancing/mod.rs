@@ -106,6 +106,8 @@ impl ExporterType for LoadBalancingExporter {
             dns: config.resolver.dns.clone(),
             members: Mutex::new(Members::default()),
             stop: CancellationToken::new(),
+            shutdown: std::sync::OnceLock::new(),
+            shutting_down: CancellationToken::new(),
             config: config.clone(),
         };
         if let Some(s) = &config.resolver.static_list {
@@ -178,6 +180,11 @@ struct LoadBalancer {
     members: Mutex<Members>,
     /// Ends the DNS refresh task.
     stop: CancellationToken,
+    /// Set when shutdown begins ([`Exporter::begin_shutdown`]): its deadline, and whether the
+    /// runtime keeps the batch (then retrying stops at once).
+    shutdown: std::sync::OnceLock<(Instant, bool)>,
+    /// Cancelled when shutdown begins, to cut a wait between rounds short.
+    shutting_down: CancellationToken,
 }
 
 impl LoadBalancer {
@@ -328,6 +335,11 @@ impl Exporter for LoadBalancingExporter {
         self.0.export(batch).await
     }
 
+    fn begin_shutdown(&self, deadline: Instant, keep: bool) {
+        let _ = self.0.shutdown.set((deadline, keep));
+        self.0.shutting_down.cancel();
+    }
+
     async fn shutdown(&self) {
         self.0.stop.cancel();
         let backends: Vec<Arc<Backend>> = {
@@ -442,7 +454,24 @@ impl LoadBalancer {
             )));
         }
         warn!(exporter = %self.name, error = %err, retry_in = ?wait, "export failed, will retry");
-        tokio::time::sleep(wait).await;
-        Ok(())
+        let wake = Instant::now() + wait;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.shutting_down.cancelled() => {}
+        }
+        // Shutdown began: stop now when the batch is kept, else wait no later than its deadline,
+        // as the runtime's own retry does; a worker cut off at the deadline would lose the
+        // batch uncounted.
+        match self.shutdown.get() {
+            Some((_, true)) => Err(ExportError::retryable(format!("{err}; shutting down"))),
+            Some((deadline, false)) if wake > *deadline => Err(ExportError::retryable(format!(
+                "{err}; shutdown deadline reached"
+            ))),
+            Some(_) => {
+                tokio::time::sleep_until(wake.into()).await;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }

@@ -313,6 +313,8 @@ fn balancer(fakes: &[Arc<Fake>]) -> LoadBalancer {
         dns: None,
         members: Mutex::new(Members::default()),
         stop: CancellationToken::new(),
+        shutdown: std::sync::OnceLock::new(),
+        shutting_down: CancellationToken::new(),
         config,
     };
     {
@@ -405,6 +407,37 @@ async fn data_waits_while_every_backend_is_down_and_goes_when_one_returns() {
         .expect("task")
         .expect("sent once a backend returned");
     assert_eq!(fakes[0].got.lock().expect("lock").len(), 20);
+}
+
+/// Shutdown cuts the retrying short, as the runtime's own retry: at once when the runtime
+/// keeps the batch, else by the deadline, so no worker is cut off mid-batch at the deadline.
+#[tokio::test]
+async fn retrying_while_every_backend_is_down_ends_with_shutdown() {
+    for keep in [false, true] {
+        let fakes = vec![Arc::new(Fake {
+            down: AtomicBool::new(true),
+            got: Mutex::new(Vec::new()),
+        })];
+        let lb = Arc::new(LoadBalancingExporter(Arc::new(balancer(&fakes))));
+        let sending = tokio::spawn({
+            let lb = lb.clone();
+            async move { lb.export(&many_traces(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let began = Instant::now();
+        let deadline = began + Duration::from_millis(300);
+        lb.begin_shutdown(deadline, keep);
+        let err = sending.await.expect("task").expect_err("nobody up");
+        let took = began.elapsed();
+        assert!(matches!(err, ExportError::Retryable { .. }), "{err}");
+        // Retrying would otherwise go on for its 2 s; the bounds leave room for a busy machine.
+        let bound = if keep {
+            Duration::from_millis(900)
+        } else {
+            Duration::from_millis(1200)
+        };
+        assert!(took < bound, "keep {keep}: gave up {took:?} after shutdown began");
+    }
 }
 
 #[test]
