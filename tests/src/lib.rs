@@ -74,6 +74,12 @@ impl Hotspan {
     /// fresh temporary directory and each `{port:NAME}` a free port; a `health_check`
     /// extension on `{port:health}` is expected, and start waits for it to answer 200.
     pub fn start(config: &str) -> Result<Hotspan> {
+        Self::start_in(config, &[])
+    }
+
+    /// As [`Hotspan::start`], in the cgroups whose `cgroup.procs` files are given, joined before
+    /// hotspan runs a single instruction: a shell writes its pid into each, then execs hotspan.
+    pub fn start_in(config: &str, cgroup_procs: &[PathBuf]) -> Result<Hotspan> {
         let dir = tempfile::tempdir()?;
         let mut ports = BTreeMap::new();
         let mut config = config.replace("{dir}", &dir.path().display().to_string());
@@ -97,7 +103,20 @@ impl Hotspan {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, config)?;
         let log = std::fs::File::create(dir.path().join("hotspan.log"))?;
-        let child = Command::new(hotspan_bin())
+        let mut command = Command::new(hotspan_bin());
+        if !cgroup_procs.is_empty() {
+            // `sh -c SCRIPT sh PROCS... -- PROGRAM`: a write that fails ends the shell with the
+            // reason in the log.
+            command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(r#"while [ "$1" != "--" ]; do echo $$ > "$1" || { echo "joining cgroup: $1" >&2; exit 97; }; shift; done; shift; exec "$@""#)
+                .arg("sh")
+                .args(cgroup_procs)
+                .arg("--")
+                .arg(hotspan_bin());
+        }
+        let child = command
             .arg("--config")
             .arg(&path)
             .arg("--shutdown-timeout")

@@ -1,7 +1,8 @@
 //! The `cgroup` receiver against real cgroups (as root): the Go test service runs inside a v1
 //! cpu cgroup with a 20 ms / 100 ms quota and is throttled; hotspan polls it by pid and what it
 //! writes is compared with the cgroup's own cpu.stat. A second service runs in a cgroup without
-//! a quota (v1) and in a v2 cgroup, polled by pid and by path.
+//! a quota (v1) and in a v2 cgroup, polled by pid and by path. hotspan itself runs in a v1
+//! memory cgroup, whose limit its memory_limiter's percentages are of.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -497,6 +498,60 @@ fn check_shapes(
     ensure!(
         (80_000_000..=150_000_000).contains(&median),
         "median gap between polls {median} ns"
+    );
+    Ok(())
+}
+
+/// memory_limiter's `limit_percentage` is of the memory limit of hotspan's own cgroup (here a
+/// v1 memory cgroup of 256 MiB, as a container runtime or systemd's `MemoryMax=` sets one), not
+/// of the machine's memory. It once read only `memory.max` at the root of a v2 hierarchy, so on
+/// this host (v1 memory controller) and under systemd a limiter at 50% took half the machine,
+/// and the kernel killed hotspan at its cgroup's limit before the limiter ever refused.
+#[test]
+fn memory_limiter_percentages_are_of_hotspans_own_cgroup() -> Result<()> {
+    require_root()?;
+    let limit: u64 = 256 << 20;
+    let mut cgroups = TestCgroups::default();
+    let dir = cgroups.make(
+        &v1_mount("memory")?,
+        &format!("hotspan-test-memory-{}", std::process::id()),
+    )?;
+    write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
+    let hotspan = Hotspan::start_in(
+        r#"
+receivers:
+  otlp: {protocols: {http: {endpoint: "127.0.0.1:{port:http}"}}}
+processors:
+  memory_limiter: {check_interval: 1s, limit_percentage: 50, spike_limit_percentage: 10}
+exporters:
+  debug: {}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], processors: [memory_limiter], exporters: [debug]}
+"#,
+        &[dir.join("cgroup.procs")],
+    )?;
+    let log = hotspan.log();
+    let bytes = |field: &str| -> Option<u64> {
+        let at = log.find(&format!("{field}="))? + field.len() + 1;
+        log[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let (hard, of) = (bytes("hard_bytes"), bytes("of_bytes"));
+    ensure!(
+        of == Some(limit),
+        "limits taken of {of:?}, not the cgroup's {limit}:\n{log}"
+    );
+    let half = hard.context("no hard limit logged")? as f64 / limit as f64;
+    ensure!(
+        (0.49..=0.51).contains(&half),
+        "hard limit {hard:?} is {half} of the cgroup's"
     );
     Ok(())
 }

@@ -13,7 +13,7 @@ use hotspan_processors::{Admission, Processor};
 use crate::component::{BoxError, BuildContext, ComponentType, ProcessorType};
 use hotspan_proto::Batch;
 use serde::Deserialize;
-use tracing::warn;
+use tracing::{info, warn};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -119,7 +119,9 @@ fn heap_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// The machine's memory, for the percentage limits (the cgroup's limit when lower).
+/// The machine's memory, for the percentage limits (the limit of hotspan's own cgroup when
+/// lower, v1 or v2, found as the `cgroup` receiver finds a process's: a systemd service's
+/// `MemoryMax=` is not at the hierarchy's root, where this once looked).
 fn total_memory() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let total = meminfo
@@ -127,9 +129,14 @@ fn total_memory() -> u64 {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024);
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let cgroup = (|| {
+        use crate::receivers::cgroup::fs;
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        fs::memory_limit(
+            &proc_cgroup,
+            &fs::read_mounts(std::path::Path::new("/proc")).ok()?,
+        )
+    })();
     match cgroup {
         Some(c) if c > 0 && c < total => c,
         _ => total,
@@ -151,7 +158,14 @@ pub struct Limiter {
 
 impl Limiter {
     fn new(config: &MemoryLimiterConfig, probe: fn() -> u64) -> Self {
-        let (soft, hard) = config.limits(total_memory());
+        let total = total_memory();
+        let (soft, hard) = config.limits(total);
+        info!(
+            soft_bytes = soft,
+            hard_bytes = hard,
+            of_bytes = total,
+            "memory_limiter limits"
+        );
         let now = Instant::now();
         Limiter {
             soft,

@@ -189,44 +189,76 @@ fn find_dir(mounts: &[Mount], path: &str, pick: impl Fn(&Mount) -> bool) -> Opti
         .map(|(_, dir)| dir)
 }
 
-/// The cgroup holding a process's CPU controller. Under v1 (also on hybrid hosts, where the
-/// `cpu` controller lives in a v1 hierarchy and v2 has none) the line listing `cpu`; else the
-/// v2 line `0::path`.
+/// The line of `/proc/<pid>/cgroup` for the v1 hierarchy holding `controller`.
+fn v1_line<'a>(lines: &'a [ProcCgroup], controller: &str) -> Option<&'a ProcCgroup> {
+    lines
+        .iter()
+        .find(|l| l.hierarchy != 0 && l.controllers.iter().any(|c| c == controller))
+}
+
+/// A process's cgroup directory for `controller`: under v1 (also on hybrid hosts, where the
+/// controller lives in a v1 hierarchy and v2 has none) the line listing it; else the v2 line
+/// `0::path`.
+fn controller_dir(lines: &[ProcCgroup], mounts: &[Mount], controller: &str) -> Option<(Version, PathBuf)> {
+    let v1 =
+        v1_line(lines, controller).and_then(|l| find_dir(mounts, &l.path, |m| m.has_controller(controller)));
+    if let Some(dir) = v1 {
+        return Some((Version::V1, dir));
+    }
+    let v2 = lines
+        .iter()
+        .find(|l| l.hierarchy == 0 && l.controllers.is_empty())?;
+    find_dir(mounts, &v2.path, Mount::is_v2).map(|dir| (Version::V2, dir))
+}
+
+/// The memory limit of the cgroup `proc_cgroup` (a `/proc/<pid>/cgroup`) names: v2
+/// `memory.max`, v1 `memory.limit_in_bytes`; none when it sets none (`max`, or v1's
+/// page-rounded `i64::MAX`) or cannot be read.
+pub fn memory_limit(proc_cgroup: &str, mounts: &[Mount]) -> Option<u64> {
+    let (version, dir) = controller_dir(&parse_proc_cgroup(proc_cgroup), mounts, "memory")?;
+    let file = match version {
+        Version::V1 => "memory.limit_in_bytes",
+        Version::V2 => "memory.max",
+    };
+    let limit = std::fs::read_to_string(dir.join(file))
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    (limit < i64::MAX as u64 / 2).then_some(limit)
+}
+
+/// The cgroup holding a process's CPU controller ([`controller_dir`] for `cpu`), with its
+/// `cpuacct` directory under v1.
 pub fn resolve_pid(pid: u32, proc_cgroup: &str, mounts: &[Mount]) -> Result<CpuCgroup, CgroupError> {
     let lines = parse_proc_cgroup(proc_cgroup);
-    let v1_line = |controller: &str| {
-        lines
-            .iter()
-            .find(|l| l.hierarchy != 0 && l.controllers.iter().any(|c| c == controller))
-    };
-    if let Some(cpu) = v1_line("cpu") {
-        if let Some(dir) = find_dir(mounts, &cpu.path, |m| m.has_controller("cpu")) {
-            let cpuacct =
-                v1_line("cpuacct").and_then(|l| find_dir(mounts, &l.path, |m| m.has_controller("cpuacct")));
+    match controller_dir(&lines, mounts, "cpu") {
+        Some((Version::V1, dir)) => {
+            let cpuacct = v1_line(&lines, "cpuacct")
+                .and_then(|l| find_dir(mounts, &l.path, |m| m.has_controller("cpuacct")));
             return Ok(CpuCgroup {
                 version: Version::V1,
                 dir,
                 cpuacct,
             });
         }
-    }
-    let v2 = lines
-        .iter()
-        .find(|l| l.hierarchy == 0 && l.controllers.is_empty());
-    if let Some(line) = v2 {
-        if let Some(dir) = find_dir(mounts, &line.path, Mount::is_v2) {
+        Some((Version::V2, dir)) => {
             return Ok(CpuCgroup {
                 version: Version::V2,
                 dir,
                 cpuacct: None,
-            });
+            })
         }
+        None => {}
     }
+    let v2 = lines
+        .iter()
+        .find(|l| l.hierarchy == 0 && l.controllers.is_empty());
     let shown: Vec<String> = mounts
         .iter()
         .map(|m| format!("{} ({} {})", m.mount_point.display(), m.fs_type, m.root))
         .collect();
-    let detail = match (v1_line("cpu"), v2) {
+    let detail = match (v1_line(&lines, "cpu"), v2) {
         (None, None) => "its /proc/<pid>/cgroup names no cpu controller and no cgroup v2 path".to_owned(),
         (cpu, v2) => format!(
             "no cgroup mount shows its cgroup (cpu: {}, v2: {}); cgroup mounts: [{}]",

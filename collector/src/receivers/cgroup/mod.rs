@@ -4,7 +4,7 @@
 //! GOMAXPROCS and says when it is above the quota.
 
 mod config;
-mod fs;
+pub(crate) mod fs;
 mod gomaxprocs;
 mod otlp;
 #[cfg(test)]

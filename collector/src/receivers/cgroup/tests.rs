@@ -5,7 +5,8 @@ use hotspan_config::{parse_yaml, yaml_errors};
 use hotspan_proto::otlp::metrics::v1::{metric, number_data_point, AggregationTemporality, Metric};
 
 use super::fs::{
-    parse_cfs, parse_cpu_max, parse_flat_keyed, parse_mountinfo, parse_proc_cgroup, resolve_path, resolve_pid,
+    memory_limit, parse_cfs, parse_cpu_max, parse_flat_keyed, parse_mountinfo, parse_proc_cgroup,
+    resolve_path, resolve_pid,
 };
 use super::*;
 
@@ -222,6 +223,40 @@ fn pid_under_a_bind_mounted_subtree() {
     );
     let err = resolve_pid(7, "1:name=systemd:/\n", &mounts).expect_err("no cpu");
     assert!(err.to_string().contains("no cpu controller"), "{err}");
+}
+
+/// The memory limit of a process's own cgroup, v2 or v1 (a systemd service's `MemoryMax=`),
+/// for memory_limiter's percentages; "no limit" in either spelling is none.
+#[test]
+fn memory_limit_of_a_process_cgroup() {
+    let root = Planted::new("memory");
+    let v2 = root.path("v2");
+    let v1 = root.path("v1");
+    let mounts = parse_mountinfo(&format!(
+        "30 23 0:26 / {} rw - cgroup2 cgroup2 rw\n35 31 0:32 / {} rw - cgroup cgroup rw,memory\n",
+        v2.display(),
+        v1.display()
+    ));
+    root.write("v2/system.slice/hotspan.service/memory.max", "536870912\n");
+    root.write("v2/system.slice/other.service/memory.max", "max\n");
+    let v2_only = &mounts[..1];
+    assert_eq!(
+        memory_limit("0::/system.slice/hotspan.service\n", v2_only),
+        Some(536870912)
+    );
+    assert_eq!(memory_limit("0::/system.slice/other.service\n", v2_only), None);
+    assert_eq!(memory_limit("0::/system.slice/gone.service\n", v2_only), None);
+    // A hybrid host: the memory controller's v1 hierarchy wins over the v2 line.
+    root.write("v1/docker/abc/memory.limit_in_bytes", "268435456\n");
+    root.write("v1/docker/free/memory.limit_in_bytes", "9223372036854771712\n");
+    assert_eq!(
+        memory_limit(
+            "4:memory:/docker/abc\n0::/system.slice/hotspan.service\n",
+            &mounts
+        ),
+        Some(268435456)
+    );
+    assert_eq!(memory_limit("4:memory:/docker/free\n0::/\n", &mounts), None);
 }
 
 // ---- the files
