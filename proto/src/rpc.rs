@@ -19,6 +19,21 @@ impl Status {
         }
     }
 
+    /// Reads a status as an OTLP/HTTP server sends it, in `encoding`; `None` for a body that is
+    /// not one.
+    pub fn read(body: &[u8], encoding: Encoding) -> Option<Self> {
+        match encoding {
+            Encoding::Protobuf => prost::Message::decode(body).ok(),
+            Encoding::Json => {
+                let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+                Some(Status {
+                    code: json.get("code")?.as_i64().and_then(|c| i32::try_from(c).ok())?,
+                    message: json.get("message")?.as_str()?.to_string(),
+                })
+            }
+        }
+    }
+
     /// Encodes the status in the request's encoding, as the OTLP/HTTP spec asks.
     pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
         match encoding {
@@ -72,5 +87,24 @@ pub fn export_response(signal: crate::Signal, rejected: usize, message: &str, en
                     .into_bytes()
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_reads_back_in_either_encoding_and_other_bodies_do_not() {
+        let status = Status::new(3, "span 7 has no name");
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            assert_eq!(
+                Status::read(&status.encode(encoding), encoding),
+                Some(status.clone())
+            );
+        }
+        assert_eq!(Status::read(b"<html>", Encoding::Json), None);
+        assert_eq!(Status::read(b"{\"error\":\"x\"}", Encoding::Json), None);
+        assert_eq!(Status::read(b"\xff\xff", Encoding::Protobuf), None);
     }
 }

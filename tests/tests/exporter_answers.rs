@@ -35,7 +35,7 @@ enum Reply {
     Http {
         status: u16,
         headers: Vec<(&'static str, String)>,
-        body: &'static str,
+        body: bytes::Bytes,
     },
 }
 
@@ -232,7 +232,7 @@ service:
     let html = Reply::Http {
         status: 200,
         headers: vec![("content-type", "text/html".into())],
-        body: "<html><body>a login page</body></html>",
+        body: bytes::Bytes::from_static(b"<html><body>a login page</body></html>"),
     };
     backend.expect(vec![html], Reply::GrpcOk);
     let a = send(&hotspan, "once", 10)?;
@@ -320,7 +320,7 @@ service:
         Reply::Http {
             status: 503,
             headers: vec![("retry-after", "0".into())],
-            body: "",
+            body: bytes::Bytes::from_static(b""),
         },
     );
     let a = send(&hotspan, "floor", 70)?;
@@ -338,18 +338,38 @@ service:
         gaps(&seen)
     );
 
+    // An error body is the server's google.rpc.Status: its message is what reaches the log
+    // and the client, not the protobuf bytes read as text.
+    let status = hotspan_proto::rpc::Status::new(3, "span 7 has no name");
+    backend.expect(
+        vec![Reply::Http {
+            status: 400,
+            headers: vec![("content-type", "application/x-protobuf".into())],
+            body: status.encode(hotspan_proto::Encoding::Protobuf).into(),
+        }],
+        Reply::GrpcOk,
+    );
+    let a = send(&hotspan, "floor", 75)?;
+    let message: serde_json::Value = serde_json::from_str(&a.body)?;
+    let message = message["message"].as_str().unwrap_or_default();
+    ensure!(
+        a.status == 400 && message.ends_with("400 Bad Request: span 7 has no name"),
+        "a 400 with a Status: {} {message:?}",
+        a.status
+    );
+
     // Retry-After as an HTTP date.
     let when = SystemTime::now() + Duration::from_secs(3);
     backend.expect(
         vec![Reply::Http {
             status: 503,
             headers: vec![("retry-after", httpdate::fmt_http_date(when))],
-            body: "",
+            body: bytes::Bytes::from_static(b""),
         }],
         Reply::Http {
             status: 200,
             headers: Vec::new(),
-            body: "",
+            body: bytes::Bytes::from_static(b""),
         },
     );
     let a = send(&hotspan, "date", 80)?;

@@ -288,13 +288,31 @@ impl Exporter for OtlpHttpExporter {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(retry_after);
-        let text = String::from_utf8_lossy(&bytes);
-        let reason = format!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+        let reason = format!("HTTP {status}: {}", error_text(&response.headers, &bytes));
         // OTLP/HTTP: only these are worth retrying.
         match status.as_u16() {
             429 | 502 | 503 | 504 => Err(ExportError::Retryable { reason, retry_after }),
             _ => Err(ExportError::Permanent(reason)),
         }
+    }
+}
+
+/// What an error answer says: the message of its `google.rpc.Status`, as OTLP/HTTP servers
+/// send one (protobuf or JSON, as the response's type says), else the body's first 200
+/// characters.
+fn error_text(headers: &HeaderMap, body: &[u8]) -> String {
+    let encoding = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| match t.split(';').next().unwrap_or("").trim() {
+            "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+            "application/json" => Some(Encoding::Json),
+            _ => None,
+        });
+    let status = encoding.and_then(|e| hotspan_proto::rpc::Status::read(body, e));
+    match status {
+        Some(s) if !s.message.is_empty() => s.message,
+        _ => String::from_utf8_lossy(body).chars().take(200).collect(),
     }
 }
 
