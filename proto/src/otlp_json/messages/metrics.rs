@@ -18,6 +18,26 @@ use crate::otlp_json::scalars::{DoubleIn, Enum, IntIn};
 use crate::otlp_json::write::{AsStr, Double, Out, J};
 use crate::otlp_json::Msg;
 
+/// How a number oneof's two members are made: from a double, from an int.
+type NumberMembers<V> = (fn(f64) -> V, fn(i64) -> V);
+
+/// The number oneof of a data point or an exemplar: `asDouble` or `asInt` (`key`) into `slot`,
+/// made by `as_double` or `as_int`; a second member is an error.
+fn number<'de, A: MapAccess<'de>, V>(
+    slot: &mut Option<V>,
+    key: &str,
+    a: &mut A,
+    (as_double, as_int): NumberMembers<V>,
+    what: &str,
+) -> Result<(), A::Error> {
+    let value = if key == "asDouble" {
+        a.next_value::<Option<DoubleIn>>()?.map(|v| as_double(v.0))
+    } else {
+        a.next_value::<Option<IntIn<i64>>>()?.map(|v| as_int(v.0))
+    };
+    oneof(slot, value, what)
+}
+
 impl Enum for AggregationTemporality {
     const NAME: &'static str = "AggregationTemporality";
     fn number(name: &str) -> Option<i32> {
@@ -150,41 +170,30 @@ impl Msg for Sum {
     }
 }
 
-impl Msg for Histogram {
-    fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
-        o.msgs("dataPoints", &self.data_points)?;
-        o.int("aggregationTemporality", self.aggregation_temporality)
-    }
-
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
-        match key {
-            "dataPoints" => self.data_points = msgs(a)?,
-            "aggregationTemporality" => {
-                self.aggregation_temporality = enumeration::<A, AggregationTemporality>(a)?;
+/// The two histograms: their points and their temporality, nothing else.
+macro_rules! histogram {
+    ($($ty:ty),*) => {$(
+        impl Msg for $ty {
+            fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
+                o.msgs("dataPoints", &self.data_points)?;
+                o.int("aggregationTemporality", self.aggregation_temporality)
             }
-            _ => skip(a)?,
+
+            fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
+                match key {
+                    "dataPoints" => self.data_points = msgs(a)?,
+                    "aggregationTemporality" => {
+                        self.aggregation_temporality = enumeration::<A, AggregationTemporality>(a)?;
+                    }
+                    _ => skip(a)?,
+                }
+                Ok(())
+            }
         }
-        Ok(())
-    }
+    )*};
 }
 
-impl Msg for ExponentialHistogram {
-    fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
-        o.msgs("dataPoints", &self.data_points)?;
-        o.int("aggregationTemporality", self.aggregation_temporality)
-    }
-
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
-        match key {
-            "dataPoints" => self.data_points = msgs(a)?,
-            "aggregationTemporality" => {
-                self.aggregation_temporality = enumeration::<A, AggregationTemporality>(a)?;
-            }
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+histogram!(Histogram, ExponentialHistogram);
 
 impl Msg for Summary {
     fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
@@ -222,22 +231,16 @@ impl Msg for NumberDataPoint {
             "timeUnixNano" => self.time_unix_nano = int(a)?,
             "exemplars" => self.exemplars = msgs(a)?,
             "flags" => self.flags = int(a)?,
-            "asDouble" => {
-                let v = a.next_value::<Option<DoubleIn>>()?;
-                oneof(
-                    &mut self.value,
-                    v.map(|v| number_data_point::Value::AsDouble(v.0)),
-                    "a NumberDataPoint",
-                )?;
-            }
-            "asInt" => {
-                let v = a.next_value::<Option<IntIn<i64>>>()?;
-                oneof(
-                    &mut self.value,
-                    v.map(|v| number_data_point::Value::AsInt(v.0)),
-                    "a NumberDataPoint",
-                )?;
-            }
+            "asDouble" | "asInt" => number(
+                &mut self.value,
+                key,
+                a,
+                (
+                    number_data_point::Value::AsDouble,
+                    number_data_point::Value::AsInt,
+                ),
+                "a NumberDataPoint",
+            )?,
             _ => skip(a)?,
         }
         Ok(())
@@ -395,22 +398,13 @@ impl Msg for Exemplar {
             "timeUnixNano" => self.time_unix_nano = int(a)?,
             "spanId" => self.span_id = hex(a)?,
             "traceId" => self.trace_id = hex(a)?,
-            "asDouble" => {
-                let v = a.next_value::<Option<DoubleIn>>()?;
-                oneof(
-                    &mut self.value,
-                    v.map(|v| exemplar::Value::AsDouble(v.0)),
-                    "an Exemplar",
-                )?;
-            }
-            "asInt" => {
-                let v = a.next_value::<Option<IntIn<i64>>>()?;
-                oneof(
-                    &mut self.value,
-                    v.map(|v| exemplar::Value::AsInt(v.0)),
-                    "an Exemplar",
-                )?;
-            }
+            "asDouble" | "asInt" => number(
+                &mut self.value,
+                key,
+                a,
+                (exemplar::Value::AsDouble, exemplar::Value::AsInt),
+                "an Exemplar",
+            )?,
             _ => skip(a)?,
         }
         Ok(())

@@ -155,6 +155,39 @@ fn span_id(n: u8) -> Vec<u8> {
     (0..8).map(|i| n.wrapping_add(i * 31) | 1).collect()
 }
 
+/// `req` encoded reads back the same, and encodes again to the same bytes (stable output).
+fn round_trips<R: crate::otlp_json::Request + prost::Message + std::fmt::Debug>(req: &R) {
+    let bytes = crate::otlp_json::encode(req);
+    let back: R = crate::otlp_json::decode(&bytes).expect("decodes");
+    assert!(same_protobuf(&back, req), "{back:?}");
+    assert_eq!(crate::otlp_json::encode(&back), bytes);
+}
+
+/// `req` encoded, then every key turned to snake_case, reads back the same; `keys` are some
+/// of its snake_case keys, to show the turn happened.
+fn decodes_in_snake_case<R: crate::otlp_json::Request + prost::Message>(req: &R, keys: &[&str]) {
+    let camel: Json = serde_json::from_slice(&crate::otlp_json::encode(req)).expect("valid JSON");
+    let snake = serde_json::to_vec(&snake_case(camel)).expect("serializes");
+    let text = String::from_utf8_lossy(&snake);
+    assert!(keys.iter().all(|k| text.contains(&format!("\"{k}\""))), "{text}");
+    let back: R = crate::otlp_json::decode(&snake).expect("decodes");
+    assert!(same_protobuf(&back, req));
+}
+
+/// Every prefix of `req`'s encoding is an error, and random edits of it never panic.
+fn damage_is_an_error_never_a_panic<R: crate::otlp_json::Request>(req: &R) {
+    let bytes = crate::otlp_json::encode(req);
+    for len in 0..bytes.len() {
+        assert!(
+            crate::otlp_json::decode::<R>(&bytes[..len]).is_err(),
+            "prefix of {len} bytes accepted"
+        );
+    }
+    mutations_never_panic(&bytes, |b| {
+        let _ = crate::otlp_json::decode::<R>(b);
+    });
+}
+
 /// Random edits of a valid document, decoded by `decode`: an error or not, never a panic.
 fn mutations_never_panic(bytes: &[u8], decode: impl Fn(&[u8])) {
     let snippets: [&[u8]; 10] = [
