@@ -506,3 +506,34 @@ fn a_broker_restarted_mid_run_loses_nothing_the_sidecar_acknowledged() -> Result
     ensure!(gw.terminate()?.success());
     Ok(())
 }
+
+/// A receiver whose topic does not exist reads nothing and says why at warn, naming its
+/// topics (it was logged at debug only, every 200 ms, so such a receiver looked idle).
+#[test]
+fn a_receiver_whose_topic_is_missing_says_so() -> Result<()> {
+    let kafka = Kafka::start(KafkaOptions::default())?;
+    let gw = gateway(
+        &kafka,
+        "lonely",
+        "",
+        r#"  file: {path: "{dir}/traces.jsonl", flush_interval: 50ms}"#,
+        "    traces: {receivers: [kafka], exporters: [file]}",
+    )?;
+    wait_for(
+        Duration::from_secs(60),
+        "a warning that otlp_spans is missing",
+        || {
+            gw.log()
+                .lines()
+                .any(|l| {
+                    l.contains("WARN")
+                        && l.contains("kafka: cannot consume")
+                        && l.contains("UnknownTopicOrPartition")
+                        && l.contains("otlp_spans")
+                })
+                .then_some(())
+        },
+    )
+    .with_context(|| gw.log())?;
+    Ok(())
+}

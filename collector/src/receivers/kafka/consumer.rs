@@ -237,16 +237,33 @@ enum Outcome {
 impl Run {
     async fn consume(self, client: Client) {
         let mut backoff = BACKOFF_MIN;
+        // The error consuming last ended with, while it lasts.
+        let mut failing: Option<String> = None;
         loop {
             let message = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 m = client.recv() => m,
             };
             let message = match message {
-                Ok(m) => m,
+                Ok(m) => {
+                    if failing.take().is_some() {
+                        info!(receiver = %self.name, "kafka: consuming again");
+                    }
+                    m
+                }
                 Err(e) => {
-                    // A topic not created yet, a broker away: librdkafka keeps trying.
-                    debug!(receiver = %self.name, error = %e, "kafka: consume");
+                    // A topic not created yet, a broker away: librdkafka keeps trying. Each new
+                    // error is said once at warn (it comes back every 200 ms while it lasts),
+                    // so a receiver that reads nothing says why.
+                    let text = e.to_string();
+                    if failing.as_deref() == Some(text.as_str()) {
+                        debug!(receiver = %self.name, error = %text, "kafka: consume");
+                    } else {
+                        let mut topics: Vec<&String> = self.topics.keys().collect();
+                        topics.sort();
+                        warn!(receiver = %self.name, error = %text, ?topics, "kafka: cannot consume; trying again");
+                        failing = Some(text);
+                    }
                     tokio::select! {
                         _ = self.stop.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
