@@ -89,33 +89,7 @@ impl Msg for KeyValue {
     }
 }
 
-impl Msg for ArrayValue {
-    fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
-        o.msgs("values", &self.values)
-    }
-
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
-        match key {
-            "values" => self.values = msgs(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
-
-impl Msg for KeyValueList {
-    fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
-        o.msgs("values", &self.values)
-    }
-
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
-        match key {
-            "values" => self.values = msgs(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+list_wrapper!(ArrayValue => "values" values, KeyValueList => "values" values);
 
 /// A oneof: whichever value is set is written even when it is the default (`""`, `0`, `false`),
 /// as proto3 JSON does for oneof members, so it survives a round trip.

@@ -133,20 +133,6 @@ impl Msg for Metric {
     }
 }
 
-impl Msg for Gauge {
-    fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
-        o.msgs("dataPoints", &self.data_points)
-    }
-
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
-        match key {
-            "dataPoints" => self.data_points = msgs(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
-
 impl Msg for Sum {
     fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
         o.msgs("dataPoints", &self.data_points)?;
@@ -194,20 +180,7 @@ macro_rules! histogram {
 }
 
 histogram!(Histogram, ExponentialHistogram);
-
-impl Msg for Summary {
-    fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
-        o.msgs("dataPoints", &self.data_points)
-    }
-
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, a: &mut A) -> Result<(), A::Error> {
-        match key {
-            "dataPoints" => self.data_points = msgs(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+list_wrapper!(Gauge => "dataPoints" data_points, Summary => "dataPoints" data_points);
 
 impl Msg for NumberDataPoint {
     fn write<M: SerializeMap>(&self, o: &mut Out<'_, M>) -> Result<(), M::Error> {
