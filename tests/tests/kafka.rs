@@ -5,6 +5,8 @@
 //! acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -14,6 +16,7 @@ use hotspan_proto::otlp::trace::v1::Span;
 use hotspan_proto::{Encoding, ProfilesBatch, TracesBatch};
 use hotspan_tests::kafka::{Kafka, KafkaOptions};
 use hotspan_tests::restart::count_spans;
+use hotspan_tests::wire::count_spans as count_spans_in;
 use hotspan_tests::{hex, json_span_id, json_spans, metric, post, read_spans, scrape, wait_for, Hotspan};
 
 /// A sidecar: OTLP/HTTP in, spans and samples to Kafka partitioned by trace id, every replica's
@@ -535,5 +538,107 @@ fn a_receiver_whose_topic_is_missing_says_so() -> Result<()> {
         },
     )
     .with_context(|| gw.log())?;
+    Ok(())
+}
+
+/// An OTLP/HTTP backend that takes `delay` to answer each request 200, and counts the
+/// requests and spans that reached it.
+struct SlowSink {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    spans: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SlowSink {
+    fn start(delay: Duration) -> Result<SlowSink> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (requests, spans) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let counts = (requests.clone(), spans.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let answer = move |body: axum::body::Bytes| {
+                    let (requests, spans) = counts.clone();
+                    async move {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        spans.fetch_add(count_spans_in(&body).unwrap_or(0), Ordering::SeqCst);
+                        ([("content-type", "application/x-protobuf")], Vec::new())
+                    }
+                };
+                let app = axum::Router::new().route("/v1/traces", axum::routing::post(answer));
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            })
+        });
+        Ok(SlowSink {
+            port,
+            requests,
+            spans,
+            _stop: stop,
+        })
+    }
+}
+
+/// A backend that takes longer than the OTLP receivers' 5 s pipeline wait, behind an exporter
+/// with no queue: each message is delivered once, as otelcol's receiver delivers it. The
+/// receiver gave the pipeline 5 s, then read the message again, so the backend saw it again
+/// and again and the partition never moved on.
+#[test]
+fn a_slow_backend_gets_each_message_once() -> Result<()> {
+    let kafka = Kafka::start(KafkaOptions::default())?;
+    kafka.create_topics(&[("otlp_spans", 1)])?;
+    let sink = SlowSink::start(Duration::from_secs(6))?;
+    let gw = gateway(
+        &kafka,
+        "patient",
+        "",
+        &format!(
+            r#"  otlp_http:
+    endpoint: "http://127.0.0.1:{}"
+    compression: none
+    sending_queue: {{enabled: false}}
+    timeout: 20s"#,
+            sink.port
+        ),
+        "    traces: {receivers: [kafka], exporters: [otlp_http]}",
+    )?;
+    wait_for(
+        Duration::from_secs(60),
+        "the member to hold its partition",
+        || (partitions(&gw) == 1.0).then_some(()),
+    )?;
+    let sidecar = sidecar(&kafka)?;
+    // Two traces: two messages.
+    let acked = feed(&sidecar, 2, 5, |_| Ok(()))?;
+    ensure!(acked.len() == 10, "the sidecar refused some: {}", acked.len());
+    wait_for(
+        Duration::from_secs(40),
+        "both messages through the slow backend",
+        || (sink.spans.load(Ordering::SeqCst) >= 10).then_some(()),
+    )
+    .with_context(|| {
+        let requests = sink.requests.load(Ordering::SeqCst);
+        format!("the backend got {requests} requests\n{}", gw.log())
+    })?;
+    let requests = sink.requests.load(Ordering::SeqCst);
+    let rewinds = value(&gw, r#"hotspan_kafka_receiver_rewinds{receiver="kafka"}"#);
+    ensure!(
+        requests == 2 && rewinds == 0.0,
+        "the backend got {requests} requests for 2 messages; {rewinds} rewinds"
+    );
+    ensure!(accepted(&gw, "spans") == 10.0);
     Ok(())
 }

@@ -45,6 +45,8 @@ struct Counters {
 pub struct Ingest {
     next: SignalConsumers,
     counters: Vec<(Signal, Counters)>,
+    /// How long the pipeline gets to take a batch; `None`: as long as it needs.
+    pipeline_wait: Option<Duration>,
 }
 
 impl Ingest {
@@ -80,7 +82,18 @@ impl Ingest {
                 (s, counters)
             })
             .collect();
-        Ingest { next, counters }
+        Ingest {
+            next,
+            counters,
+            pipeline_wait: Some(PIPELINE_WAIT),
+        }
+    }
+
+    /// For a receiver no client is waiting on (Kafka): the pipeline gets as long as it needs,
+    /// since giving up on it only means taking the same data again.
+    pub fn without_deadline(mut self) -> Self {
+        self.pipeline_wait = None;
+        self
     }
 
     pub fn accepts(&self, signal: Signal) -> bool {
@@ -149,9 +162,12 @@ impl Ingest {
         counters.refused.add(rejected.items as u64);
         let items = batch.item_count() as u64;
         if items > 0 {
-            let result = match tokio::time::timeout(PIPELINE_WAIT, next.consume(batch)).await {
-                Ok(r) => r,
-                Err(_) => Err(ConsumeError::retryable("pipeline is full")),
+            let result = match self.pipeline_wait {
+                Some(wait) => match tokio::time::timeout(wait, next.consume(batch)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ConsumeError::retryable("pipeline is full")),
+                },
+                None => next.consume(batch).await,
             };
             if let Err(e) = result {
                 counters.refused.add(items);

@@ -91,7 +91,7 @@ impl KafkaConsumer {
         next: SignalConsumers,
     ) -> Result<Self, BoxError> {
         let name = ctx.name();
-        let ingest = Ingest::new(&name, "kafka", next, ctx.telemetry);
+        let ingest = Ingest::new(&name, "kafka", next, ctx.telemetry).without_deadline();
         // Only the topics of signals some pipeline takes from this receiver.
         let topics: HashMap<String, (Signal, Encoding)> = Signal::ALL
             .into_iter()
@@ -274,7 +274,14 @@ impl Run {
                 (message.topic().to_string(), message.partition(), message.offset());
             let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
             drop(message);
-            match self.handle(&topic, partition, offset, payload).await {
+            // The pipeline gets as long as it needs (a backend slow to answer, an exporter
+            // retrying), as otelcol's receiver gives it, except at shutdown: then the message
+            // is left uncommitted, for the next owner of its partition.
+            let outcome = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                o = self.handle(&topic, partition, offset, payload) => o,
+            };
+            match outcome {
                 Outcome::Done => {
                     backoff = BACKOFF_MIN;
                     // Fails only when the partition was taken away meanwhile: its next owner
