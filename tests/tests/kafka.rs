@@ -642,3 +642,55 @@ fn a_slow_backend_gets_each_message_once() -> Result<()> {
     ensure!(accepted(&gw, "spans") == 10.0);
     Ok(())
 }
+
+/// One span too big for `max_message_bytes` even alone is the only item dropped and counted
+/// failed: the rest of its batch is written and counted sent (the whole batch was counted
+/// failed, though it was in Kafka).
+#[test]
+fn an_oversize_span_fails_alone() -> Result<()> {
+    let kafka = Kafka::start(KafkaOptions::default())?;
+    kafka.create_topics(&[("otlp_spans", 1)])?;
+    let gw = gateway(
+        &kafka,
+        "readers",
+        "",
+        r#"  file: {path: "{dir}/traces.jsonl", flush_interval: 50ms}"#,
+        "    traces: {receivers: [kafka], exporters: [file]}",
+    )?;
+    let sidecar = sidecar(&kafka)?;
+    let big = format!(
+        r#"{{"resource":{{}},"scopeSpans":[{{"spans":[{{"traceId":"{:032x}","spanId":"{:016x}","name":"big","startTimeUnixNano":"1","endTimeUnixNano":"2","attributes":[{{"key":"blob","value":{{"stringValue":"{}"}}}}]}}]}}]}}"#,
+        0xb16u64,
+        0xb16u64,
+        "x".repeat(2_000_000)
+    );
+    let body = json_spans("shop", 0, 100).replacen(
+        r#"{"resourceSpans":["#,
+        &format!(r#"{{"resourceSpans":[{big},"#),
+        1,
+    );
+    let url = format!("http://127.0.0.1:{}/v1/traces", sidecar.port("http"));
+    let answer = post(&url, "application/json", None, body.into_bytes())?;
+    ensure!(answer.status == 200, "{} {}", answer.status, answer.body);
+    let exporter = |what: &str| {
+        value(
+            &sidecar,
+            &format!(r#"otelcol_exporter_{what}_spans{{exporter="kafka"}}"#),
+        )
+    };
+    wait_for(Duration::from_secs(30), "the sidecar's verdict", || {
+        (exporter("sent") + exporter("send_failed") > 0.0).then_some(())
+    })?;
+    let (sent, failed) = (exporter("sent"), exporter("send_failed"));
+    ensure!(
+        sent == 100.0 && failed == 1.0,
+        "sent {sent}, failed {failed}; expected 100 and 1\n{}",
+        sidecar.log()
+    );
+    wait_for(Duration::from_secs(60), "the 100 spans in Kafka", || {
+        (accepted(&gw, "spans") >= 100.0).then_some(())
+    })?;
+    let got = count_spans(&gw.path("traces.jsonl"))?;
+    ensure!(got.len() == 100, "{} spans read back from Kafka", got.len());
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Sending one batch with the exporter's retry policy, counting the outcome as otelcol does.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -137,10 +137,16 @@ impl Sender {
             stopping: Some(&self.stopping),
             stop_at_shutdown: if queued { &self.keep_on_stop } else { &never },
         };
+        // Of a batch refused for good, how many items were not sent after all.
+        let failed_items = AtomicU64::new(items);
         let attempt = |()| async {
             match self.exporter.export(batch).await {
                 Ok(()) => Attempt::Done,
                 Err(ExportError::Permanent(reason)) => Attempt::Fail(reason),
+                Err(ExportError::PartlySent { failed, reason }) => {
+                    failed_items.store(failed.min(items), Ordering::Relaxed);
+                    Attempt::Fail(reason)
+                }
                 Err(ExportError::Retryable { reason, retry_after }) => Attempt::Retry {
                     reason,
                     after: retry_after,
@@ -166,8 +172,15 @@ impl Sender {
             ),
             Err(GaveUp::Exhausted { reason, .. }) => (reason.clone(), ConsumeError::retryable(reason)),
         };
-        counters.inspect(|c| c.failed.add(items));
-        error!(exporter = %self.name, items, error = %reason, "dropping data");
+        let failed = match outcome {
+            ConsumeError::Permanent(_) => failed_items.load(Ordering::Relaxed),
+            _ => items,
+        };
+        counters.inspect(|c| {
+            c.sent.add(items - failed);
+            c.failed.add(failed);
+        });
+        error!(exporter = %self.name, items = failed, error = %reason, "dropping data");
         Delivery::Dropped(outcome)
     }
 }

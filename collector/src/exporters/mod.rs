@@ -28,6 +28,9 @@ pub enum ExportError {
     },
     #[error("{0}")]
     Permanent(String),
+    /// The rest of the batch was sent; `failed` of its items never can be.
+    #[error("{reason}")]
+    PartlySent { failed: u64, reason: String },
 }
 
 impl ExportError {

@@ -250,10 +250,13 @@ impl Exporter for KafkaProducer {
         judge(errors, acked, records.len())?;
         match oversize {
             None => Ok(()),
-            Some((items, bytes)) => Err(ExportError::Permanent(format!(
-                "{items} items were larger than producer.max_message_bytes ({}) even alone (the smallest {bytes} bytes); the rest was sent",
-                self.config.producer.max_message_bytes
-            ))),
+            Some((items, bytes)) => Err(ExportError::PartlySent {
+                failed: items as u64,
+                reason: format!(
+                    "{items} items were larger than producer.max_message_bytes ({}) even alone (the smallest {bytes} bytes); the rest was sent",
+                    self.config.producer.max_message_bytes
+                ),
+            }),
         }
     }
 

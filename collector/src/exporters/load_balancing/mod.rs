@@ -287,7 +287,9 @@ async fn send_parts(backend: Arc<Backend>, parts: Vec<Batch>) -> Outcome {
     while let Some(part) = parts.next() {
         match backend.exporter.export(&part).await {
             Ok(()) => backend.mark_up(),
-            Err(ExportError::Permanent(reason)) => outcome.permanent.push(reason),
+            Err(ExportError::Permanent(reason) | ExportError::PartlySent { reason, .. }) => {
+                outcome.permanent.push(reason)
+            }
             Err(e) => {
                 // The backend is failing: the rest go elsewhere without trying it.
                 outcome.failed.push((part, e));
@@ -444,7 +446,7 @@ impl LoadBalancer {
         }
         let hint = match &err {
             ExportError::Retryable { retry_after, .. } => *retry_after,
-            ExportError::Permanent(_) => None,
+            ExportError::Permanent(_) | ExportError::PartlySent { .. } => None,
         };
         let wait = backoff.next(hint);
         let elapsed = started.elapsed();
