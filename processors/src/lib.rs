@@ -31,6 +31,13 @@ pub trait Processor: Send + 'static {
     fn admission(&self) -> Option<Arc<dyn Admission>> {
         None
     }
+    /// Whether it holds nothing between calls: each batch's output (at most one batch) is
+    /// ready when [`Processor::process`] returns, and it wants no timer. Such a processor runs in its
+    /// caller's task, so the caller hears the next consumer's answer (an exporter without a
+    /// queue refusing), as with otelcol's synchronous processors, not "ok" once it is queued.
+    fn runs_inline(&self) -> bool {
+        false
+    }
 }
 
 /// Whether a request of `bytes` may come in now. A refusal is retryable and says why.

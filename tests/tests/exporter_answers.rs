@@ -464,3 +464,52 @@ service:
     otelcol.terminate()?;
     Ok(())
 }
+
+/// `memory_limiter` holds nothing, so as in otelcol it passes the exporter's answer back: with
+/// no sending queue, a backend's refusal reaches the client (it ran as an asynchronous stage,
+/// which answered "ok" once the batch was queued, and the data was then dropped).
+#[test]
+fn a_processor_that_holds_nothing_passes_the_exporters_answer_back() -> Result<()> {
+    let backend = Backend::start()?;
+    let hotspan = Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{{port:http}}"}}}}}}
+processors:
+  memory_limiter: {{check_interval: 1s, limit_mib: 4000}}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{}"
+    tls: {{insecure: true}}
+    sending_queue: {{enabled: false}}
+    retry_on_failure: {{enabled: false}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{{port:metrics}}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [otlp]}}
+"#,
+        backend.port
+    ))?;
+    let cases = [
+        (tonic::Status::invalid_argument("span 3 is malformed"), 400),
+        (tonic::Status::unavailable("backend restarting"), 503),
+    ];
+    for (i, (status, expected)) in cases.into_iter().enumerate() {
+        backend.expect(vec![Reply::grpc_status(status)?], Reply::GrpcOk);
+        let a = send(&hotspan, "http", 100 * i as u64)?;
+        ensure!(
+            a.status == expected,
+            "the client heard {} {}, the backend said {expected}\n{}",
+            a.status,
+            a.body,
+            hotspan.log()
+        );
+    }
+    backend.expect(Vec::new(), Reply::GrpcOk);
+    let a = send(&hotspan, "http", 1000)?;
+    ensure!(a.status == 200, "{} {}", a.status, a.body);
+    Ok(())
+}

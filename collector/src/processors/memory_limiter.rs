@@ -255,6 +255,11 @@ impl Processor for AtAdmission {
     fn admission(&self) -> Option<Arc<dyn Admission>> {
         Some(self.limiter.clone())
     }
+
+    /// Its work is all at admission; data passes straight through.
+    fn runs_inline(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

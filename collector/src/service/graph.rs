@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hotspan_config::{ComponentId, ComponentSettings, Config, Kind, PipelineId, Signal};
 
+use super::inline::Inline;
 use super::stage::Stage;
 use super::Node;
 use crate::component::{BoxError, BuildContext, ConsumerComponent, Extensions, Lifecycle};
@@ -317,14 +318,20 @@ impl Builder<'_> {
                 .build(&ctx, &self.config.processors[id].parsed)
                 .map_err(|e| format!("processors.{id}: {e}"))?;
             let name = format!("{id} in {pid}");
-            let dropped = self.telemetry.metrics.counter(
-                "hotspan_processor_dropped_items",
-                "Items a processor had acknowledged and then could not hand on.",
-                &[("processor", &id.to_string()), ("pipeline", &pid.to_string())],
-            );
-            let stage = Arc::new(Stage::new(name.clone(), processor, next, dropped));
-            self.created.push(Node::new("processor", name, stage.clone()));
-            next = stage;
+            next = if processor.runs_inline() {
+                let inline = Arc::new(Inline::new(processor, next));
+                self.created.push(Node::new("processor", name, inline.clone()));
+                inline
+            } else {
+                let dropped = self.telemetry.metrics.counter(
+                    "hotspan_processor_dropped_items",
+                    "Items a processor had acknowledged and then could not hand on.",
+                    &[("processor", &id.to_string()), ("pipeline", &pid.to_string())],
+                );
+                let stage = Arc::new(Stage::new(name.clone(), processor, next, dropped));
+                self.created.push(Node::new("processor", name, stage.clone()));
+                stage
+            };
         }
         self.heads.insert(pid.clone(), next.clone());
         Ok(next)

@@ -4,6 +4,7 @@
 //! dropping what the old one holds.
 
 mod graph;
+mod inline;
 mod stage;
 
 use std::sync::Arc;

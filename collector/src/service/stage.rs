@@ -53,16 +53,25 @@ impl Stage {
     }
 }
 
+/// A processor's intake check, then the rest of the pipeline's.
+pub(super) fn admit(
+    admission: &Option<Arc<dyn Admission>>,
+    next: &SharedConsumer,
+    bytes: usize,
+) -> Result<(), ConsumeError> {
+    if let Some(a) = admission {
+        a.admit(bytes).map_err(|reason| ConsumeError::Retryable {
+            reason,
+            retry_after: Some(Duration::from_secs(1)),
+            batch: None,
+        })?;
+    }
+    next.admit(bytes)
+}
+
 impl Consumer for Stage {
     fn admit(&self, bytes: usize) -> Result<(), ConsumeError> {
-        if let Some(a) = &self.admission {
-            a.admit(bytes).map_err(|reason| ConsumeError::Retryable {
-                reason,
-                retry_after: Some(Duration::from_secs(1)),
-                batch: None,
-            })?;
-        }
-        self.next.admit(bytes)
+        admit(&self.admission, &self.next, bytes)
     }
 
     fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), ConsumeError>> {
