@@ -229,6 +229,30 @@ impl Consumer for ExporterRuntime {
     }
 }
 
+/// A batch a worker is sending from an in-memory queue. Dropped unsettled (the worker was
+/// aborted at the shutdown deadline), it is lost, and counted as failed.
+struct Unsent<'a> {
+    sender: &'a Sender,
+    signal: Signal,
+    items: u64,
+}
+
+impl Unsent<'_> {
+    /// Sent, or given up on and counted by the sender.
+    fn settled(mut self) {
+        self.items = 0;
+    }
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if self.items > 0 {
+            let reason = "shutdown deadline passed while sending it";
+            self.sender.failed(self.signal, self.items, reason);
+        }
+    }
+}
+
 #[async_trait]
 impl Lifecycle for ExporterRuntime {
     async fn start(&self) -> Result<(), BoxError> {
@@ -247,6 +271,14 @@ impl Lifecycle for ExporterRuntime {
                     while let Some(item) = queue.pop().await {
                         // A pop may have set damaged files aside.
                         gauge.update(queue.as_ref());
+                        let signal = item.batch.signal();
+                        // Aborted at the shutdown deadline, an in-memory queue's batch is lost:
+                        // counted as failed. A durable queue's stays on disk.
+                        let in_flight = (!persistent).then(|| Unsent {
+                            sender: &sender,
+                            signal,
+                            items: item.batch.item_count() as u64,
+                        });
                         // Handing off: what is left goes to the successor without another try.
                         let delivery = match successor.get() {
                             Some(_) => Delivery::Kept(ConsumeError::retryable("handed off")),
@@ -263,11 +295,14 @@ impl Lifecycle for ExporterRuntime {
                                 let batch = item.batch.clone();
                                 item.done();
                                 if let Err(reason) = hand_on(&sender.name, next, batch, deadline).await {
-                                    sender.failed(items, &reason);
+                                    sender.failed(signal, items, &reason);
                                 }
                             }
                             (Delivery::Kept(_), None) => drop(item),
                             (Delivery::Sent | Delivery::Dropped(_), _) => item.done(),
+                        }
+                        if let Some(unsent) = in_flight {
+                            unsent.settled();
                         }
                         gauge.update(queue.as_ref());
                     }
@@ -283,14 +318,20 @@ impl Lifecycle for ExporterRuntime {
         if let Some(queue) = self.queue.get() {
             queue.close();
             let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-            for w in workers {
-                let abort = w.abort_handle();
-                if tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), w)
+            for mut w in workers {
+                if tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), &mut w)
                     .await
                     .is_err()
                 {
-                    abort.abort();
+                    w.abort();
+                    // Until its future is dropped: what it held is counted then.
+                    let _ = w.await;
                 }
+            }
+            for batch in queue.take_left() {
+                let reason = "shutdown deadline passed with the batch still queued";
+                self.sender
+                    .failed(batch.signal(), batch.item_count() as u64, reason);
             }
             self.queue_size.update(queue.as_ref());
             queue.release();
@@ -451,6 +492,48 @@ mod tests {
         eventually("the files to go", || queue_files(&dir) == 0).await;
         second.shutdown(Instant::now() + Duration::from_secs(5)).await;
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A backend that never answers.
+    struct Stuck;
+
+    #[async_trait]
+    impl Exporter for Stuck {
+        async fn export(&self, _batch: &Batch) -> Result<(), ExportError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_queue_counts_what_the_shutdown_deadline_cuts_off() {
+        let telemetry = Telemetry::default();
+        let built = BuiltExporter {
+            exporter: Arc::new(Stuck),
+            queue: QueueConfig {
+                num_consumers: 1,
+                ..Default::default()
+            },
+            retry: RetryConfig::default(),
+        };
+        let runtime = ExporterRuntime::new(
+            "otlp".into(),
+            built,
+            &[Signal::Traces],
+            &telemetry,
+            &Extensions::default(),
+        )
+        .expect("runtime");
+        runtime.start().await.expect("start");
+        for n in [2, 3, 4] {
+            runtime.consume(spans(n)).await.expect("queued");
+        }
+        runtime
+            .shutdown(Instant::now() + Duration::from_millis(200))
+            .await;
+        let counter = |name| telemetry.metrics.counter(name, "", &[("exporter", "otlp")]).get();
+        // One batch in flight, two still queued: all nine spans lost, and said so.
+        assert_eq!(counter("otelcol_exporter_send_failed_spans"), 9);
+        assert_eq!(counter("otelcol_exporter_sent_spans"), 0);
     }
 
     #[tokio::test]

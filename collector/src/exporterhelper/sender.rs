@@ -98,11 +98,9 @@ impl Sender {
     }
 
     /// Items given up on after they left this exporter's hands (a hand-off that failed).
-    pub(super) fn failed(&self, items: u64, reason: &str) {
-        if let Some((_, c)) = self.counters.first() {
-            c.failed.add(items);
-        }
-        error!(exporter = %self.name, items, error = %reason, "dropping data");
+    pub(super) fn failed(&self, signal: Signal, items: u64, reason: &str) {
+        self.counters(signal).inspect(|c| c.failed.add(items));
+        error!(exporter = %self.name, %signal, items, error = %reason, "dropping data");
     }
 
     pub(super) fn begin_shutdown(&self, deadline: Instant) {

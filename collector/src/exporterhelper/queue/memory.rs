@@ -68,6 +68,16 @@ impl SendingQueue for MemoryQueue {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    fn take_left(&self) -> Vec<Batch> {
+        let mut left = Vec::new();
+        if let Ok(mut rx) = self.rx.try_lock() {
+            while let Ok(item) = rx.try_recv() {
+                left.push(item.batch);
+            }
+        }
+        left
+    }
+
     fn size(&self) -> usize {
         self.config
             .queue_size

@@ -152,6 +152,11 @@ pub trait SendingQueue: Send + Sync {
     /// durable queue lets go of its directory, which the exporter replacing this one on a
     /// reload opens next, in this same process.
     fn release(&self) {}
+    /// After [`SendingQueue::close`], once nothing pops: the batches still queued that
+    /// shutdown will lose (an in-memory queue's). A durable queue keeps them on disk.
+    fn take_left(&self) -> Vec<Batch> {
+        Vec::new()
+    }
     /// Occupied capacity, in sizer units.
     fn size(&self) -> usize;
     fn capacity(&self) -> usize;
