@@ -16,7 +16,7 @@ use anyhow::{ensure, Result};
 use hotspan_config::Signal;
 use hotspan_proto::synthetic::{Rng, Shape, Template};
 use hotspan_tests::peers::start_otelcol;
-use hotspan_tests::{grpc_export, wait_for_spans, Hotspan};
+use hotspan_tests::{grpc_export, gzip, json_spans, post, wait_for_spans, Hotspan};
 
 const SPANS: usize = 64;
 
@@ -335,5 +335,54 @@ fn big_bodies_are_compressed_at_the_lowest_priority_and_delivered() -> Result<()
     );
     ensure!(hotspan.terminate()?.success());
     ensure!(otelcol.terminate()?.success(), "otelcol: {}", otelcol.log());
+    Ok(())
+}
+
+/// `compression_algorithms` limits the encodings an HTTP receiver takes, as otelcol's does:
+/// gzip is refused with 400 where only "" (none) and zstd are listed, and taken by default.
+#[test]
+fn an_http_receiver_takes_only_its_compression_algorithms() -> Result<()> {
+    let hotspan = Hotspan::start(
+        r#"
+receivers:
+  otlp/strict:
+    protocols:
+      http: {endpoint: "127.0.0.1:{port:strict}", compression_algorithms: ["", zstd]}
+  otlp/default:
+    protocols:
+      http: {endpoint: "127.0.0.1:{port:default}"}
+exporters:
+  file: {path: "{dir}/traces.jsonl", flush_interval: 50ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp/strict, otlp/default], exporters: [file]}
+"#,
+    )?;
+    let send = |port: &str, first: u64, encoding: Option<&str>| {
+        let body = json_spans("enc", first, 2).into_bytes();
+        let body = if encoding.is_some() { gzip(&body) } else { body };
+        let url = format!("http://127.0.0.1:{}/v1/traces", hotspan.port(port));
+        post(&url, "application/json", encoding, body)
+    };
+    let refused = send("strict", 0, Some("gzip"))?;
+    ensure!(
+        refused.status == 400 && refused.body.contains("compression_algorithms"),
+        "gzip where it is not listed: {} {}",
+        refused.status,
+        refused.body
+    );
+    for (port, first, encoding) in [("strict", 10, None), ("default", 20, Some("gzip"))] {
+        let a = send(port, first, encoding)?;
+        ensure!(a.status == 200, "{port} {encoding:?}: {} {}", a.status, a.body);
+    }
+    let spans = wait_for_spans(&hotspan.path("traces.jsonl"), 4, Duration::from_secs(20))?;
+    ensure!(
+        spans.len() == 4,
+        "{} spans arrived, expected the 4 taken",
+        spans.len()
+    );
     Ok(())
 }

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use hotspan_config::{ComponentConfig, ExtensionRef, FieldError};
 use serde::Deserialize;
 
@@ -32,6 +34,8 @@ pub struct GrpcConfig {
     pub tls: Option<TlsServerConfig>,
     /// `authenticator`: callers must carry this `bearertokenauth` extension's token.
     pub auth: Option<AuthConfig>,
+    /// otelcol's client metadata for downstream components; no hotspan component reads it.
+    pub include_metadata: bool,
 }
 
 impl Default for GrpcConfig {
@@ -41,6 +45,7 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: 4,
             tls: None,
             auth: None,
+            include_metadata: false,
         }
     }
 }
@@ -60,6 +65,40 @@ pub struct HttpConfig {
     pub tls: Option<TlsServerConfig>,
     /// `authenticator`: callers must carry this `bearertokenauth` extension's token.
     pub auth: Option<AuthConfig>,
+    /// Browsers on these origins may send (the OpenTelemetry JS web SDK).
+    pub cors: Option<CorsConfig>,
+    /// The `Content-Encoding`s taken ("" for none); others are refused with 400.
+    pub compression_algorithms: Vec<String>,
+    /// Added to every response.
+    pub response_headers: BTreeMap<String, String>,
+    /// otelcol's client metadata for downstream components; no hotspan component reads it.
+    pub include_metadata: bool,
+}
+
+/// Every `Content-Encoding` the HTTP receiver reads, "" being none: otelcol's default list.
+pub const HTTP_ENCODINGS: [&str; 8] = [
+    "",
+    "gzip",
+    "zstd",
+    "zlib",
+    "snappy",
+    "deflate",
+    "lz4",
+    "x-snappy-framed",
+];
+
+/// otelcol's `cors`, with its meaning: nothing is allowed until `allowed_origins` names an
+/// origin (`*` stands for any run of characters, once in each).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    /// Beyond Accept, Accept-Language, Content-Type and Content-Language (and
+    /// X-Requested-With when none is listed); `*` allows any.
+    pub allowed_headers: Vec<String>,
+    pub exposed_headers: Vec<String>,
+    /// Seconds a browser may keep a preflight's answer; 0: it does not say.
+    pub max_age: u32,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +112,49 @@ impl Default for HttpConfig {
             logs_url_path: "/v1/logs".into(),
             tls: None,
             auth: None,
+            cors: None,
+            compression_algorithms: HTTP_ENCODINGS.iter().map(|e| e.to_string()).collect(),
+            response_headers: BTreeMap::new(),
+            include_metadata: false,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// A signal's path, with the leading `/` otelcol adds when it is left out.
+    pub fn url_path(&self, signal: hotspan_config::Signal) -> String {
+        use hotspan_config::Signal;
+        let path = match signal {
+            Signal::Traces => &self.traces_url_path,
+            Signal::Profiles => &self.profiles_url_path,
+            Signal::Metrics => &self.metrics_url_path,
+            Signal::Logs => &self.logs_url_path,
+        };
+        match path.starts_with('/') {
+            true => path.clone(),
+            false => format!("/{path}"),
+        }
+    }
+}
+
+impl CorsConfig {
+    fn validate(&self, path: &str, errs: &mut Vec<FieldError>) {
+        for origin in &self.allowed_origins {
+            if origin.matches('*').count() > 1 {
+                errs.push(FieldError {
+                    path: format!("{path}.allowed_origins"),
+                    message: format!("{origin:?} has more than one *"),
+                });
+            }
+        }
+        let named = self.allowed_headers.iter().chain(&self.exposed_headers);
+        for name in named.filter(|h| *h != "*") {
+            if axum::http::HeaderName::try_from(name.as_str()).is_err() {
+                errs.push(FieldError {
+                    path: path.into(),
+                    message: format!("{name:?} is not a header name"),
+                });
+            }
         }
     }
 }
@@ -132,18 +214,26 @@ impl ComponentConfig for OtlpReceiverConfig {
                 "protocols.http.max_request_body_size",
                 errs,
             );
-            for (key, path) in [
-                ("traces_url_path", &h.traces_url_path),
-                ("profiles_url_path", &h.profiles_url_path),
-                ("metrics_url_path", &h.metrics_url_path),
-                ("logs_url_path", &h.logs_url_path),
-            ] {
-                if !path.starts_with('/') {
+            for encoding in &h.compression_algorithms {
+                if !HTTP_ENCODINGS.contains(&encoding.as_str()) {
                     errs.push(FieldError {
-                        path: format!("protocols.http.{key}"),
-                        message: "must start with /".into(),
+                        path: "protocols.http.compression_algorithms".into(),
+                        message: format!("{encoding:?} is not one of {HTTP_ENCODINGS:?}"),
                     });
                 }
+            }
+            for (name, value) in &h.response_headers {
+                let ok = axum::http::HeaderName::try_from(name.as_str()).is_ok()
+                    && axum::http::HeaderValue::try_from(value.as_str()).is_ok();
+                if !ok {
+                    errs.push(FieldError {
+                        path: format!("protocols.http.response_headers.{name}"),
+                        message: "is not a valid HTTP header".into(),
+                    });
+                }
+            }
+            if let Some(cors) = &h.cors {
+                cors.validate("protocols.http.cors", errs);
             }
             if let Some(tls) = &h.tls {
                 tls.validate("protocols.http.tls", errs);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hotspan_config::Signal;
 use hotspan_proto::{rpc, Encoding};
 
-use super::config::HttpConfig;
+use super::config::{HttpConfig, HTTP_ENCODINGS};
 use super::INFLATE_INLINE_BYTES;
 use crate::consumer::ConsumeError;
 use crate::receivers::ingest::{Ingest, IngestError};
@@ -24,26 +24,53 @@ struct Route {
     signal: Signal,
     ingest: Arc<Ingest>,
     max_body: usize,
+    /// `compression_algorithms`: the `Content-Encoding`s taken, "" for none.
+    encodings: Arc<[String]>,
 }
 
 pub fn router(ingest: Arc<Ingest>, config: &HttpConfig) -> axum::Router {
     let mut router = axum::Router::new();
+    let encodings: Arc<[String]> = config.compression_algorithms.iter().cloned().collect();
     for signal in Signal::ALL {
         if !ingest.accepts(signal) {
             continue;
         }
-        let path = match signal {
-            Signal::Traces => config.traces_url_path.as_str(),
-            Signal::Profiles => config.profiles_url_path.as_str(),
-            Signal::Metrics => config.metrics_url_path.as_str(),
-            Signal::Logs => config.logs_url_path.as_str(),
-        };
         let route = Route {
             signal,
             ingest: ingest.clone(),
             max_body: config.max_request_body_size,
+            encodings: encodings.clone(),
         };
-        router = router.route(path, post(export).with_state(route));
+        router = router.route(&config.url_path(signal), post(export).with_state(route));
+    }
+    router
+}
+
+/// What wraps the whole receiver, outside authentication as in otelcol (a browser's preflight
+/// carries no credentials): CORS, then `response_headers` on every answer.
+pub fn outer_layers(mut router: axum::Router, config: &HttpConfig) -> axum::Router {
+    if let Some(cors) = config.cors.as_ref().and_then(super::cors::layer) {
+        router = router.layer(cors);
+    }
+    let extra: Vec<(header::HeaderName, HeaderValue)> = config
+        .response_headers
+        .iter()
+        // Checked at load.
+        .filter_map(|(n, v)| {
+            Some((
+                header::HeaderName::try_from(n).ok()?,
+                HeaderValue::try_from(v).ok()?,
+            ))
+        })
+        .collect();
+    if !extra.is_empty() {
+        router = router.layer(axum::middleware::map_response(move |mut response: Response| {
+            let extra = extra.clone();
+            async move {
+                response.headers_mut().extend(extra);
+                response
+            }
+        }));
     }
     router
 }
@@ -154,6 +181,16 @@ async fn handle(
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let limit = route.max_body;
+    let named = match content_encoding.as_deref() {
+        None | Some("identity") => "",
+        Some(name) => name,
+    };
+    if HTTP_ENCODINGS.contains(&named) && !route.encodings.iter().any(|e| e == named) {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            format!("content encoding {named:?} is not taken here (compression_algorithms)"),
+        ));
+    }
     let payload = match content_encoding.as_deref() {
         None | Some("") | Some("identity") => raw,
         Some(name @ ("gzip" | "deflate" | "zlib" | "zstd" | "snappy" | "x-snappy-framed" | "lz4")) => {

@@ -1,6 +1,7 @@
 //! The `otlp` receiver: OTLP over gRPC and HTTP.
 
 mod config;
+mod cors;
 mod grpc;
 mod http;
 #[cfg(test)]
@@ -124,6 +125,7 @@ impl Lifecycle for OtlpReceiver {
             ));
             let security = &self.http_security;
             let router = ServerAuth::guard(security.auth.clone(), http::router(ingest, h));
+            let router = http::outer_layers(router, h);
             let server = serve_http_tls(bind(&h.endpoint).await?, router, security.tls.clone(), span())?;
             info!(receiver = %self.name, address = %server.addr, tls = security.tls.is_some(), "OTLP/HTTP listening");
             record(server);

@@ -30,7 +30,7 @@ fn config_round_trips_known_keys_and_refuses_others() {
 #[test]
 fn validation_reports_each_problem_with_its_path() {
     let errs = yaml_errors::<OtlpReceiverConfig>(
-        "protocols: {grpc: {endpoint: 'nohost', max_recv_msg_size_mib: 0}, http: {traces_url_path: 'v1/traces'}}",
+        "protocols: {grpc: {endpoint: 'nohost', max_recv_msg_size_mib: 0}, http: {compression_algorithms: [gzip, br], response_headers: {'bad name': x}, cors: {allowed_origins: ['https://*.*.example']}}}",
     );
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
@@ -38,7 +38,9 @@ fn validation_reports_each_problem_with_its_path() {
         [
             "protocols.grpc.endpoint",
             "protocols.grpc.max_recv_msg_size_mib",
-            "protocols.http.traces_url_path"
+            "protocols.http.compression_algorithms",
+            "protocols.http.response_headers.bad name",
+            "protocols.http.cors.allowed_origins",
         ]
     );
     let none = yaml_errors::<OtlpReceiverConfig>("protocols: {}");
@@ -62,4 +64,14 @@ fn request_size_limits_are_bounded_by_the_largest_protobuf_message() {
             "protocols.http.max_request_body_size: must be from 1 to 2147483648 (2 GiB, the largest protobuf message)",
         ]
     );
+}
+
+#[test]
+fn a_url_path_without_its_leading_slash_gets_one() {
+    let cfg: OtlpReceiverConfig =
+        parse_yaml("protocols: {http: {traces_url_path: 'v1/traces', logs_url_path: '/custom/logs'}}")
+            .expect("parses");
+    let http = cfg.protocols.http.expect("http");
+    assert_eq!(http.url_path(hotspan_config::Signal::Traces), "/v1/traces");
+    assert_eq!(http.url_path(hotspan_config::Signal::Logs), "/custom/logs");
 }
