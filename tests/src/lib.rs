@@ -296,6 +296,38 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.finish().expect("in-memory write")
 }
 
+/// An axum app served on 127.0.0.1 from a thread of its own, until dropped: the backends,
+/// sinks and pages tests script.
+pub struct Served {
+    pub port: u16,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Served {
+    pub fn start(app: axum::Router) -> Result<Served> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            })
+        });
+        Ok(Served { port, _stop: stop })
+    }
+}
+
 pub mod sdk;
 
 /// An HTTP answer: status, headers, body text.

@@ -11,43 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Context, Result};
 use headless_chrome::{Browser, LaunchOptions};
 use hotspan_tests::browser::chromium;
-use hotspan_tests::{json_span_id, json_spans, post, wait_for_spans, Hotspan};
-
-/// Serves `html` at `/` on 127.0.0.1 until dropped; returns its port.
-struct Page {
-    port: u16,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Page {
-    fn serve(html: String) -> Result<Page> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let page = move || {
-                    let html = html.clone();
-                    async move { axum::response::Html(html) }
-                };
-                let app = axum::Router::new().route("/", axum::routing::get(page));
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            })
-        });
-        Ok(Page { port, _stop: stop })
-    }
-}
+use hotspan_tests::{json_span_id, json_spans, post, wait_for_spans, Hotspan, Served};
 
 #[test]
 fn a_browser_on_an_allowed_origin_sends_spans_and_others_are_refused() -> Result<()> {
@@ -99,7 +63,11 @@ Promise.all([
         allowed = serde_json::to_string(&json_spans("web", 0, 3))?,
         refused = serde_json::to_string(&json_spans("web", 100, 3))?,
     );
-    let page = Page::serve(html)?;
+    let page = move || {
+        let html = html.clone();
+        async move { axum::response::Html(html) }
+    };
+    let page = Served::start(axum::Router::new().route("/", axum::routing::get(page)))?;
 
     let profile = tempfile::tempdir()?;
     let options = LaunchOptions {

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{ensure, Context, Result};
@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use hotspan_tests::peers::start_otelcol;
-use hotspan_tests::{json_spans, metric, post, scrape, Answer, Hotspan};
+use hotspan_tests::{json_spans, metric, post, scrape, Answer, Hotspan, Served};
 use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -93,41 +93,24 @@ struct Backend {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     seen: Mutex<Vec<Instant>>,
-    port: u16,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    served: OnceLock<Served>,
 }
 
 impl Backend {
     fn start() -> Result<Arc<Backend>> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let backend = Arc::new(Backend {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::GrpcOk),
             seen: Mutex::new(Vec::new()),
-            port,
-            _stop: stop,
+            served: OnceLock::new(),
         });
-        let state = backend.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let app = axum::Router::new().fallback(answer).with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            })
-        });
+        let app = axum::Router::new().fallback(answer).with_state(backend.clone());
+        let _ = backend.served.set(Served::start(app)?);
         Ok(backend)
+    }
+
+    fn port(&self) -> u16 {
+        self.served.get().map_or(0, |s| s.port)
     }
 
     /// Answers the next requests with `replies`, then with `default`; forgets what it saw.
@@ -177,7 +160,7 @@ fn gaps(seen: &[Instant]) -> Vec<Duration> {
 #[test]
 fn exporters_read_the_backends_answer_as_otelcol_does() -> Result<()> {
     let backend = Backend::start()?;
-    let b = backend.port;
+    let b = backend.port();
     let hotspan = Hotspan::start(&format!(
         r#"
 receivers:
@@ -491,7 +474,7 @@ service:
   pipelines:
     traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [otlp]}}
 "#,
-        backend.port
+        backend.port()
     ))?;
     let cases = [
         (tonic::Status::invalid_argument("span 3 is malformed"), 400),

@@ -17,7 +17,9 @@ use hotspan_proto::{Encoding, ProfilesBatch, TracesBatch};
 use hotspan_tests::kafka::{Kafka, KafkaOptions};
 use hotspan_tests::restart::count_spans;
 use hotspan_tests::wire::count_spans as count_spans_in;
-use hotspan_tests::{hex, json_span_id, json_spans, metric, post, read_spans, scrape, wait_for, Hotspan};
+use hotspan_tests::{
+    hex, json_span_id, json_spans, metric, post, read_spans, scrape, wait_for, Hotspan, Served,
+};
 
 /// A sidecar: OTLP/HTTP in, spans and samples to Kafka partitioned by trace id, every replica's
 /// acknowledgement, retrying quickly and never giving up.
@@ -544,50 +546,29 @@ fn a_receiver_whose_topic_is_missing_says_so() -> Result<()> {
 /// An OTLP/HTTP backend that takes `delay` to answer each request 200, and counts the
 /// requests and spans that reached it.
 struct SlowSink {
-    port: u16,
+    served: Served,
     requests: Arc<AtomicUsize>,
     spans: Arc<AtomicUsize>,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl SlowSink {
     fn start(delay: Duration) -> Result<SlowSink> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
         let (requests, spans) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let counts = (requests.clone(), spans.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let answer = move |body: axum::body::Bytes| {
-                    let (requests, spans) = counts.clone();
-                    async move {
-                        requests.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(delay).await;
-                        spans.fetch_add(count_spans_in(&body).unwrap_or(0), Ordering::SeqCst);
-                        ([("content-type", "application/x-protobuf")], Vec::new())
-                    }
-                };
-                let app = axum::Router::new().route("/v1/traces", axum::routing::post(answer));
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            })
-        });
+        let answer = move |body: axum::body::Bytes| {
+            let (requests, spans) = counts.clone();
+            async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                spans.fetch_add(count_spans_in(&body).unwrap_or(0), Ordering::SeqCst);
+                ([("content-type", "application/x-protobuf")], Vec::new())
+            }
+        };
+        let app = axum::Router::new().route("/v1/traces", axum::routing::post(answer));
         Ok(SlowSink {
-            port,
+            served: Served::start(app)?,
             requests,
             spans,
-            _stop: stop,
         })
     }
 }
@@ -611,7 +592,7 @@ fn a_slow_backend_gets_each_message_once() -> Result<()> {
     compression: none
     sending_queue: {{enabled: false}}
     timeout: 20s"#,
-            sink.port
+            sink.served.port
         ),
         "    traces: {receivers: [kafka], exporters: [otlp_http]}",
     )?;
