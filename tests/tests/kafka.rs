@@ -49,7 +49,9 @@ service:
 }
 
 /// A gateway of consumer group `group`: the `kafka` receiver (read from the start, a dead
-/// member noticed within 6 s) into `pipelines`, with `exporters` and `connectors`.
+/// member noticed within 6 s) into `pipelines`, with `exporters` and `connectors`. Its
+/// receiver has keys otelcol configs carry: a protocol version, `message_marking`, and
+/// `max_fetch_size: 0` (no limit).
 fn gateway(
     kafka: &Kafka,
     group: &str,
@@ -63,6 +65,9 @@ receivers:
   kafka:
     brokers: ["{}"]
     group_id: {group}
+    protocol_version: 2.1.0
+    message_marking: {{after: true}}
+    max_fetch_size: 0
     initial_offset: earliest
     session_timeout: 6s
     heartbeat_interval: 1s

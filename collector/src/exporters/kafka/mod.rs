@@ -125,6 +125,8 @@ pub struct KafkaExporterConfig {
     pub partition_profiles_by_id: bool,
     pub sending_queue: QueueConfig,
     pub retry_on_failure: RetryConfig,
+    /// otelcol's (Sarama's) broker protocol version; librdkafka asks the broker instead.
+    pub protocol_version: Option<String>,
 }
 
 impl Default for KafkaExporterConfig {
@@ -144,6 +146,7 @@ impl Default for KafkaExporterConfig {
             partition_profiles_by_id: false,
             sending_queue: QueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
+            protocol_version: None,
         }
     }
 }

@@ -158,7 +158,7 @@ impl KafkaConsumer {
                 c.heartbeat_interval.as_millis().to_string(),
             )
             .set("fetch.min.bytes", c.min_fetch_size.to_string())
-            .set("fetch.max.bytes", c.max_fetch_size.to_string())
+            .set("fetch.max.bytes", c.fetch_max_bytes().to_string())
             .set("fetch.wait.max.ms", c.max_fetch_wait.as_millis().to_string())
             .set(
                 "max.partition.fetch.bytes",

@@ -56,6 +56,18 @@ impl Default for AutoCommit {
     }
 }
 
+/// otelcol's `message_marking`. hotspan marks a message once the pipeline took it and never
+/// on a retryable refusal (`after: true`, `on_error: false`), and always skips, logs and counts
+/// one that can never be taken, or its partition would stall: `on_error: true` and
+/// `on_permanent_error: false` ask for something else and are refused.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageMarking {
+    pub after: bool,
+    pub on_error: bool,
+    pub on_permanent_error: Option<bool>,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaReceiverConfig {
@@ -81,7 +93,15 @@ pub struct KafkaReceiverConfig {
     pub metrics: TopicsConfig,
     pub logs: TopicsConfig,
     pub profiles: TopicsConfig,
+    pub message_marking: MessageMarking,
+    /// Only `range`, which the join needs (a member holds the same partitions of each topic).
+    pub group_rebalance_strategy: Option<String>,
+    /// otelcol's (Sarama's) broker protocol version; librdkafka asks the broker instead.
+    pub protocol_version: Option<String>,
 }
+
+/// librdkafka's largest `fetch.max.bytes`: what otelcol's `max_fetch_size: 0`, no limit, means.
+pub const NO_FETCH_LIMIT: i32 = 2_147_483_135;
 
 impl Default for KafkaReceiverConfig {
     fn default() -> Self {
@@ -104,11 +124,22 @@ impl Default for KafkaReceiverConfig {
             metrics: TopicsConfig::default(),
             logs: TopicsConfig::default(),
             profiles: TopicsConfig::default(),
+            message_marking: MessageMarking::default(),
+            group_rebalance_strategy: None,
+            protocol_version: None,
         }
     }
 }
 
 impl KafkaReceiverConfig {
+    /// `fetch.max.bytes`: `max_fetch_size`, 0 being no limit.
+    pub fn fetch_max_bytes(&self) -> i32 {
+        match self.max_fetch_size {
+            0 => NO_FETCH_LIMIT,
+            n => n,
+        }
+    }
+
     pub fn connection(&self) -> Connection {
         Connection {
             brokers: self.brokers.clone(),
@@ -186,10 +217,22 @@ impl hotspan_config::ComponentConfig for KafkaReceiverConfig {
         if self.autocommit.enable && self.autocommit.interval.is_zero() {
             errs.push(FieldError::new("autocommit.interval", "must be greater than 0"));
         }
-        if self.min_fetch_size < 1 || self.max_fetch_size < self.min_fetch_size {
+        if self.min_fetch_size < 1 || self.fetch_max_bytes() < self.min_fetch_size {
             errs.push(FieldError::new(
                 "max_fetch_size",
-                "min_fetch_size must be at least 1 and max_fetch_size at least min_fetch_size",
+                "min_fetch_size must be at least 1 and max_fetch_size at least min_fetch_size (or 0: no limit)",
+            ));
+        }
+        if self.message_marking.on_error || self.message_marking.on_permanent_error == Some(false) {
+            errs.push(FieldError::new(
+                "message_marking",
+                "hotspan marks a message once its pipeline took it, never after a retryable refusal (on_error: false), and always skips one that can never be taken (on_permanent_error: true)",
+            ));
+        }
+        if let Some(s) = self.group_rebalance_strategy.as_deref().filter(|s| *s != "range") {
+            errs.push(FieldError::new(
+                "group_rebalance_strategy",
+                format!("\"{s}\": only range, which keeps each trace's spans and samples on one member"),
             ));
         }
         if self.max_partition_fetch_size < 1 {
@@ -255,6 +298,29 @@ mod tests {
         assert_eq!(d.group_id, "otel-collector");
         assert_eq!(d.initial_offset, InitialOffset::Latest);
         assert_eq!(d.session_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn otelcol_configs_keys_hotspan_honours_load() {
+        let c: KafkaReceiverConfig = hotspan_config::parse_yaml(
+            "{protocol_version: 2.1.0, max_fetch_size: 0, message_marking: {after: true}, group_rebalance_strategy: range}",
+        )
+        .expect("parses");
+        assert_eq!(c.fetch_max_bytes(), NO_FETCH_LIMIT);
+        assert_eq!(
+            errors("{protocol_version: 2.1.0, max_fetch_size: 0, message_marking: {after: true}}"),
+            Vec::<String>::new()
+        );
+        let errs = errors(
+            "{message_marking: {after: true, on_error: true}, group_rebalance_strategy: cooperative-sticky}",
+        );
+        assert!(errs.iter().any(|e| e.starts_with("message_marking")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("group_rebalance_strategy")),
+            "{errs:?}"
+        );
+        let errs = errors("{message_marking: {after: true, on_permanent_error: false}}");
+        assert!(errs.iter().any(|e| e.starts_with("message_marking")), "{errs:?}");
     }
 
     #[test]
