@@ -25,9 +25,18 @@ pub struct MemoryLimiterConfig {
     pub limit_mib: u64,
     /// Headroom below the hard limit where refusing starts; default 20% of the limit.
     pub spike_limit_mib: u64,
-    /// Hard limit as a percentage of the machine's memory, instead of `limit_mib`.
+    /// Hard limit as a percentage of the machine's memory, when `limit_mib` is not set.
     pub limit_percentage: u64,
     pub spike_limit_percentage: u64,
+    /// otelcol's garbage collector pacing. Rust has no collector: accepted and without effect.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub min_gc_interval_when_soft_limited: Duration,
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub min_gc_interval_when_hard_limited: Duration,
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub max_gc_interval_when_soft_limited: Duration,
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub max_gc_interval_when_hard_limited: Duration,
 }
 
 impl Default for MemoryLimiterConfig {
@@ -38,6 +47,10 @@ impl Default for MemoryLimiterConfig {
             spike_limit_mib: 0,
             limit_percentage: 0,
             spike_limit_percentage: 0,
+            min_gc_interval_when_soft_limited: Duration::ZERO,
+            min_gc_interval_when_hard_limited: Duration::ZERO,
+            max_gc_interval_when_soft_limited: Duration::ZERO,
+            max_gc_interval_when_hard_limited: Duration::ZERO,
         }
     }
 }
@@ -52,13 +65,9 @@ impl ComponentConfig for MemoryLimiterConfig {
             "check_interval",
             errs,
         );
-        match (self.limit_mib, self.limit_percentage) {
-            (0, 0) => errs.push(FieldError::new("limit_mib", "set limit_mib or limit_percentage")),
-            (m, p) if m > 0 && p > 0 => errs.push(FieldError::new(
-                "limit_percentage",
-                "set either limit_mib or limit_percentage, not both",
-            )),
-            _ => {}
+        // Both set: limit_mib wins, as in otelcol.
+        if self.limit_mib == 0 && self.limit_percentage == 0 {
+            errs.push(FieldError::new("limit_mib", "set limit_mib or limit_percentage"));
         }
         // Their bytes overflowed 64 bits from 2^44 MiB: a panic when the processor was built.
         bounds::check(self.limit_mib, 0..=MAX_LIMIT_MIB, "limit_mib", errs);
@@ -308,10 +317,14 @@ mod tests {
             check("{limit_mib: 100, spike_limit_mib: 100}")[0].path,
             "spike_limit_mib"
         );
+        // As otelcol: both may be set, and limit_mib wins; the GC pacing keys load.
         assert_eq!(
-            check("{limit_mib: 100, limit_percentage: 50}")[0].path,
-            "limit_percentage"
+            check("{limit_mib: 100, limit_percentage: 50, min_gc_interval_when_soft_limited: 10s, max_gc_interval_when_hard_limited: 1m}"),
+            vec![]
         );
+        let both: MemoryLimiterConfig =
+            hotspan_config::parse_yaml("{limit_mib: 100, limit_percentage: 50}").expect("parses");
+        assert_eq!(both.limits(1000 * 1024 * MIB), (80 * MIB, 100 * MIB));
         assert_eq!(
             check("{limit_percentage: 80, spike_limit_percentage: 20, check_interval: 0s}")[0].path,
             "check_interval"
