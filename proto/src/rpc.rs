@@ -61,6 +61,39 @@ struct ExportResponse {
     partial_success: Option<PartialSuccess>,
 }
 
+/// The partial success an export response reports, in either encoding: (items rejected, the
+/// server's message); `None` for full success or a body that is not a response.
+pub fn read_partial_success(body: &[u8], encoding: Encoding) -> Option<(i64, String)> {
+    let (rejected, message) = match encoding {
+        Encoding::Protobuf => {
+            let p = <ExportResponse as prost::Message>::decode(body)
+                .ok()?
+                .partial_success?;
+            (p.rejected, p.error_message)
+        }
+        Encoding::Json => {
+            let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let p = json
+                .get("partialSuccess")
+                .or_else(|| json.get("partial_success"))?;
+            let p = p.as_object()?;
+            // rejectedSpans, rejected_data_points...: an int64, so a string or a number.
+            let rejected = p
+                .iter()
+                .find(|(k, _)| k.starts_with("rejected"))
+                .and_then(|(_, v)| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                .unwrap_or(0);
+            let message = p
+                .get("errorMessage")
+                .or_else(|| p.get("error_message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default();
+            (rejected, message.to_string())
+        }
+    };
+    (rejected > 0 || !message.is_empty()).then_some((rejected, message))
+}
+
 /// Encodes an `Export<Signal>ServiceResponse`; `rejected` 0 with no message is full success.
 pub fn export_response(signal: crate::Signal, rejected: usize, message: &str, encoding: Encoding) -> Vec<u8> {
     use crate::Signal;
@@ -93,6 +126,25 @@ pub fn export_response(signal: crate::Signal, rejected: usize, message: &str, en
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_success_is_read_in_either_encoding() {
+        for signal in crate::Signal::ALL {
+            for encoding in [Encoding::Protobuf, Encoding::Json] {
+                let body = export_response(signal, 3, "3 spans too old", encoding);
+                assert_eq!(
+                    read_partial_success(&body, encoding),
+                    Some((3, "3 spans too old".to_string())),
+                    "{signal} {encoding:?}"
+                );
+                let full = export_response(signal, 0, "", encoding);
+                assert_eq!(read_partial_success(&full, encoding), None);
+            }
+        }
+        let snake = br#"{"partial_success":{"rejected_log_records":7,"error_message":"x"}}"#;
+        assert_eq!(read_partial_success(snake, Encoding::Json), Some((7, "x".into())));
+        assert_eq!(read_partial_success(b"<html>", Encoding::Json), None);
+    }
 
     #[test]
     fn a_status_reads_back_in_either_encoding_and_other_bodies_do_not() {

@@ -93,6 +93,8 @@ struct Backend {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     seen: Mutex<Vec<Instant>>,
+    /// Each request's path, and whether it carried an Authorization header.
+    asked: Mutex<Vec<(String, bool)>>,
     served: OnceLock<Served>,
 }
 
@@ -102,6 +104,7 @@ impl Backend {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::GrpcOk),
             seen: Mutex::new(Vec::new()),
+            asked: Mutex::new(Vec::new()),
             served: OnceLock::new(),
         });
         let app = axum::Router::new().fallback(answer).with_state(backend.clone());
@@ -118,6 +121,7 @@ impl Backend {
         *self.script.lock().unwrap_or_else(|p| p.into_inner()) = replies.into();
         *self.default.lock().unwrap_or_else(|p| p.into_inner()) = default;
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn seen(&self) -> Vec<Instant> {
@@ -126,6 +130,15 @@ impl Backend {
 }
 
 async fn answer(State(backend): State<Arc<Backend>>, request: Request) -> Response {
+    let asked = (
+        request.uri().path().to_string(),
+        request.headers().contains_key("authorization"),
+    );
+    backend
+        .asked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(asked);
     // The whole request first, as a server would, before answering.
     let _ = request.into_body().collect().await;
     backend
@@ -494,5 +507,85 @@ service:
     backend.expect(Vec::new(), Reply::GrpcOk);
     let a = send(&hotspan, "http", 1000)?;
     ensure!(a.status == 200, "{} {}", a.status, a.body);
+    Ok(())
+}
+
+/// As Go's client (otelcol's), the HTTP exporter follows a 307 or 308 with the same body, and
+/// takes its credentials only to the same host; it did not follow them, so the batch was
+/// dropped. A partial success in a JSON answer is logged, as otelcol logs it.
+#[test]
+fn the_http_exporter_follows_redirects_and_reads_json_partial_success() -> Result<()> {
+    let backend = Backend::start()?;
+    let b = backend.port();
+    let hotspan = Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{{port:http}}"}}}}}}
+exporters:
+  otlphttp:
+    endpoint: "http://127.0.0.1:{b}"
+    encoding: json
+    headers: {{authorization: "Bearer s3cret"}}
+    sending_queue: {{enabled: false}}
+    retry_on_failure: {{enabled: false}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlphttp]}}
+"#
+    ))?;
+    let redirect = |status: u16, to: String| Reply::Http {
+        status,
+        headers: vec![("location", to)],
+        body: bytes::Bytes::new(),
+    };
+    let partial = Reply::Http {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: bytes::Bytes::from_static(
+            br#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"3 spans are too old"}}"#,
+        ),
+    };
+    // A relative 307, then a 308 to another host name (localhost): the same bytes each time.
+    backend.expect(
+        vec![
+            redirect(307, "/v1/moved".into()),
+            redirect(308, format!("http://localhost:{b}/v1/elsewhere")),
+            partial,
+        ],
+        Reply::GrpcOk,
+    );
+    let a = send(&hotspan, "http", 0)?;
+    ensure!(
+        a.status == 200,
+        "through two redirects: {} {}\n{}",
+        a.status,
+        a.body,
+        hotspan.log()
+    );
+    let asked = backend.asked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let expected = [
+        ("/v1/traces".to_string(), true),
+        ("/v1/moved".to_string(), true),
+        ("/v1/elsewhere".to_string(), false),
+    ];
+    ensure!(asked == expected, "requests: {asked:?}");
+    let logged = || {
+        hotspan.log().lines().any(|l| {
+            l.contains("backend rejected part of an export")
+                && l.contains("rejected=3")
+                && l.contains("too old")
+        })
+    };
+    hotspan_tests::wait_for(Duration::from_secs(5), "the partial success in the log", || {
+        logged().then_some(())
+    })
+    .with_context(|| hotspan.log())?;
+    // A 301 would turn the POST into a GET (Go's rule): not followed, the batch fails.
+    backend.expect(vec![redirect(301, "/v1/moved".into())], Reply::GrpcOk);
+    let a = send(&hotspan, "http", 10)?;
+    ensure!(a.status == 400, "a 301: {} {}", a.status, a.body);
     Ok(())
 }

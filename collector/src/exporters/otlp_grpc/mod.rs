@@ -191,7 +191,7 @@ impl Exporter for OtlpGrpcExporter {
                 self.timeout
             ))),
             Ok(Ok(response)) => {
-                log_partial_success(&response);
+                log_partial_success(&response, hotspan_proto::Encoding::Protobuf);
                 Ok(())
             }
             Ok(Err(CallError::Status(status))) => Err(classify(&status)),
@@ -389,26 +389,9 @@ fn classify(status: &tonic::Status) -> ExportError {
 }
 
 /// A partial success means the backend dropped some items for good; say so.
-pub(crate) fn log_partial_success(response: &[u8]) {
-    #[derive(prost::Message)]
-    struct Partial {
-        #[prost(int64, tag = "1")]
-        rejected: i64,
-        #[prost(string, tag = "2")]
-        message: String,
-    }
-    #[derive(prost::Message)]
-    struct Response {
-        #[prost(message, optional, tag = "1")]
-        partial_success: Option<Partial>,
-    }
-    if let Ok(Response {
-        partial_success: Some(p),
-    }) = <Response as prost::Message>::decode(response)
-    {
-        if p.rejected > 0 || !p.message.is_empty() {
-            tracing::warn!(rejected = p.rejected, message = %p.message, "backend rejected part of an export");
-        }
+pub(crate) fn log_partial_success(response: &[u8], encoding: hotspan_proto::Encoding) {
+    if let Some((rejected, message)) = hotspan_proto::rpc::read_partial_success(response, encoding) {
+        tracing::warn!(rejected, message = %message, "backend rejected part of an export");
     }
 }
 

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use hotspan_config::{bounds, ComponentConfig, ExtensionRef, FieldError, Signal};
 use hotspan_proto::{Batch, Encoding};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use serde::Deserialize;
@@ -237,14 +239,7 @@ impl Exporter for OtlpHttpExporter {
                 "{url}: its scheme does not match the exporter's TLS setting; give every URL the same scheme"
             )));
         }
-        let mut request = http::Request::post(url.as_str()).header(CONTENT_TYPE, encoding.content_type());
-        if let Some(headers) = request.headers_mut() {
-            headers.extend(self.headers.clone());
-            if let Some(auth) = &self.auth {
-                let (name, value) = auth.header();
-                headers.insert(name, value);
-            }
-        }
+        let mut content_encoding = None;
         if let Some(name) = self.config.compression.header() {
             let level =
                 hotspan_proto::compression::level(self.config.compression, self.config.compression_params)
@@ -252,35 +247,71 @@ impl Exporter for OtlpHttpExporter {
             body = crate::exporterhelper::compress(self.config.compression, level, body, false)
                 .await
                 .map_err(|e| ExportError::Permanent(e.to_string()))?;
-            request = request.header(CONTENT_ENCODING, name);
+            content_encoding = Some(name);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ExportError::Permanent(format!("{url}: {e}")))?;
-        // The whole exchange, answer body included, within `timeout`.
+        let body = Bytes::from(body);
+        let request = |to: &str, credentials: bool| {
+            let mut request = http::Request::post(to).header(CONTENT_TYPE, encoding.content_type());
+            if let Some(headers) = request.headers_mut() {
+                headers.extend(self.headers.clone());
+                if let Some(auth) = &self.auth {
+                    let (name, value) = auth.header();
+                    headers.insert(name, value);
+                }
+                if !credentials {
+                    headers.remove(http::header::AUTHORIZATION);
+                }
+            }
+            if let Some(name) = content_encoding {
+                request = request.header(CONTENT_ENCODING, name);
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| ExportError::Permanent(format!("{to}: {e}")))
+        };
+        // The whole exchange, answer body and redirects included, within `timeout`. A 307 or
+        // 308 is followed with the same body, as Go's client (otelcol's) follows it, at most
+        // 10 times; credentials go only to the same host.
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| ExportError::retryable(format!("sending: {}", error_chain(&e))))?;
-            let (parts, body) = response.into_parts();
-            // A body too long or cut short only loses detail from the log, not the status.
-            let bytes = Limited::new(body, MAX_RESPONSE_BODY)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, ExportError>((parts, bytes))
+            let mut to = url.clone();
+            for _ in 0..=MAX_REDIRECTS {
+                let credentials = host_of(&to) == host_of(&url);
+                let response = self
+                    .client
+                    .request(request(&to, credentials)?)
+                    .await
+                    .map_err(|e| ExportError::retryable(format!("sending: {}", error_chain(&e))))?;
+                let (parts, body) = response.into_parts();
+                if matches!(parts.status.as_u16(), 307 | 308) {
+                    if let Some(next) = parts.headers.get(LOCATION).and_then(|l| l.to_str().ok()) {
+                        to = redirect_target(&to, next);
+                        if to.starts_with("https://") != self.tls {
+                            return Err(ExportError::Permanent(format!(
+                                "redirected to {to}, whose scheme does not match the exporter's TLS setting"
+                            )));
+                        }
+                        continue;
+                    }
+                }
+                // A body too long or cut short only loses detail from the log, not the status.
+                let bytes = Limited::new(body, MAX_RESPONSE_BODY)
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                return Ok::<_, ExportError>((parts, bytes));
+            }
+            Err(ExportError::Permanent(format!(
+                "{url}: stopped after {MAX_REDIRECTS} redirects"
+            )))
         };
         let (response, bytes) = tokio::time::timeout(self.config.timeout, exchange)
             .await
             .map_err(|_| ExportError::retryable(format!("no answer within {:?}", self.config.timeout)))??;
         let status = response.status;
         if status.is_success() {
-            if encoding == Encoding::Protobuf {
-                log_partial_success(&bytes);
-            }
+            // Read as the answer says it is written, else as the request was.
+            log_partial_success(&bytes, response_encoding(&response.headers).unwrap_or(encoding));
             return Ok(());
         }
         let retry_after = response
@@ -297,19 +328,48 @@ impl Exporter for OtlpHttpExporter {
     }
 }
 
+/// The OTLP encoding an answer's `Content-Type` names.
+fn response_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let t = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    match t.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        "application/json" => Some(Encoding::Json),
+        _ => None,
+    }
+}
+
+/// Redirects followed before giving up, as Go's client.
+const MAX_REDIRECTS: usize = 10;
+
+/// `scheme://host:port` of a URL.
+fn host_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
+/// Where a `Location` sends a request to `from`: an absolute URL, a path on the same host, or
+/// a path relative to `from`'s.
+fn redirect_target(from: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    let origin = host_of(from);
+    if location.starts_with('/') {
+        return format!("{origin}{location}");
+    }
+    let path = &from[origin.len()..];
+    let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+    format!("{origin}{dir}{location}")
+}
+
 /// What an error answer says: the message of its `google.rpc.Status`, as OTLP/HTTP servers
 /// send one (protobuf or JSON, as the response's type says), else the body's first 200
 /// characters.
 fn error_text(headers: &HeaderMap, body: &[u8]) -> String {
-    let encoding = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| match t.split(';').next().unwrap_or("").trim() {
-            "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
-            "application/json" => Some(Encoding::Json),
-            _ => None,
-        });
-    let status = encoding.and_then(|e| hotspan_proto::rpc::Status::read(body, e));
+    let status = response_encoding(headers).and_then(|e| hotspan_proto::rpc::Status::read(body, e));
     match status {
         Some(s) if !s.message.is_empty() => s.message,
         _ => String::from_utf8_lossy(body).chars().take(200).collect(),
@@ -331,6 +391,16 @@ fn retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_resolve_as_a_browser_resolves_them() {
+        let from = "http://b:4318/v1/traces";
+        assert_eq!(host_of(from), "http://b:4318");
+        assert_eq!(redirect_target(from, "/v2/traces"), "http://b:4318/v2/traces");
+        assert_eq!(redirect_target(from, "logs"), "http://b:4318/v1/logs");
+        assert_eq!(redirect_target(from, "https://c/x"), "https://c/x");
+        assert_eq!(host_of("http://b:4318"), "http://b:4318");
+    }
 
     fn paths(yaml: &str) -> Vec<String> {
         hotspan_config::yaml_errors::<OtlpHttpConfig>(yaml)
