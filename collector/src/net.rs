@@ -184,13 +184,24 @@ pub fn serve_grpc(
     listener: TcpListener,
     routes: tonic::service::Routes,
     tls: Option<Arc<rustls::ServerConfig>>,
+    connections: &GrpcConnections,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
     use tokio_stream::StreamExt;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
-    let server = tonic::transport::Server::builder().add_routes(routes);
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(connections.max_concurrent_streams)
+        .http2_keepalive_interval(connections.ping_every)
+        .http2_keepalive_timeout(connections.ping_timeout);
+    if let Some(age) = connections.max_age {
+        builder = builder.max_connection_age(age);
+    }
+    if let Some(grace) = connections.max_age_grace {
+        builder = builder.max_connection_age_grace(grace);
+    }
+    let server = builder.add_routes(routes);
     let task = match tls {
         None => {
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -220,6 +231,16 @@ pub fn serve_grpc(
         }
     };
     Ok(ServerHandle { addr, stop, task })
+}
+
+/// How a gRPC server treats its connections; `None` leaves a setting off.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcConnections {
+    pub max_concurrent_streams: Option<u32>,
+    pub ping_every: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+    pub max_age: Option<Duration>,
+    pub max_age_grace: Option<Duration>,
 }
 
 /// TLS handshakes one listener runs at once; past that, new connections wait in the kernel's

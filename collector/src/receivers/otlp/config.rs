@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use hotspan_config::{ComponentConfig, ExtensionRef, FieldError};
 use serde::Deserialize;
@@ -36,6 +37,49 @@ pub struct GrpcConfig {
     pub auth: Option<AuthConfig>,
     /// otelcol's client metadata for downstream components; no hotspan component reads it.
     pub include_metadata: bool,
+    /// Streams one connection may carry at once; 0: no limit of hotspan's own.
+    pub max_concurrent_streams: u32,
+    pub keepalive: GrpcKeepalive,
+}
+
+/// otelcol's (grpc-go's) server keepalive.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcKeepalive {
+    pub server_parameters: ServerParameters,
+    pub enforcement_policy: EnforcementPolicy,
+}
+
+/// Durations of 0 leave the setting off.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerParameters {
+    /// Not supported (refused when set): hyper closes no idle HTTP/2 connection by itself.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub max_connection_idle: Duration,
+    /// A connection is asked to close (GOAWAY) this long after it opened, so clients
+    /// reconnect and spread over a gateway's replicas.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub max_connection_age: Duration,
+    /// Past its age, how long a connection's calls get to finish before it is closed.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub max_connection_age_grace: Duration,
+    /// An idle connection is pinged this often...
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub time: Duration,
+    /// ...and closed when a ping is not answered within this.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub timeout: Duration,
+}
+
+/// grpc-go's limits on clients' pings: accepted for otelcol configs, not enforced (every ping
+/// is answered).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementPolicy {
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub min_time: Duration,
+    pub permit_without_stream: bool,
 }
 
 impl Default for GrpcConfig {
@@ -46,6 +90,8 @@ impl Default for GrpcConfig {
             tls: None,
             auth: None,
             include_metadata: false,
+            max_concurrent_streams: 0,
+            keepalive: GrpcKeepalive::default(),
         }
     }
 }
@@ -116,6 +162,20 @@ impl Default for HttpConfig {
             compression_algorithms: HTTP_ENCODINGS.iter().map(|e| e.to_string()).collect(),
             response_headers: BTreeMap::new(),
             include_metadata: false,
+        }
+    }
+}
+
+impl GrpcConfig {
+    pub fn connections(&self) -> crate::net::GrpcConnections {
+        let set = |d: Duration| (!d.is_zero()).then_some(d);
+        let p = &self.keepalive.server_parameters;
+        crate::net::GrpcConnections {
+            max_concurrent_streams: (self.max_concurrent_streams > 0).then_some(self.max_concurrent_streams),
+            ping_every: set(p.time),
+            ping_timeout: set(p.timeout),
+            max_age: set(p.max_connection_age),
+            max_age_grace: set(p.max_connection_age_grace),
         }
     }
 }
@@ -204,6 +264,12 @@ impl ComponentConfig for OtlpReceiverConfig {
             }
             if let Some(auth) = &g.auth {
                 auth.validate("protocols.grpc.auth", errs);
+            }
+            if !g.keepalive.server_parameters.max_connection_idle.is_zero() {
+                errs.push(FieldError {
+                    path: "protocols.grpc.keepalive.server_parameters.max_connection_idle".into(),
+                    message: "is not supported; max_connection_age closes connections instead".into(),
+                });
             }
         }
         if let Some(h) = &p.http {

@@ -112,7 +112,14 @@ impl Lifecycle for OtlpReceiver {
                 g.max_recv_msg_size_mib * 1024 * 1024,
                 security.auth.clone(),
             );
-            let server = serve_grpc(bind(&g.endpoint).await?, routes, security.tls.clone(), span())?;
+            let connections = g.connections();
+            let server = serve_grpc(
+                bind(&g.endpoint).await?,
+                routes,
+                security.tls.clone(),
+                &connections,
+                span(),
+            )?;
             info!(receiver = %self.name, address = %server.addr, tls = security.tls.is_some(), "OTLP/gRPC listening");
             record(server);
         }

@@ -1,0 +1,106 @@
+//! How the OTLP/gRPC receiver treats its connections, with otelcol's (grpc-go's) `keepalive`
+//! keys: past `max_connection_age` (and its grace) a client's connection is closed, so clients
+//! reconnect and spread over a gateway's replicas; without it, an idle connection stays open.
+//! The connections are the kernel's (`/proc/net/tcp`), the client tonic's.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use hotspan_config::Signal;
+use hotspan_proto::{Encoding, TracesBatch};
+use hotspan_tests::{json_spans, wait_for, wait_for_spans, Hotspan};
+
+/// Established TCP connections whose local port is `port`: the server's side of each.
+fn connections_to(port: u16) -> Result<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let port = format!(":{port:04X}");
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let mut fields = l.split_whitespace().skip(1);
+            let local = fields.next().unwrap_or("");
+            let state = fields.nth(1).unwrap_or("");
+            local.ends_with(&port) && state == "01"
+        })
+        .count())
+}
+
+/// One export over `channel`, which stays open afterwards.
+async fn export(channel: &tonic::transport::Channel, first_id: u64) -> Result<()> {
+    let json = json_spans("keepalive", first_id, 2);
+    let body = TracesBatch::decode(json.as_bytes(), Encoding::Json)?.encode(Encoding::Protobuf);
+    let mut client = tonic::client::Grpc::new(channel.clone());
+    client.ready().await?;
+    let path = http::uri::PathAndQuery::from_static(hotspan::grpc::export_path(Signal::Traces));
+    client
+        .unary::<bytes::Bytes, bytes::Bytes, _>(
+            tonic::Request::new(bytes::Bytes::from(body)),
+            path,
+            hotspan::grpc::RawCodec,
+        )
+        .await?;
+    Ok(())
+}
+
+#[test]
+fn a_connection_past_its_max_age_is_closed_and_the_client_comes_back() -> Result<()> {
+    let hotspan = Hotspan::start(
+        r#"
+receivers:
+  otlp/aged:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{port:aged}"
+        max_concurrent_streams: 16
+        keepalive:
+          server_parameters: {max_connection_age: 1s, max_connection_age_grace: 1s, time: 30s, timeout: 5s}
+          enforcement_policy: {min_time: 10s, permit_without_stream: true}
+  otlp/plain:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:{port:plain}"}
+exporters:
+  file: {path: "{dir}/traces.jsonl", flush_interval: 50ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp/aged, otlp/plain], exporters: [file]}
+"#,
+    )?;
+    let (aged, plain) = (hotspan.port("aged"), hotspan.port("plain"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let channel = |port: u16| {
+        rt.block_on(async move {
+            let endpoint = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?;
+            endpoint
+                .timeout(Duration::from_secs(20))
+                .connect()
+                .await
+                .context("connecting")
+        })
+    };
+    let (to_aged, to_plain) = (channel(aged)?, channel(plain)?);
+    rt.block_on(export(&to_aged, 0))?;
+    rt.block_on(export(&to_plain, 10))?;
+    ensure!(connections_to(aged)? == 1 && connections_to(plain)? == 1);
+    // Age 1 s, grace 1 s: the server closes the aged connection by itself.
+    wait_for(Duration::from_secs(10), "the aged connection to close", || {
+        // The client's runtime must run to see the GOAWAY and close its side.
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        (connections_to(aged).ok()? == 0).then_some(())
+    })
+    .with_context(|| hotspan.log())?;
+    ensure!(
+        connections_to(plain)? == 1,
+        "the connection without max_connection_age was closed too"
+    );
+    // The client reconnects for its next export.
+    rt.block_on(export(&to_aged, 20))?;
+    let spans = wait_for_spans(&hotspan.path("traces.jsonl"), 6, Duration::from_secs(20))?;
+    ensure!(spans.len() == 6, "{} spans arrived", spans.len());
+    Ok(())
+}
