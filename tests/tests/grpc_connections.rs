@@ -10,7 +10,8 @@ use hotspan_config::Signal;
 use hotspan_proto::{Encoding, TracesBatch};
 use hotspan_tests::{json_spans, wait_for, wait_for_spans, Hotspan};
 
-/// Established TCP connections whose local port is `port`: the server's side of each.
+/// Established TCP connections to `port`, counting both ends: the server's (local port
+/// `port`) and the client's (remote port `port`).
 fn connections_to(port: u16) -> Result<usize> {
     let table = std::fs::read_to_string("/proc/net/tcp")?;
     let port = format!(":{port:04X}");
@@ -18,10 +19,10 @@ fn connections_to(port: u16) -> Result<usize> {
         .lines()
         .skip(1)
         .filter(|l| {
-            let mut fields = l.split_whitespace().skip(1);
-            let local = fields.next().unwrap_or("");
-            let state = fields.nth(1).unwrap_or("");
-            local.ends_with(&port) && state == "01"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state) = (f.get(1), f.get(2), f.get(3));
+            state == Some(&"01")
+                && (local.is_some_and(|a| a.ends_with(&port)) || remote.is_some_and(|a| a.ends_with(&port)))
         })
         .count())
 }
@@ -54,7 +55,7 @@ receivers:
         endpoint: "127.0.0.1:{port:aged}"
         max_concurrent_streams: 16
         keepalive:
-          server_parameters: {max_connection_age: 1s, max_connection_age_grace: 1s, time: 30s, timeout: 5s}
+          server_parameters: {max_connection_age: 2s, max_connection_age_grace: 1s, time: 30s, timeout: 5s}
           enforcement_policy: {min_time: 10s, permit_without_stream: true}
   otlp/plain:
     protocols:
@@ -86,20 +87,33 @@ service:
     let (to_aged, to_plain) = (channel(aged)?, channel(plain)?);
     rt.block_on(export(&to_aged, 0))?;
     rt.block_on(export(&to_plain, 10))?;
-    ensure!(connections_to(aged)? == 1 && connections_to(plain)? == 1);
-    // Age 1 s, grace 1 s: the server closes the aged connection by itself.
-    wait_for(Duration::from_secs(10), "the aged connection to close", || {
-        // The client's runtime must run to see the GOAWAY and close its side.
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
-        (connections_to(aged).ok()? == 0).then_some(())
-    })
+    ensure!(connections_to(aged)? == 2 && connections_to(plain)? == 2);
+    // Age 2 s, grace 1 s: the server closes the aged connection by itself.
+    wait_for(
+        Duration::from_secs(10),
+        "the aged connection to close, both ends",
+        || {
+            // The client's runtime must run to see the GOAWAY and close its side.
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+            (connections_to(aged).ok()? == 0).then_some(())
+        },
+    )
     .with_context(|| hotspan.log())?;
     ensure!(
-        connections_to(plain)? == 1,
+        connections_to(plain)? == 2,
         "the connection without max_connection_age was closed too"
     );
-    // The client reconnects for its next export.
-    rt.block_on(export(&to_aged, 20))?;
+    // The client reconnects for its next export, retrying a transport error as the SDKs'
+    // exporters retry UNAVAILABLE.
+    let mut sent = rt.block_on(export(&to_aged, 20));
+    for _ in 0..4 {
+        if sent.is_ok() {
+            break;
+        }
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
+        sent = rt.block_on(export(&to_aged, 20));
+    }
+    sent.context("exporting again after the connection was closed")?;
     let spans = wait_for_spans(&hotspan.path("traces.jsonl"), 6, Duration::from_secs(20))?;
     ensure!(spans.len() == 6, "{} spans arrived", spans.len());
     Ok(())
