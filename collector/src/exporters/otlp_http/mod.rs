@@ -275,7 +275,7 @@ impl Exporter for OtlpHttpExporter {
         let exchange = async {
             let mut to = url.clone();
             for _ in 0..=MAX_REDIRECTS {
-                let credentials = host_of(&to) == host_of(&url);
+                let credentials = same_origin(&to, &url);
                 let response = self
                     .client
                     .request(request(&to, credentials)?)
@@ -283,8 +283,9 @@ impl Exporter for OtlpHttpExporter {
                     .map_err(|e| ExportError::retryable(format!("sending: {}", error_chain(&e))))?;
                 let (parts, body) = response.into_parts();
                 if matches!(parts.status.as_u16(), 307 | 308) {
-                    if let Some(next) = parts.headers.get(LOCATION).and_then(|l| l.to_str().ok()) {
-                        to = redirect_target(&to, next);
+                    let next = parts.headers.get(LOCATION).and_then(|l| l.to_str().ok());
+                    if let Some(next) = next.and_then(|l| redirect_target(&to, l)) {
+                        to = next;
                         if to.starts_with("https://") != self.tls {
                             return Err(ExportError::Permanent(format!(
                                 "redirected to {to}, whose scheme does not match the exporter's TLS setting"
@@ -341,28 +342,18 @@ fn response_encoding(headers: &HeaderMap) -> Option<Encoding> {
 /// Redirects followed before giving up, as Go's client.
 const MAX_REDIRECTS: usize = 10;
 
-/// `scheme://host:port` of a URL.
-fn host_of(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find('/')
-        .map_or(url.len(), |i| after_scheme + i);
-    &url[..end]
+/// Whether two URLs have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
-/// Where a `Location` sends a request to `from`: an absolute URL, a path on the same host, or
-/// a path relative to `from`'s.
-fn redirect_target(from: &str, location: &str) -> String {
-    if location.contains("://") {
-        return location.to_string();
-    }
-    let origin = host_of(from);
-    if location.starts_with('/') {
-        return format!("{origin}{location}");
-    }
-    let path = &from[origin.len()..];
-    let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
-    format!("{origin}{dir}{location}")
+/// Where a `Location` sends a request to `from`, resolved as a browser resolves it; `None`
+/// when it is not a URL.
+fn redirect_target(from: &str, location: &str) -> Option<String> {
+    Some(url::Url::parse(from).ok()?.join(location).ok()?.to_string())
 }
 
 /// What an error answer says: the message of its `google.rpc.Status`, as OTLP/HTTP servers
@@ -395,11 +386,14 @@ mod tests {
     #[test]
     fn redirects_resolve_as_a_browser_resolves_them() {
         let from = "http://b:4318/v1/traces";
-        assert_eq!(host_of(from), "http://b:4318");
-        assert_eq!(redirect_target(from, "/v2/traces"), "http://b:4318/v2/traces");
-        assert_eq!(redirect_target(from, "logs"), "http://b:4318/v1/logs");
-        assert_eq!(redirect_target(from, "https://c/x"), "https://c/x");
-        assert_eq!(host_of("http://b:4318"), "http://b:4318");
+        let to = |l| redirect_target(from, l);
+        assert_eq!(to("/v2/traces").as_deref(), Some("http://b:4318/v2/traces"));
+        assert_eq!(to("logs").as_deref(), Some("http://b:4318/v1/logs"));
+        assert_eq!(to("//c:9/x").as_deref(), Some("http://c:9/x"));
+        assert_eq!(to("https://c/x").as_deref(), Some("https://c/x"));
+        assert!(same_origin(from, "http://b:4318/v9"));
+        assert!(!same_origin(from, "http://localhost:4318/v1/traces"));
+        assert!(!same_origin(from, "https://b:4318/v1/traces"));
     }
 
     fn paths(yaml: &str) -> Vec<String> {
