@@ -74,12 +74,16 @@ var (
 // worker, outside any span: a goroutine inherits its creator's pprof labels, and a helper
 // sleeping under a span's labels would look like that span waiting.
 type waitPeers struct {
-	mu     sync.Mutex
-	hold   chan time.Duration // to the holder: lock mu, say so on held, keep it this long
-	held   chan struct{}
-	quote  chan time.Duration // to the quoter: answer on quoted after this long
-	quoted chan struct{}
-	conn   net.Conn // to the slow TCP peer
+	mu   sync.Mutex
+	hold chan time.Duration // to the holder: lock mu, say so on held, keep it this long
+	held chan struct{}
+	// To the holder: the lock's waiter starts its clock; only now does the holder's time
+	// start, so the wait is never shorter than asked however late the waiter runs.
+	// Buffered, so the waiter never blocks here.
+	waiting chan struct{}
+	quote   chan time.Duration // to the quoter: answer on quoted after this long
+	quoted  chan struct{}
+	conn    net.Conn // to the slow TCP peer
 }
 
 func startWaitPeers(peerAddr string) (*waitPeers, error) {
@@ -88,11 +92,12 @@ func startWaitPeers(peerAddr string) (*waitPeers, error) {
 		return nil, fmt.Errorf("dialing the slow peer: %w", err)
 	}
 	p := &waitPeers{
-		hold:   make(chan time.Duration),
-		held:   make(chan struct{}),
-		quote:  make(chan time.Duration),
-		quoted: make(chan struct{}),
-		conn:   conn,
+		hold:    make(chan time.Duration),
+		held:    make(chan struct{}),
+		waiting: make(chan struct{}, 1),
+		quote:   make(chan time.Duration),
+		quoted:  make(chan struct{}),
+		conn:    conn,
 	}
 	go holdLock(p)
 	go quoter(p)
@@ -110,6 +115,7 @@ func holdLock(p *waitPeers) {
 	for d := range p.hold {
 		p.mu.Lock()
 		p.held <- struct{}{}
+		<-p.waiting
 		time.Sleep(d)
 		p.mu.Unlock()
 	}
@@ -169,7 +175,7 @@ func (w *worker) waitRequest(ctx context.Context) {
 	<-p.held
 	w.inSpan(ctx, kindOrder, func(ctx context.Context, _ *spanTruth) {
 		w.inSpan(ctx, kindLock, func(_ context.Context, t *spanTruth) {
-			t.wait = waitTruth{lockInventory(&p.mu).Nanoseconds(), "sync.Mutex.Lock", "main.lockInventory"}
+			t.wait = waitTruth{lockInventory(p).Nanoseconds(), "sync.Mutex.Lock", "main.lockInventory"}
 		})
 		w.inSpan(ctx, kindQuote, func(_ context.Context, t *spanTruth) {
 			t.wait = waitTruth{awaitQuote(p, w.waitTime()).Nanoseconds(), "chan receive", "main.awaitQuote"}
@@ -192,37 +198,41 @@ func (w *worker) waitRequest(ctx context.Context) {
 
 // Each wait span blocks in its own function, so a goroutine snapshot's stack names it.
 
-// lockInventory blocks on mu, which the holder has; it returns how long.
+// lockInventory blocks on p.mu, which the holder has; it returns how long.
 //
 //go:noinline
-func lockInventory(mu *sync.Mutex) time.Duration {
+func lockInventory(p *waitPeers) time.Duration {
 	start := time.Now()
-	mu.Lock()
+	p.waiting <- struct{}{}
+	p.mu.Lock()
 	waited := time.Since(start)
-	mu.Unlock()
+	p.mu.Unlock()
 	return waited
 }
 
-// awaitQuote asks the quoter for an answer after d and blocks receiving it.
+// awaitQuote asks the quoter for an answer after d and blocks receiving it. The clock starts
+// before the ask: started after it, a preemption between the two would let the quoter's d
+// begin first, and the wait would read shorter than d.
 //
 //go:noinline
 func awaitQuote(p *waitPeers, d time.Duration) time.Duration {
-	p.quote <- d // the quoter is idle, waiting for this
 	start := time.Now()
+	p.quote <- d // the quoter is idle, waiting for this
 	<-p.quoted
 	return time.Since(start)
 }
 
-// callWarehouse asks the slow peer to answer after d and blocks reading the answer.
+// callWarehouse asks the slow peer to answer after d and blocks reading the answer. The clock
+// starts before the write, for awaitQuote's reason.
 //
 //go:noinline
 func callWarehouse(conn net.Conn, d time.Duration) (time.Duration, error) {
 	var buf [8]byte
 	binary.BigEndian.PutUint64(buf[:], uint64(d))
+	start := time.Now()
 	if _, err := conn.Write(buf[:]); err != nil {
 		return 0, err
 	}
-	start := time.Now()
 	_, err := io.ReadFull(conn, buf[:])
 	waited := time.Since(start)
 	if err == nil && time.Duration(binary.BigEndian.Uint64(buf[:])) != d {
