@@ -121,14 +121,36 @@ impl ServerHandle {
     }
 }
 
+/// How an HTTP server treats its connections (otelcol's confighttp server timeouts); `None`
+/// leaves a setting off.
+#[derive(Clone, Debug)]
+pub struct HttpConnections {
+    /// An HTTP/1 request's header must have arrived this long after the server began waiting
+    /// for it, or the connection is closed: a client cannot hold a connection by sending
+    /// nothing, or a header a byte at a time.
+    pub header_read: Option<Duration>,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY first).
+    pub idle: Option<Duration>,
+}
+
+impl Default for HttpConnections {
+    /// otelcol's confighttp defaults.
+    fn default() -> Self {
+        HttpConnections {
+            header_read: Some(Duration::from_secs(60)),
+            idle: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// Serves an axum router over HTTP/1.1 and h2c with TCP_NODELAY (a lone request in flight
-/// must not wait on Nagle's algorithm).
+/// must not wait on Nagle's algorithm), with otelcol's default connection timeouts.
 pub fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
-    serve_http_tls(listener, router, None, span)
+    serve_http_tls(listener, router, None, &HttpConnections::default(), span)
 }
 
 /// [`serve_http`], over TLS (HTTP/1.1 or h2 by ALPN) when given a server config.
@@ -136,46 +158,160 @@ pub fn serve_http_tls(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    connections: &HttpConnections,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
     use axum::serve::ListenerExt;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    if let Some(tls) = tls {
-        let incoming = TlsListener {
-            connections: accept_tls(listener, tls, stop.clone(), span.clone()),
-            addr,
+    let settings = connections.clone();
+    let task = match tls {
+        Some(tls) => {
+            let incoming = TlsListener {
+                connections: accept_tls(listener, tls, stop.clone(), span.clone()),
+                addr,
+            };
+            tokio::spawn(serve_connections(incoming, router, settings, stop.clone()).instrument(span))
+        }
+        None => {
+            let incoming = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(serve_connections(incoming, router, settings, stop.clone()).instrument(span))
+        }
+    };
+    Ok(ServerHandle { addr, stop, task })
+}
+
+/// Accepts connections until `stop`, each served in its own task; then waits for them to
+/// finish their requests (they are told to close on `stop`).
+async fn serve_connections<L: axum::serve::Listener>(
+    mut listener: L,
+    router: axum::Router,
+    settings: HttpConnections,
+    stop: CancellationToken,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let io = tokio::select! {
+            _ = stop.cancelled() => break,
+            (io, _) = listener.accept() => io,
+            // Reaps finished connections, so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let shutdown = stop.clone().cancelled_owned();
-        let task = tokio::spawn(
-            async move {
-                if let Err(e) = axum::serve(incoming, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    error!(error = %e, "https server failed");
-                }
-            }
-            .instrument(span),
-        );
-        return Ok(ServerHandle { addr, stop, task });
+        let connection = serve_connection(io, router.clone(), settings.clone(), stop.clone());
+        connections.spawn(connection.in_current_span());
     }
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface) until the client closes it, it
+/// is idle past `settings.idle`, or `stop`; the last two close it gracefully.
+async fn serve_connection<I>(io: I, router: axum::Router, settings: HttpConnections, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read);
+    let (activity, mut watched) = tokio::sync::watch::channel(Activity {
+        in_flight: 0,
+        since: tokio::time::Instant::now(),
     });
-    let shutdown = stop.clone().cancelled_owned();
-    let task = tokio::spawn(
+    let activity = Arc::new(activity);
+    let track = settings.idle.is_some();
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        // Held until the response's body is dropped: a streamed answer is not idleness.
+        let in_flight = track.then(|| InFlight::start(activity.clone()));
+        let call = router.clone().oneshot(request.map(axum::body::Body::new));
         async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                error!(error = %e, "http server failed");
+            let response = call.await?;
+            Ok::<_, std::convert::Infallible>(match in_flight {
+                Some(guard) => response.map(|body| {
+                    axum::body::Body::new(body.map_frame(move |frame| {
+                        let _held = &guard;
+                        frame
+                    }))
+                }),
+                None => response,
+            })
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    debug!(error = %error_chain(&*e), "HTTP connection ended");
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_past(&mut watched, settings.idle), if !closing => {
+                debug!("closing an idle HTTP connection");
+                closing = true;
+                connection.as_mut().graceful_shutdown();
             }
         }
-        .instrument(span),
-    );
-    Ok(ServerHandle { addr, stop, task })
+    }
+}
+
+/// A connection's requests in flight, and since when it has had none.
+#[derive(Clone, Copy)]
+struct Activity {
+    in_flight: usize,
+    since: tokio::time::Instant,
+}
+
+/// One request in flight on a connection, from its start until its response is done.
+struct InFlight(Arc<tokio::sync::watch::Sender<Activity>>);
+
+impl InFlight {
+    fn start(activity: Arc<tokio::sync::watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| a.in_flight += 1);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.since = tokio::time::Instant::now();
+        });
+    }
+}
+
+/// Returns once the connection has had no request in flight for `idle`; never when `idle`
+/// is `None`.
+async fn idle_past(activity: &mut tokio::sync::watch::Receiver<Activity>, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let now = *activity.borrow_and_update();
+        if now.in_flight == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep_until(now.since + idle) => return,
+                changed = activity.changed() => if changed.is_err() {
+                    return std::future::pending().await;
+                },
+            }
+        } else if activity.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Serves gRPC routes (tonic) with TCP_NODELAY, over TLS when given a server config (whose

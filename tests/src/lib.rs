@@ -395,6 +395,23 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Established TCP connections to `port` on this host, counting both ends: the server's
+/// (local port `port`) and the client's (remote port `port`), as the kernel lists them.
+pub fn tcp_connections(port: u16) -> Result<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let port = format!(":{port:04X}");
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state) = (f.get(1), f.get(2), f.get(3));
+            state == Some(&"01")
+                && (local.is_some_and(|a| a.ends_with(&port)) || remote.is_some_and(|a| a.ends_with(&port)))
+        })
+        .count())
+}
+
 /// Self metrics of a hotspan whose config has `metrics.address: 127.0.0.1:{port:metrics}`.
 pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)

@@ -8,24 +8,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use hotspan_config::Signal;
 use hotspan_proto::{Encoding, TracesBatch};
-use hotspan_tests::{json_spans, wait_for, wait_for_spans, Hotspan};
-
-/// Established TCP connections to `port`, counting both ends: the server's (local port
-/// `port`) and the client's (remote port `port`).
-fn connections_to(port: u16) -> Result<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp")?;
-    let port = format!(":{port:04X}");
-    Ok(table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (local, remote, state) = (f.get(1), f.get(2), f.get(3));
-            state == Some(&"01")
-                && (local.is_some_and(|a| a.ends_with(&port)) || remote.is_some_and(|a| a.ends_with(&port)))
-        })
-        .count())
-}
+use hotspan_tests::{json_spans, tcp_connections as connections_to, wait_for, wait_for_spans, Hotspan};
 
 /// One export over `channel`, which stays open afterwards.
 async fn export(channel: &tonic::transport::Channel, first_id: u64) -> Result<()> {

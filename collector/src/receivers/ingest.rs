@@ -96,6 +96,12 @@ impl Ingest {
         self
     }
 
+    /// The pipeline gets at most `wait` (HTTP's `write_timeout`, when shorter than the default).
+    pub fn with_pipeline_wait_at_most(mut self, wait: Duration) -> Self {
+        self.pipeline_wait = self.pipeline_wait.map(|w| w.min(wait));
+        self
+    }
+
     pub fn accepts(&self, signal: Signal) -> bool {
         self.next.get(signal).is_some()
     }

@@ -119,6 +119,19 @@ pub struct HttpConfig {
     pub response_headers: BTreeMap<String, String>,
     /// otelcol's client metadata for downstream components; no hotspan component reads it.
     pub include_metadata: bool,
+    /// Go's `http.Server` timeouts, with otelcol's defaults; 0 leaves one off.
+    /// The whole request, body included, must have arrived within this (408 if not).
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub read_timeout: Duration,
+    /// An HTTP/1 request's header must have arrived within this; 0: `read_timeout`.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub read_header_timeout: Duration,
+    /// The answer must be written within this: it caps how long the pipeline gets (503 past it).
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub write_timeout: Duration,
+    /// A connection with no request in flight this long is closed; 0: `read_timeout`.
+    #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
+    pub idle_timeout: Duration,
 }
 
 /// Every `Content-Encoding` the HTTP receiver reads, "" being none: otelcol's default list.
@@ -162,6 +175,10 @@ impl Default for HttpConfig {
             compression_algorithms: HTTP_ENCODINGS.iter().map(|e| e.to_string()).collect(),
             response_headers: BTreeMap::new(),
             include_metadata: false,
+            read_timeout: Duration::ZERO,
+            read_header_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -181,6 +198,18 @@ impl GrpcConfig {
 }
 
 impl HttpConfig {
+    /// Go's rule: a zero header or idle timeout falls back on `read_timeout`.
+    pub fn connections(&self) -> crate::net::HttpConnections {
+        let or_read = |d: Duration| {
+            let d = if d.is_zero() { self.read_timeout } else { d };
+            (!d.is_zero()).then_some(d)
+        };
+        crate::net::HttpConnections {
+            header_read: or_read(self.read_header_timeout),
+            idle: or_read(self.idle_timeout),
+        }
+    }
+
     /// A signal's path, with the leading `/` otelcol adds when it is left out.
     pub fn url_path(&self, signal: hotspan_config::Signal) -> String {
         use hotspan_config::Signal;

@@ -26,6 +26,8 @@ struct Route {
     max_body: usize,
     /// `compression_algorithms`: the `Content-Encoding`s taken, "" for none.
     encodings: Arc<[String]>,
+    /// `read_timeout`: the body must have arrived this long after its header.
+    read_timeout: Option<std::time::Duration>,
 }
 
 pub fn router(ingest: Arc<Ingest>, config: &HttpConfig) -> axum::Router {
@@ -40,6 +42,7 @@ pub fn router(ingest: Arc<Ingest>, config: &HttpConfig) -> axum::Router {
             ingest: ingest.clone(),
             max_body: config.max_request_body_size,
             encodings: encodings.clone(),
+            read_timeout: (!config.read_timeout.is_zero()).then_some(config.read_timeout),
         };
         router = router.route(&config.url_path(signal), post(export).with_state(route));
     }
@@ -161,7 +164,20 @@ async fn handle(
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     route.ingest.admit(route.signal, declared).map_err(refusal_of)?;
-    let raw = match read_limited(body, route.max_body).await {
+    let read = read_limited(body, route.max_body);
+    let read = match route.read_timeout {
+        Some(limit) => match tokio::time::timeout(limit, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                return Err(bad(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request body did not arrive within read_timeout ({limit:?})"),
+                ))
+            }
+        },
+        None => read.await,
+    };
+    let raw = match read {
         Ok(raw) => raw,
         Err(BodyError::TooLarge) => {
             return Err(bad(

@@ -124,16 +124,22 @@ impl Lifecycle for OtlpReceiver {
             record(server);
         }
         if let Some(h) = &self.config.protocols.http {
-            let ingest = Arc::new(Ingest::new(
-                &self.name,
-                "http",
-                self.next.clone(),
-                &self.telemetry,
-            ));
+            let ingest = Ingest::new(&self.name, "http", self.next.clone(), &self.telemetry);
+            // Go's write_timeout: the client's answer must be written by then.
+            let ingest = Arc::new(match h.write_timeout.is_zero() {
+                true => ingest,
+                false => ingest.with_pipeline_wait_at_most(h.write_timeout),
+            });
             let security = &self.http_security;
             let router = ServerAuth::guard(security.auth.clone(), http::router(ingest, h));
             let router = http::outer_layers(router, h);
-            let server = serve_http_tls(bind(&h.endpoint).await?, router, security.tls.clone(), span())?;
+            let server = serve_http_tls(
+                bind(&h.endpoint).await?,
+                router,
+                security.tls.clone(),
+                &h.connections(),
+                span(),
+            )?;
             info!(receiver = %self.name, address = %server.addr, tls = security.tls.is_some(), "OTLP/HTTP listening");
             record(server);
         }

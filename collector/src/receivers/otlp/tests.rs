@@ -93,3 +93,36 @@ fn a_url_path_without_its_leading_slash_gets_one() {
     assert_eq!(http.url_path(hotspan_config::Signal::Traces), "/v1/traces");
     assert_eq!(http.url_path(hotspan_config::Signal::Logs), "/custom/logs");
 }
+
+#[test]
+fn http_timeouts_default_as_otelcols_and_fall_back_on_read_timeout_as_gos() {
+    use std::time::Duration;
+    let http = |yaml: &str| {
+        let cfg: OtlpReceiverConfig = parse_yaml(yaml).expect("parses");
+        cfg.protocols.http.expect("http")
+    };
+    let defaults = http("protocols: {http: {}}");
+    let c = defaults.connections();
+    assert_eq!(
+        (
+            c.header_read,
+            c.idle,
+            defaults.write_timeout,
+            defaults.read_timeout
+        ),
+        (
+            Some(Duration::from_secs(60)),
+            Some(Duration::from_secs(60)),
+            Duration::from_secs(30),
+            Duration::ZERO
+        )
+    );
+    let c = http("protocols: {http: {read_timeout: 5s, read_header_timeout: 0s, idle_timeout: 0s}}")
+        .connections();
+    assert_eq!(
+        (c.header_read, c.idle),
+        (Some(Duration::from_secs(5)), Some(Duration::from_secs(5)))
+    );
+    let c = http("protocols: {http: {read_header_timeout: 0s, idle_timeout: 0s}}").connections();
+    assert_eq!((c.header_read, c.idle), (None, None));
+}

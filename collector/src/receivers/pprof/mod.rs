@@ -25,7 +25,7 @@ use super::pprof_common::{attributes, convert, string_attribute, CorrelationLabe
 use crate::component::{BoxError, BuildContext, ComponentType, Lifecycle, ReceiverType};
 use crate::consumer::{ConsumeError, SignalConsumers};
 use crate::extensions::bearertokenauth::{AuthConfig, Protocol, ServerAuth};
-use crate::net::{bind, serve_http_tls, ServerHandle};
+use crate::net::{bind, serve_http_tls, HttpConnections, ServerHandle};
 use crate::receivers::ingest::{Ingest, IngestError};
 use crate::receivers::otlp::check_endpoint;
 use crate::telemetry::Telemetry;
@@ -146,6 +146,7 @@ impl Lifecycle for PprofReceiver {
             bind(&self.config.endpoint).await?,
             router,
             self.tls.clone(),
+            &HttpConnections::default(),
             tracing::Span::current(),
         )?;
         info!(receiver = %self.name, address = %server.addr, tls = self.tls.is_some(), "pprof push listening on /ingest and /v1/pprof");
