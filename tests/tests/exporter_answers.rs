@@ -510,6 +510,81 @@ service:
     Ok(())
 }
 
+/// With `sending_queue.wait_for_result`, as in otelcol, the queue's workers send and the
+/// client still hears the exporter's answer. Without it, the client hears 200 once its batch
+/// is queued, whatever the backend says after.
+#[test]
+fn a_queue_that_waits_for_the_result_passes_the_exporters_answer_back() -> Result<()> {
+    let backend = Backend::start()?;
+    let b = backend.port();
+    let hotspan = Hotspan::start(&format!(
+        r#"
+receivers:
+  otlp/waits: {{protocols: {{http: {{endpoint: "127.0.0.1:{{port:waits}}"}}}}}}
+  otlp/queues: {{protocols: {{http: {{endpoint: "127.0.0.1:{{port:queues}}"}}}}}}
+exporters:
+  otlp/waits:
+    endpoint: "127.0.0.1:{b}"
+    tls: {{insecure: true}}
+    sending_queue: {{wait_for_result: true, num_consumers: 2}}
+    retry_on_failure: {{enabled: false}}
+  otlp/queues:
+    endpoint: "127.0.0.1:{b}"
+    tls: {{insecure: true}}
+    sending_queue: {{num_consumers: 2}}
+    retry_on_failure: {{enabled: false}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{{port:metrics}}"}}}}
+  pipelines:
+    traces/waits: {{receivers: [otlp/waits], exporters: [otlp/waits]}}
+    traces/queues: {{receivers: [otlp/queues], exporters: [otlp/queues]}}
+"#
+    ))?;
+    let cases = [
+        (Some(tonic::Status::invalid_argument("span 3 is malformed")), 400),
+        (Some(tonic::Status::unavailable("backend restarting")), 503),
+        (None, 200),
+    ];
+    for (i, (status, expected)) in cases.into_iter().enumerate() {
+        let script = status.map(Reply::grpc_status).transpose()?;
+        backend.expect(script.into_iter().collect(), Reply::GrpcOk);
+        let a = send(&hotspan, "waits", 100 * i as u64)?;
+        ensure!(
+            a.status == expected,
+            "the client heard {} {}, the backend said {expected}\n{}",
+            a.status,
+            a.body,
+            hotspan.log()
+        );
+    }
+    backend.expect(
+        vec![Reply::grpc_status(tonic::Status::invalid_argument(
+            "span 3 is malformed",
+        ))?],
+        Reply::GrpcOk,
+    );
+    let a = send(&hotspan, "queues", 1000)?;
+    ensure!(
+        a.status == 200,
+        "without wait_for_result: {} {}",
+        a.status,
+        a.body
+    );
+    let failed = hotspan_tests::wait_for(Duration::from_secs(10), "the queued batch to fail", || {
+        let text = scrape(hotspan.port("metrics")).ok()?;
+        metric(
+            &text,
+            r#"otelcol_exporter_send_failed_spans{exporter="otlp/queues"}"#,
+        )
+        .filter(|n| *n > 0.0)
+    })?;
+    ensure!(failed == 4.0, "{failed} spans failed");
+    Ok(())
+}
+
 /// As Go's client (otelcol's), the HTTP exporter follows a 307 or 308 with the same body, and
 /// takes its credentials only to the same host; it did not follow them, so the batch was
 /// dropped. A partial success in a JSON answer is logged, as otelcol logs it.

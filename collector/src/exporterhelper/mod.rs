@@ -69,6 +69,8 @@ pub struct ExporterRuntime {
     /// The queue is on disk: shutdown leaves what is queued there instead of draining it.
     persistent: bool,
     num_consumers: usize,
+    /// `sending_queue.wait_for_result`: consumers wait for the batch's outcome.
+    wait_for_result: bool,
     capacity: Gauge,
     queue_size: Arc<QueueGauge>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -150,6 +152,7 @@ impl ExporterRuntime {
             queue,
             file_queue: Mutex::new(file_queue),
             num_consumers: built.queue.num_consumers,
+            wait_for_result: built.queue.wait_for_result,
             workers: Mutex::new(Vec::new()),
             successor: Arc::new(OnceLock::new()),
         })
@@ -217,12 +220,29 @@ impl Consumer for ExporterRuntime {
                 }),
                 Some(queue) => {
                     let (signal, items) = (batch.signal(), batch.item_count() as u64);
-                    let result = queue.push(batch).await;
+                    let (answer, outcome) = match self.wait_for_result {
+                        true => {
+                            let (answer, outcome) = tokio::sync::oneshot::channel();
+                            (Some(answer), Some(outcome))
+                        }
+                        false => (None, None),
+                    };
+                    let result = match answer {
+                        Some(answer) => queue.push_answered(batch, answer).await,
+                        None => queue.push(batch).await,
+                    };
                     match &result {
                         Ok(()) => self.queue_size.update(queue.as_ref()),
                         Err(_) => self.sender.enqueue_failed(signal, items),
                     }
-                    result
+                    result?;
+                    match outcome {
+                        // Unanswered: the batch was lost at the shutdown deadline (and counted).
+                        Some(outcome) => outcome.await.unwrap_or_else(|_| {
+                            Err(ConsumeError::retryable("the exporter stopped before sending it"))
+                        }),
+                        None => Ok(()),
+                    }
                 }
             }
         })
@@ -268,9 +288,10 @@ impl Lifecycle for ExporterRuntime {
             let persistent = self.persistent;
             workers.push(tokio::spawn(
                 async move {
-                    while let Some(item) = queue.pop().await {
+                    while let Some(mut item) = queue.pop().await {
                         // A pop may have set damaged files aside.
                         gauge.update(queue.as_ref());
+                        let answer = item.take_answer();
                         let signal = item.batch.signal();
                         // Aborted at the shutdown deadline, an in-memory queue's batch is lost:
                         // counted as failed. A durable queue's stays on disk.
@@ -287,19 +308,38 @@ impl Lifecycle for ExporterRuntime {
                         // Failures were counted and logged by `deliver`; the item leaves either
                         // way, unless shutdown cut retrying short: then the disk still holds
                         // it, or the successor takes it.
-                        match (delivery, successor.get()) {
-                            (Delivery::Kept(_), _) if persistent => drop(item),
+                        let outcome = match (delivery, successor.get()) {
+                            (Delivery::Kept(e), _) if persistent => {
+                                drop(item);
+                                Err(e)
+                            }
                             (Delivery::Kept(_), Some(next)) => {
                                 let deadline = sender.deadline_lock();
                                 let items = item.batch.item_count() as u64;
                                 let batch = item.batch.clone();
                                 item.done();
-                                if let Err(reason) = hand_on(&sender.name, next, batch, deadline).await {
-                                    sender.failed(signal, items, &reason);
-                                }
+                                hand_on(&sender.name, next, batch, deadline)
+                                    .await
+                                    .map_err(|reason| {
+                                        sender.failed(signal, items, &reason);
+                                        ConsumeError::retryable(reason)
+                                    })
                             }
-                            (Delivery::Kept(_), None) => drop(item),
-                            (Delivery::Sent | Delivery::Dropped(_), _) => item.done(),
+                            (Delivery::Kept(e), None) => {
+                                drop(item);
+                                Err(e)
+                            }
+                            (Delivery::Sent, _) => {
+                                item.done();
+                                Ok(())
+                            }
+                            (Delivery::Dropped(e), _) => {
+                                item.done();
+                                Err(e)
+                            }
+                        };
+                        if let Some(answer) = answer {
+                            let _ = answer.send(outcome);
                         }
                         if let Some(unsent) = in_flight {
                             unsent.settled();
@@ -534,6 +574,52 @@ mod tests {
         // One batch in flight, two still queued: all nine spans lost, and said so.
         assert_eq!(counter("otelcol_exporter_send_failed_spans"), 9);
         assert_eq!(counter("otelcol_exporter_sent_spans"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_the_result_hears_when_shutdown_cuts_its_batch_off() {
+        let telemetry = Telemetry::default();
+        let built = BuiltExporter {
+            exporter: Arc::new(Stuck),
+            queue: QueueConfig {
+                num_consumers: 1,
+                wait_for_result: true,
+                ..Default::default()
+            },
+            retry: RetryConfig::default(),
+        };
+        let runtime = Arc::new(
+            ExporterRuntime::new(
+                "otlp".into(),
+                built,
+                &[Signal::Traces],
+                &telemetry,
+                &Extensions::default(),
+            )
+            .expect("runtime"),
+        );
+        runtime.start().await.expect("start");
+        // One consumer: one batch goes in flight (and never comes back), the other waits.
+        let waiting: Vec<_> = [2, 3]
+            .map(|n| {
+                let r = runtime.clone();
+                tokio::spawn(async move { r.consume(spans(n)).await })
+            })
+            .into();
+        let queue = runtime.queue.get().expect("in-memory queue").clone();
+        eventually("both batches to be queued", || queue.size() == 2).await;
+        // Without wait_for_result each would have returned in the poll that queued it.
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "answered before any outcome"
+        );
+        runtime
+            .shutdown(Instant::now() + Duration::from_millis(200))
+            .await;
+        for waiting in waiting {
+            let heard = waiting.await.expect("joins");
+            assert!(matches!(&heard, Err(ConsumeError::Retryable { .. })), "{heard:?}");
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use hotspan_proto::Batch;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{QueueConfig, QueueItem, SendingQueue};
+use super::{Answer, QueueConfig, QueueItem, SendingQueue};
 use crate::consumer::ConsumeError;
 
 pub struct MemoryQueue {
@@ -31,9 +31,8 @@ impl MemoryQueue {
     }
 }
 
-#[async_trait]
-impl SendingQueue for MemoryQueue {
-    async fn push(&self, batch: Batch) -> Result<(), ConsumeError> {
+impl MemoryQueue {
+    async fn enqueue(&self, batch: Batch, answer: Option<Answer>) -> Result<(), ConsumeError> {
         // A batch bigger than the whole queue would never fit: let it take all of it.
         let need = self.config.size_of(&batch).clamp(1, self.config.queue_size) as u32;
         let permit = if self.config.block_on_overflow {
@@ -53,10 +52,24 @@ impl SendingQueue for MemoryQueue {
         match tx {
             Some(tx) => tx
                 // The permit goes with the item: freed on done or drop alike.
-                .send(QueueItem::new(batch, move || drop(permit)))
+                .send(QueueItem {
+                    answer,
+                    ..QueueItem::new(batch, move || drop(permit))
+                })
                 .map_err(|e| ConsumeError::refused("exporter is shutting down", e.0.batch)),
             None => Err(ConsumeError::refused("exporter is shutting down", batch)),
         }
+    }
+}
+
+#[async_trait]
+impl SendingQueue for MemoryQueue {
+    async fn push(&self, batch: Batch) -> Result<(), ConsumeError> {
+        self.enqueue(batch, None).await
+    }
+
+    async fn push_answered(&self, batch: Batch, answer: Answer) -> Result<(), ConsumeError> {
+        self.enqueue(batch, Some(answer)).await
     }
 
     async fn pop(&self) -> Option<QueueItem> {

@@ -37,6 +37,9 @@ pub struct QueueConfig {
     /// A `file_storage` extension id: when set, the queue is kept on disk there and survives
     /// restarts and crashes. A string here, parsed by `validate`, since ids have no serde form.
     pub storage: Option<String>,
+    /// The sender waits until a worker has sent the batch or given up on it, and hears which:
+    /// the queue gives concurrency, and the client still learns what became of its data.
+    pub wait_for_result: bool,
 }
 
 impl Default for QueueConfig {
@@ -48,6 +51,7 @@ impl Default for QueueConfig {
             sizer: Sizer::Requests,
             block_on_overflow: false,
             storage: None,
+            wait_for_result: false,
         }
     }
 }
@@ -82,6 +86,12 @@ impl QueueConfig {
                 message: format!("must be from 1 to {MAX_QUEUE_SIZE}"),
             });
         }
+        if self.enabled && self.wait_for_result && self.storage.is_some() {
+            errs.push(FieldError {
+                path: format!("{path}.wait_for_result"),
+                message: "is not supported with a persistent queue (storage), as in otelcol".into(),
+            });
+        }
         if let Some(Err(e)) = self.storage_id() {
             errs.push(FieldError {
                 path: format!("{path}.storage"),
@@ -114,6 +124,10 @@ impl QueueConfig {
     }
 }
 
+/// Where a waiting sender (`wait_for_result`) hears what became of its batch. Dropped
+/// unanswered (the batch was lost at the shutdown deadline), the sender hears that too.
+pub type Answer = tokio::sync::oneshot::Sender<Result<(), ConsumeError>>;
+
 /// A batch taken from the queue. Dropping it without [`QueueItem::done`] is the same as done
 /// for the in-memory queue; a durable queue keeps it (on disk, and for a later pop) until `done`.
 pub struct QueueItem {
@@ -121,6 +135,7 @@ pub struct QueueItem {
     /// Frees the item's place for good (and deletes its file in a durable queue). Dropped
     /// uncalled, whatever it captured decides: a permit is released, a file slot is kept.
     on_done: Option<Box<dyn FnOnce() + Send>>,
+    answer: Option<Answer>,
 }
 
 impl QueueItem {
@@ -128,7 +143,13 @@ impl QueueItem {
         QueueItem {
             batch,
             on_done: Some(Box::new(on_done)),
+            answer: None,
         }
+    }
+
+    /// The sender waiting for this batch's outcome, if one is.
+    pub fn take_answer(&mut self) -> Option<Answer> {
+        self.answer.take()
     }
 
     /// The batch was sent or given up on: its place in the queue is free.
@@ -143,6 +164,16 @@ impl QueueItem {
 pub trait SendingQueue: Send + Sync {
     /// Takes the batch, or refuses it with a retryable error when full or closed.
     async fn push(&self, batch: Batch) -> Result<(), ConsumeError>;
+    /// As [`SendingQueue::push`], and `answer` hears the batch's outcome once a worker has
+    /// sent it or given up on it. A queue that cannot carry answers (a durable one, which
+    /// config validation keeps from `wait_for_result`) answers once the batch is stored.
+    async fn push_answered(&self, batch: Batch, answer: Answer) -> Result<(), ConsumeError> {
+        let stored = self.push(batch).await;
+        if stored.is_ok() {
+            let _ = answer.send(Ok(()));
+        }
+        stored
+    }
     /// The next batch to send; `None` once closed and empty (a durable queue: once closed).
     async fn pop(&self) -> Option<QueueItem>;
     /// No more pushes. The in-memory queue's pops drain what is left; a durable queue's stop at
@@ -206,5 +237,14 @@ mod tests {
         assert_eq!(problems("{queue_size: 18446744073709551615}").len(), 1);
         // A disabled queue's numbers are not used.
         assert!(problems("{enabled: false, num_consumers: 0, queue_size: 0}").is_empty());
+    }
+
+    #[test]
+    fn waiting_for_the_result_needs_an_in_memory_queue() {
+        assert!(problems("{wait_for_result: true}").is_empty());
+        assert_eq!(
+            problems("{wait_for_result: true, storage: file_storage}"),
+            ["sending_queue.wait_for_result: is not supported with a persistent queue (storage), as in otelcol"]
+        );
     }
 }
