@@ -86,35 +86,38 @@ pub fn goroot() -> PathBuf {
 /// path. Panics when it does not build: the tests need it and must not be skipped quietly.
 pub fn go_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("goservice");
-        let out = target_profile_dir().join("goservice");
-        // Other test processes may build at the same time: build to a private name, then
-        // rename, which replaces the file atomically.
-        let tmp = out.with_file_name(format!("goservice.{}.tmp", std::process::id()));
-        let output = go_command()
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .current_dir(&src)
-            .output()
-            .unwrap_or_else(|e| panic!("running `go build` in {}: {e}", src.display()));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("GOPROXY=off") || stderr.contains("missing go.sum entry") {
-            "\na Go module is not in the module cache: run scripts/go-modules.sh (scripts/test.sh does)"
-        } else {
-            ""
-        };
-        assert!(
-            output.status.success(),
-            "go build in {} failed ({}):\n{stderr}{hint}",
-            src.display(),
-            output.status,
-        );
-        std::fs::rename(&tmp, &out).expect("moving the built goservice into place");
-        out
-    })
-    .clone()
+    BIN.get_or_init(|| build_go_program("goservice")).clone()
+}
+
+/// Builds the Go program in `tests/<dir>` to `target/<profile>/<dir>` and returns its path.
+/// Panics when it does not build.
+pub fn build_go_program(dir: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let out = target_profile_dir().join(dir);
+    // Other test processes may build at the same time: build to a private name, then rename,
+    // which replaces the file atomically.
+    let tmp = out.with_file_name(format!("{dir}.{}.tmp", std::process::id()));
+    let output = go_command()
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("running `go build` in {}: {e}", src.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let hint = if stderr.contains("GOPROXY=off") || stderr.contains("missing go.sum entry") {
+        "\na Go module is not in the module cache: run scripts/go-modules.sh (scripts/test.sh does)"
+    } else {
+        ""
+    };
+    assert!(
+        output.status.success(),
+        "go build in {} failed ({}):\n{stderr}{hint}",
+        src.display(),
+        output.status,
+    );
+    std::fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("moving the built {dir} into place: {e}"));
+    out
 }
 
 /// Which spans put pprof labels on their work.

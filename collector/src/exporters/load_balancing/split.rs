@@ -51,7 +51,7 @@ fn split_traces(batch: &TracesBatch, key: RoutingKey, ring: &Ring) -> BTreeMap<u
     let mut out: BTreeMap<usize, Vec<ResourceSpans>> = BTreeMap::new();
     for rs in batch.resource_spans() {
         let service = service_name(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes));
-        let by_service = ring.owner(service.as_bytes()).unwrap_or(0);
+        let by_service = ring.service_owner(service).unwrap_or(0);
         if key == RoutingKey::Service {
             out.entry(by_service).or_default().push(rs.clone());
             continue;
@@ -100,7 +100,7 @@ fn split_profiles(batch: &ProfilesBatch, key: RoutingKey, ring: &Ring) -> BTreeM
     split_profiles_by(batch, |resource, sample| {
         // Profiles may name their service by string-table reference (otelcol's exporters do);
         // `resource` has those resolved.
-        let by_service = || ring.owner(service_name(resource).as_bytes()).unwrap_or(0);
+        let by_service = || ring.service_owner(service_name(resource)).unwrap_or(0);
         match (key, sample) {
             (RoutingKey::TraceId, Some(s)) => sample_trace_id(s, dict)
                 .and_then(|id| ring.owner(&id))

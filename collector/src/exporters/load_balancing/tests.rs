@@ -114,7 +114,7 @@ fn spans_go_to_the_owner_of_their_trace_and_none_is_lost() {
 
     let by_service = split::split(&batch, RoutingKey::Service, &ring);
     assert_eq!(by_service.len(), 1);
-    assert_eq!(by_service[0].0, ring.owner(b"shop").expect("owner"));
+    assert_eq!(by_service[0].0, ring.service_owner("shop").expect("owner"));
     assert_eq!(by_service[0].1, batch);
 }
 
@@ -164,7 +164,7 @@ fn samples_go_by_their_link_or_trace_id_label_and_the_rest_by_service() {
         values: vec![1000],
         ..Default::default()
     });
-    want.push((1000, ring.owner(b"shop")));
+    want.push((1000, ring.service_owner("shop")));
     let batch = Batch::Profiles(ProfilesBatch::from_request(ExportProfilesServiceRequest {
         resource_profiles: vec![ResourceProfiles {
             resource: service("shop"),
@@ -499,7 +499,7 @@ fn profiles_go_by_service_whether_it_is_inline_or_a_string_reference() {
                 ..Default::default()
             })
         };
-        want.insert((i, ring.owner(name.as_bytes()).expect("owner")));
+        want.insert((i, ring.service_owner(&name).expect("owner")));
         resource_profiles.push(ResourceProfiles {
             resource,
             scope_profiles: vec![ScopeProfiles {
