@@ -41,21 +41,17 @@ pub struct ResolverConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StaticResolver {
-    /// `host:port` of each backend; a host alone is on OTLP/gRPC's port ([`StaticResolver::endpoints`]).
+    /// `host:port` of each backend; a host alone is on OTLP/gRPC's port ([`dial_address`]).
     pub hostnames: Vec<String>,
 }
 
-impl StaticResolver {
-    /// Each hostname as `host:port`: one written without a port gets 4317, as otelcol gives it
-    /// (dialled as it was, it went to port 80).
-    pub fn endpoints(&self) -> Vec<String> {
-        self.hostnames
-            .iter()
-            .map(|h| match format!("http://{h}").parse::<http::Uri>() {
-                Ok(uri) if uri.port().is_none() => format!("{h}:4317"),
-                _ => h.clone(),
-            })
-            .collect()
+/// Where a backend is dialled: one written without a port gets 4317, as otelcol gives it
+/// (dialled as it was, it went to port 80). The ring keeps the name as written, as otelcol's
+/// does, so both place it at the same points.
+pub fn dial_address(hostname: &str) -> String {
+    match format!("http://{hostname}").parse::<http::Uri>() {
+        Ok(uri) if uri.port().is_none() => format!("{hostname}:4317"),
+        _ => hostname.to_string(),
     }
 }
 

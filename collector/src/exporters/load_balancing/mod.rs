@@ -111,7 +111,7 @@ impl ExporterType for LoadBalancingExporter {
             config: config.clone(),
         };
         if let Some(s) = &config.resolver.static_list {
-            lb.set_backends(s.endpoints())?;
+            lb.set_backends(s.hostnames.clone())?;
         }
         Ok(BuiltExporter {
             exporter: Arc::new(LoadBalancingExporter(Arc::new(lb))),
@@ -197,7 +197,10 @@ impl LoadBalancer {
             let backend = match members.backends.get(&endpoint) {
                 Some(b) => b.clone(),
                 None => Arc::new(Backend {
-                    exporter: otlp_grpc::exporter(&self.config.backend(&endpoint), self.auth.clone())?,
+                    exporter: otlp_grpc::exporter(
+                        &self.config.backend(&config::dial_address(&endpoint)),
+                        self.auth.clone(),
+                    )?,
                     endpoint: endpoint.clone(),
                     down_until: Mutex::new(None),
                 }),

@@ -291,12 +291,18 @@ impl Exporter for Arc<Fake> {
 fn a_static_hostname_without_a_port_is_on_4317() {
     let config =
         config("resolver: {static: {hostnames: [a, \"b:1\", \"[::1]\", \"10.0.0.1\"]}}").expect("valid");
-    let endpoints = config
+    let hostnames = config
         .resolver
         .static_list
-        .map(|s| s.endpoints())
+        .map(|s| s.hostnames)
         .unwrap_or_default();
-    assert_eq!(endpoints, ["a:4317", "b:1", "[::1]:4317", "10.0.0.1:4317"]);
+    let dialled: Vec<String> = hostnames.iter().map(|h| config::dial_address(h)).collect();
+    assert_eq!(dialled, ["a:4317", "b:1", "[::1]:4317", "10.0.0.1:4317"]);
+    // The ring names them as written, as otelcol's does: "a", not "a:4317".
+    let ring = Ring::new(hostnames.clone());
+    let mut written = hostnames;
+    written.sort();
+    assert_eq!(ring.backends(), written.as_slice());
 }
 
 fn balancer(fakes: &[Arc<Fake>]) -> LoadBalancer {
