@@ -412,6 +412,27 @@ pub fn tcp_connections(port: u16) -> Result<usize> {
         .count())
 }
 
+/// A tonic channel (HTTP/2 without TLS) to 127.0.0.1:`port`, connected now, run by `rt`.
+pub fn h2c_channel(rt: &tokio::runtime::Runtime, port: u16) -> Result<tonic::transport::Channel> {
+    rt.block_on(async move {
+        let endpoint = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?;
+        endpoint
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .context("connecting over h2c")
+    })
+}
+
+/// Waits until no TCP connection to `port` is established at either end, running `rt` meanwhile:
+/// a client on it must run to see the server's GOAWAY and close its side.
+pub fn wait_for_closed(rt: &tokio::runtime::Runtime, port: u16, timeout: Duration, what: &str) -> Result<()> {
+    wait_for(timeout, what, || {
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        (tcp_connections(port).ok()? == 0).then_some(())
+    })
+}
+
 /// Self metrics of a hotspan whose config has `metrics.address: 127.0.0.1:{port:metrics}`.
 pub fn scrape(port: u16) -> Result<String> {
     Ok(reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))?.text()?)

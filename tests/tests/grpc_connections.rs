@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use hotspan_config::Signal;
 use hotspan_proto::{Encoding, TracesBatch};
-use hotspan_tests::{json_spans, tcp_connections as connections_to, wait_for, wait_for_spans, Hotspan};
+use hotspan_tests::{
+    h2c_channel, json_spans, tcp_connections as connections_to, wait_for_closed, wait_for_spans, Hotspan,
+};
 
 /// One export over `channel`, which stays open afterwards.
 async fn export(channel: &tonic::transport::Channel, first_id: u64) -> Result<()> {
@@ -57,29 +59,16 @@ service:
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let channel = |port: u16| {
-        rt.block_on(async move {
-            let endpoint = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?;
-            endpoint
-                .timeout(Duration::from_secs(20))
-                .connect()
-                .await
-                .context("connecting")
-        })
-    };
-    let (to_aged, to_plain) = (channel(aged)?, channel(plain)?);
+    let (to_aged, to_plain) = (h2c_channel(&rt, aged)?, h2c_channel(&rt, plain)?);
     rt.block_on(export(&to_aged, 0))?;
     rt.block_on(export(&to_plain, 10))?;
     ensure!(connections_to(aged)? == 2 && connections_to(plain)? == 2);
     // Age 2 s, grace 1 s: the server closes the aged connection by itself.
-    wait_for(
+    wait_for_closed(
+        &rt,
+        aged,
         Duration::from_secs(10),
         "the aged connection to close, both ends",
-        || {
-            // The client's runtime must run to see the GOAWAY and close its side.
-            rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
-            (connections_to(aged).ok()? == 0).then_some(())
-        },
     )
     .with_context(|| hotspan.log())?;
     ensure!(

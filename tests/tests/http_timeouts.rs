@@ -10,7 +10,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use hotspan_tests::{json_spans, metric, post, scrape, tcp_connections, wait_for, Hotspan};
+use hotspan_tests::{
+    h2c_channel, json_spans, metric, post, scrape, tcp_connections, wait_for_closed, Hotspan,
+};
 
 /// Reads until the server closes `stream`, at most `limit`: how long that took, and what the
 /// server wrote before closing.
@@ -150,22 +152,13 @@ service:
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let channel = |port: u16| {
-        rt.block_on(async move {
-            let endpoint = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?;
-            endpoint.connect().await.context("connecting over h2c")
-        })
-    };
-    let (_h2_strict, _h2_lax) = (channel(strict)?, channel(lax)?);
+    let (_h2_strict, _h2_lax) = (h2c_channel(&rt, strict)?, h2c_channel(&rt, lax)?);
     ensure!(tcp_connections(strict)? == 2, "the h2c connection did not open");
-    wait_for(
+    wait_for_closed(
+        &rt,
+        strict,
         Duration::from_secs(10),
         "the idle HTTP/2 connection to close, both ends",
-        || {
-            // The client's runtime must run to see the GOAWAY and close its side.
-            rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
-            (tcp_connections(strict).ok()? == 0).then_some(())
-        },
     )
     .with_context(log)?;
     // The lax receiver's: the HTTP/1.1 connections above, and this one.
