@@ -39,6 +39,20 @@ impl ConsumeError {
         }
     }
 
+    /// The same error without the batch it may carry, for each of several senders to hear.
+    pub fn without_batch(&self) -> Self {
+        match self {
+            ConsumeError::Retryable {
+                reason, retry_after, ..
+            } => ConsumeError::Retryable {
+                reason: reason.clone(),
+                retry_after: *retry_after,
+                batch: None,
+            },
+            ConsumeError::Permanent(reason) => ConsumeError::Permanent(reason.clone()),
+        }
+    }
+
     /// A retryable refusal that hands the batch back.
     pub fn refused(reason: impl Into<String>, batch: Batch) -> Self {
         ConsumeError::Retryable {

@@ -24,7 +24,11 @@ pub fn hotspan_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         // With the features the tests' build unifies in (the join's fixtures, Kafka), so this
         // build and `cargo test`'s share their artifacts instead of rebuilding each other's.
+        // Without the test's CARGO_MANIFEST_DIR: build scripts that watch it (ring's) would
+        // otherwise see it change between this build and `cargo test`'s, and each would rebuild
+        // the TLS stack and everything above it.
         let status = Command::new(cargo)
+            .env_remove("CARGO_MANIFEST_DIR")
             .args(["build", "-q", "-p", "hotspan", "--bin", "hotspan"])
             .args(["--features", "hotspan-processors/fixtures,hotspan/kafka"])
             .status()

@@ -9,13 +9,16 @@ use std::time::Instant;
 use async_trait::async_trait;
 use hotspan_config::{Kind, Signal};
 use hotspan_proto::Batch;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, Instrument};
 
+mod batcher;
 mod compress;
 pub mod queue;
 mod sender;
 
+pub use batcher::QueueBatchConfig;
 pub(crate) use compress::compress;
 pub use compress::{COMPRESSION_NICE, COMPRESSION_THREAD};
 pub use queue::QueueConfig;
@@ -24,6 +27,7 @@ use crate::component::{BoxError, BuiltExporter, Extensions, Lifecycle};
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
 use crate::extensions::file_storage::FileStorage;
 use crate::telemetry::{Gauge, Telemetry};
+use batcher::{Batcher, Outgoing};
 use queue::{FileQueue, FileQueueOptions, MemoryQueue, SendingQueue};
 use sender::{Delivery, Sender, SignalCounters};
 
@@ -74,6 +78,10 @@ pub struct ExporterRuntime {
     capacity: Gauge,
     queue_size: Arc<QueueGauge>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// `sending_queue.batch`: merges what the queue's reader takes.
+    batcher: Option<Arc<Batcher>>,
+    /// Batching: batches made and not yet sent, still there after the shutdown deadline.
+    ready: Mutex<Option<Ready>>,
     /// On a reload, the exporter of the same id in the new config: what this one still holds
     /// goes there instead of being retried until the deadline.
     successor: Arc<OnceLock<SharedConsumer>>,
@@ -154,6 +162,11 @@ impl ExporterRuntime {
             num_consumers: built.queue.num_consumers,
             wait_for_result: built.queue.wait_for_result,
             workers: Mutex::new(Vec::new()),
+            batcher: built
+                .queue
+                .batching()
+                .map(|b| Arc::new(Batcher::new(b, built.queue.sizer))),
+            ready: Mutex::new(None),
             successor: Arc::new(OnceLock::new()),
         })
     }
@@ -273,6 +286,135 @@ impl Drop for Unsent<'_> {
     }
 }
 
+/// What an exporter's queue workers share: they take batches from the queue (or, batching,
+/// from its reader and flusher) and send them.
+struct Workers {
+    queue: Arc<dyn SendingQueue>,
+    sender: Arc<Sender>,
+    gauge: Arc<QueueGauge>,
+    successor: Arc<OnceLock<SharedConsumer>>,
+    persistent: bool,
+}
+
+/// Batches the reader and flusher made, for the workers to send.
+type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>;
+
+impl Workers {
+    /// Without batching: pops and sends until the queue is closed and drained.
+    async fn pop_and_send(&self) {
+        while let Some(item) = self.queue.pop().await {
+            // A pop may have set damaged files aside.
+            self.gauge.update(self.queue.as_ref());
+            self.send(Outgoing::whole(item)).await;
+        }
+    }
+
+    /// Batching: the one reader, so requests merge in queue order. Once the queue is closed
+    /// and drained, what still waits goes as it is.
+    async fn read(&self, batcher: &Batcher, ready: mpsc::Sender<Outgoing>) {
+        while let Some(item) = self.queue.pop().await {
+            self.gauge.update(self.queue.as_ref());
+            for out in batcher.add(item) {
+                self.pass_on(&ready, out).await;
+            }
+        }
+        for out in batcher.flush(None) {
+            self.pass_on(&ready, out).await;
+        }
+    }
+
+    /// Batching: sends what has waited `flush_timeout`, until shutdown starts (the reader
+    /// then sends the rest).
+    async fn flush_on_time(&self, batcher: &Batcher, ready: mpsc::Sender<Outgoing>) {
+        let stopping = self.sender.stopping();
+        loop {
+            let deadline = batcher.next_deadline();
+            tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = batcher.started.notified() => {}
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    for out in batcher.flush(Some(Instant::now())) {
+                        self.pass_on(&ready, out).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Batching: gives a batch to the workers, waiting while they are all busy.
+    async fn pass_on(&self, ready: &mpsc::Sender<Outgoing>, out: Outgoing) {
+        let waiting = (!self.persistent).then(|| Unsent {
+            sender: &self.sender,
+            signal: out.batch.signal(),
+            items: out.batch.item_count() as u64,
+        });
+        // The workers end only after the reader and flusher: a refusal cannot happen, but
+        // would not lose the batch.
+        let passed = ready.send(out).await;
+        if let Some(waiting) = waiting {
+            waiting.settled();
+        }
+        if let Err(refused) = passed {
+            self.send(refused.0).await;
+        }
+    }
+
+    /// Batching: sends what the reader and flusher made until both are done.
+    async fn send_ready(&self, ready: Ready) {
+        loop {
+            let next = ready.lock().await.recv().await;
+            let Some(out) = next else { return };
+            self.send(out).await;
+        }
+    }
+
+    async fn send(&self, out: Outgoing) {
+        let signal = out.batch.signal();
+        // Aborted at the shutdown deadline, an in-memory queue's batch is lost: counted as
+        // failed. A durable queue's stays on disk.
+        let in_flight = (!self.persistent).then(|| Unsent {
+            sender: &self.sender,
+            signal,
+            items: out.batch.item_count() as u64,
+        });
+        // Handing off: what is left goes to the successor without another try.
+        let delivery = match self.successor.get() {
+            Some(_) => Delivery::Kept(ConsumeError::retryable("handed off")),
+            None => self.sender.deliver(&out.batch, true).await,
+        };
+        // Failures were counted and logged by `deliver`; the requests leave the queue either
+        // way, unless shutdown cut retrying short: then the disk still holds them, or the
+        // successor takes the batch.
+        match (delivery, self.successor.get()) {
+            (Delivery::Kept(_), Some(next)) if !self.persistent => {
+                let deadline = self.sender.deadline_lock();
+                let items = out.batch.item_count() as u64;
+                let outcome = hand_on(&self.sender.name, next, out.batch.clone(), deadline)
+                    .await
+                    .map_err(|reason| {
+                        self.sender.failed(signal, items, &reason);
+                        ConsumeError::retryable(reason)
+                    });
+                out.settle(false, &outcome);
+            }
+            (Delivery::Kept(e), _) => out.settle(true, &Err(e)),
+            (Delivery::Sent, _) => out.settle(false, &Ok(())),
+            (Delivery::Dropped(e), _) => out.settle(false, &Err(e)),
+        }
+        if let Some(unsent) = in_flight {
+            unsent.settled();
+        }
+        self.gauge.update(self.queue.as_ref());
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[async_trait]
 impl Lifecycle for ExporterRuntime {
     async fn start(&self) -> Result<(), BoxError> {
@@ -281,75 +423,33 @@ impl Lifecycle for ExporterRuntime {
         let Some(queue) = self.queue.get() else {
             return Ok(());
         };
+        let shared = Arc::new(Workers {
+            queue: queue.clone(),
+            sender: self.sender.clone(),
+            gauge: self.queue_size.clone(),
+            successor: self.successor.clone(),
+            persistent: self.persistent,
+        });
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spawn = |work: BoxFuture<'static, ()>| workers.push(tokio::spawn(work.in_current_span()));
+        let Some(batcher) = &self.batcher else {
+            for _ in 0..self.num_consumers {
+                let w = shared.clone();
+                spawn(Box::pin(async move { w.pop_and_send().await }));
+            }
+            return Ok(());
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let rx: Ready = Arc::new(tokio::sync::Mutex::new(rx));
+        let (w, b, ready) = (shared.clone(), batcher.clone(), tx.clone());
+        spawn(Box::pin(async move { w.read(&b, ready).await }));
+        let (w, b) = (shared.clone(), batcher.clone());
+        spawn(Box::pin(async move { w.flush_on_time(&b, tx).await }));
         for _ in 0..self.num_consumers {
-            let (queue, sender, gauge) = (queue.clone(), self.sender.clone(), self.queue_size.clone());
-            let successor = self.successor.clone();
-            let persistent = self.persistent;
-            workers.push(tokio::spawn(
-                async move {
-                    while let Some(mut item) = queue.pop().await {
-                        // A pop may have set damaged files aside.
-                        gauge.update(queue.as_ref());
-                        let answer = item.take_answer();
-                        let signal = item.batch.signal();
-                        // Aborted at the shutdown deadline, an in-memory queue's batch is lost:
-                        // counted as failed. A durable queue's stays on disk.
-                        let in_flight = (!persistent).then(|| Unsent {
-                            sender: &sender,
-                            signal,
-                            items: item.batch.item_count() as u64,
-                        });
-                        // Handing off: what is left goes to the successor without another try.
-                        let delivery = match successor.get() {
-                            Some(_) => Delivery::Kept(ConsumeError::retryable("handed off")),
-                            None => sender.deliver(&item.batch, true).await,
-                        };
-                        // Failures were counted and logged by `deliver`; the item leaves either
-                        // way, unless shutdown cut retrying short: then the disk still holds
-                        // it, or the successor takes it.
-                        let outcome = match (delivery, successor.get()) {
-                            (Delivery::Kept(e), _) if persistent => {
-                                drop(item);
-                                Err(e)
-                            }
-                            (Delivery::Kept(_), Some(next)) => {
-                                let deadline = sender.deadline_lock();
-                                let items = item.batch.item_count() as u64;
-                                let batch = item.batch.clone();
-                                item.done();
-                                hand_on(&sender.name, next, batch, deadline)
-                                    .await
-                                    .map_err(|reason| {
-                                        sender.failed(signal, items, &reason);
-                                        ConsumeError::retryable(reason)
-                                    })
-                            }
-                            (Delivery::Kept(e), None) => {
-                                drop(item);
-                                Err(e)
-                            }
-                            (Delivery::Sent, _) => {
-                                item.done();
-                                Ok(())
-                            }
-                            (Delivery::Dropped(e), _) => {
-                                item.done();
-                                Err(e)
-                            }
-                        };
-                        if let Some(answer) = answer {
-                            let _ = answer.send(outcome);
-                        }
-                        if let Some(unsent) = in_flight {
-                            unsent.settled();
-                        }
-                        gauge.update(queue.as_ref());
-                    }
-                }
-                .in_current_span(),
-            ));
+            let (w, rx) = (shared.clone(), rx.clone());
+            spawn(Box::pin(async move { w.send_ready(rx).await }));
         }
+        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
         Ok(())
     }
 
@@ -368,7 +468,18 @@ impl Lifecycle for ExporterRuntime {
                     let _ = w.await;
                 }
             }
-            for batch in queue.take_left() {
+            let mut left = queue.take_left();
+            // Batching: what the workers were cut off from, made or still waiting to fill.
+            let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(Ok(mut ready)) = ready.as_ref().map(|r| r.try_lock()) {
+                while let Ok(out) = ready.try_recv() {
+                    left.push(out.batch);
+                }
+            }
+            if let Some(batcher) = &self.batcher {
+                left.extend(batcher.flush(None).into_iter().map(|out| out.batch));
+            }
+            for batch in left.into_iter().filter(|_| !self.persistent) {
                 let reason = "shutdown deadline passed with the batch still queued";
                 self.sender
                     .failed(batch.signal(), batch.item_count() as u64, reason);
@@ -396,7 +507,7 @@ mod tests {
 
     use super::*;
     use crate::component::Exporter;
-    use crate::exporters::{ExportError, QueueConfig, RetryConfig};
+    use crate::exporters::{ExportError, QueueBatchConfig, QueueConfig, RetryConfig};
     use crate::extensions::file_storage::FileStorageConfig;
 
     /// Fails retryably until `up`, then counts what it sends.
@@ -544,26 +655,41 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_in_memory_queue_counts_what_the_shutdown_deadline_cuts_off() {
-        let telemetry = Telemetry::default();
+    /// An exporter behind an in-memory queue, started, with no retry limit.
+    async fn started(
+        exporter: Arc<dyn Exporter>,
+        queue: QueueConfig,
+        telemetry: &Telemetry,
+    ) -> ExporterRuntime {
         let built = BuiltExporter {
-            exporter: Arc::new(Stuck),
-            queue: QueueConfig {
-                num_consumers: 1,
-                ..Default::default()
-            },
+            exporter,
+            queue,
             retry: RetryConfig::default(),
         };
         let runtime = ExporterRuntime::new(
             "otlp".into(),
             built,
             &[Signal::Traces],
-            &telemetry,
+            telemetry,
             &Extensions::default(),
         )
         .expect("runtime");
         runtime.start().await.expect("start");
+        runtime
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_queue_counts_what_the_shutdown_deadline_cuts_off() {
+        let telemetry = Telemetry::default();
+        let runtime = started(
+            Arc::new(Stuck),
+            QueueConfig {
+                num_consumers: 1,
+                ..Default::default()
+            },
+            &telemetry,
+        )
+        .await;
         for n in [2, 3, 4] {
             runtime.consume(spans(n)).await.expect("queued");
         }
@@ -579,26 +705,18 @@ mod tests {
     #[tokio::test]
     async fn a_sender_waiting_for_the_result_hears_when_shutdown_cuts_its_batch_off() {
         let telemetry = Telemetry::default();
-        let built = BuiltExporter {
-            exporter: Arc::new(Stuck),
-            queue: QueueConfig {
-                num_consumers: 1,
-                wait_for_result: true,
-                ..Default::default()
-            },
-            retry: RetryConfig::default(),
-        };
         let runtime = Arc::new(
-            ExporterRuntime::new(
-                "otlp".into(),
-                built,
-                &[Signal::Traces],
+            started(
+                Arc::new(Stuck),
+                QueueConfig {
+                    num_consumers: 1,
+                    wait_for_result: true,
+                    ..Default::default()
+                },
                 &telemetry,
-                &Extensions::default(),
             )
-            .expect("runtime"),
+            .await,
         );
-        runtime.start().await.expect("start");
         // One consumer: one batch goes in flight (and never comes back), the other waits.
         let waiting: Vec<_> = [2, 3]
             .map(|n| {
@@ -620,6 +738,139 @@ mod tests {
             let heard = waiting.await.expect("joins");
             assert!(matches!(&heard, Err(ConsumeError::Retryable { .. })), "{heard:?}");
         }
+    }
+
+    /// Never answers; counts the batches it was given.
+    struct Hung(AtomicUsize);
+
+    #[async_trait]
+    impl Exporter for Arc<Hung> {
+        async fn export(&self, _batch: &Batch) -> Result<(), ExportError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batching_queue_counts_what_the_shutdown_deadline_cuts_off() {
+        let telemetry = Telemetry::default();
+        let hung = Arc::new(Hung(AtomicUsize::new(0)));
+        let runtime = started(
+            Arc::new(hung.clone()),
+            QueueConfig {
+                num_consumers: 1,
+                batch: Some(QueueBatchConfig {
+                    flush_timeout: Duration::from_millis(20),
+                    min_size: 100,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &telemetry,
+        )
+        .await;
+        for n in [2, 3, 4] {
+            runtime.consume(spans(n)).await.expect("queued");
+        }
+        eventually("the first batch to be in flight", || {
+            hung.0.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // Waits in the batcher, then (at shutdown) for the one worker, which never comes back.
+        runtime.consume(spans(5)).await.expect("queued");
+        runtime
+            .shutdown(Instant::now() + Duration::from_millis(200))
+            .await;
+        let counter = |name| telemetry.metrics.counter(name, "", &[("exporter", "otlp")]).get();
+        assert_eq!(
+            counter("otelcol_exporter_send_failed_spans"),
+            14,
+            "in flight and waiting"
+        );
+        assert_eq!(hung.0.load(Ordering::SeqCst), 1, "the three merged into one");
+    }
+
+    #[tokio::test]
+    async fn a_batching_persistent_queue_keeps_what_waits_and_sends_it_merged_next_time() {
+        let base = std::env::temp_dir().join(format!("hotspan-batch-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let storage = |create_directory| {
+            let mut extensions = Extensions::default();
+            let storage = FileStorage::open(FileStorageConfig {
+                directory: base.display().to_string(),
+                create_directory,
+                ..Default::default()
+            })
+            .expect("storage");
+            extensions.insert(ComponentId::new("file_storage", None), Arc::new(storage));
+            extensions
+        };
+        let backend = Arc::new(Backend {
+            up: AtomicBool::new(false),
+            sent: AtomicUsize::new(0),
+        });
+        let batching = |min_size, flush_ms| BuiltExporter {
+            exporter: Arc::new(backend.clone()),
+            queue: QueueConfig {
+                storage: Some("file_storage".into()),
+                batch: Some(QueueBatchConfig {
+                    flush_timeout: Duration::from_millis(flush_ms),
+                    min_size,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            retry: RetryConfig {
+                initial_interval: Duration::from_millis(10),
+                max_elapsed_time: Duration::ZERO,
+                ..Default::default()
+            },
+        };
+        let telemetry = Telemetry::default();
+        let extensions = storage(true);
+        let first = ExporterRuntime::new(
+            "otlp".into(),
+            batching(100, 20),
+            &[Signal::Traces],
+            &telemetry,
+            &extensions,
+        )
+        .expect("runtime");
+        first.start().await.expect("start");
+        for _ in 0..3 {
+            first.consume(spans(2)).await.expect("queued");
+        }
+        first.shutdown(Instant::now() + Duration::from_secs(10)).await;
+        let dir = base.join("exporter_otlp");
+        assert_eq!(
+            queue_files(&dir),
+            3,
+            "merged or waiting, each request stays on disk"
+        );
+        let failed =
+            telemetry
+                .metrics
+                .counter("otelcol_exporter_send_failed_spans", "", &[("exporter", "otlp")]);
+        assert_eq!(failed.get(), 0, "kept, not dropped");
+        drop((first, extensions));
+
+        backend.up.store(true, Ordering::Relaxed);
+        let telemetry = Telemetry::default();
+        let extensions = storage(false);
+        // A minimum the replay just fills, and a flush timeout it must not need.
+        let second = ExporterRuntime::new(
+            "otlp".into(),
+            batching(6, 60_000),
+            &[Signal::Traces],
+            &telemetry,
+            &extensions,
+        )
+        .expect("runtime");
+        second.start().await.expect("start");
+        eventually("the replay", || backend.sent.load(Ordering::Relaxed) == 6).await;
+        eventually("the files to go", || queue_files(&dir) == 0).await;
+        second.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[tokio::test]

@@ -110,6 +110,11 @@ impl Sender {
         self.exporter.begin_shutdown(deadline, keep);
     }
 
+    /// Cancelled when shutdown starts.
+    pub(super) fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
     pub(super) fn deadline_lock(&self) -> &OnceLock<Instant> {
         &self.deadline
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use crate::exporterhelper::QueueConfig;
+pub use crate::exporterhelper::{QueueBatchConfig, QueueConfig};
 pub use crate::retry::RetryConfig;
 pub use crate::tls::TlsClientConfig;
 

@@ -52,10 +52,7 @@ impl MemoryQueue {
         match tx {
             Some(tx) => tx
                 // The permit goes with the item: freed on done or drop alike.
-                .send(QueueItem {
-                    answer,
-                    ..QueueItem::new(batch, move || drop(permit))
-                })
+                .send(QueueItem::new(batch, move || drop(permit)).answered(answer))
                 .map_err(|e| ConsumeError::refused("exporter is shutting down", e.0.batch)),
             None => Err(ConsumeError::refused("exporter is shutting down", batch)),
         }

@@ -12,6 +12,7 @@ use hotspan_config::{ComponentId, ExtensionRef, FieldError};
 use hotspan_proto::Batch;
 use serde::Deserialize;
 
+use super::batcher::QueueBatchConfig;
 use crate::consumer::ConsumeError;
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct QueueConfig {
     /// The sender waits until a worker has sent the batch or given up on it, and hears which:
     /// the queue gives concurrency, and the client still learns what became of its data.
     pub wait_for_result: bool,
+    /// Merge queued requests into bigger batches as they are sent (`batch:` alone: defaults).
+    #[serde(deserialize_with = "hotspan_config::present::or_default")]
+    pub batch: Option<QueueBatchConfig>,
 }
 
 impl Default for QueueConfig {
@@ -52,6 +56,7 @@ impl Default for QueueConfig {
             block_on_overflow: false,
             storage: None,
             wait_for_result: false,
+            batch: None,
         }
     }
 }
@@ -92,6 +97,9 @@ impl QueueConfig {
                 message: "is not supported with a persistent queue (storage), as in otelcol".into(),
             });
         }
+        if let (true, Some(batch)) = (self.enabled, &self.batch) {
+            batch.validate(&format!("{path}.batch"), self.sizer, self.queue_size, errs);
+        }
         if let Some(Err(e)) = self.storage_id() {
             errs.push(FieldError {
                 path: format!("{path}.storage"),
@@ -114,6 +122,11 @@ impl QueueConfig {
         self.storage.as_deref().map(str::parse)
     }
 
+    /// The batching, when it is on (and the queue is).
+    pub fn batching(&self) -> Option<&QueueBatchConfig> {
+        self.batch.as_ref().filter(|b| self.enabled && b.enabled)
+    }
+
     /// How much of the capacity a batch takes.
     pub fn size_of(&self, batch: &Batch) -> usize {
         match self.sizer {
@@ -132,30 +145,58 @@ pub type Answer = tokio::sync::oneshot::Sender<Result<(), ConsumeError>>;
 /// for the in-memory queue; a durable queue keeps it (on disk, and for a later pop) until `done`.
 pub struct QueueItem {
     pub batch: Batch,
-    /// Frees the item's place for good (and deletes its file in a durable queue). Dropped
-    /// uncalled, whatever it captured decides: a permit is released, a file slot is kept.
-    on_done: Option<Box<dyn FnOnce() + Send>>,
-    answer: Option<Answer>,
+    ticket: Ticket,
 }
 
 impl QueueItem {
     pub fn new(batch: Batch, on_done: impl FnOnce() + Send + 'static) -> Self {
         QueueItem {
             batch,
-            on_done: Some(Box::new(on_done)),
-            answer: None,
+            ticket: Ticket {
+                on_done: Some(Box::new(on_done)),
+                answer: None,
+            },
         }
     }
 
-    /// The sender waiting for this batch's outcome, if one is.
-    pub fn take_answer(&mut self) -> Option<Answer> {
-        self.answer.take()
+    /// With a sender waiting for its outcome.
+    pub fn answered(mut self, answer: Option<Answer>) -> Self {
+        self.ticket.answer = answer;
+        self
     }
 
     /// The batch was sent or given up on: its place in the queue is free.
-    pub fn done(mut self) {
+    pub fn done(self) {
+        self.ticket.done(Ok(()));
+    }
+
+    pub fn into_parts(self) -> (Batch, Ticket) {
+        (self.batch, self.ticket)
+    }
+}
+
+/// What a batch taken from the queue still owes: its place in the queue, and the answer to a
+/// sender waiting for it. Dropped unsettled, the place goes as `on_done` decides when dropped
+/// uncalled (a permit is released, a file slot is kept), and a waiting sender hears that the
+/// exporter stopped.
+pub struct Ticket {
+    on_done: Option<Box<dyn FnOnce() + Send>>,
+    answer: Option<Answer>,
+}
+
+impl Ticket {
+    /// Sent or given up on: the place is free for good; a waiting sender hears `outcome`.
+    pub fn done(mut self, outcome: Result<(), ConsumeError>) {
         if let Some(on_done) = self.on_done.take() {
             on_done();
+        }
+        self.keep(outcome);
+    }
+
+    /// Not sent, but kept (on disk, or by the shutdown): a waiting sender hears `outcome`.
+    pub fn keep(mut self, outcome: Result<(), ConsumeError>) {
+        if let Some(answer) = self.answer.take() {
+            let _ = answer.send(outcome);
         }
     }
 }
@@ -195,7 +236,10 @@ pub trait SendingQueue: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::exporterhelper::batcher::QueueBatchConfig;
 
     #[test]
     fn storage_is_an_extension_id() {
@@ -246,5 +290,42 @@ mod tests {
             problems("{wait_for_result: true, storage: file_storage}"),
             ["sending_queue.wait_for_result: is not supported with a persistent queue (storage), as in otelcol"]
         );
+    }
+
+    #[test]
+    fn batch_config_is_otelcols() {
+        let q: QueueConfig = hotspan_config::from_yaml("batch:").expect("config");
+        assert_eq!(
+            q.batching(),
+            Some(&QueueBatchConfig::default()),
+            "written alone: on, defaults"
+        );
+        let d = QueueBatchConfig::default();
+        assert_eq!(
+            (d.flush_timeout, d.min_size, d.max_size),
+            (Duration::from_millis(200), 8192, 0)
+        );
+        assert_eq!(d.sizer(Sizer::Requests), Sizer::Items);
+        assert_eq!(d.sizer(Sizer::Bytes), Sizer::Bytes);
+        let q: QueueConfig = hotspan_config::from_yaml("{}").expect("config");
+        assert_eq!(q.batching(), None, "off unless written");
+        let q: QueueConfig = hotspan_config::from_yaml("batch: {enabled: false}").expect("config");
+        assert_eq!(q.batching(), None);
+        let q: QueueConfig = hotspan_config::from_yaml("{enabled: false, batch: {}}").expect("config");
+        assert_eq!(q.batching(), None, "no queue, no batching, as in otelcol");
+        assert!(problems("{queue_size: 10000, batch: {}}").is_empty());
+        assert_eq!(
+            problems("{sizer: items, queue_size: 100, batch: {flush_timeout: 0s, sizer: requests, min_size: 500, max_size: 10}}"),
+            [
+                "sending_queue.batch.flush_timeout: must be greater than 0s and at most 1h0m0s",
+                "sending_queue.batch.sizer: must be items or bytes: a batch is measured by what it carries, as in otelcol",
+                "sending_queue.batch.max_size: must be 0 (no limit) or at least min_size (500)",
+            ]
+        );
+        assert_eq!(
+            problems("{sizer: items, queue_size: 100, batch: {min_size: 500}}"),
+            ["sending_queue.batch.min_size: must be at most queue_size (100): the queue could never hold a full batch"]
+        );
+        assert!(hotspan_config::from_yaml::<QueueConfig>("batch: {partition: {}}").is_err());
     }
 }
