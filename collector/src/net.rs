@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::component::BoxError;
 
@@ -161,23 +161,47 @@ pub fn serve_http_tls(
     connections: &HttpConnections,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
+    let rules = Rules {
+        header_read: connections.header_read,
+        idle: connections.idle,
+        grpc: None,
+    };
+    serve(listener, router, tls, rules, span)
+}
+
+/// How one connection is served: HTTP's settings, or gRPC's (HTTP/2 only).
+#[derive(Clone, Debug)]
+struct Rules {
+    header_read: Option<Duration>,
+    idle: Option<Duration>,
+    grpc: Option<GrpcConnections>,
+}
+
+/// Serves `router` on every connection `listener` accepts (TCP_NODELAY on; over TLS when
+/// given a server config) until stopped.
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    rules: Rules,
+    span: tracing::Span,
+) -> Result<ServerHandle, BoxError> {
     use axum::serve::ListenerExt;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let settings = connections.clone();
     let task = match tls {
         Some(tls) => {
             let incoming = TlsListener {
                 connections: accept_tls(listener, tls, stop.clone(), span.clone()),
                 addr,
             };
-            tokio::spawn(serve_connections(incoming, router, settings, stop.clone()).instrument(span))
+            tokio::spawn(serve_connections(incoming, router, rules, stop.clone()).instrument(span))
         }
         None => {
             let incoming = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            tokio::spawn(serve_connections(incoming, router, settings, stop.clone()).instrument(span))
+            tokio::spawn(serve_connections(incoming, router, rules, stop.clone()).instrument(span))
         }
     };
     Ok(ServerHandle { addr, stop, task })
@@ -188,7 +212,7 @@ pub fn serve_http_tls(
 async fn serve_connections<L: axum::serve::Listener>(
     mut listener: L,
     router: axum::Router,
-    settings: HttpConnections,
+    rules: Rules,
     stop: CancellationToken,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -199,16 +223,18 @@ async fn serve_connections<L: axum::serve::Listener>(
             // Reaps finished connections, so the set holds only live ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let connection = serve_connection(io, router.clone(), settings.clone(), stop.clone());
+        let connection = serve_connection(io, router.clone(), rules.clone(), stop.clone());
         connections.spawn(connection.in_current_span());
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface) until the client closes it, it
-/// is idle past `settings.idle`, or `stop`; the last two close it gracefully.
-async fn serve_connection<I>(io: I, router: axum::Router, settings: HttpConnections, stop: CancellationToken)
+/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface; gRPC: HTTP/2 only) until the
+/// client closes it, it is idle past `rules.idle`, past gRPC's `max_age`, or `stop`; those
+/// close it gracefully (HTTP/2: GOAWAY, then the calls in flight finish), gRPC's age within
+/// `max_age_grace` if set.
+async fn serve_connection<I>(io: I, router: axum::Router, rules: Rules, stop: CancellationToken)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -219,13 +245,25 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read);
+        .header_read_timeout(rules.header_read);
+    let (mut max_age, mut grace) = (None, None);
+    if let Some(grpc) = &rules.grpc {
+        builder = builder.http2_only();
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(grpc.max_concurrent_streams)
+            .keep_alive_interval(grpc.ping_every)
+            .keep_alive_timeout(grpc.ping_timeout.unwrap_or(DEFAULT_PING_TIMEOUT));
+        max_age = grpc.max_age.map(|age| tokio::time::Instant::now() + age);
+        grace = grpc.max_age_grace;
+    }
     let (activity, mut watched) = tokio::sync::watch::channel(Activity {
         in_flight: 0,
         since: tokio::time::Instant::now(),
     });
     let activity = Arc::new(activity);
-    let track = settings.idle.is_some();
+    let track = rules.idle.is_some();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         // Held until the response's body is dropped: a streamed answer is not idleness.
         let in_flight = track.then(|| InFlight::start(activity.clone()));
@@ -245,12 +283,14 @@ where
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let mut closing = false;
+    let (mut closing, mut aged) = (false, false);
+    // Once told to go for its age, the connection has `grace` to finish its calls.
+    let mut cut_off: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
-                    debug!(error = %error_chain(&*e), "HTTP connection ended");
+                    debug!(error = %error_chain(&*e), "connection ended");
                 }
                 return;
             }
@@ -258,12 +298,33 @@ where
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = idle_past(&mut watched, settings.idle), if !closing => {
-                debug!("closing an idle HTTP connection");
+            _ = idle_past(&mut watched, rules.idle), if !closing => {
+                debug!("closing an idle connection");
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
+            _ = sleep_until(max_age), if !aged => {
+                debug!("closing a connection past its max_connection_age");
+                (closing, aged) = (true, true);
+                connection.as_mut().graceful_shutdown();
+                cut_off = grace.map(|g| tokio::time::Instant::now() + g);
+            }
+            _ = sleep_until(cut_off), if cut_off.is_some() => {
+                debug!("closed a connection past its max_connection_age_grace");
+                return;
+            }
         }
+    }
+}
+
+/// grpc-go's and tonic's: a ping unanswered this long closes the connection.
+const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Returns at `at`; never when it is `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -314,8 +375,9 @@ async fn idle_past(activity: &mut tokio::sync::watch::Receiver<Activity>, idle: 
     }
 }
 
-/// Serves gRPC routes (tonic) with TCP_NODELAY, over TLS when given a server config (whose
-/// ALPN should offer `h2`).
+/// Serves gRPC routes (tonic) over HTTP/2 with TCP_NODELAY, over TLS when given a server
+/// config (whose ALPN should offer `h2`), in the same connection loop as HTTP, which gives
+/// gRPC `max_connection_idle` too (tonic's own server has no idle limit).
 pub fn serve_grpc(
     listener: TcpListener,
     routes: tonic::service::Routes,
@@ -323,58 +385,23 @@ pub fn serve_grpc(
     connections: &GrpcConnections,
     span: tracing::Span,
 ) -> Result<ServerHandle, BoxError> {
-    use tokio_stream::StreamExt;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    let shutdown = stop.clone().cancelled_owned();
-    let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(connections.max_concurrent_streams)
-        .http2_keepalive_interval(connections.ping_every)
-        .http2_keepalive_timeout(connections.ping_timeout);
-    if let Some(age) = connections.max_age {
-        builder = builder.max_connection_age(age);
-    }
-    if let Some(grace) = connections.max_age_grace {
-        builder = builder.max_connection_age_grace(grace);
-    }
-    let server = builder.add_routes(routes);
-    let task = match tls {
-        None => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tokio::spawn(
-                async move {
-                    let result = server.serve_with_incoming_shutdown(incoming, shutdown).await;
-                    if let Err(e) = result {
-                        error!(error = %e, "grpc server failed");
-                    }
-                }
-                .instrument(span),
-            )
-        }
-        Some(tls) => {
-            let connections = accept_tls(listener, tls, stop.clone(), span.clone());
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(connections)
-                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
-            tokio::spawn(
-                async move {
-                    let result = server.serve_with_incoming_shutdown(incoming, shutdown).await;
-                    if let Err(e) = result {
-                        error!(error = %e, "grpc server (TLS) failed");
-                    }
-                }
-                .instrument(span),
-            )
-        }
+    let rules = Rules {
+        header_read: None,
+        idle: connections.max_idle,
+        grpc: Some(connections.clone()),
     };
-    Ok(ServerHandle { addr, stop, task })
+    serve(listener, routes.prepare().into_axum_router(), tls, rules, span)
 }
 
-/// How a gRPC server treats its connections; `None` leaves a setting off.
+/// grpc-go's server keepalive, as hotspan applies it to each gRPC connection; `None` leaves
+/// a setting off.
 #[derive(Clone, Debug, Default)]
 pub struct GrpcConnections {
     pub max_concurrent_streams: Option<u32>,
     pub ping_every: Option<Duration>,
     pub ping_timeout: Option<Duration>,
+    /// No call in flight for this long: the connection is closed (GOAWAY first).
+    pub max_idle: Option<Duration>,
     pub max_age: Option<Duration>,
     pub max_age_grace: Option<Duration>,
 }

@@ -1,16 +1,21 @@
 //! How the OTLP/gRPC receiver treats its connections, with otelcol's (grpc-go's) `keepalive`
 //! keys: past `max_connection_age` (and its grace) a client's connection is closed, so clients
-//! reconnect and spread over a gateway's replicas; without it, an idle connection stays open.
-//! The connections are the kernel's (`/proc/net/tcp`), the client tonic's.
+//! reconnect and spread over a gateway's replicas; past `max_connection_idle` without a call,
+//! too; without them, an idle connection stays open. The connections are the kernel's
+//! (`/proc/net/tcp`), the clients tonic's and hyper's own HTTP/2 connection.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
 use hotspan_config::Signal;
 use hotspan_proto::{Encoding, TracesBatch};
 use hotspan_tests::{
     h2c_channel, json_spans, tcp_connections as connections_to, wait_for_closed, wait_for_spans, Hotspan,
 };
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// One export over `channel`, which stays open afterwards.
 async fn export(channel: &tonic::transport::Channel, first_id: u64) -> Result<()> {
@@ -88,5 +93,106 @@ service:
     sent.context("exporting again after the connection was closed")?;
     let spans = wait_for_spans(&hotspan.path("traces.jsonl"), 6, Duration::from_secs(20))?;
     ensure!(spans.len() == 6, "{} spans arrived", spans.len());
+    Ok(())
+}
+
+/// One export on a bare HTTP/2 connection, which never reconnects: its gRPC status.
+async fn export_on(sender: &mut SendRequest<Full<Bytes>>, port: u16, first_id: u64) -> Result<String> {
+    let json = json_spans("idle", first_id, 2);
+    let body = TracesBatch::decode(json.as_bytes(), Encoding::Json)?.encode(Encoding::Protobuf);
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(body.len())?.to_be_bytes());
+    frame.extend_from_slice(&body);
+    let request = http::Request::post(format!(
+        "http://127.0.0.1:{port}{}",
+        hotspan::grpc::export_path(Signal::Traces)
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(Full::new(Bytes::from(frame)))?;
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await?.trailers().cloned();
+    let status = parts
+        .headers
+        .get("grpc-status")
+        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .context("no grpc-status")?;
+    Ok(status.to_str()?.to_string())
+}
+
+#[test]
+fn a_connection_idle_past_max_connection_idle_is_closed_and_a_busy_one_is_not() -> Result<()> {
+    let hotspan = Hotspan::start(
+        r#"
+receivers:
+  otlp/idle:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{port:idle}"
+        keepalive:
+          server_parameters: {max_connection_idle: 1s}
+  otlp/plain:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:{port:plain}"}
+exporters:
+  file: {path: "{dir}/traces.jsonl", flush_interval: 50ms}
+extensions:
+  health_check: {endpoint: "127.0.0.1:{port:health}"}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp/idle, otlp/plain], exporters: [file]}
+"#,
+    )?;
+    let (idle, plain) = (hotspan.port("idle"), hotspan.port("plain"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", idle)).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+        let mut connection = tokio::spawn(connection);
+        // A call every 300 ms for 3 s: three times the idle limit, never idle that long.
+        let busy_until = Instant::now() + Duration::from_secs(3);
+        let mut calls = 0;
+        while Instant::now() < busy_until {
+            let status = export_on(&mut sender, idle, calls * 2).await?;
+            ensure!(
+                status == "0",
+                "call {calls} on the busy connection: grpc-status {status}"
+            );
+            calls += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        ensure!(!connection.is_finished(), "the busy connection was closed");
+        // Then idle: the server says GOAWAY and the connection ends cleanly.
+        let idle_from = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), &mut connection)
+            .await
+            .context("the idle connection was still open after 10 s")?;
+        let waited = idle_from.elapsed();
+        ended?.context("the connection ended with an error, not a GOAWAY")?;
+        ensure!(
+            waited >= Duration::from_millis(700),
+            "closed {waited:?} after its last call, before max_connection_idle"
+        );
+        anyhow::Ok(calls)
+    })?;
+    // Without the key, an idle connection stays.
+    let to_plain = h2c_channel(&rt, plain)?;
+    rt.block_on(export(&to_plain, 1000))?;
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(1500)).await });
+    ensure!(
+        connections_to(plain)? == 2,
+        "the connection without max_connection_idle was closed"
+    );
+    wait_for_closed(
+        &rt,
+        idle,
+        Duration::from_secs(5),
+        "the idle connection's both ends to close",
+    )?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub struct GrpcKeepalive {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerParameters {
-    /// Not supported (refused when set): hyper closes no idle HTTP/2 connection by itself.
+    /// A connection with no call in flight for this long is closed (GOAWAY first).
     #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
     pub max_connection_idle: Duration,
     /// A connection is asked to close (GOAWAY) this long after it opened, so clients
@@ -191,6 +191,7 @@ impl GrpcConfig {
             max_concurrent_streams: (self.max_concurrent_streams > 0).then_some(self.max_concurrent_streams),
             ping_every: set(p.time),
             ping_timeout: set(p.timeout),
+            max_idle: set(p.max_connection_idle),
             max_age: set(p.max_connection_age),
             max_age_grace: set(p.max_connection_age_grace),
         }
@@ -293,12 +294,6 @@ impl ComponentConfig for OtlpReceiverConfig {
             }
             if let Some(auth) = &g.auth {
                 auth.validate("protocols.grpc.auth", errs);
-            }
-            if !g.keepalive.server_parameters.max_connection_idle.is_zero() {
-                errs.push(FieldError {
-                    path: "protocols.grpc.keepalive.server_parameters.max_connection_idle".into(),
-                    message: "is not supported; max_connection_age closes connections instead".into(),
-                });
             }
         }
         if let Some(h) = &p.http {

@@ -67,20 +67,21 @@ fn request_size_limits_are_bounded_by_the_largest_protobuf_message() {
 }
 
 #[test]
-fn grpc_keepalive_takes_otelcols_keys_but_not_max_connection_idle() {
-    let ok = "protocols: {grpc: {max_concurrent_streams: 8, keepalive: {server_parameters: {max_connection_age: 30s, max_connection_age_grace: 5s, time: 1m, timeout: 10s}, enforcement_policy: {min_time: 5s, permit_without_stream: true}}}}";
+fn grpc_keepalive_takes_otelcols_keys() {
+    let ok = "protocols: {grpc: {max_concurrent_streams: 8, keepalive: {server_parameters: {max_connection_idle: 15s, max_connection_age: 30s, max_connection_age_grace: 5s, time: 1m, timeout: 10s}, enforcement_policy: {min_time: 5s, permit_without_stream: true}}}}";
     assert_eq!(yaml_errors::<OtlpReceiverConfig>(ok), vec![]);
     let cfg: OtlpReceiverConfig = parse_yaml(ok).expect("parses");
     let c = cfg.protocols.grpc.expect("grpc").connections();
     assert_eq!(c.max_concurrent_streams, Some(8));
+    assert_eq!(c.max_idle, Some(std::time::Duration::from_secs(15)));
     assert_eq!(c.max_age, Some(std::time::Duration::from_secs(30)));
     assert_eq!(c.ping_every, Some(std::time::Duration::from_secs(60)));
-    let idle = yaml_errors::<OtlpReceiverConfig>(
-        "protocols: {grpc: {keepalive: {server_parameters: {max_connection_idle: 1m}}}}",
-    );
+    let none: OtlpReceiverConfig = parse_yaml("protocols: {grpc: {}}").expect("parses");
+    let c = none.protocols.grpc.expect("grpc").connections();
     assert_eq!(
-        idle[0].path,
-        "protocols.grpc.keepalive.server_parameters.max_connection_idle"
+        (c.max_idle, c.max_age, c.ping_every),
+        (None, None, None),
+        "grpc-go's defaults: off"
     );
 }
 
