@@ -428,6 +428,41 @@ pub fn h2c_channel(rt: &tokio::runtime::Runtime, port: u16) -> Result<tonic::tra
     })
 }
 
+/// One OTLP/gRPC traces export of `message` on a bare HTTP/2 connection, which (unlike
+/// tonic's channel) never reconnects; `gzipped`: the message is sent as given with its
+/// compressed flag set and `grpc-encoding: gzip`. Returns the server's `grpc-status`.
+pub async fn grpc_export_on(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    port: u16,
+    message: &[u8],
+    gzipped: bool,
+) -> Result<String> {
+    use http_body_util::BodyExt;
+    let mut frame = vec![u8::from(gzipped)];
+    frame.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+    frame.extend_from_slice(message);
+    let mut request = http::Request::post(format!(
+        "http://127.0.0.1:{port}{}",
+        hotspan::grpc::export_path(hotspan_config::Signal::Traces)
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    if gzipped {
+        request = request.header("grpc-encoding", "gzip");
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(frame)))?;
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await?.trailers().cloned();
+    // A status alone comes in the headers ("trailers-only"), else in the trailers.
+    let status = parts
+        .headers
+        .get("grpc-status")
+        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .context("no grpc-status")?;
+    Ok(status.to_str()?.to_string())
+}
+
 /// Waits until no TCP connection to `port` is established at either end, running `rt` meanwhile:
 /// a client on it must run to see the server's GOAWAY and close its side.
 pub fn wait_for_closed(rt: &tokio::runtime::Runtime, port: u16, timeout: Duration, what: &str) -> Result<()> {

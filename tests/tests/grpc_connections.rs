@@ -11,9 +11,10 @@ use bytes::Bytes;
 use hotspan_config::Signal;
 use hotspan_proto::{Encoding, TracesBatch};
 use hotspan_tests::{
-    h2c_channel, json_spans, tcp_connections as connections_to, wait_for_closed, wait_for_spans, Hotspan,
+    grpc_export_on, h2c_channel, json_spans, tcp_connections as connections_to, wait_for_closed,
+    wait_for_spans, Hotspan,
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -100,25 +101,7 @@ service:
 async fn export_on(sender: &mut SendRequest<Full<Bytes>>, port: u16, first_id: u64) -> Result<String> {
     let json = json_spans("idle", first_id, 2);
     let body = TracesBatch::decode(json.as_bytes(), Encoding::Json)?.encode(Encoding::Protobuf);
-    let mut frame = vec![0];
-    frame.extend_from_slice(&u32::try_from(body.len())?.to_be_bytes());
-    frame.extend_from_slice(&body);
-    let request = http::Request::post(format!(
-        "http://127.0.0.1:{port}{}",
-        hotspan::grpc::export_path(Signal::Traces)
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(Full::new(Bytes::from(frame)))?;
-    let response = sender.send_request(request).await?;
-    let (parts, body) = response.into_parts();
-    let trailers = body.collect().await?.trailers().cloned();
-    let status = parts
-        .headers
-        .get("grpc-status")
-        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
-        .context("no grpc-status")?;
-    Ok(status.to_str()?.to_string())
+    grpc_export_on(sender, port, &body, false).await
 }
 
 #[test]

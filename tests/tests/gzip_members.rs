@@ -8,12 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bytes::Bytes;
-use hotspan_config::Signal;
 use hotspan_proto::synthetic::{Rng, Shape, Template};
 use hotspan_proto::{Encoding, TracesBatch};
-use hotspan_tests::{gzip, metric, post, read_spans, scrape, wait_for_spans, Hotspan};
-use http_body_util::{BodyExt, Full};
+use hotspan_tests::{grpc_export_on, gzip, metric, post, read_spans, scrape, wait_for_spans, Hotspan};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 const CONFIG: &str = r#"
@@ -67,31 +64,10 @@ fn grpc_gzip_export(port: u16, gzipped: Vec<u8>) -> Result<String> {
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
-        let mut frame = vec![1];
-        frame.extend_from_slice(&u32::try_from(gzipped.len())?.to_be_bytes());
-        frame.extend_from_slice(&gzipped);
-        let request = http::Request::post(format!(
-            "http://127.0.0.1:{port}{}",
-            hotspan::grpc::export_path(Signal::Traces)
-        ))
-        .header("content-type", "application/grpc")
-        .header("grpc-encoding", "gzip")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from(frame)))?;
-        let answer = tokio::time::timeout(Duration::from_secs(20), async {
-            let response = sender.send_request(request).await?;
-            let (parts, body) = response.into_parts();
-            let trailers = body.collect().await?.trailers().cloned();
-            // A status alone comes in the headers ("trailers-only"), else in the trailers.
-            let status = parts
-                .headers
-                .get("grpc-status")
-                .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
-                .context("no grpc-status")?
-                .to_str()?
-                .to_string();
-            anyhow::Ok(status)
-        })
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            grpc_export_on(&mut sender, port, &gzipped, true),
+        )
         .await
         .context("no answer in 20 s")??;
         Ok(answer)
