@@ -23,16 +23,19 @@ pub mod telemetry;
 pub mod tls;
 pub mod views;
 
-use std::path::Path;
-
 use hotspan_config::{Config, ConfigError};
 
 /// The config `hotspan` runs when given none: OTLP in on 127.0.0.1, batched, to the log.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/examples/default.yaml");
 
-/// Loads and validates a config file against every registered component.
-pub fn load_config(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    hotspan_config::load_file(path, &registry::Registry::default())
+/// Loads the config `--config` values give (`file:`, `env:`, `yaml:` or a path), merged in
+/// order as otelcol merges them.
+pub fn load_config_sources(uris: &[String]) -> Result<Config, Vec<ConfigError>> {
+    hotspan_config::load_sources(
+        uris,
+        &|name| std::env::var(name).ok(),
+        &registry::Registry::default(),
+    )
 }
 
 /// Loads the embedded default config.

@@ -21,10 +21,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (the OpenTelemetry Collector's shape). Without it, `run` uses the embedded
-    /// default: OTLP on 127.0.0.1:4317/4318 -> batch -> debug.
+    /// Config (the OpenTelemetry Collector's shape): a file path, or as otelcol's `--config`
+    /// takes it, `file:PATH`, `env:VAR` or `yaml:...`; given more than once, merged in order.
+    /// Without it, `run` uses the embedded default: OTLP on 127.0.0.1:4317/4318 -> batch -> debug.
     #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    config: Vec<String>,
     /// How long SIGTERM/SIGINT may take to drain every pipeline before hotspan gives up.
     #[arg(long, global = true, default_value = "20s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
@@ -53,7 +54,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Validate { file } => validate(file.or(cli.config)),
+        Command::Validate { file } => {
+            let mut sources = cli.config;
+            sources.extend(file.map(|f| f.display().to_string()));
+            validate(&sources)
+        }
         Command::Components => components(),
         Command::Report(args) => hotspan::report::main(&args),
         Command::Run => run(cli.config, cli.shutdown_timeout),
@@ -66,10 +71,11 @@ fn print_errors(source: &str, errors: &[ConfigError]) {
     }
 }
 
-fn load(path: &Option<PathBuf>) -> Result<(Config, String), ExitCode> {
-    let (loaded, source) = match path {
-        Some(p) => (hotspan::load_config(p), p.display().to_string()),
-        None => (hotspan::default_config(), "embedded default config".to_string()),
+/// The config `sources` give (the embedded default when there are none), and how to name it.
+fn load(sources: &[String]) -> Result<(Config, String), ExitCode> {
+    let (loaded, source) = match sources {
+        [] => (hotspan::default_config(), "embedded default config".to_string()),
+        uris => (hotspan::load_config_sources(uris), uris.join(", ")),
     };
     match loaded {
         Ok(config) => Ok((config, source)),
@@ -81,12 +87,12 @@ fn load(path: &Option<PathBuf>) -> Result<(Config, String), ExitCode> {
     }
 }
 
-fn validate(path: Option<PathBuf>) -> ExitCode {
-    let Some(path) = path else {
+fn validate(sources: &[String]) -> ExitCode {
+    if sources.is_empty() {
         eprintln!("validate needs a config file: hotspan validate FILE");
         return ExitCode::from(2);
-    };
-    match load(&Some(path)) {
+    }
+    match load(sources) {
         Ok((_, source)) => {
             println!("{source}: ok");
             ExitCode::SUCCESS
@@ -124,8 +130,8 @@ fn components() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: Option<PathBuf>, shutdown_timeout: Duration) -> ExitCode {
-    let (config, source) = match load(&path) {
+fn run(sources: Vec<String>, shutdown_timeout: Duration) -> ExitCode {
+    let (config, source) = match load(&sources) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -138,7 +144,7 @@ fn run(path: Option<PathBuf>, shutdown_timeout: Duration) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if path.is_none() {
+        if sources.is_empty() {
             info!("no --config given: running the embedded default config (OTLP on 127.0.0.1:4317 and :4318 -> batch -> debug)");
         }
         // Listen before starting, so a signal during start-up is handled, not fatal.
@@ -156,7 +162,7 @@ fn run(path: Option<PathBuf>, shutdown_timeout: Duration) -> ExitCode {
         loop {
             match signals.next().await {
                 Signal::Reload => {
-                    service = reload(service, &path, &source, shutdown_timeout).await;
+                    service = reload(service, &sources, &source, shutdown_timeout).await;
                 }
                 Signal::Stop(name) => {
                     info!(signal = name, "shutting down: draining pipelines");
@@ -196,16 +202,11 @@ async fn start(config: &Config, source: &str, shutdown_timeout: Duration) -> Opt
 /// SIGHUP: a bad file leaves the running pipelines alone; a good one replaces them without
 /// closing a listening socket: the old ones drain what they acknowledged, exporters whose
 /// config changed hand what they hold to their successors, unchanged ones carry on.
-async fn reload(
-    service: Service,
-    path: &Option<PathBuf>,
-    source: &str,
-    shutdown_timeout: Duration,
-) -> Service {
+async fn reload(service: Service, sources: &[String], source: &str, shutdown_timeout: Duration) -> Service {
     info!(config = %source, "SIGHUP: reloading the config");
-    let loaded = match path {
-        Some(p) => hotspan::load_config(p),
-        None => hotspan::default_config(),
+    let loaded = match sources {
+        [] => hotspan::default_config(),
+        uris => hotspan::load_config_sources(uris),
     };
     let config = match loaded {
         Ok(c) => c,

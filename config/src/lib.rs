@@ -16,6 +16,7 @@ mod id;
 mod lines;
 mod model;
 pub mod present;
+mod sources;
 mod validate;
 
 pub use component::{
@@ -27,6 +28,7 @@ pub use model::{
     Catalog, ComponentInfo, Config, ConfigError, FieldError, LogEncoding, LogLevel, LogsTelemetry,
     MetricsLevel, MetricsTelemetry, Pipeline, Service, Telemetry,
 };
+pub use sources::{load_sources, Source};
 
 /// Parses, env-expands and validates a config. Every problem is reported, each with its dotted
 /// path and (where known) its line in `text`, sorted by line.

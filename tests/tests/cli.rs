@@ -147,3 +147,90 @@ fn no_arguments_runs_the_embedded_default() -> Result<()> {
     let _ = child.wait();
     result
 }
+
+/// `--config` as otelcol takes it: `file:PATH` or a path, `env:VAR`, `yaml:` with `::` between
+/// nested keys; given several times, merged in order (maps key by key, the later value winning).
+#[test]
+fn config_uris_are_otelcols_and_several_merge_in_order() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = dir.path().join("base.yaml");
+    let (health, http) = (hotspan_tests::free_port(), hotspan_tests::free_port());
+    std::fs::write(
+        &base,
+        format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:1"}}
+exporters:
+  debug: {{verbosity: basic}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+        ),
+    )?;
+    let validate = |args: &[String], env: Option<&str>| -> Result<(bool, String)> {
+        let mut command = Command::new(hotspan_bin());
+        command
+            .arg("validate")
+            .args(args.iter().flat_map(|a| ["--config", a]));
+        if let Some(text) = env {
+            command.env("HOTSPAN_TEST_CONFIG", text);
+        }
+        let out = command.output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        ))
+    };
+    let path = base.display().to_string();
+    for uri in [path.clone(), format!("file:{path}")] {
+        let (ok, out) = validate(std::slice::from_ref(&uri), None)?;
+        ensure!(ok, "{uri}: {out}");
+    }
+    let text = std::fs::read_to_string(&base)?;
+    let (ok, out) = validate(&["env:HOTSPAN_TEST_CONFIG".into()], Some(&text))?;
+    ensure!(ok, "env: {out}");
+    let (ok, out) = validate(&["env:HOTSPAN_TEST_CONFIG".into()], None)?;
+    ensure!(!ok && out.contains("HOTSPAN_TEST_CONFIG is not set"), "{out}");
+    // A later source's mistake is found in the merged config.
+    let (ok, out) = validate(
+        &[path.clone(), "yaml:exporters::debug::verbosity: loud".into()],
+        None,
+    )?;
+    ensure!(!ok && out.contains("exporters.debug.verbosity"), "{out}");
+    let (ok, out) = validate(&["https://example.com/c.yaml".into()], None)?;
+    ensure!(!ok && out.contains("not supported"), "{out}");
+
+    // Run on the file with its receiver moved by a yaml: source: it listens where the last says.
+    let log_path = dir.path().join("log");
+    let moved = format!("yaml:receivers::otlp::protocols::http::endpoint: 127.0.0.1:{http}");
+    let mut child = Command::new(hotspan_bin())
+        .args(["--config", &format!("file:{path}"), "--config", &moved])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()
+        .context("starting hotspan")?;
+    let result = (|| -> Result<()> {
+        wait_for(Duration::from_secs(20), "hotspan to be healthy", || {
+            hotspan_tests::http_status(health, "/").ok().filter(|&s| s == 200)
+        })?;
+        let answer = post(
+            &format!("http://127.0.0.1:{http}/v1/traces"),
+            "application/json",
+            None,
+            json_spans("merged", 0, 2).into_bytes(),
+        )?;
+        ensure!(answer.status == 200, "{} {}", answer.status, answer.body);
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result.with_context(|| std::fs::read_to_string(&log_path).unwrap_or_default())
+}
