@@ -244,11 +244,16 @@ impl Batcher {
         let request = Arc::new(Request::new(ticket));
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.iter_mut().find(|p| p.batch.signal() == signal) {
-            Some(p) => {
-                let refused = p.batch.append(batch);
-                debug_assert!(refused.is_none(), "same signal, not profiles");
-                p.owners.push_back((request, items));
-            }
+            Some(p) => match p.batch.append(batch) {
+                None => p.owners.push_back((request, items)),
+                // Not for one signal's kinds that merge; were it refused, it goes alone.
+                Some(alone) => {
+                    return vec![Outgoing {
+                        batch: alone,
+                        shares: vec![Share::new(request)],
+                    }]
+                }
+            },
             None => {
                 pending.push(Pending {
                     batch,
@@ -333,9 +338,14 @@ impl Batcher {
                 return head;
             }
             let rest = batch.split_front(usize::MAX);
-            let refused = head.append(rest);
-            debug_assert!(refused.is_none(), "one batch's own items");
-            *batch = head;
+            match head.append(rest) {
+                None => *batch = head,
+                // One batch's own items always merge; were they refused, the head goes as is.
+                Some(rest) => {
+                    *batch = rest;
+                    return head;
+                }
+            }
             n = estimate(n, len).clamp(1, n - 1);
         }
     }
