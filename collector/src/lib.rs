@@ -38,6 +38,14 @@ pub fn load_config_sources(uris: &[String]) -> Result<Config, Vec<ConfigError>> 
     )
 }
 
+/// Sleeps until `at`; never returns when it is `None` (a `select!` arm with no deadline).
+pub(crate) async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Loads the embedded default config.
 pub fn default_config() -> Result<Config, Vec<ConfigError>> {
     hotspan_config::load(

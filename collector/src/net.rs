@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::component::BoxError;
+use crate::sleep_until;
 
 /// An error with its causes, which hyper keeps out of its own message ("client error
 /// (Connect)"): what a log needs to say why a request failed.
@@ -255,7 +256,7 @@ where
             .max_concurrent_streams(grpc.max_concurrent_streams)
             .keep_alive_interval(grpc.ping_every)
             .keep_alive_timeout(grpc.ping_timeout.unwrap_or(DEFAULT_PING_TIMEOUT));
-        max_age = grpc.max_age.map(|age| tokio::time::Instant::now() + age);
+        max_age = grpc.max_age.map(|age| Instant::now() + age);
         grace = grpc.max_age_grace;
     }
     let (activity, mut watched) = tokio::sync::watch::channel(Activity {
@@ -285,7 +286,7 @@ where
     tokio::pin!(connection);
     let (mut closing, mut aged) = (false, false);
     // Once told to go for its age, the connection has `grace` to finish its calls.
-    let mut cut_off: Option<tokio::time::Instant> = None;
+    let mut cut_off: Option<Instant> = None;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -307,7 +308,7 @@ where
                 debug!("closing a connection past its max_connection_age");
                 (closing, aged) = (true, true);
                 connection.as_mut().graceful_shutdown();
-                cut_off = grace.map(|g| tokio::time::Instant::now() + g);
+                cut_off = grace.map(|g| Instant::now() + g);
             }
             _ = sleep_until(cut_off), if cut_off.is_some() => {
                 debug!("closed a connection past its max_connection_age_grace");
@@ -319,14 +320,6 @@ where
 
 /// grpc-go's and tonic's: a ping unanswered this long closes the connection.
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Returns at `at`; never when it is `None`.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// A connection's requests in flight, and since when it has had none.
 #[derive(Clone, Copy)]

@@ -24,6 +24,7 @@ pub use compress::{COMPRESSION_NICE, COMPRESSION_THREAD};
 pub use queue::QueueConfig;
 
 use crate::component::{BoxError, BuiltExporter, Extensions, Lifecycle};
+use crate::sleep_until;
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
 use crate::extensions::file_storage::FileStorage;
 use crate::telemetry::{Gauge, Telemetry};
@@ -405,13 +406,6 @@ impl Workers {
             unsent.settled();
         }
         self.gauge.update(self.queue.as_ref());
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, Instrument};
 
 use crate::component::{BoxError, Lifecycle};
+use crate::sleep_until;
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
 use crate::telemetry::Counter;
 
@@ -157,11 +158,5 @@ impl Lifecycle for Stage {
                 abort.abort();
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
     }
 }
