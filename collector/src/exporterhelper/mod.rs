@@ -24,9 +24,9 @@ pub use compress::{COMPRESSION_NICE, COMPRESSION_THREAD};
 pub use queue::QueueConfig;
 
 use crate::component::{BoxError, BuiltExporter, Extensions, Lifecycle};
-use crate::sleep_until;
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
 use crate::extensions::file_storage::FileStorage;
+use crate::sleep_until;
 use crate::telemetry::{Gauge, Telemetry};
 use batcher::{Batcher, Outgoing};
 use queue::{FileQueue, FileQueueOptions, MemoryQueue, SendingQueue};

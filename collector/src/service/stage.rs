@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tracing::{error, Instrument};
 
 use crate::component::{BoxError, Lifecycle};
-use crate::sleep_until;
 use crate::consumer::{hand_on, BoxFuture, ConsumeError, Consumer, SharedConsumer};
+use crate::sleep_until;
 use crate::telemetry::Counter;
 
 /// Batches a stage holds before `consume` makes its caller wait. Small: a full stage is
