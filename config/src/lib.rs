@@ -11,7 +11,7 @@ use std::path::Path;
 pub mod bounds;
 mod component;
 pub mod duration;
-mod env;
+mod expand;
 mod id;
 mod lines;
 mod model;
@@ -55,7 +55,7 @@ pub fn load(
     }
     let mut env_errs = Vec::new();
     let mut unset = Vec::new();
-    env::expand_tree(&mut root, "", env, &mut env_errs, &mut unset);
+    expand::expand_tree(&mut root, "", env, &mut env_errs, &mut unset);
     let (config, mut errs) = validate::validate(root, catalog);
     // A value that is wrong because a variable was not set says so.
     for (path, message) in &mut errs {

@@ -762,7 +762,7 @@ service:
         render(&errs),
         "\
 line 21: service.telemetry.logs.level: missing variable name in \"${env:}\"
-line 23: service.telemetry.metrics.address: unknown config provider \"foo\" in \"${foo:bar}\"; only env is supported
+line 23: service.telemetry.metrics.address: unknown config provider \"foo\" in \"${foo:bar}\"; env, file and yaml are supported
 line 27: service.pipelines.traces.exporters[0]: unclosed \"${\" in \"${env:HOST\" (write \"$$\" for a literal \"$\")
 "
     );

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use yaml_serde::{Mapping, Value};
 
 use crate::component::{ComponentSettings, ComponentValue, ExtensionRef, Parsed};
-use crate::env::key_text;
+use crate::expand::key_text;
 use crate::id::{ComponentId, Kind, PipelineId, Signal};
 use crate::lines::join_key;
 use crate::model::{Catalog, ComponentInfo, Config, LogsTelemetry, MetricsTelemetry, Pipeline, Telemetry};

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use hotspan_tests::{hotspan_bin, json_spans, post, signal, wait_for};
+use hotspan_tests::{hotspan_bin, json_spans, post, signal, wait_for, Hotspan};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -233,4 +233,83 @@ service:
     let _ = child.kill();
     let _ = child.wait();
     result.with_context(|| std::fs::read_to_string(&log_path).unwrap_or_default())
+}
+
+/// `${file:}` and `${yaml:}` in values, as otelcol expands them: a secret file's token (its
+/// newline dropped) guards the receiver, a whole section comes from a file and a port from
+/// inline YAML. (A path holding `${env:}` is covered by the unit tests.)
+#[test]
+fn file_and_yaml_references_in_values_are_read_as_otelcol_reads_them() -> Result<()> {
+    let secrets = tempfile::tempdir()?;
+    let token = secrets.path().join("token");
+    let exporters = secrets.path().join("exporters.yaml");
+    std::fs::write(&token, "s3cr3t\n")?;
+    std::fs::write(&exporters, "debug:\n  verbosity: basic\n")?;
+    let config = |token: &Path| {
+        format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: "127.0.0.1:${{yaml:{{port:http}}}}"
+        auth: {{authenticator: bearertokenauth}}
+exporters: ${{file:{exporters}}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+  bearertokenauth: {{token: "${{file:{token}}}"}}
+service:
+  extensions: [health_check, bearertokenauth]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#,
+            exporters = exporters.display(),
+            token = token.display(),
+        )
+    };
+
+    // A file that is not there is named in the error, at the value that refers to it.
+    let missing = secrets.path().join("missing");
+    let bad = secrets.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        config(&missing)
+            .replace("{port:http}", "1")
+            .replace("{port:health}", "1"),
+    )?;
+    let out = Command::new(hotspan_bin())
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        !out.status.success()
+            && text.contains("extensions.bearertokenauth.token")
+            && text.contains(&format!("cannot read {:?}", missing.display().to_string())),
+        "{text}"
+    );
+
+    let hotspan = Hotspan::start(&config(&token))?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let send = |token: Option<&str>| -> Result<u16> {
+        let mut request = client
+            .post(format!("http://127.0.0.1:{}/v1/traces", hotspan.port("http")))
+            .header("content-type", "application/json")
+            .body(json_spans("from-file", 0, 2));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        Ok(request.send()?.status().as_u16())
+    };
+    ensure!(send(None)? == 401, "a request without the token was let in");
+    // Had the file's newline stayed in the token, this would be refused.
+    let status = send(Some("s3cr3t"))?;
+    ensure!(
+        status == 200,
+        "the file's token was refused: {status}\n{}",
+        hotspan.log()
+    );
+    Ok(())
 }

@@ -1,4 +1,7 @@
-//! `${env:VAR}` expansion, applied to string values after parsing so lines still match the file.
+//! `${...}` expansion in values, as otelcol's config resolver does it, applied to string values
+//! after parsing so lines still match the file: `${env:VAR}` (and the old `${VAR}`), with
+//! `:-default`; `${file:PATH}` and `${yaml:TEXT}`, whose content is read as YAML, so a value
+//! that is one such reference may become a mapping or a list (`processors: ${file:p.yaml}`).
 
 use yaml_serde::Value;
 
@@ -8,7 +11,11 @@ use crate::lines::join_key;
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Providers otelcol has that hotspan does not, named so the error can say so plainly.
-const OTHER_PROVIDERS: &[&str] = &["file", "http", "https", "yaml"];
+const OTHER_PROVIDERS: &[&str] = &["http", "https", "s3"];
+
+/// How deep `${file:}` and `${yaml:}` content may refer to more such content; a file that
+/// names itself stops here instead of looping.
+const MAX_DEPTH: usize = 8;
 
 /// Expands every string value under `value` (keys are left alone). Problems come back as
 /// (path, message) pairs; the offending string is left unexpanded. Each value that used a
@@ -21,6 +28,17 @@ pub(crate) fn expand_tree(
     errs: &mut Vec<(String, String)>,
     unset: &mut Vec<(String, String)>,
 ) {
+    expand_tree_at(value, path, env, errs, unset, 0)
+}
+
+fn expand_tree_at(
+    value: &mut Value,
+    path: &str,
+    env: Lookup<'_>,
+    errs: &mut Vec<(String, String)>,
+    unset: &mut Vec<(String, String)>,
+    depth: usize,
+) {
     match value {
         Value::String(s) => {
             if !s.contains('$') {
@@ -31,22 +49,23 @@ pub(crate) fn expand_tree(
                     .into_iter()
                     .map(|name| (path.to_owned(), name)),
             );
-            match expand_scalar(s, env) {
+            match expand_scalar_at(s, env, depth) {
                 Ok(expanded) => *value = expanded,
                 Err(msg) => errs.push((path.to_owned(), msg)),
             }
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &format!("{path}[{i}]"), env, errs, unset);
+                expand_tree_at(item, &format!("{path}[{i}]"), env, errs, unset, depth);
             }
         }
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
-                expand_tree(item, &join_key(path, &key_text(key)), env, errs, unset);
+                let at = join_key(path, &key_text(key));
+                expand_tree_at(item, &at, env, errs, unset, depth);
             }
         }
-        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, env, errs, unset),
+        Value::Tagged(tagged) => expand_tree_at(&mut tagged.value, path, env, errs, unset, depth),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -84,16 +103,28 @@ pub(crate) fn key_text(key: &Value) -> String {
     }
 }
 
-/// Expands one string value. A value that is exactly one reference is re-read as a YAML
-/// scalar, so `port: ${env:PORT}` becomes a number, as in otelcol.
+/// Expands one string value. A value that is exactly one reference takes the type of what
+/// it refers to: `port: ${env:PORT}` becomes a number, as in otelcol, and `${file:}` or
+/// `${yaml:}` content may be a mapping or a list.
+#[cfg(test)]
 pub(crate) fn expand_scalar(s: &str, env: Lookup<'_>) -> Result<Value, String> {
-    let (text, whole_reference) = expand_str(s, env)?;
-    if whole_reference {
-        if let Some(typed) = retype(&text) {
-            return Ok(typed);
-        }
+    expand_scalar_at(s, env, 0)
+}
+
+fn expand_scalar_at(s: &str, env: Lookup<'_>, depth: usize) -> Result<Value, String> {
+    if let Some(body) = whole_reference(s) {
+        return Ok(match resolve(body, s, env, depth)? {
+            Retrieved::Text(text) => retype(&text).unwrap_or(Value::String(text)),
+            Retrieved::Yaml(value) => value,
+        });
     }
-    Ok(Value::String(text))
+    expand_str(s, env, depth).map(Value::String)
+}
+
+/// The inside of `s` when `s` is exactly one `${...}`.
+fn whole_reference(s: &str) -> Option<&str> {
+    let body = s.strip_prefix("${")?;
+    (matching_brace(body)? + 1 == body.len()).then(|| &body[..body.len() - 1])
 }
 
 /// The value `text` would have had if written bare in YAML, when that is a number, a bool or
@@ -108,11 +139,10 @@ fn retype(text: &str) -> Option<Value> {
     }
 }
 
-/// Expands references in `s`; the flag says whether `s` was exactly one `${...}`.
-fn expand_str(s: &str, env: Lookup<'_>) -> Result<(String, bool), String> {
+/// Expands every reference in `s` into text.
+fn expand_str(s: &str, env: Lookup<'_>, depth: usize) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    let mut whole_reference = false;
     while let Some(dollar) = rest.find('$') {
         out.push_str(&rest[..dollar]);
         let after = &rest[dollar + 1..];
@@ -123,8 +153,10 @@ fn expand_str(s: &str, env: Lookup<'_>) -> Result<(String, bool), String> {
             let close = matching_brace(body_and_tail)
                 .ok_or_else(|| format!("unclosed \"${{\" in {s:?} (write \"$$\" for a literal \"$\")"))?;
             let reference = &rest[dollar..dollar + 2 + close + 1];
-            whole_reference = reference.len() == s.len();
-            out.push_str(&resolve(&body_and_tail[..close], reference, env)?);
+            match resolve(&body_and_tail[..close], reference, env, depth)? {
+                Retrieved::Text(text) => out.push_str(&text),
+                Retrieved::Yaml(value) => out.push_str(&embedded_text(value, reference)?),
+            }
             rest = &body_and_tail[close + 1..];
         } else {
             // A lone '$' (like "$HOME" or "price: 5$") is text; otelcol's bare $VAR is gone.
@@ -133,11 +165,11 @@ fn expand_str(s: &str, env: Lookup<'_>) -> Result<(String, bool), String> {
         }
     }
     out.push_str(rest);
-    Ok((out, whole_reference))
+    Ok(out)
 }
 
 /// Byte offset of the '}' closing a reference whose body starts at `body[0]`, counting nested
-/// `${` so defaults may hold references.
+/// `${` so defaults and paths may hold references.
 fn matching_brace(body: &str) -> Option<usize> {
     let bytes = body.as_bytes();
     let mut depth = 0usize;
@@ -157,21 +189,46 @@ fn matching_brace(body: &str) -> Option<usize> {
     None
 }
 
+/// What one reference stands for.
+enum Retrieved {
+    /// An environment variable's text; as a whole value only a scalar's type is taken from it.
+    Text(String),
+    /// `file:` or `yaml:` content, read as YAML and expanded in turn.
+    Yaml(Value),
+}
+
 /// Resolves the inside of one `${...}`.
-fn resolve(body: &str, reference: &str, env: Lookup<'_>) -> Result<String, String> {
+fn resolve(body: &str, reference: &str, env: Lookup<'_>, depth: usize) -> Result<Retrieved, String> {
     let Some((provider, rest)) = body.split_once(':') else {
         // The old form `${VAR}` means `${env:VAR}`.
         check_var_name(body, reference)?;
-        return Ok(env(body).unwrap_or_default());
+        return Ok(Retrieved::Text(env(body).unwrap_or_default()));
     };
-    if provider != "env" {
-        let provider = provider.trim();
-        return Err(if OTHER_PROVIDERS.contains(&provider) {
-            format!("config provider {provider:?} in {reference:?} is not supported; only env is")
-        } else {
-            format!("unknown config provider {provider:?} in {reference:?}; only env is supported")
-        });
+    match provider.trim() {
+        "env" => resolve_env(rest, reference, env, depth).map(Retrieved::Text),
+        "file" => {
+            // The path may itself hold references: `${file:${env:SECRETS}/token}`.
+            let path = expand_str(rest, env, depth)?;
+            let content =
+                read_file(&path).map_err(|e| format!("cannot read {path:?} for {reference:?}: {e}"))?;
+            read_yaml(&content, reference, env, depth).map(Retrieved::Yaml)
+        }
+        // As otelcol, innermost references first: `${yaml:[a, ${env:B}]}` is a list. The text
+        // is then expanded, so its YAML is not expanded again.
+        "yaml" => Ok(Retrieved::Yaml(parse_yaml(
+            &expand_str(rest, env, depth)?,
+            reference,
+        )?)),
+        other if OTHER_PROVIDERS.contains(&other) => Err(format!(
+            "config provider {other:?} in {reference:?} is not supported; env, file and yaml are"
+        )),
+        other => Err(format!(
+            "unknown config provider {other:?} in {reference:?}; env, file and yaml are supported"
+        )),
     }
+}
+
+fn resolve_env(rest: &str, reference: &str, env: Lookup<'_>, depth: usize) -> Result<String, String> {
     let (name, default) = match rest.split_once(":-") {
         Some((name, default)) => (name, Some(default)),
         None => (rest, None),
@@ -180,8 +237,62 @@ fn resolve(body: &str, reference: &str, env: Lookup<'_>) -> Result<String, Strin
     match (env(name), default) {
         (Some(value), _) => Ok(value),
         // As in otelcol, the default applies only when the variable is unset, not when empty.
-        (None, Some(default)) => Ok(expand_str(default, env)?.0),
+        (None, Some(default)) => expand_str(default, env, depth),
         (None, None) => Ok(String::new()),
+    }
+}
+
+/// The most a `${file:}` may hold: config, not data, and never a device read forever.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+fn read_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("it is past {} MiB", MAX_FILE_BYTES >> 20));
+    }
+    Ok(text)
+}
+
+/// `file:` content as otelcol reads it: YAML when it parses (so a token file's trailing
+/// newline goes), its text when not; then its own references are expanded.
+fn read_yaml(text: &str, reference: &str, env: Lookup<'_>, depth: usize) -> Result<Value, String> {
+    if depth >= MAX_DEPTH {
+        return Err(format!(
+            "{reference:?} is content referring to more content {MAX_DEPTH} deep; does a file refer to itself?"
+        ));
+    }
+    let mut value = parse_yaml(text, reference)?;
+    let mut errs = Vec::new();
+    expand_tree_at(&mut value, "", env, &mut errs, &mut Vec::new(), depth + 1);
+    match errs.into_iter().next() {
+        None => Ok(value),
+        Some((at, message)) if at.is_empty() => Err(message),
+        Some((at, message)) => Err(format!("in {reference:?} at {at}: {message}")),
+    }
+}
+
+fn parse_yaml(text: &str, reference: &str) -> Result<Value, String> {
+    let mut value = yaml_serde::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    value
+        .apply_merge()
+        .map_err(|e| format!("invalid merge key (<<) in {reference:?}: {e}"))?;
+    Ok(value)
+}
+
+/// A retrieved value standing inside a longer string: scalars only, as otelcol allows.
+fn embedded_text(value: Value, reference: &str) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok(String::new()),
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => Err(format!(
+            "{reference:?} is a mapping or a list, which cannot stand inside a longer string"
+        )),
     }
 }
 
@@ -281,11 +392,11 @@ mod tests {
         );
         assert_eq!(
             expand("${foo:bar}"),
-            Err("unknown config provider \"foo\" in \"${foo:bar}\"; only env is supported".into())
+            Err("unknown config provider \"foo\" in \"${foo:bar}\"; env, file and yaml are supported".into())
         );
         assert_eq!(
-            expand("${file:/etc/x}"),
-            Err("config provider \"file\" in \"${file:/etc/x}\" is not supported; only env is".into())
+            expand("${https://example.com/x}"),
+            Err("config provider \"https\" in \"${https://example.com/x}\" is not supported; env, file and yaml are".into())
         );
         assert_eq!(
             expand("x ${env:HOST"),
@@ -318,5 +429,65 @@ mod tests {
                 "missing variable name in \"${env:}\"".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn file_and_yaml_content_is_yaml_and_is_expanded_in_turn() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let token = write("token", "s3cr3t\n");
+        let procs = write(
+            "procs.yaml",
+            "batch:\n  timeout: ${env:PORT}ms\nmemory_limiter: {}\n",
+        );
+        let port = write("port", "4317\n");
+        let looped = dir.path().join("loop").display().to_string();
+        std::fs::write(&looped, format!("${{file:{looped}}}")).expect("write");
+
+        // A token file's newline goes; embedded, the content is text.
+        assert_eq!(expand(&format!("${{file:{token}}}")), Ok(text("s3cr3t")));
+        assert_eq!(
+            expand(&format!("Bearer ${{file:{token}}}")),
+            Ok(text("Bearer s3cr3t"))
+        );
+        // A whole value takes the content's shape, and the content's references are expanded.
+        let expected: Value =
+            yaml_serde::from_str("{batch: {timeout: 4317ms}, memory_limiter: {}}").expect("yaml");
+        assert_eq!(expand(&format!("${{file:{procs}}}")), Ok(expected));
+        assert_eq!(
+            expand(&format!("${{file:{port}}}")),
+            Ok(Value::Number(4317.into()))
+        );
+        assert_eq!(
+            expand(&format!("127.0.0.1:${{file:{port}}}")),
+            Ok(text("127.0.0.1:4317"))
+        );
+        // The path may come from a variable.
+        let env_dir = |name: &str| (name == "DIR").then(|| dir.path().display().to_string());
+        assert_eq!(
+            expand_scalar("${file:${env:DIR}/token}", &env_dir),
+            Ok(text("s3cr3t"))
+        );
+        assert_eq!(expand("${env:NOPE:-${yaml:8}}"), Ok(Value::Number(8.into())));
+
+        let list: Value = yaml_serde::from_str("[a, example.com]").expect("yaml");
+        assert_eq!(expand("${yaml:[a, ${env:HOST}]}"), Ok(list));
+        assert_eq!(
+            expand("${yaml:verbosity: detailed}"),
+            Ok(yaml_serde::from_str("{verbosity: detailed}").expect("yaml"))
+        );
+
+        let err = expand(&format!("x ${{file:{procs}}}")).unwrap_err();
+        assert!(err.contains("is a mapping or a list"), "{err}");
+        let err = expand("${file:/no/such/file}").unwrap_err();
+        assert!(err.contains("cannot read \"/no/such/file\""), "{err}");
+        let err = expand("${file:/dev/zero}").unwrap_err();
+        assert!(err.contains("past 16 MiB"), "{err}");
+        let err = expand(&format!("${{file:{looped}}}")).unwrap_err();
+        assert!(err.contains("does a file refer to itself"), "{err}");
     }
 }
