@@ -1,6 +1,6 @@
 //! Compressing an export body of realistic spans (`hotspan_proto::synthetic`, 8192 spans as
 //! the batch processor sends them): gzip from zlib-rs (flate2) and from libdeflate at otelcol's
-//! default level, zstd and snappy at theirs, and decoding and re-encoding the same request
+//! default level, zstd and snappy at theirs, otlp_http's zlib, lz4 and framed snappy, and decoding and re-encoding the same request
 //! (the receive and export paths). Prints each codec's bytes per span.
 //! Run: `cargo bench -p hotspan-proto --bench compression`.
 
@@ -28,12 +28,28 @@ fn bench(c: &mut Criterion) {
     g.bench_function("snappy", |b| {
         b.iter(|| compression::compress(Compression::Snappy, 0, &body))
     });
+    // otlp_http's other codecs, as otelcol's HTTP exporters have them.
+    g.bench_function("zlib6_libdeflate", |b| {
+        b.iter(|| compression::compress(Compression::Zlib, 6, &body))
+    });
+    g.bench_function("lz4", |b| {
+        b.iter(|| compression::compress(Compression::Lz4, 0, &body))
+    });
+    g.bench_function("snappy_framed", |b| {
+        b.iter(|| compression::compress(Compression::SnappyFramed, 0, &body))
+    });
     for (name, bytes) in [
         ("gzip 6, zlib-rs", compression::gzip_flate2(6, &body)),
         ("gzip 6, libdeflate", compression::gzip(6, &body)),
         ("gzip 1, libdeflate", compression::gzip(1, &body)),
         ("zstd 3", compression::compress(Compression::Zstd, 3, &body)),
         ("snappy", compression::compress(Compression::Snappy, 0, &body)),
+        ("zlib 6", compression::compress(Compression::Zlib, 6, &body)),
+        ("lz4", compression::compress(Compression::Lz4, 0, &body)),
+        (
+            "x-snappy-framed",
+            compression::compress(Compression::SnappyFramed, 0, &body),
+        ),
     ] {
         let n = bytes.map(|b| b.len()).unwrap_or(0);
         eprintln!("{name}: {:.1} bytes a span", per_span(n));

@@ -1,12 +1,14 @@
 //! otelcol's compression codecs and levels between hotspan and the real OpenTelemetry
 //! Collector (v0.165, scripts/peers.sh), both ways, over gRPC and HTTP:
 //! - hotspan's `otlp_grpc` and `otlp_http` exporters with `compression` gzip (at level 9),
-//!   zstd (at level 7), snappy and none, each into its own otelcol receiver and file: otelcol
+//!   zstd (at level 7), snappy and none, and `otlp_http`'s also with zlib (at level 1),
+//!   deflate, lz4 and x-snappy-framed, each into its own otelcol receiver and file: otelcol
 //!   reads every codec and writes every span;
 //! - otelcol's exporters with every codec they write (zstd and snappy over gRPC; those,
 //!   `x-snappy-framed`, `zlib`, `deflate` and `lz4` over HTTP) into hotspan's receivers:
 //!   hotspan reads them all, and framed snappy sent as `snappy`, as older otelcol sent it;
-//! - a level a codec does not take is refused at start with the field named;
+//! - a level a codec does not take, and an HTTP-only codec over gRPC, are refused at start
+//!   with the field named;
 //! - big bodies are compressed on threads of their own at the lowest priority, not on the
 //!   threads that answer receivers.
 
@@ -46,18 +48,37 @@ service:
     ))
 }
 
-const CODECS: &[(&str, &str)] = &[
-    ("gzip9", "compression: gzip, compression_params: {level: 9}"),
-    ("zstd7", "compression: zstd, compression_params: {level: 7}"),
-    ("snappy", "compression: snappy"),
-    ("none", "compression: none"),
+/// Each codec hotspan's exporters write: name, config, and whether gRPC carries it (otelcol's
+/// gRPC knows gzip, zstd and snappy; its HTTP also zlib, deflate, lz4 and framed snappy).
+const CODECS: &[(&str, &str, bool)] = &[
+    ("gzip9", "compression: gzip, compression_params: {level: 9}", true),
+    ("zstd7", "compression: zstd, compression_params: {level: 7}", true),
+    ("snappy", "compression: snappy", true),
+    ("none", "compression: none", true),
+    (
+        "zlib1",
+        "compression: zlib, compression_params: {level: 1}",
+        false,
+    ),
+    ("deflate", "compression: deflate", false),
+    ("lz4", "compression: lz4", false),
+    ("snappy_framed", "compression: x-snappy-framed", false),
 ];
+
+/// The protocols `CODECS`' entry goes over.
+fn protocols(grpc: bool) -> &'static [&'static str] {
+    if grpc {
+        &["grpc", "http"]
+    } else {
+        &["http"]
+    }
+}
 
 #[test]
 fn hotspan_exports_with_every_otelcol_codec_and_otelcol_reads_each() -> Result<()> {
     let (mut receivers, mut exporters, mut pipelines) = (String::new(), String::new(), String::new());
-    for (name, _) in CODECS {
-        for proto in ["grpc", "http"] {
+    for (name, _, grpc) in CODECS {
+        for proto in protocols(*grpc) {
             receivers.push_str(&format!(
                 "  otlp/{proto}_{name}:\n    protocols:\n      {proto}: {{endpoint: \"127.0.0.1:{{port:{proto}_{name}}}\"}}\n"
             ));
@@ -75,23 +96,25 @@ fn hotspan_exports_with_every_otelcol_codec_and_otelcol_reads_each() -> Result<(
 
     let mut out = String::new();
     let mut names = Vec::new();
-    for (name, codec) in CODECS {
-        out.push_str(&format!(
-            "  otlp_grpc/{name}: {{endpoint: \"127.0.0.1:{}\", tls: {{insecure: true}}, {codec}}}\n",
-            otelcol.port(&format!("grpc_{name}"))
-        ));
+    for (name, codec, grpc) in CODECS {
+        if *grpc {
+            out.push_str(&format!(
+                "  otlp_grpc/{name}: {{endpoint: \"127.0.0.1:{}\", tls: {{insecure: true}}, {codec}}}\n",
+                otelcol.port(&format!("grpc_{name}"))
+            ));
+            names.push(format!("otlp_grpc/{name}"));
+        }
         out.push_str(&format!(
             "  otlp_http/{name}: {{endpoint: \"http://127.0.0.1:{}\", {codec}}}\n",
             otelcol.port(&format!("http_{name}"))
         ));
-        names.push(format!("otlp_grpc/{name}"));
         names.push(format!("otlp_http/{name}"));
     }
     let mut hotspan = start_hotspan(&out, &names)?;
     grpc_export(hotspan.port("grpc"), Signal::Traces, spans(1)?)?
         .map_err(|s| anyhow::anyhow!("hotspan refused the spans: {s:?}"))?;
-    for (name, _) in CODECS {
-        for proto in ["grpc", "http"] {
+    for (name, _, grpc) in CODECS {
+        for proto in protocols(*grpc) {
             let got = wait_for_spans(
                 &otelcol.path(&format!("{proto}_{name}.jsonl")),
                 SPANS,
@@ -227,28 +250,45 @@ service:
 fn a_level_the_codec_does_not_take_is_refused_at_start() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        r#"
+    let validate = |exporter: &str| -> Result<(bool, String)> {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
 receivers:
-  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:0"}}}
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:0"}}}}}}
 exporters:
-  otlp: {endpoint: "127.0.0.1:4317", compression: snappy, compression_params: {level: 3}}
+  {exporter}
 service:
   pipelines:
-    traces: {receivers: [otlp], exporters: [otlp]}
-"#,
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"#
+            ),
+        )?;
+        let out = std::process::Command::new(hotspan_tests::hotspan_bin())
+            .args(["validate", "--config"])
+            .arg(&config)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        Ok((out.status.success(), text))
+    };
+    let (ok, text) = validate(
+        r#"otlp: {endpoint: "127.0.0.1:4317", compression: snappy, compression_params: {level: 3}}"#,
     )?;
-    let out = std::process::Command::new(hotspan_tests::hotspan_bin())
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    ensure!(!out.status.success(), "a snappy level was taken: {text}");
+    ensure!(!ok, "a snappy level was taken: {text}");
     ensure!(
         text.contains("compression_params.level") && text.contains("snappy"),
         "the error names the field and the codec: {text}"
     );
+    let (ok, text) = validate(r#"otlp: {endpoint: "127.0.0.1:4317", compression: lz4}"#)?;
+    ensure!(!ok, "lz4 over gRPC was taken: {text}");
+    ensure!(
+        text.contains("exporters.otlp.compression") && text.contains("not a gRPC codec"),
+        "the error names the field: {text}"
+    );
+    let (ok, text) =
+        validate(r#"otlp: {endpoint: "127.0.0.1:4317", compression: gzip, compression_params: {level: 9}}"#)?;
+    ensure!(ok, "a good config was refused: {text}");
     Ok(())
 }
 

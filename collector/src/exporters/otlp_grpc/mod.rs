@@ -75,7 +75,15 @@ impl ComponentConfig for OtlpGrpcConfig {
                 message: format!("\"{}\" is not host:port or a URL", self.endpoint),
             });
         }
-        if let Err(e) = compression::level(self.compression, self.compression_params) {
+        if !self.compression.over_grpc() {
+            errs.push(FieldError {
+                path: "compression".into(),
+                message: format!(
+                    "{:?} is not a gRPC codec; use gzip, zstd, snappy or none (or otlp_http)",
+                    self.compression.name()
+                ),
+            });
+        } else if let Err(e) = compression::level(self.compression, self.compression_params) {
             errs.push(FieldError {
                 path: "compression_params.level".into(),
                 message: e.to_string(),

@@ -279,24 +279,27 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
 /// otelcol's HTTP receivers read, as its exporters write them (`deflate` is zlib's format, as
 /// in HTTP and otelcol; `lz4` its frame format).
 fn inflate(name: &str, raw: &[u8], limit: usize) -> Result<Bytes, (StatusCode, String)> {
-    use hotspan_proto::compression::{decompress, read_bounded, Compression, CompressionError};
+    use hotspan_proto::compression::{decompress, Compression, CompressionError};
     // The framed format's first chunk: its stream identifier.
     const SNAPPY_FRAMED: &[u8] = b"\xff\x06\x00\x00sNaPpY";
-    let inflated = match name {
-        "gzip" => decompress(Compression::Gzip, raw, limit),
-        "zstd" => decompress(Compression::Zstd, raw, limit),
+    let codec = match name {
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
         // otelcol before v0.131 wrote the framed format as `snappy`; otelcol's receivers tell
         // the two apart by the stream identifier, and so does this one.
-        "snappy" if !raw.starts_with(SNAPPY_FRAMED) => decompress(Compression::Snappy, raw, limit),
-        "snappy" | "x-snappy-framed" => read_bounded("snappy", snap::read::FrameDecoder::new(raw), limit),
-        "lz4" => read_bounded("lz4", lz4_flex::frame::FrameDecoder::new(raw), limit),
-        _ => read_bounded("zlib", flate2::read::ZlibDecoder::new(raw), limit),
+        "snappy" if !raw.starts_with(SNAPPY_FRAMED) => Compression::Snappy,
+        "snappy" | "x-snappy-framed" => Compression::SnappyFramed,
+        "lz4" => Compression::Lz4,
+        "zlib" => Compression::Zlib,
+        _ => Compression::Deflate,
     };
-    inflated.map(Bytes::from).map_err(|e| match e {
-        CompressionError::TooLarge(_) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{name} body inflates past {limit} bytes"),
-        ),
-        e => (StatusCode::BAD_REQUEST, format!("{name} body: {e}")),
-    })
+    decompress(codec, raw, limit)
+        .map(Bytes::from)
+        .map_err(|e| match e {
+            CompressionError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{name} body inflates past {limit} bytes"),
+            ),
+            e => (StatusCode::BAD_REQUEST, format!("{name} body: {e}")),
+        })
 }
