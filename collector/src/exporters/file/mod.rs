@@ -1,8 +1,12 @@
-//! The `file` exporter: one OTLP/JSON export request per line, as otelcol's file exporter
-//! writes them, appended to `path`.
+//! The `file` exporter, as otelcol's (contrib) writes: each export request as a line of
+//! OTLP/JSON, or with `format: proto` as protobuf behind its length (4 bytes, big-endian); the
+//! file truncated when hotspan starts unless `append`.
 
-use std::fs::{File, OpenOptions};
+use std::collections::BTreeSet;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +27,14 @@ pub struct FileConfig {
     /// How often buffered lines reach the file.
     #[serde(deserialize_with = "hotspan_config::duration::deserialize")]
     pub flush_interval: Duration,
-    /// Only `json` so far.
+    /// `json` or `proto`.
     pub format: String,
+    /// Add to the file instead of truncating it at start.
+    pub append: bool,
+    /// Make the file's directory, and those above it, if missing.
+    pub create_directory: bool,
+    /// Octal mode for the directories made (less the umask), as otelcol takes it.
+    pub directory_permissions: String,
 }
 
 impl Default for FileConfig {
@@ -33,6 +43,9 @@ impl Default for FileConfig {
             path: String::new(),
             flush_interval: Duration::from_secs(1),
             format: "json".into(),
+            append: false,
+            create_directory: false,
+            directory_permissions: String::new(),
         }
     }
 }
@@ -45,11 +58,28 @@ impl ComponentConfig for FileConfig {
                 message: "is required".into(),
             });
         }
-        if self.format != "json" {
+        if self.format != "json" && self.format != "proto" {
             errs.push(FieldError {
                 path: "format".into(),
-                message: format!("\"{}\" is not supported; use json", self.format),
+                message: format!("\"{}\" is not supported; use json or proto", self.format),
             });
+        }
+        if !self.directory_permissions.is_empty() {
+            if !self.create_directory {
+                errs.push(FieldError {
+                    path: "directory_permissions".into(),
+                    message: "takes create_directory: true, as in otelcol".into(),
+                });
+            }
+            if directory_mode(&self.directory_permissions).is_none() {
+                errs.push(FieldError {
+                    path: "directory_permissions".into(),
+                    message: format!(
+                        "\"{}\" is not an octal mode of at most 0777",
+                        self.directory_permissions
+                    ),
+                });
+            }
         }
         // Past an hour, a crash loses that much of the file.
         let hour = Duration::from_secs(3600);
@@ -71,13 +101,32 @@ impl ExporterType for FileExporter {
     const SIGNALS: &'static [Signal] = &Signal::ALL;
 
     fn build(_ctx: &BuildContext, config: FileConfig) -> Result<BuiltExporter, BoxError> {
+        let parent = Path::new(&config.path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let (true, Some(dir)) = (config.create_directory, parent) {
+            // Go's 0777 less the umask when no mode is given, as os.MkdirAll.
+            let mode = directory_mode(&config.directory_permissions).unwrap_or(0o777);
+            DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        // Always in append mode: a reload's exporter and the one it replaces, draining, may
+        // write the same file at once, and only appends keep both whole.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&config.path)
             .map_err(|e| format!("cannot open {}: {e}", config.path))?;
+        if !config.append && first_opening(&config.path) {
+            file.set_len(0)
+                .map_err(|e| format!("cannot truncate {}: {e}", config.path))?;
+        }
         Ok(BuiltExporter::direct(FileExporter {
             writer: Arc::new(Mutex::new(BufWriter::new(file))),
+            proto: config.format == "proto",
             flush_interval: config.flush_interval,
             stop: CancellationToken::new(),
         }))
@@ -87,8 +136,23 @@ impl ExporterType for FileExporter {
 pub struct FileExporter {
     /// Lines are written whole under the lock, so concurrent exports never interleave.
     writer: Arc<Mutex<BufWriter<File>>>,
+    /// Length-prefixed protobuf rather than JSON lines.
+    proto: bool,
     flush_interval: Duration,
     stop: CancellationToken,
+}
+
+/// Whether this process has not opened `path` before: otelcol truncates when it starts, and
+/// so does hotspan, but not on a reload, which would lose what the old pipelines wrote.
+fn first_opening(path: &str) -> bool {
+    static OPENED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
+    OPENED.lock().unwrap_or_else(|p| p.into_inner()).insert(key)
+}
+
+/// `directory_permissions` as a mode: octal, at most 0777.
+fn directory_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok().filter(|&mode| mode <= 0o777)
 }
 
 fn flush(writer: &Mutex<BufWriter<File>>) {
@@ -114,11 +178,23 @@ impl Exporter for FileExporter {
     }
 
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let mut line = batch.encode(Encoding::Json);
-        line.push(b'\n');
+        let record = if self.proto {
+            let message = batch.encode(Encoding::Protobuf);
+            let len = u32::try_from(message.len()).map_err(|_| {
+                ExportError::Permanent(format!(
+                    "a {} byte request does not fit the file's 4-byte length",
+                    message.len()
+                ))
+            })?;
+            [&len.to_be_bytes()[..], &message].concat()
+        } else {
+            let mut line = batch.encode(Encoding::Json);
+            line.push(b'\n');
+            line
+        };
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         writer
-            .write_all(&line)
+            .write_all(&record)
             .map_err(|e| ExportError::retryable(format!("writing to file: {e}")))
     }
 
