@@ -80,14 +80,15 @@ impl Hotspan {
 
 /// A backend for tests of what arrives: a hotspan taking OTLP/gRPC on `port` (chosen by the
 /// caller, so senders can be configured before it runs, and kept across its restarts) and
-/// appending every span to `{dir}/out.jsonl` within 50 ms.
+/// appending every span to `{dir}/out.jsonl` within 50 ms (`append`: a restart keeps what the
+/// file holds, where otelcol's default truncates it).
 pub fn file_backend(port: u16) -> String {
     format!(
         r#"
 receivers:
   otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
 exporters:
-  file: {{path: "{{dir}}/out.jsonl", flush_interval: 50ms}}
+  file: {{path: "{{dir}}/out.jsonl", append: true, flush_interval: 50ms}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
 service:
