@@ -3,7 +3,8 @@
 //!   length: hotspan's file and otelcol's, of the same spans, read back the same way;
 //! - the file is truncated at start unless `append: true`, as in otelcol, but not when a
 //!   reload rebuilds its exporter (the old one may still be writing it);
-//! - `create_directory` makes the missing directories with `directory_permissions`.
+//! - `create_directory` makes the missing directories with `directory_permissions`;
+//! - `rotation` names its backups as otelcol does and keeps `max_backups` of them.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -162,5 +163,118 @@ service:
         json_span_ids(&lines)? == both,
         "the appended file does not hold both runs' spans"
     );
+    Ok(())
+}
+
+/// The files in `dir`: the one written (`spans.jsonl`) and backups as otelcol names them,
+/// `spans-<UTC time>-size.jsonl`; anything else is an error.
+fn rotated_files(dir: &Path) -> Result<(u64, Vec<(String, u64)>)> {
+    let mut current = None;
+    let mut backups = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let len = entry.metadata()?.len();
+        if name == "spans.jsonl" {
+            current = Some(len);
+            continue;
+        }
+        let stamp = name
+            .strip_prefix("spans-")
+            .and_then(|n| n.strip_suffix("-size.jsonl"))
+            .with_context(|| format!("{name} is not a backup's name"))?;
+        let shape: String = stamp
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        ensure!(
+            shape == "9999-99-99T99-99-99.999",
+            "{name}: the time is not timberjack's"
+        );
+        backups.push((name, len));
+    }
+    backups.sort();
+    Ok((current.context("no spans.jsonl")?, backups))
+}
+
+/// `rotation` as otelcol's: past `max_megabytes` the file is renamed with the time and begun
+/// anew, and only `max_backups` backups stay. Both collectors get the same 4.5 MiB of JSON.
+#[test]
+fn rotation_names_and_keeps_backups_as_otelcol_does() -> Result<()> {
+    const EXPORTER: &str = "file: {path: \"{dir}/out/spans.jsonl\", rotation: {max_megabytes: 1, max_backups: 2}, flush_interval: 50ms}";
+    let config = format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{{port:grpc}}"}}}}}}
+exporters:
+  {EXPORTER}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{{port:health}}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [file]}}
+"#
+    );
+    // Enough requests for 4.5 MiB of JSON lines: four rotations at least.
+    let line = TracesBatch::decode(&spans(10)?, Encoding::Protobuf)?
+        .encode(Encoding::Json)
+        .len();
+    let n = (9 << 19) / line + 1;
+    let requests: Vec<Vec<u8>> = (10..10 + n as u64).map(spans).collect::<Result<_>>()?;
+
+    let mut written = Vec::new();
+    for peer in ["otelcol", "hotspan"] {
+        let out = tempfile::tempdir()?;
+        std::fs::create_dir(out.path().join("out"))?;
+        let config = config.replace("{dir}", &out.path().display().to_string());
+        let (port, mut stop): (u16, Box<dyn FnMut() -> Result<String>>) = if peer == "otelcol" {
+            let mut otelcol = start_otelcol(&config)?;
+            (
+                otelcol.port("grpc"),
+                Box::new(move || {
+                    ensure!(otelcol.terminate()?.success(), "otelcol: {}", otelcol.log());
+                    Ok(otelcol.log())
+                }),
+            )
+        } else {
+            let mut hotspan = Hotspan::start(&config)?;
+            (
+                hotspan.port("grpc"),
+                Box::new(move || {
+                    ensure!(hotspan.terminate()?.success(), "{}", hotspan.log());
+                    Ok(hotspan.log())
+                }),
+            )
+        };
+        for request in &requests {
+            grpc_export(port, Signal::Traces, request.clone())?
+                .map_err(|s| anyhow::anyhow!("{peer} refused the spans: {s:?}"))?;
+        }
+        let log = stop()?;
+        let (current, backups) = rotated_files(&out.path().join("out")).with_context(|| log.clone())?;
+        ensure!(
+            backups.len() == 2,
+            "{peer} kept {} backups, not max_backups 2: {backups:?}",
+            backups.len()
+        );
+        for (name, len) in &backups {
+            ensure!(*len <= 1 << 20, "{peer}'s {name} is {len} bytes, past 1 MiB");
+        }
+        ensure!(current <= 1 << 20, "{peer}'s file is {current} bytes");
+        if peer == "hotspan" {
+            // Every file holds whole requests: each line reads as one.
+            for (name, _) in &backups {
+                let spans = read_spans(&out.path().join("out").join(name))?;
+                ensure!(
+                    spans.len() % SPANS == 0 && !spans.is_empty(),
+                    "{name} holds {} spans",
+                    spans.len()
+                );
+            }
+        }
+        written.push((peer, backups.len()));
+    }
+    ensure!(written[0].1 == written[1].1, "{written:?}");
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The `file` exporter, as otelcol's (contrib) writes: each export request as a line of
 //! OTLP/JSON, or with `format: proto` as protobuf behind its length (4 bytes, big-endian); the
-//! file truncated when hotspan starts unless `append`.
+//! file truncated when hotspan starts unless `append` or `rotation` (rotation.rs).
+
+mod rotation;
 
 use std::collections::BTreeSet;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use tracing::warn;
 
 use crate::component::{BoxError, BuildContext, BuiltExporter, ComponentType, Exporter, ExporterType};
 use crate::exporters::ExportError;
+use rotation::{Output, Rotation};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +37,8 @@ pub struct FileConfig {
     pub create_directory: bool,
     /// Octal mode for the directories made (less the umask), as otelcol takes it.
     pub directory_permissions: String,
+    /// Set: a new file past a size, as otelcol's; the file is then appended to at start.
+    pub rotation: Option<Rotation>,
 }
 
 impl Default for FileConfig {
@@ -46,6 +50,7 @@ impl Default for FileConfig {
             append: false,
             create_directory: false,
             directory_permissions: String::new(),
+            rotation: None,
         }
     }
 }
@@ -63,6 +68,15 @@ impl ComponentConfig for FileConfig {
                 path: "format".into(),
                 message: format!("\"{}\" is not supported; use json or proto", self.format),
             });
+        }
+        if let Some(rotation) = &self.rotation {
+            if self.append {
+                errs.push(FieldError {
+                    path: "append".into(),
+                    message: "cannot be set with rotation, as in otelcol".into(),
+                });
+            }
+            rotation.validate(errs);
         }
         if !self.directory_permissions.is_empty() {
             if !self.create_directory {
@@ -120,12 +134,16 @@ impl ExporterType for FileExporter {
             .append(true)
             .open(&config.path)
             .map_err(|e| format!("cannot open {}: {e}", config.path))?;
-        if !config.append && first_opening(&config.path) {
+        // With rotation, timberjack appends to the file it finds.
+        if !config.append && config.rotation.is_none() && first_opening(&config.path) {
             file.set_len(0)
                 .map_err(|e| format!("cannot truncate {}: {e}", config.path))?;
         }
         Ok(BuiltExporter::direct(FileExporter {
-            writer: Arc::new(Mutex::new(BufWriter::new(file))),
+            writer: Arc::new(Mutex::new(
+                Output::new(file, Path::new(&config.path), config.rotation)
+                    .map_err(|e| format!("cannot open {}: {e}", config.path))?,
+            )),
             proto: config.format == "proto",
             flush_interval: config.flush_interval,
             stop: CancellationToken::new(),
@@ -135,7 +153,7 @@ impl ExporterType for FileExporter {
 
 pub struct FileExporter {
     /// Lines are written whole under the lock, so concurrent exports never interleave.
-    writer: Arc<Mutex<BufWriter<File>>>,
+    writer: Arc<Mutex<Output>>,
     /// Length-prefixed protobuf rather than JSON lines.
     proto: bool,
     flush_interval: Duration,
@@ -155,7 +173,7 @@ fn directory_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 8).ok().filter(|&mode| mode <= 0o777)
 }
 
-fn flush(writer: &Mutex<BufWriter<File>>) {
+fn flush(writer: &Mutex<Output>) {
     if let Err(e) = writer.lock().unwrap_or_else(|p| p.into_inner()).flush() {
         warn!(error = %e, "file exporter could not flush");
     }
@@ -192,10 +210,10 @@ impl Exporter for FileExporter {
             line.push(b'\n');
             line
         };
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        writer
-            .write_all(&record)
-            .map_err(|e| ExportError::retryable(format!("writing to file: {e}")))
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&record)
     }
 
     async fn shutdown(&self) {
